@@ -1,0 +1,1 @@
+//! runops-agent (being written).

@@ -1,0 +1,1 @@
+//! runops-cli (being written).

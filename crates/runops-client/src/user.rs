@@ -1,0 +1,138 @@
+//! The user-facing API calls (targets, tasks, logs, agents, tokens, users).
+
+use crate::{Client, Result};
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::StreamExt;
+use reqwest::Method;
+use runops_proto::api::*;
+
+/// Percent-encodes one URL path segment (target names may hold any character).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    pub async fn me(&self) -> Result<User> {
+        self.get_json("/v1/me").await
+    }
+
+    pub async fn create_target(&self, t: &TargetCreate) -> Result<Target> {
+        self.post_json("/v1/targets", t, None).await
+    }
+
+    pub async fn list_targets(&self) -> Result<Vec<Target>> {
+        self.get_json("/v1/targets").await
+    }
+
+    pub async fn get_target(&self, name: &str) -> Result<Target> {
+        self.get_json(&format!("/v1/targets/{}", seg(name))).await
+    }
+
+    pub async fn update_target(&self, name: &str, u: &TargetUpdate) -> Result<Target> {
+        let rb = self
+            .request(Method::PUT, &format!("/v1/targets/{}", seg(name)), None)
+            .json(u);
+        self.send_json(rb).await
+    }
+
+    pub async fn delete_target(&self, name: &str) -> Result<()> {
+        let rb = self.request(Method::DELETE, &format!("/v1/targets/{}", seg(name)), None);
+        self.send(rb).await.map(|_| ())
+    }
+
+    pub async fn create_task(&self, t: &TaskCreate) -> Result<Task> {
+        self.post_json("/v1/tasks", t, None).await
+    }
+
+    pub async fn list_tasks(&self, q: &TaskListQuery) -> Result<Vec<Task>> {
+        let rb = self.request(Method::GET, "/v1/tasks", None).query(q);
+        self.send_json(rb).await
+    }
+
+    pub async fn get_task(&self, id: i64) -> Result<Task> {
+        self.get_json(&format!("/v1/tasks/{id}")).await
+    }
+
+    pub async fn kill_task(&self, id: i64) -> Result<Task> {
+        self.post_json(&format!("/v1/tasks/{id}/kill"), &serde_json::json!({}), None)
+            .await
+    }
+
+    /// The stored log from `offset` on (whatever exists so far).
+    pub async fn task_logs(&self, id: i64, offset: u64) -> Result<Bytes> {
+        let q = LogsQuery {
+            offset: Some(offset),
+            follow: None,
+        };
+        let rb = self
+            .request(Method::GET, &format!("/v1/tasks/{id}/logs"), None)
+            .query(&q);
+        let resp = self.send(rb).await?;
+        resp.bytes().await.map_err(|e| self.transport(e))
+    }
+
+    /// Streams the log from `offset` on as it is written; the stream ends when the
+    /// task ends (or the connection breaks: resume from the bytes received so far).
+    pub async fn follow_task_logs(
+        &self,
+        id: i64,
+        offset: u64,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
+        let q = LogsQuery {
+            offset: Some(offset),
+            follow: Some(true),
+        };
+        let rb = self
+            .request(Method::GET, &format!("/v1/tasks/{id}/logs"), None)
+            .query(&q);
+        let resp = self.send(rb).await?;
+        let this = self.clone();
+        Ok(resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| this.transport(e))))
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
+        self.get_json("/v1/agents").await
+    }
+
+    pub async fn create_agent_token(&self, name: Option<String>) -> Result<AgentTokenCreated> {
+        self.post_json("/v1/agent-tokens", &AgentTokenCreate { name }, None)
+            .await
+    }
+
+    pub async fn list_agent_tokens(&self) -> Result<Vec<AgentToken>> {
+        self.get_json("/v1/agent-tokens").await
+    }
+
+    pub async fn revoke_agent_token(&self, id: i64) -> Result<()> {
+        let rb = self.request(Method::DELETE, &format!("/v1/agent-tokens/{id}"), None);
+        self.send(rb).await.map(|_| ())
+    }
+
+    pub async fn create_user(&self, u: &UserCreate) -> Result<UserCreated> {
+        self.post_json("/v1/users", u, None).await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.get_json("/v1/users").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(super::seg("demo-db"), "demo-db");
+        assert_eq!(super::seg("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,156 @@
+//! The agent protocol. Every call goes from the agent to the server (outbound only),
+//! with `Authorization: Bearer <agent token>`.
+//!
+//! | method and path                          | body → answer |
+//! |------------------------------------------|---------------|
+//! | `POST /v1/agent/connect`                 | [`ConnectRequest`] → [`ConnectResponse`]; `409 tags_taken` when another live agent holds the tags |
+//! | `POST /v1/agent/poll`                    | [`PollRequest`] → [`PollResponse`]; held open up to `poll_hold_secs`; `410 session_expired` → connect again |
+//! | `POST /v1/agent/tasks/{id}/start`        | [`StartRequest`] → `200` [`StartResponse`]; `409 offer_expired` / `task_ended` → drop the offer, never run it |
+//! | `POST /v1/agent/tasks/{id}/logs?session_id=S&offset=N` | raw bytes (`application/octet-stream`) → [`LogAck`]; idempotent by offset |
+//! | `POST /v1/agent/tasks/{id}/finish`       | [`FinishRequest`] → [`FinishResponse`]; idempotent; `409 log_incomplete` carries the stored size in [`LogAck`] form |
+//! | `POST /v1/agent/disconnect`              | [`DisconnectRequest`] → `204` |
+//!
+//! Semantics:
+//! - The poll is the heartbeat: a session whose last poll began more than `lease_secs`
+//!   ago (and has none open) is lost. Its running tasks end `failure`/`agent-lost`; its
+//!   offers that were not started go back to `ready`.
+//! - A task is started at most once. `start` after the offer deadline, or for a task
+//!   that was cancelled, answers 409 and the agent must not run it.
+//! - Logs are one byte stream per task. A chunk carries its offset; the server appends
+//!   the part it does not have yet and answers with its stored size, so resends are
+//!   harmless and gaps are detected (`409 log_gap` with the stored size).
+//! - Reconnecting with the same `instance_id` and tags resumes the session (after a
+//!   server restart, a network cut), instead of being refused as a second agent.
+
+use crate::status::{FailureReason, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// The agent's `TAGS`; `None` (or empty) for the untagged agent.
+    pub tags: Option<String>,
+    pub hostname: String,
+    pub version: String,
+    /// Random per agent process; lets a reconnecting agent resume its own session.
+    pub instance_id: String,
+    /// The agent's `CONCURRENCY`.
+    pub concurrency: u32,
+    /// Wait for the tags to become free instead of failing with 409 (`--standby`).
+    #[serde(default)]
+    pub standby: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectResponse {
+    pub session_id: String,
+    pub org: String,
+    /// A session is lost when it has not polled for this long.
+    pub lease_secs: u64,
+    /// The server answers an idle poll after this long; poll again at once.
+    pub poll_hold_secs: u64,
+    /// True when this connect resumed an existing session of the same instance.
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub session_id: String,
+    /// Tasks this agent is running or still reporting.
+    pub running: Vec<i64>,
+    /// How many new tasks the agent can take now; 0 makes the poll a pure heartbeat.
+    pub free_slots: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub offers: Vec<TaskOffer>,
+    /// Running tasks to stop now (killed by a user, or already ended on the server).
+    pub cancel: Vec<i64>,
+}
+
+/// Everything the agent needs to run one task. Secrets are *not* in here (except the
+/// target's `runops`-provider config): the agent fetches them from the user's own
+/// secrets manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskOffer {
+    pub task_id: i64,
+    pub target: String,
+    /// The integration type (`bash`, `postgres`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub script: String,
+    /// The task's message (exposed as `RUNOPS_TASK_DESCRIPTION`).
+    pub message: Option<String>,
+    pub secret_provider: Option<String>,
+    pub secret_path: Option<String>,
+    /// The mapping as stored text; the agent parses it and fails fast if it is malformed.
+    pub secret_mapping: Option<String>,
+    /// `all` or `none`.
+    pub redact: String,
+    pub custom_command: Option<String>,
+    pub timeout_secs: u64,
+    pub user_email: String,
+    pub user_groups: Vec<String>,
+    /// The creator's identity-provider JWT, when the task was created with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_jwt: Option<String>,
+    /// The target's write-only config (`runops` secrets provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+    /// Start within this many milliseconds, or the offer goes back to the queue.
+    pub start_deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartResponse {
+    pub task_id: i64,
+    pub status: TaskStatus,
+}
+
+/// Query of the log upload call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunkQuery {
+    pub session_id: String,
+    pub offset: u64,
+}
+
+/// The server's stored size of a task's log after an upload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogAck {
+    pub stored: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishRequest {
+    pub session_id: String,
+    /// `success` or `failure`.
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<FailureReason>,
+    /// Why it failed, in words, already redacted.
+    pub failure_message: Option<String>,
+    pub redacted: bool,
+    /// Total bytes of the (redacted) log.
+    pub log_size: u64,
+    /// `None` when the log went to the server; `s3://bucket/key` when it went to the
+    /// user's bucket.
+    pub log_location: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishResponse {
+    pub task_id: i64,
+    pub status: TaskStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DisconnectRequest {
+    pub session_id: String,
+}

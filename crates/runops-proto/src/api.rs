@@ -1,0 +1,274 @@
+//! The user-facing REST API, authenticated with `Authorization: Bearer <user token>`.
+//!
+//! | method and path                 | body → answer                                  |
+//! |---------------------------------|------------------------------------------------|
+//! | `GET /healthz`, `GET /readyz`   | `200 ok` / `503` when the store is unreachable |
+//! | `GET /v1/me`                    | → [`User`]                                     |
+//! | `POST /v1/targets`              | [`TargetCreate`] → `201` [`Target`]            |
+//! | `GET /v1/targets`               | → `[`[`Target`]`]`                             |
+//! | `GET /v1/targets/{name}`        | → [`Target`]                                   |
+//! | `PUT /v1/targets/{name}`        | [`TargetUpdate`] → [`Target`]                  |
+//! | `DELETE /v1/targets/{name}`     | → `204`                                        |
+//! | `POST /v1/tasks`                | [`TaskCreate`] → `201` [`Task`]                |
+//! | `GET /v1/tasks`                 | query [`TaskListQuery`] → `[`[`Task`]`]` newest first |
+//! | `GET /v1/tasks/{id}`            | → [`Task`]                                     |
+//! | `GET /v1/tasks/{id}/logs`       | query [`LogsQuery`] → `text/plain` bytes; with `follow=true` the body streams until the task ends |
+//! | `POST /v1/tasks/{id}/kill`      | → `202` [`Task`]                               |
+//! | `GET /v1/agents`                | → `[`[`Agent`]`]` (live sessions)              |
+//! | `POST /v1/agent-tokens`         | [`AgentTokenCreate`] → `201` [`AgentTokenCreated`] |
+//! | `GET /v1/agent-tokens`          | → `[`[`AgentToken`]`]`                         |
+//! | `DELETE /v1/agent-tokens/{id}`  | → `204` (revoked; its agents are disconnected) |
+//! | `POST /v1/users`                | [`UserCreate`] → `201` [`UserCreated`] (admin) |
+//! | `GET /v1/users`                 | → `[`[`User`]`]`                               |
+//!
+//! Every error is a JSON [`ApiErrorBody`] with a status code that fits.
+
+use crate::{FailureReason, TaskStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Default task timeout when a target sets none: one hour.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// Machine-readable kind: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
+    /// `conflict`, `tags_taken`, `session_expired`, `offer_expired`, `task_ended`,
+    /// `payload_too_large`, `internal`, ...
+    pub code: String,
+    /// What went wrong, in a sentence an operator can act on (lower-case, no trailing dot).
+    pub error: String,
+    /// What to do about it, when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// A user of an organisation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    /// `admin` or `user`.
+    pub role: String,
+    pub org: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `admin` or `user` (default).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// Answer to `POST /v1/users`: the user and their first API token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user: User,
+    pub token: String,
+}
+
+/// A target as the API shows it. Secret material is never part of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub description: Option<String>,
+    /// The agent tags this target runs on; `None` means the untagged agent.
+    pub tags: Option<String>,
+    /// `env-var`, `filesystem`, `aws`, `hashicorp/kv`, `hashicorp/db` or `runops`.
+    pub secret_provider: Option<String>,
+    pub secret_path: Option<String>,
+    /// `{"WANTED_KEY": "KEY_IN_SECRET"}`.
+    pub secret_mapping: Option<serde_json::Map<String, serde_json::Value>>,
+    pub runner_provider: Option<String>,
+    /// `all` (default) or `none`.
+    pub redact: String,
+    /// `none` (default), `anyone` or `team`.
+    pub review: String,
+    pub reviewers: Vec<String>,
+    pub custom_command: Option<String>,
+    pub timeout: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/targets`. `secret_mapping` may be a JSON object or a string holding one
+/// (the CLI passes the user's text through, so the server can point at the error).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetCreate {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_mapping: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_command: Option<String>,
+    /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
+/// an optional text field (`"tags": ""` makes the target untagged).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetUpdate {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_mapping: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub target: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub script: String,
+    pub message: Option<String>,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<FailureReason>,
+    /// Why the task failed, in words (already redacted by the agent).
+    pub failure_message: Option<String>,
+    /// The creator's e-mail.
+    pub user: String,
+    /// Hostname of the agent that ran (or was offered) the task.
+    pub agent: Option<String>,
+    /// True only when the whole output went through the agent's redactor.
+    pub redacted: bool,
+    pub log_size: u64,
+    /// `server` when the control plane holds the log, or the URL of the object
+    /// in the user's bucket (`s3://bucket/key`).
+    pub log_location: Option<String>,
+    /// API path of the task's log, as the original API named it.
+    pub task_logs: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Milliseconds from start to finish (or to now while running).
+    pub elapsed_ms: Option<u64>,
+}
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCreate {
+    pub target: String,
+    pub script: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Overrides the target's type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// At most this many tasks (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only tasks with an id below this one (paging backwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+}
+
+/// Query of `GET /v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// Start at this byte offset of the log (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Keep the answer open and stream new output until the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+}
+
+/// A live agent session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Agent {
+    pub id: String,
+    pub tags: Option<String>,
+    pub hostname: String,
+    pub version: String,
+    pub concurrency: u32,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub running_tasks: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTokenCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentToken {
+    pub id: i64,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Answer to `POST /v1/agent-tokens`: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentTokenCreated {
+    pub id: i64,
+    pub token: String,
+}

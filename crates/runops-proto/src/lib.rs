@@ -1,0 +1,22 @@
+//! Wire types shared by every Runops component.
+//!
+//! The control plane (`runops-server`), the agent (`runops-agent`) and the CLI
+//! (`runops-cli`, through `runops-client`) speak JSON over HTTP. This crate holds
+//! the shapes of those messages and nothing else: no I/O, no async, only serde.
+//!
+//! - [`api`]: the user-facing REST API (`/v1/targets`, `/v1/tasks`, ...).
+//! - [`agent`]: the agent protocol (`connect` → `poll` → `start` → `logs` → `finish`).
+//! - [`token`]: the format of API and agent tokens (an agent token carries the server URL).
+//! - [`status`]: task statuses and failure reasons, with their wire names.
+//! - [`limits`]: size limits shared by both sides, each with its reason.
+
+pub mod agent;
+pub mod api;
+pub mod limits;
+pub mod status;
+pub mod token;
+
+pub use status::{FailureReason, TaskStatus};
+
+/// The version every component reports (`runops --version`, agent `connect`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

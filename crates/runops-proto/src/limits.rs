@@ -1,0 +1,28 @@
+//! Size limits shared by the server and its clients. Each one exists so that no
+//! single input can exhaust memory or storage on either side.
+
+/// Largest script a task may carry. Scripts are stored and sent inside the offer.
+pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+
+/// Largest JSON body the API accepts for any request other than log uploads
+/// (a target's config or a task with a maximal script fit comfortably).
+pub const MAX_JSON_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest single log chunk an agent uploads; the agent splits bigger spools.
+pub const MAX_LOG_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Longest target name; names appear in URLs and tables.
+pub const MAX_TARGET_NAME_LEN: usize = 128;
+
+/// Longest tag string (targets' `tags`, agents' `TAGS`).
+pub const MAX_TAGS_LEN: usize = 256;
+
+/// Longest task message / target description.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+
+/// Longest `secret_path`, `secret_mapping` or `custom_command` text.
+pub const MAX_CONFIG_FIELD_LEN: usize = 64 * 1024;
+
+/// Longest a server holds an agent's poll open when nothing happens. The poll is
+/// also the heartbeat, so it must stay well under the lease.
+pub const MAX_POLL_HOLD_SECS: u64 = 25;

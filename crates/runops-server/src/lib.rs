@@ -1,0 +1,1 @@
+//! runops-server (being written).
