@@ -1,1 +1,146 @@
-//! runops-cli (being written).
+//! The commands users type: `runops login`, `targets`, `tasks`, `agents`, `users`, `tokens`.
+//!
+//! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
+//! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
+//! arguments and its handlers; handlers talk to the server only through
+//! `runops_client::Client`, built from the one config loader in `config.rs`
+//! (`runops login` writes it; `RUNOPS_URL` / `RUNOPS_TOKEN` override it). Output is an
+//! aligned table or a `key: value` block by default and the API's JSON with `--json`
+//! (`output.rs`). `tasks create` follows the task's log live (`follow.rs`, with a
+//! spinner on a terminal from `spinner.rs`) and exits with the task's exit code.
+//! Every failure is printed cargo-style, `error: ...` then `hint: ...`, and exits 1.
+//!
+//! The docs' flags use underscores (`--secret_path`); every such flag also accepts the
+//! kebab-case spelling (`--secret-path`).
+
+mod agents;
+mod config;
+mod error;
+mod follow;
+mod login;
+mod output;
+mod spinner;
+mod targets;
+mod tasks;
+mod tokens;
+mod users;
+
+pub use agents::AgentsCmd;
+pub use config::{config_path, write_config};
+pub use login::LoginArgs;
+pub use targets::TargetsCmd;
+pub use tasks::{EXIT_INTERRUPTED, EXIT_TIMEOUT, TasksCmd, task_exit_code};
+pub use tokens::TokensCmd;
+pub use users::UsersCmd;
+
+use error::{CliError, CliResult};
+use std::process::ExitCode;
+
+/// Exit code of every CLI error (bad input, server error, not logged in).
+pub const EXIT_ERROR: u8 = 1;
+
+/// The user commands; the binary does `#[command(flatten)] User(runops_cli::Command)`.
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Check an API token and save it with the server URL for the next commands.
+    Login(LoginArgs),
+    /// Create, list, show, update and delete targets.
+    Targets(TargetsCmd),
+    /// Run scripts on targets and follow their output.
+    Tasks(TasksCmd),
+    /// Live agents and agent tokens.
+    Agents(AgentsCmd),
+    /// Users of the organisation.
+    Users(UsersCmd),
+    /// API and agent tokens.
+    Tokens(TokensCmd),
+}
+
+/// Runs one command and returns the process exit code: 0 when it worked; for
+/// `tasks create` (waiting), the task's exit code (see [`task_exit_code`]); 1 for
+/// every error, after printing `error: <message>` and `hint: <hint>` on stderr.
+pub async fn run(cmd: Command) -> ExitCode {
+    ExitCode::from(run_code(cmd).await)
+}
+
+/// [`run`] with the code as a number.
+pub async fn run_code(cmd: Command) -> u8 {
+    let result = match cmd {
+        Command::Login(a) => a.run().await,
+        Command::Targets(c) => c.run().await,
+        Command::Tasks(c) => c.run().await,
+        Command::Agents(c) => c.run().await,
+        Command::Users(c) => c.run().await,
+        Command::Tokens(c) => c.run().await,
+    };
+    exit_code_of(result)
+}
+
+/// Prints an error (unless it asks for a quiet exit) and picks the exit code.
+fn exit_code_of(result: CliResult<u8>) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(e) => match e.quiet_exit {
+            Some(code) => code,
+            None => {
+                output::note(&e.render());
+                EXIT_ERROR
+            }
+        },
+    }
+}
+
+/// The client every command but `login` uses, from the config file and environment.
+pub(crate) fn connect() -> CliResult<runops_client::Client> {
+    let creds = config::load_credentials()?;
+    runops_client::Client::new(&creds.url, &creds.token)
+        .map_err(|e| CliError::from(e).or_hint(config::LOGIN_HINT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// Stands in for the binary's root, which flattens [`Command`] the same way.
+    #[derive(Parser, Debug)]
+    #[command(name = "runops")]
+    pub(crate) struct Root {
+        #[command(subcommand)]
+        pub cmd: Command,
+    }
+
+    pub(crate) fn parse(args: &[&str]) -> Command {
+        let mut full = vec!["runops"];
+        full.extend_from_slice(args);
+        match Root::try_parse_from(full) {
+            Ok(r) => r.cmd,
+            Err(e) => panic!("`runops {}` did not parse:\n{e}", args.join(" ")),
+        }
+    }
+
+    pub(crate) fn parse_err(args: &[&str]) -> String {
+        let mut full = vec!["runops"];
+        full.extend_from_slice(args);
+        match Root::try_parse_from(full) {
+            Ok(r) => panic!("`runops {}` parsed as {r:?}", args.join(" ")),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Root::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_exit_1_and_quiet_exits_keep_their_code() {
+        assert_eq!(exit_code_of(Ok(0)), 0);
+        assert_eq!(exit_code_of(Ok(3)), 3);
+        assert_eq!(exit_code_of(Err(CliError::new("boom"))), EXIT_ERROR);
+        let quiet = CliError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(exit_code_of(Err(quiet)), 0);
+    }
+}

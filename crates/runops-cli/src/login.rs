@@ -1,0 +1,66 @@
+//! `runops login --url URL --token TOKEN`: checks the token with `GET /v1/me`, then
+//! saves URL and token in the config file.
+
+use crate::config::{self, ENV_TOKEN, ENV_URL};
+use crate::error::{CliError, CliResult};
+use crate::output;
+use runops_client::Client;
+use runops_proto::token::{TokenKind, token_kind};
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// The server's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = ENV_URL, value_name = "URL")]
+    pub url: String,
+    /// A user API token (`rou_...`).
+    #[arg(long, env = ENV_TOKEN, value_name = "TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the logged-in user as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoginArgs {
+    pub async fn run(self) -> CliResult<u8> {
+        if token_kind(self.token.trim()) == Some(TokenKind::Agent) {
+            return Err(CliError::new("this is an agent token, not a user API token")
+                .with_hint("agent tokens (`roa_...`) are for `runops agent`; log in with a user token (`rou_...`)"));
+        }
+        let client = Client::new(&self.url, &self.token)?;
+        let me = client.me().await?;
+        let path = config::write_config(client.base_url(), &self.token)
+            .map_err(|e| CliError::new(format!("{e:#}")))?;
+        if self.json {
+            output::print_json(&me)?;
+        } else {
+            output::print(&format!(
+                "logged in to {} as {}\n",
+                client.base_url(),
+                output::cell(&me.email)
+            ))?;
+            output::note(&format!("saved in {}", path.display()));
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Command;
+    use crate::tests::parse;
+
+    #[test]
+    fn login_takes_url_and_token() {
+        let Command::Login(a) = parse(&[
+            "login",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--token",
+            "rou_x",
+        ]) else {
+            panic!("not login")
+        };
+        assert_eq!(a.url, "http://127.0.0.1:8080");
+        assert_eq!(a.token, "rou_x");
+    }
+}

@@ -1,0 +1,661 @@
+//! `runops targets create|list|show|update|delete`.
+//!
+//! `--secret_mapping` is sent as the user's text (a JSON string value): the server
+//! parses it and points at the position of any error.
+
+use crate::error::{CliError, CliResult};
+use crate::output::{self, cell, or_dash};
+use chrono::Utc;
+use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+
+#[derive(clap::Args, Debug)]
+pub struct TargetsCmd {
+    #[command(subcommand)]
+    pub cmd: TargetsSub,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true, display_order = 900)]
+    pub json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TargetsSub {
+    /// Create a target.
+    Create(TargetCreateArgs),
+    /// List the organisation's targets.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one target.
+    Show(TargetName),
+    /// Change some fields of a target (only the flags given change).
+    Update(TargetUpdateArgs),
+    /// Delete a target.
+    #[command(visible_alias = "rm")]
+    Delete(TargetName),
+}
+
+/// A target named either as `NAME` or `--name NAME`.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct TargetName {
+    /// The target's name.
+    #[arg(value_name = "NAME")]
+    pub positional: Option<String>,
+    /// The target's name.
+    #[arg(long = "name", value_name = "NAME")]
+    pub flag: Option<String>,
+}
+
+impl TargetName {
+    fn get(&self) -> &str {
+        self.flag
+            .as_deref()
+            .or(self.positional.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TargetCreateArgs {
+    /// Unique name in the organisation (used by `tasks create -t NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Integration: bash, python, node, mysql, postgres, k8s, ...
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: String,
+    #[command(flatten)]
+    pub fields: TargetFields,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TargetUpdateArgs {
+    #[command(flatten)]
+    pub name: TargetName,
+    /// New integration type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub fields: TargetFields,
+    /// Accepted for compatibility with the original CLI; Slack channels are not supported.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
+}
+
+/// The optional fields shared by `create` and `update`. In `update`, an empty value
+/// clears a text field (`--tags ''` makes the target run on the untagged agent).
+#[derive(clap::Args, Debug, Default)]
+pub struct TargetFields {
+    /// Agent tags this target runs on (the agent's TAGS); none means the untagged agent.
+    #[arg(long, value_name = "TAGS")]
+    pub tags: Option<String>,
+    /// Where the agent reads secrets: env-var (default with --secret_path), filesystem,
+    /// aws, hashicorp/kv, hashicorp/db, runops.
+    #[arg(
+        long = "secret-provider",
+        visible_alias = "secret_provider",
+        value_name = "PROVIDER"
+    )]
+    pub secret_provider: Option<String>,
+    /// Name of the secret in the provider (for env-var: the agent's variable).
+    #[arg(
+        long = "secret-path",
+        visible_alias = "secret_path",
+        value_name = "PATH"
+    )]
+    pub secret_path: Option<String>,
+    /// JSON object `{"WANTED_KEY": "KEY_IN_SECRET"}`.
+    #[arg(
+        long = "secret-mapping",
+        visible_alias = "secret_mapping",
+        value_name = "JSON"
+    )]
+    pub secret_mapping: Option<String>,
+    /// Where the task runs (kept for compatibility with the original CLI).
+    #[arg(
+        long = "runner-provider",
+        visible_alias = "runner_provider",
+        value_name = "PROVIDER"
+    )]
+    pub runner_provider: Option<String>,
+    /// Free text shown in lists.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Task timeout: seconds, or with a unit (`90s`, `15m`, `2h`). Default 1h.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<u64>,
+    /// Remove personal data from the output too (`all`, default) or only secrets (`none`).
+    #[arg(long, value_name = "MODE", value_parser = ["all", "none"])]
+    pub redact: Option<String>,
+    /// Review before running: none (default), anyone, team.
+    #[arg(long, value_name = "MODE", value_parser = ["none", "anyone", "team"])]
+    pub review: Option<String>,
+    /// Reviewer groups, comma-separated (one approval from each with `--review team`).
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    pub reviewers: Option<Vec<String>>,
+    /// Replaces the type's command; `[[SCRIPT]]` and `[[KEY]]` are filled in.
+    #[arg(
+        long = "custom-command",
+        visible_alias = "custom_command",
+        value_name = "COMMAND"
+    )]
+    pub custom_command: Option<String>,
+}
+
+/// Seconds as a number, or a number with `s`, `m` or `h`.
+pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{s}` is not a timeout; give seconds (`3600`) or a unit (`90s`, `15m`, `2h`)")
+    })?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "unknown unit in timeout `{s}`; use `s`, `m` or `h` (`15m`)"
+            ));
+        }
+    };
+    let secs = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("timeout `{s}` is too large"))?;
+    if secs == 0 {
+        return Err("the timeout must be at least one second".to_string());
+    }
+    Ok(secs)
+}
+
+/// Trims reviewer groups and drops empty ones (`--reviewers ''` clears the list).
+fn clean_groups(groups: Option<Vec<String>>) -> Option<Vec<String>> {
+    groups.map(|g| {
+        g.into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+impl TargetCreateArgs {
+    pub(crate) fn to_request(&self) -> TargetCreate {
+        let f = &self.fields;
+        TargetCreate {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            description: f.description.clone(),
+            tags: f.tags.clone(),
+            secret_provider: f.secret_provider.clone(),
+            secret_path: f.secret_path.clone(),
+            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
+            runner_provider: f.runner_provider.clone(),
+            redact: f.redact.clone(),
+            review: f.review.clone(),
+            reviewers: clean_groups(f.reviewers.clone()),
+            custom_command: f.custom_command.clone(),
+            timeout: f.timeout,
+        }
+    }
+}
+
+impl TargetUpdateArgs {
+    pub(crate) fn to_request(&self) -> TargetUpdate {
+        let f = &self.fields;
+        TargetUpdate {
+            kind: self.kind.clone(),
+            description: f.description.clone(),
+            tags: f.tags.clone(),
+            secret_provider: f.secret_provider.clone(),
+            secret_path: f.secret_path.clone(),
+            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
+            runner_provider: f.runner_provider.clone(),
+            redact: f.redact.clone(),
+            review: f.review.clone(),
+            reviewers: clean_groups(f.reviewers.clone()),
+            custom_command: f.custom_command.clone(),
+            timeout: f.timeout,
+        }
+    }
+}
+
+/// True when an update would change nothing.
+fn is_empty_update(u: &TargetUpdate) -> bool {
+    serde_json::to_value(u)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.is_empty()))
+        .unwrap_or(false)
+}
+
+impl TargetsCmd {
+    pub async fn run(self) -> CliResult<u8> {
+        let json = self.json;
+        match self.cmd {
+            TargetsSub::Create(args) => {
+                let client = crate::connect()?;
+                let target = client.create_target(&args.to_request()).await?;
+                if json {
+                    output::print_json(&target)?;
+                } else {
+                    output::print(&format!(
+                        "created target {} ({})\n",
+                        cell(&target.name),
+                        cell(&target.kind)
+                    ))?;
+                    output::note(&format!(
+                        "run a task on it with `runops tasks create -t {} -s SCRIPT`",
+                        target.name
+                    ));
+                }
+            }
+            TargetsSub::List => {
+                let client = crate::connect()?;
+                let targets = client.list_targets().await?;
+                if json {
+                    output::print_json(&targets)?;
+                } else if targets.is_empty() {
+                    output::note(
+                        "no targets yet; create one with `runops targets create --name NAME --type bash`",
+                    );
+                } else {
+                    output::print(&targets_table(&targets))?;
+                }
+            }
+            TargetsSub::Show(name) => {
+                let client = crate::connect()?;
+                let target = client.get_target(name.get()).await?;
+                if json {
+                    output::print_json(&target)?;
+                } else {
+                    output::print(&target_details(&target))?;
+                }
+            }
+            TargetsSub::Update(args) => {
+                if args.channel.is_some() {
+                    output::note(
+                        "note: --channel is ignored: Slack channels are not supported; \
+                         reviews happen with `runops` and the web UI",
+                    );
+                }
+                let update = args.to_request();
+                if is_empty_update(&update) {
+                    return Err(CliError::new("nothing to update").with_hint(
+                        "pass the fields to change, e.g. `runops targets update --name NAME --tags prod`",
+                    ));
+                }
+                let client = crate::connect()?;
+                let target = client.update_target(args.name.get(), &update).await?;
+                if json {
+                    output::print_json(&target)?;
+                } else {
+                    output::print(&format!("updated target {}\n", cell(&target.name)))?;
+                }
+            }
+            TargetsSub::Delete(name) => {
+                let client = crate::connect()?;
+                client.delete_target(name.get()).await?;
+                if json {
+                    output::print_json(&serde_json::json!({ "deleted": name.get() }))?;
+                } else {
+                    output::print(&format!("deleted target {}\n", cell(name.get())))?;
+                }
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// Where the agent finds the target's secrets, in one cell: `aws:mysql-prod`.
+fn secrets_cell(t: &Target) -> String {
+    match (&t.secret_provider, &t.secret_path) {
+        (Some(p), Some(path)) => cell(&format!("{p}:{path}")),
+        (None, Some(path)) => cell(path),
+        (Some(p), None) => cell(p),
+        (None, None) => "-".to_string(),
+    }
+}
+
+pub(crate) fn targets_table(targets: &[Target]) -> String {
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|t| {
+            vec![
+                cell(&t.name),
+                cell(&t.kind),
+                or_dash(t.tags.as_deref()),
+                secrets_cell(t),
+                cell(&t.review),
+                output::short_duration(t.timeout),
+                or_dash(t.description.as_deref()),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME",
+            "TYPE",
+            "TAGS",
+            "SECRETS",
+            "REVIEW",
+            "TIMEOUT",
+            "DESCRIPTION",
+        ],
+        &rows,
+    )
+}
+
+fn target_details(t: &Target) -> String {
+    let now = Utc::now();
+    let text = |v: &Option<String>| match v {
+        Some(s) if !s.is_empty() => output::printable(s),
+        _ => "-".to_string(),
+    };
+    let mapping = t
+        .secret_mapping
+        .as_ref()
+        .map(|m| serde_json::Value::Object(m.clone()).to_string())
+        .unwrap_or_else(|| "-".to_string());
+    let reviewers = if t.reviewers.is_empty() {
+        "-".to_string()
+    } else {
+        cell(&t.reviewers.join(","))
+    };
+    let tags = match t.tags.as_deref() {
+        Some(s) if !s.is_empty() => cell(s),
+        _ => "- (runs on the agent without TAGS)".to_string(),
+    };
+    output::key_values(&[
+        ("name", cell(&t.name)),
+        ("type", cell(&t.kind)),
+        ("description", text(&t.description)),
+        ("tags", tags),
+        ("secret provider", text(&t.secret_provider)),
+        ("secret path", text(&t.secret_path)),
+        ("secret mapping", output::printable(&mapping)),
+        ("runner provider", text(&t.runner_provider)),
+        ("redact", cell(&t.redact)),
+        ("review", cell(&t.review)),
+        ("reviewers", reviewers),
+        ("custom command", text(&t.custom_command)),
+        (
+            "timeout",
+            format!("{}s ({})", t.timeout, output::short_duration(t.timeout)),
+        ),
+        ("created", output::timestamp(t.created_at, now)),
+        ("updated", output::timestamp(t.updated_at, now)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Command;
+    use crate::tests::{parse, parse_err};
+
+    fn targets(args: &[&str]) -> TargetsCmd {
+        let mut full = vec!["targets"];
+        full.extend_from_slice(args);
+        match parse(&full) {
+            Command::Targets(t) => t,
+            other => panic!("not targets: {other:?}"),
+        }
+    }
+
+    fn create(args: &[&str]) -> TargetCreate {
+        let mut full = vec!["create"];
+        full.extend_from_slice(args);
+        match targets(&full).cmd {
+            TargetsSub::Create(c) => c.to_request(),
+            other => panic!("not create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn docs_walkthrough_target_parses() {
+        // runops targets create --name 'demo-db' --type 'mysql' --secret_path 'MY_TARGET'
+        let t = create(&[
+            "--name",
+            "demo-db",
+            "--type",
+            "mysql",
+            "--secret_path",
+            "MY_TARGET",
+        ]);
+        assert_eq!(t.name, "demo-db");
+        assert_eq!(t.kind, "mysql");
+        assert_eq!(t.secret_path.as_deref(), Some("MY_TARGET"));
+        assert_eq!(t.secret_provider, None);
+    }
+
+    #[test]
+    fn docs_existing_secrets_target_parses_and_sends_the_mapping_as_text() {
+        let t = create(&[
+            "--name",
+            "demo-db",
+            "--type",
+            "mysql",
+            "--secret_provider",
+            "aws",
+            "--runner_provider",
+            "runops",
+            "--secret_path",
+            "mysql-target-prod",
+            "--secret_mapping",
+            r#"{"MYSQL_HOST": "MYSQL_HOSTNAME"}"#,
+        ]);
+        assert_eq!(t.secret_provider.as_deref(), Some("aws"));
+        assert_eq!(t.runner_provider.as_deref(), Some("runops"));
+        assert_eq!(t.secret_path.as_deref(), Some("mysql-target-prod"));
+        let body = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            body["secret_mapping"],
+            serde_json::Value::String(r#"{"MYSQL_HOST": "MYSQL_HOSTNAME"}"#.into())
+        );
+        assert_eq!(body["type"], "mysql");
+    }
+
+    #[test]
+    fn kebab_case_spellings_are_accepted_too() {
+        let t = create(&[
+            "--name",
+            "n",
+            "--type",
+            "bash",
+            "--secret-provider",
+            "env-var",
+            "--secret-path",
+            "P",
+            "--secret-mapping",
+            "{}",
+            "--runner-provider",
+            "runops",
+            "--custom-command",
+            "bash -c [[SCRIPT]]",
+        ]);
+        assert_eq!(t.secret_provider.as_deref(), Some("env-var"));
+        assert_eq!(t.secret_path.as_deref(), Some("P"));
+        assert_eq!(t.custom_command.as_deref(), Some("bash -c [[SCRIPT]]"));
+        let u = create(&["--name", "n", "--type", "bash", "--custom_command", "x"]);
+        assert_eq!(u.custom_command.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn all_create_options_reach_the_request() {
+        let t = create(&[
+            "--name",
+            "db",
+            "--type",
+            "postgres",
+            "--tags",
+            "prod",
+            "--description",
+            "main db",
+            "--timeout",
+            "15m",
+            "--redact",
+            "none",
+            "--review",
+            "team",
+            "--reviewers",
+            "dba, sre",
+        ]);
+        assert_eq!(t.tags.as_deref(), Some("prod"));
+        assert_eq!(t.description.as_deref(), Some("main db"));
+        assert_eq!(t.timeout, Some(900));
+        assert_eq!(t.redact.as_deref(), Some("none"));
+        assert_eq!(t.review.as_deref(), Some("team"));
+        assert_eq!(
+            t.reviewers,
+            Some(vec!["dba".to_string(), "sre".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_enum_values_and_missing_fields_are_rejected_by_the_parser() {
+        assert!(parse_err(&["targets", "create", "--name", "x"]).contains("--type"));
+        assert!(
+            parse_err(&[
+                "targets", "create", "--name", "x", "--type", "bash", "--redact", "some"
+            ])
+            .contains("all")
+        );
+        assert!(
+            parse_err(&[
+                "targets",
+                "create",
+                "--name",
+                "x",
+                "--type",
+                "bash",
+                "--timeout",
+                "1y"
+            ])
+            .contains("unit")
+        );
+    }
+
+    #[test]
+    fn original_update_line_parses_and_channel_is_accepted() {
+        // runops targets update --name N --review R --channel C --reviewers G
+        let TargetsSub::Update(u) = targets(&[
+            "update",
+            "--name",
+            "demo-db",
+            "--review",
+            "team",
+            "--channel",
+            "#ops",
+            "--reviewers",
+            "dba",
+        ])
+        .cmd
+        else {
+            panic!("not update")
+        };
+        assert_eq!(u.name.get(), "demo-db");
+        assert_eq!(u.channel.as_deref(), Some("#ops"));
+        let req = u.to_request();
+        assert_eq!(req.review.as_deref(), Some("team"));
+        assert_eq!(req.reviewers, Some(vec!["dba".to_string()]));
+        let body = serde_json::to_value(&req).unwrap();
+        assert!(body.get("channel").is_none());
+        assert!(!is_empty_update(&req));
+    }
+
+    #[test]
+    fn update_with_only_a_name_changes_nothing() {
+        let TargetsSub::Update(u) = targets(&["update", "demo-db"]).cmd else {
+            panic!("not update")
+        };
+        assert!(is_empty_update(&u.to_request()));
+        // An empty value is a change: it clears the field.
+        let TargetsSub::Update(u) = targets(&["update", "demo-db", "--tags", ""]).cmd else {
+            panic!("not update")
+        };
+        assert_eq!(u.to_request().tags.as_deref(), Some(""));
+        assert!(!is_empty_update(&u.to_request()));
+    }
+
+    #[test]
+    fn show_and_delete_take_the_name_either_way() {
+        for args in [
+            &["show", "demo-db"][..],
+            &["show", "--name", "demo-db"][..],
+            &["delete", "demo-db"][..],
+            &["delete", "--name", "demo-db"][..],
+        ] {
+            match targets(args).cmd {
+                TargetsSub::Show(n) | TargetsSub::Delete(n) => assert_eq!(n.get(), "demo-db"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse_err(&["targets", "show"]).contains("NAME"));
+        parse_err(&["targets", "delete", "a", "--name", "b"]);
+    }
+
+    #[test]
+    fn json_flag_is_accepted_before_or_after_the_subcommand() {
+        assert!(targets(&["list", "--json"]).json);
+        assert!(targets(&["--json", "list"]).json);
+        assert!(!targets(&["list"]).json);
+    }
+
+    #[test]
+    fn timeouts_accept_units() {
+        assert_eq!(parse_timeout("3600"), Ok(3600));
+        assert_eq!(parse_timeout("90s"), Ok(90));
+        assert_eq!(parse_timeout("2h"), Ok(7200));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("").is_err());
+        assert!(parse_timeout("99999999999999999999h").is_err());
+    }
+
+    fn sample_target(name: &str, tags: Option<&str>) -> Target {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Target {
+            name: name.into(),
+            kind: "mysql".into(),
+            description: Some("line one\nline two".into()),
+            tags: tags.map(Into::into),
+            secret_provider: Some("aws".into()),
+            secret_path: Some("mysql-target-prod".into()),
+            secret_mapping: None,
+            runner_provider: None,
+            redact: "all".into(),
+            review: "none".into(),
+            reviewers: vec![],
+            custom_command: None,
+            timeout: 3600,
+            created_at: t0,
+            updated_at: t0,
+        }
+    }
+
+    #[test]
+    fn targets_table_shows_one_line_per_target() {
+        let t = targets_table(&[
+            sample_target("demo-db", Some("prod")),
+            sample_target("x", None),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME     TYPE   TAGS  SECRETS"));
+        assert!(lines[1].starts_with("demo-db  mysql  prod  aws:mysql-target-prod"));
+        assert!(
+            lines[1].ends_with("none    1h       line one line two"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].starts_with("x        mysql  -     aws:"));
+    }
+
+    #[test]
+    fn target_details_mention_the_untagged_agent() {
+        let d = target_details(&sample_target("x", None));
+        assert!(d.contains("runs on the agent without TAGS"), "{d}");
+        assert!(d.contains("timeout:         3600s (1h)"), "{d}");
+    }
+}

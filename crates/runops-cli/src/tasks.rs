@@ -1,0 +1,708 @@
+//! `runops tasks create|list|show|logs|kill`.
+//!
+//! `tasks create` waits by default: it follows the task's log live on stdout and exits
+//! with the task's exit code ([`task_exit_code`]), printing why it failed on stderr.
+
+use crate::error::{CliError, CliResult};
+use crate::follow::{Followed, follow_task};
+use crate::output::{self, cell, or_dash};
+use crate::spinner::{self, Spinner};
+use chrono::Utc;
+use runops_client::Client;
+use runops_proto::api::{Task, TaskCreate, TaskListQuery};
+use runops_proto::limits::MAX_SCRIPT_BYTES;
+use runops_proto::{FailureReason, TaskStatus};
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use tokio::io::AsyncReadExt;
+
+/// Exit code when the task hit its target's timeout, as `timeout(1)` does.
+pub const EXIT_TIMEOUT: u8 = 124;
+/// Exit code when the user pressed Ctrl-C while waiting (128 + SIGINT, as shells do).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(clap::Args, Debug)]
+pub struct TasksCmd {
+    #[command(subcommand)]
+    pub cmd: TasksSub,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true, display_order = 900)]
+    pub json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TasksSub {
+    /// Run a script on a target; waits and streams its output unless --no-wait.
+    Create(TaskCreateArgs),
+    /// List tasks, newest first.
+    #[command(visible_alias = "ls")]
+    List(TaskListArgs),
+    /// Show one task.
+    Show(TaskId),
+    /// Print a task's output (`-f` follows it until the task ends).
+    Logs(TaskLogsArgs),
+    /// Ask the agent to stop a task.
+    Kill(TaskId),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskCreateArgs {
+    /// The target to run on (`runops targets list`).
+    #[arg(short = 't', long = "target", value_name = "TARGET")]
+    pub target: String,
+    /// The script, inline.
+    #[arg(
+        short = 's',
+        long = "script",
+        value_name = "SCRIPT",
+        conflicts_with = "file"
+    )]
+    pub script: Option<String>,
+    /// Read the script from a file (`-` for stdin). Without -s and -f the script is
+    /// read from stdin when it is not a terminal.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Run as this type instead of the target's.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Why you run it (kept with the task, shown to reviewers).
+    #[arg(short = 'm', long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+    /// Print the task id and return at once instead of following the task.
+    #[arg(long = "no-wait", visible_alias = "no_wait")]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskListArgs {
+    /// Only tasks in this status (created, pending-review, ready, running, success, failure, ...).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this target.
+    #[arg(long, short = 't', value_name = "TARGET")]
+    pub target: Option<String>,
+    /// At most this many tasks (server default 100).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskId {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskLogsArgs {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Keep printing new output until the task ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+/// The exit code `tasks create` ends with: 0 for success; for a failure, 124 when it
+/// timed out, else the script's own exit code when it has one in 1..=255, else 1
+/// (the task never ran, was killed, lost its agent, was rejected, ...).
+pub fn task_exit_code(task: &Task) -> u8 {
+    match task.status {
+        TaskStatus::Success => 0,
+        TaskStatus::Failure => match (task.failure_reason, task.exit_code) {
+            (Some(FailureReason::Timeout), _) => EXIT_TIMEOUT,
+            (_, Some(code)) if (1..=255).contains(&code) => code as u8,
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+/// Why a final task did not succeed, as a CLI error (None when it succeeded).
+pub(crate) fn task_failure(task: &Task) -> Option<CliError> {
+    let id = task.id;
+    match task.status {
+        TaskStatus::Success => None,
+        TaskStatus::Rejected => Some(CliError::new(format!("task {id} was rejected in review"))),
+        TaskStatus::Failure => {
+            let reason = task
+                .failure_reason
+                .map(|r| r.as_str())
+                .unwrap_or("unknown reason");
+            let detail = match (&task.failure_message, task.exit_code) {
+                (Some(m), _) if !m.trim().is_empty() => output::printable(m.trim()),
+                (_, Some(c)) => format!("exit code {c}"),
+                _ => "no details were reported".to_string(),
+            };
+            let err = CliError::new(format!("task {id} failed ({reason}): {detail}"));
+            let target = &task.target;
+            Some(match task.failure_reason {
+                Some(FailureReason::Timeout) => err.with_hint(format!(
+                    "raise the target's timeout with `runops targets update --name {target} --timeout 2h`"
+                )),
+                Some(FailureReason::Secrets | FailureReason::InvalidConfig) => err.with_hint(
+                    format!("check the target's configuration with `runops targets show {target}`"),
+                ),
+                Some(FailureReason::AgentLost) => err.with_hint(
+                    "the agent stopped answering while the task ran; it was not run again. \
+                     check the agent, then create the task again",
+                ),
+                _ => err,
+            })
+        }
+        other => Some(CliError::new(format!(
+            "task {id} is still {other}; follow it with `runops tasks logs {id} -f`"
+        ))),
+    }
+}
+
+/// Reads the script from `-s`, `-f FILE` (`-` = stdin) or a piped stdin.
+async fn read_script(args: &TaskCreateArgs) -> CliResult<String> {
+    let too_big = |from: &str| {
+        CliError::new(format!(
+            "the script from {from} is larger than {} MiB",
+            MAX_SCRIPT_BYTES / (1024 * 1024)
+        ))
+        .with_hint("run a smaller script, or ship the big data to the target another way")
+    };
+    if let Some(s) = &args.script {
+        if s.len() > MAX_SCRIPT_BYTES {
+            return Err(too_big("-s"));
+        }
+        return Ok(s.clone());
+    }
+    let (bytes, from) = match &args.file {
+        Some(p) if p.as_os_str() != "-" => {
+            let meta = tokio::fs::metadata(p).await.map_err(|e| {
+                CliError::new(format!("cannot read the script file {}: {e}", p.display()))
+            })?;
+            if meta.len() > MAX_SCRIPT_BYTES as u64 {
+                return Err(too_big(&p.display().to_string()));
+            }
+            let bytes = tokio::fs::read(p).await.map_err(|e| {
+                CliError::new(format!("cannot read the script file {}: {e}", p.display()))
+            })?;
+            (bytes, p.display().to_string())
+        }
+        explicit_stdin => {
+            if explicit_stdin.is_none() && std::io::stdin().is_terminal() {
+                return Err(CliError::new("no script given").with_hint(
+                    "pass it with `-s 'SCRIPT'`, read it from a file with `-f FILE`, \
+                     or pipe it in: `echo 'select 1' | runops tasks create -t TARGET`",
+                ));
+            }
+            let mut bytes = Vec::new();
+            tokio::io::stdin()
+                .take(MAX_SCRIPT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| CliError::new(format!("cannot read the script from stdin: {e}")))?;
+            if bytes.len() > MAX_SCRIPT_BYTES {
+                return Err(too_big("stdin"));
+            }
+            (bytes, "stdin".to_string())
+        }
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::new(format!(
+            "the script from {from} is not UTF-8 text (invalid byte at position {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Runs `fut` unless the user presses Ctrl-C first; then says how to get back to the
+/// task (which keeps running) and exits 130.
+async fn until_interrupted(id: i64, fut: impl Future<Output = CliResult<u8>>) -> CliResult<u8> {
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => {
+            spinner::clear_line();
+            output::note(&format!(
+                "\ntask {id} keeps running; follow it with `runops tasks logs {id} -f` \
+                 or stop it with `runops tasks kill {id}`"
+            ));
+            Ok(EXIT_INTERRUPTED)
+        }
+    }
+}
+
+impl TasksCmd {
+    pub async fn run(self) -> CliResult<u8> {
+        let json = self.json;
+        match self.cmd {
+            TasksSub::Create(args) => create(args, json).await,
+            TasksSub::List(args) => {
+                let client = crate::connect()?;
+                let q = TaskListQuery {
+                    status: args.status,
+                    target: args.target,
+                    limit: args.limit,
+                    before: None,
+                };
+                let tasks = client.list_tasks(&q).await?;
+                if json {
+                    output::print_json(&tasks)?;
+                } else if tasks.is_empty() {
+                    output::note("no tasks found");
+                } else {
+                    output::print(&tasks_table(&tasks, Utc::now()))?;
+                }
+                Ok(0)
+            }
+            TasksSub::Show(TaskId { id }) => {
+                let client = crate::connect()?;
+                let task = client.get_task(id).await?;
+                if json {
+                    output::print_json(&task)?;
+                } else {
+                    output::print(&task_details(&task, Utc::now()))?;
+                }
+                Ok(0)
+            }
+            TasksSub::Logs(args) => logs(args, json).await,
+            TasksSub::Kill(TaskId { id }) => {
+                let client = crate::connect()?;
+                let task = client.kill_task(id).await?;
+                if json {
+                    output::print_json(&task)?;
+                } else {
+                    output::print(&format!("task {id}: kill requested\n"))?;
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
+async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
+    let script = read_script(&args).await?;
+    let client = crate::connect()?;
+    let req = TaskCreate {
+        target: args.target.clone(),
+        script,
+        message: args.message.clone(),
+        kind: args.kind.clone(),
+    };
+    let task = client.create_task(&req).await?;
+    let id = task.id;
+    if args.no_wait {
+        if json {
+            output::print_json(&task)?;
+        } else {
+            output::print(&format!("{id}\n"))?;
+        }
+        return Ok(0);
+    }
+    until_interrupted(id, wait_for(&client, task, json)).await
+}
+
+/// Follows a created task to its end: its log on stdout (or, with `--json`, only the
+/// final task as JSON), then the exit code.
+async fn wait_for(client: &Client, task: Task, json: bool) -> CliResult<u8> {
+    let spinner = Spinner::start(client, &task);
+    let followed: Followed = if json {
+        follow_task(client, task.id, &mut tokio::io::sink(), spinner).await?
+    } else {
+        follow_task(client, task.id, &mut tokio::io::stdout(), spinner).await?
+    };
+    let task = followed.task;
+    if json {
+        output::print_json(&task)?;
+        return Ok(task_exit_code(&task));
+    }
+    if let Some(err) = task_failure(&task) {
+        if !followed.ended_with_newline && std::io::stdout().is_terminal() {
+            // Keep the error off the end of the task's last line.
+            output::note("");
+        }
+        output::note(&err.render());
+    }
+    Ok(task_exit_code(&task))
+}
+
+async fn logs(args: TaskLogsArgs, json: bool) -> CliResult<u8> {
+    let client = crate::connect()?;
+    let id = args.id;
+    if json {
+        // The whole log as one JSON document, after the task ended when following.
+        let (task, bytes) = if args.follow {
+            let mut buf = Vec::new();
+            let f = follow_task(&client, id, &mut buf, None).await?;
+            (f.task, buf)
+        } else {
+            let task = client.get_task(id).await?;
+            (task, client.task_logs(id, 0).await?.to_vec())
+        };
+        output::print_json(&serde_json::json!({
+            "id": task.id,
+            "status": task.status,
+            "log": String::from_utf8_lossy(&bytes),
+        }))?;
+        return Ok(0);
+    }
+    if args.follow {
+        let fut = async {
+            follow_task(&client, id, &mut tokio::io::stdout(), None).await?;
+            Ok(0)
+        };
+        return until_interrupted(id, fut).await;
+    }
+    let bytes = client.task_logs(id, 0).await?;
+    output::print_bytes(&bytes)?;
+    Ok(0)
+}
+
+/// `failure (timeout)`, `success`, `running`.
+fn status_cell(t: &Task) -> String {
+    match t.failure_reason {
+        Some(r) if t.status == TaskStatus::Failure => format!("failure ({r})"),
+        _ => t.status.to_string(),
+    }
+}
+
+pub(crate) fn tasks_table(tasks: &[Task], now: chrono::DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                cell(&t.target),
+                cell(&t.kind),
+                status_cell(t),
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                cell(&t.user),
+                output::ago(t.created_at, now),
+                t.elapsed_ms
+                    .map(output::elapsed)
+                    .unwrap_or_else(|| "-".into()),
+                cell(t.script.lines().next().unwrap_or("")),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID", "TARGET", "TYPE", "STATUS", "EXIT", "USER", "CREATED", "ELAPSED", "SCRIPT",
+        ],
+        &rows,
+    )
+}
+
+pub(crate) fn task_details(t: &Task, now: chrono::DateTime<Utc>) -> String {
+    let when = |d: Option<chrono::DateTime<Utc>>| {
+        d.map(|d| output::timestamp(d, now))
+            .unwrap_or_else(|| "-".into())
+    };
+    let log = match t.log_location.as_deref() {
+        Some(loc) if loc != "server" => format!("{} bytes at {}", t.log_size, cell(loc)),
+        _ => format!("{} bytes (`runops tasks logs {}`)", t.log_size, t.id),
+    };
+    let mut pairs = vec![
+        ("id", t.id.to_string()),
+        ("target", cell(&t.target)),
+        ("type", cell(&t.kind)),
+        ("status", t.status.to_string()),
+    ];
+    if let Some(r) = t.failure_reason {
+        pairs.push(("failure reason", r.to_string()));
+    }
+    if let Some(m) = t.failure_message.as_deref().filter(|m| !m.is_empty()) {
+        pairs.push(("failure message", output::printable(m)));
+    }
+    pairs.extend([
+        (
+            "exit code",
+            t.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("user", cell(&t.user)),
+        ("agent", or_dash(t.agent.as_deref())),
+        ("message", or_dash(t.message.as_deref())),
+        (
+            "redacted",
+            if t.redacted { "yes" } else { "no" }.to_string(),
+        ),
+        ("log", log),
+        ("created", when(Some(t.created_at))),
+        ("started", when(t.started_at)),
+        ("finished", when(t.finished_at)),
+        (
+            "elapsed",
+            t.elapsed_ms
+                .map(output::elapsed)
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ]);
+    let mut out = output::key_values(&pairs);
+    out.push_str("script:\n");
+    for line in output::printable(&t.script).lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Command;
+    use crate::tests::{parse, parse_err};
+    use chrono::TimeZone;
+
+    fn tasks(args: &[&str]) -> TasksCmd {
+        let mut full = vec!["tasks"];
+        full.extend_from_slice(args);
+        match parse(&full) {
+            Command::Tasks(t) => t,
+            other => panic!("not tasks: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn docs_task_line_parses() {
+        // runops tasks create -t mysql-target-prod -s 'select 1'
+        let TasksSub::Create(c) =
+            tasks(&["create", "-t", "mysql-target-prod", "-s", "select 1"]).cmd
+        else {
+            panic!("not create")
+        };
+        assert_eq!(c.target, "mysql-target-prod");
+        assert_eq!(c.script.as_deref(), Some("select 1"));
+        assert!(!c.no_wait);
+    }
+
+    #[test]
+    fn create_accepts_file_type_message_and_no_wait() {
+        let t = tasks(&[
+            "create",
+            "-t",
+            "db",
+            "-f",
+            "q.sql",
+            "--type",
+            "mysql-csv",
+            "--message",
+            "why",
+            "--no-wait",
+            "--json",
+        ]);
+        assert!(t.json);
+        let TasksSub::Create(c) = t.cmd else {
+            panic!("not create")
+        };
+        assert_eq!(c.file, Some(PathBuf::from("q.sql")));
+        assert_eq!(c.kind.as_deref(), Some("mysql-csv"));
+        assert_eq!(c.message.as_deref(), Some("why"));
+        assert!(c.no_wait);
+        let TasksSub::Create(c) = tasks(&["create", "--target", "db", "--no_wait"]).cmd else {
+            panic!("not create")
+        };
+        assert!(c.no_wait && c.script.is_none() && c.file.is_none());
+        assert!(
+            parse_err(&["tasks", "create", "-t", "db", "-s", "x", "-f", "y"])
+                .contains("cannot be used")
+        );
+        assert!(parse_err(&["tasks", "create", "-s", "x"]).contains("--target"));
+    }
+
+    #[test]
+    fn list_show_logs_kill_parse() {
+        let TasksSub::List(l) = tasks(&[
+            "list",
+            "--status",
+            "pending-review",
+            "--target",
+            "db",
+            "--limit",
+            "5",
+        ])
+        .cmd
+        else {
+            panic!("not list")
+        };
+        assert_eq!(l.status, Some(TaskStatus::PendingReview));
+        assert_eq!(l.target.as_deref(), Some("db"));
+        assert_eq!(l.limit, Some(5));
+        assert!(parse_err(&["tasks", "list", "--status", "done"]).contains("unknown task status"));
+        assert!(matches!(
+            tasks(&["show", "12"]).cmd,
+            TasksSub::Show(TaskId { id: 12 })
+        ));
+        assert!(matches!(
+            tasks(&["logs", "12"]).cmd,
+            TasksSub::Logs(TaskLogsArgs {
+                id: 12,
+                follow: false
+            })
+        ));
+        assert!(matches!(
+            tasks(&["logs", "12", "-f"]).cmd,
+            TasksSub::Logs(TaskLogsArgs {
+                id: 12,
+                follow: true
+            })
+        ));
+        assert!(matches!(
+            tasks(&["logs", "--follow", "12"]).cmd,
+            TasksSub::Logs(TaskLogsArgs {
+                id: 12,
+                follow: true
+            })
+        ));
+        assert!(matches!(
+            tasks(&["kill", "3"]).cmd,
+            TasksSub::Kill(TaskId { id: 3 })
+        ));
+        assert!(parse_err(&["tasks", "kill", "abc"]).contains("invalid"));
+    }
+
+    pub(crate) fn sample_task(status: TaskStatus) -> Task {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        Task {
+            id: 42,
+            target: "demo".into(),
+            kind: "bash".into(),
+            script: "echo hi\necho there".into(),
+            message: None,
+            status,
+            exit_code: None,
+            failure_reason: None,
+            failure_message: None,
+            user: "ana@example.com".into(),
+            agent: Some("host-1".into()),
+            redacted: true,
+            log_size: 9,
+            log_location: Some("server".into()),
+            task_logs: "/v1/tasks/42/logs".into(),
+            created_at: t0,
+            started_at: Some(t0),
+            finished_at: Some(t0 + chrono::Duration::seconds(2)),
+            elapsed_ms: Some(2000),
+        }
+    }
+
+    fn failed(reason: FailureReason, code: Option<i32>) -> Task {
+        let mut t = sample_task(TaskStatus::Failure);
+        t.failure_reason = Some(reason);
+        t.exit_code = code;
+        t
+    }
+
+    #[test]
+    fn exit_codes_follow_the_task() {
+        assert_eq!(task_exit_code(&sample_task(TaskStatus::Success)), 0);
+        assert_eq!(task_exit_code(&failed(FailureReason::ExitCode, Some(3))), 3);
+        assert_eq!(
+            task_exit_code(&failed(FailureReason::ExitCode, Some(255))),
+            255
+        );
+        // Codes a process cannot exit with still mean failure.
+        assert_eq!(
+            task_exit_code(&failed(FailureReason::ExitCode, Some(300))),
+            1
+        );
+        assert_eq!(
+            task_exit_code(&failed(FailureReason::ExitCode, Some(-9))),
+            1
+        );
+        assert_eq!(task_exit_code(&failed(FailureReason::ExitCode, Some(0))), 1);
+        assert_eq!(
+            task_exit_code(&failed(FailureReason::Timeout, Some(143))),
+            EXIT_TIMEOUT
+        );
+        assert_eq!(task_exit_code(&failed(FailureReason::Secrets, None)), 1);
+        assert_eq!(task_exit_code(&failed(FailureReason::AgentLost, None)), 1);
+        assert_eq!(task_exit_code(&sample_task(TaskStatus::Rejected)), 1);
+        assert_eq!(task_exit_code(&sample_task(TaskStatus::Running)), 1);
+    }
+
+    #[test]
+    fn failures_are_explained_with_reason_and_message() {
+        assert!(task_failure(&sample_task(TaskStatus::Success)).is_none());
+        let mut t = failed(FailureReason::Secrets, None);
+        t.failure_message = Some("environment variable `MY_TARGET` is not set".into());
+        let e = task_failure(&t).unwrap();
+        assert_eq!(
+            e.message,
+            "task 42 failed (secrets): environment variable `MY_TARGET` is not set"
+        );
+        assert!(e.hint.unwrap().contains("runops targets show demo"));
+        let e = task_failure(&failed(FailureReason::ExitCode, Some(2))).unwrap();
+        assert_eq!(e.message, "task 42 failed (exit-code): exit code 2");
+        let e = task_failure(&failed(FailureReason::Timeout, None)).unwrap();
+        assert!(e.hint.unwrap().contains("--timeout"));
+        let e = task_failure(&sample_task(TaskStatus::Rejected)).unwrap();
+        assert_eq!(e.message, "task 42 was rejected in review");
+    }
+
+    #[test]
+    fn tasks_table_has_one_row_per_task() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 5, 0).unwrap();
+        let mut f = failed(FailureReason::ExitCode, Some(1));
+        f.id = 43;
+        let out = tasks_table(&[sample_task(TaskStatus::Success), f], now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID  TARGET  TYPE  STATUS"));
+        assert!(lines[1].starts_with("42  demo    bash  success "));
+        assert!(
+            lines[1].ends_with("5m ago   2.0s     echo hi"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("failure (exit-code)  1 "), "{}", lines[2]);
+    }
+
+    #[test]
+    fn task_details_show_the_whole_script() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 5, 0).unwrap();
+        let d = task_details(&failed(FailureReason::ExitCode, Some(1)), now);
+        assert!(d.contains("failure reason: exit-code\n"), "{d}");
+        assert!(d.ends_with("script:\n  echo hi\n  echo there\n"), "{d}");
+        assert!(
+            d.contains("created:        2026-01-01T00:00:00Z (5m ago)"),
+            "{d}"
+        );
+    }
+
+    #[tokio::test]
+    async fn script_comes_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.sql");
+        std::fs::write(&file, "select 2;\n").unwrap();
+        let mut args = TaskCreateArgs {
+            target: "db".into(),
+            script: Some("select 1".into()),
+            file: None,
+            kind: None,
+            message: None,
+            no_wait: false,
+        };
+        assert_eq!(read_script(&args).await.unwrap(), "select 1");
+        args.script = None;
+        args.file = Some(file);
+        assert_eq!(read_script(&args).await.unwrap(), "select 2;\n");
+        args.file = Some(dir.path().join("missing.sql"));
+        let e = read_script(&args).await.unwrap_err();
+        assert!(
+            e.message.starts_with("cannot read the script file"),
+            "{}",
+            e.message
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; MAX_SCRIPT_BYTES + 1]).unwrap();
+        args.file = Some(big);
+        assert!(
+            read_script(&args)
+                .await
+                .unwrap_err()
+                .message
+                .contains("larger than")
+        );
+    }
+}
