@@ -1,1 +1,121 @@
-fn main() {}
+//! `runops`: one binary for every role.
+//!
+//! - `runops server` runs the control plane (`runops-server`);
+//! - `runops agent` runs the agent (`runops-agent`);
+//! - `runops up` runs both in one process with a ready `local` target (see [`up`]);
+//! - every other subcommand is the CLI (`runops-cli`).
+
+mod logging;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runops",
+    version = runops_proto::VERSION,
+    about = "Run scripts on your infrastructure: a control plane, an agent and a CLI in one binary",
+    long_about = "Run scripts on your infrastructure: a control plane, an agent and a CLI in one binary.\n\n\
+        Start everything locally with `runops up`, then `runops tasks create -t local -s 'echo hello'`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run the control plane (HTTP API, dispatch, storage)
+    Server(runops_server::ServerArgs),
+    /// Run the agent: take tasks for its TAGS, fetch secrets, run, redact, report
+    Agent(runops_agent::AgentArgs),
+    /// Run server and agent in one process on ./.runops, with a ready `local` bash target
+    Up(up::UpArgs),
+    #[command(flatten)]
+    User(runops_cli::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Role::Server(args) => {
+                logging::init(logging::Mode::Service);
+                report(serve(args).await)
+            }
+            Role::Agent(args) => {
+                logging::init(logging::Mode::Service);
+                let shutdown = runops_agent::ShutdownSignal::from_os_signals();
+                report(runops_agent::run(args, shutdown).await)
+            }
+            Role::Up(args) => {
+                logging::init(logging::Mode::Service);
+                report(up::run(args).await)
+            }
+            Role::User(cmd) => {
+                logging::init(logging::Mode::Cli);
+                runops_cli::run(cmd).await
+            }
+        }
+    })
+}
+
+async fn serve(args: runops_server::ServerArgs) -> anyhow::Result<()> {
+    let admin_token = std::env::var("RUNOPS_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let server = runops_server::Server::start(args, admin_token).await?;
+    if let Some(token) = server.generated_admin_token() {
+        println!("created the admin user admin@localhost; its API token (shown once):\n{token}");
+        println!(
+            "log the CLI in with: runops login --url {} --token {token}",
+            server.url()
+        );
+    }
+    tracing::info!(url = %server.url(), "runops server listening");
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Prints an error chain the way cargo does and picks the exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! [`TaskLog`]: the single destination of a task's output. Every byte (stdout, stderr,
+//! the agent's own `runops: ...` notes) goes through the task's one redactor stream,
+//! in arrival order, and only the redacted bytes are appended to the spool file.
+
+use runops_redact::{Redactor, StreamRedactor};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Mutex, watch};
+
+/// How much of a task's log is on disk, and whether more can come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogProgress {
+    /// Redacted bytes in the spool file.
+    pub written: u64,
+    /// The log is complete and the task's result is stored.
+    pub done: bool,
+}
+
+pub struct TaskLog {
+    inner: Mutex<Inner>,
+    progress: watch::Sender<LogProgress>,
+}
+
+struct Inner {
+    stream: StreamRedactor,
+    file: tokio::fs::File,
+    written: u64,
+    /// Redacted bytes ready to be written (reused between writes).
+    buf: Vec<u8>,
+    /// The first write error; the task fails with it.
+    error: Option<String>,
+    finished: bool,
+}
+
+impl TaskLog {
+    /// `file` is the spool log opened for appending (and empty).
+    pub fn new(file: tokio::fs::File, redactor: &Redactor) -> TaskLog {
+        TaskLog {
+            inner: Mutex::new(Inner {
+                stream: redactor.stream(),
+                file,
+                written: 0,
+                buf: Vec::new(),
+                error: None,
+                finished: false,
+            }),
+            progress: watch::channel(LogProgress::default()).0,
+        }
+    }
+
+    /// Follows the log's progress (the uploader does).
+    pub fn subscribe(&self) -> watch::Receiver<LogProgress> {
+        self.progress.subscribe()
+    }
+
+    /// Adds output of the task.
+    pub async fn write(&self, bytes: &[u8]) {
+        let mut inner = self.inner.lock().await;
+        if inner.finished {
+            return;
+        }
+        let Inner { stream, buf, .. } = &mut *inner;
+        stream.push(bytes, buf);
+        self.flush(&mut inner).await;
+    }
+
+    /// Adds a line from the agent itself (`runops: <note>`), on a line of its own.
+    pub async fn note(&self, note: &str) {
+        self.write(format!("runops: {note}\n").as_bytes()).await;
+    }
+
+    /// Ends the log: flushes what the redactor held back and syncs the file.
+    /// Returns the log's size, or the first write error.
+    pub async fn finish(&self) -> Result<u64, String> {
+        let mut inner = self.inner.lock().await;
+        if !inner.finished {
+            let Inner { stream, buf, .. } = &mut *inner;
+            stream.finish(buf);
+            self.flush(&mut inner).await;
+            inner.finished = true;
+            if let Err(e) = inner.file.sync_data().await
+                && inner.error.is_none()
+            {
+                inner.error = Some(format!("cannot save the task's log: {e}"));
+            }
+        }
+        match &inner.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(inner.written),
+        }
+    }
+
+    /// Tells the uploader that the log is complete and the result stored.
+    pub fn mark_done(&self) {
+        self.progress.send_modify(|p| p.done = true);
+    }
+
+    async fn flush(&self, inner: &mut Inner) {
+        if inner.buf.is_empty() || inner.error.is_some() {
+            inner.buf.clear();
+            return;
+        }
+        // tokio's File writes in the background: flush so the uploader, which reads the
+        // file separately, sees the bytes once `written` says they are there.
+        let result = match inner.file.write_all(&inner.buf).await {
+            Ok(()) => inner.file.flush().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                inner.written += inner.buf.len() as u64;
+                let written = inner.written;
+                self.progress.send_modify(|p| p.written = written);
+            }
+            Err(e) => inner.error = Some(format!("cannot save the task's log: {e}")),
+        }
+        inner.buf.clear();
+    }
+
+    /// Bytes written so far.
+    pub async fn written(&self) -> u64 {
+        self.inner.lock().await.written
+    }
+}

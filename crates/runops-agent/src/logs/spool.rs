@@ -1,0 +1,319 @@
+//! The on-disk spool: `<data_dir>/spool/<task_id>/` holds `log` (redacted bytes only),
+//! `acked` (how many of them the server has) and `result.json` once the task finished.
+//! A task's directory is removed when the server has acknowledged its result, so what
+//! is left at start-up is exactly what still has to be reported.
+
+use runops_proto::agent::FinishRequest;
+use runops_proto::{FailureReason, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// The message of a task found without a result at start-up.
+pub const RESTARTED_MESSAGE: &str = "the agent restarted while the task ran; it was not re-run";
+
+/// A finished task's result, as it will be reported (the session id is added then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<FailureReason>,
+    pub failure_message: Option<String>,
+    pub redacted: bool,
+    pub log_size: u64,
+    pub elapsed_ms: u64,
+}
+
+impl TaskResult {
+    pub fn to_finish(&self, session_id: &str) -> FinishRequest {
+        FinishRequest {
+            session_id: session_id.to_string(),
+            status: self.status,
+            exit_code: self.exit_code,
+            failure_reason: self.failure_reason,
+            failure_message: self.failure_message.clone(),
+            redacted: self.redacted,
+            log_size: self.log_size,
+            log_location: None,
+            elapsed_ms: self.elapsed_ms,
+        }
+    }
+}
+
+/// Creates `dir` (and parents) readable by the agent's user only.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The spool directory of an agent.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating it 0700) `<data_dir>/spool`.
+    pub fn open(data_dir: &Path) -> io::Result<Spool> {
+        let root = data_dir.join("spool");
+        create_private_dir(&root)?;
+        Ok(Spool { root })
+    }
+
+    pub fn task(&self, task_id: i64) -> TaskSpool {
+        TaskSpool {
+            task_id,
+            dir: self.root.join(task_id.to_string()),
+        }
+    }
+
+    /// Task ids that still have a spool directory.
+    pub async fn pending(&self) -> io::Result<Vec<i64>> {
+        let mut ids = Vec::new();
+        let mut rd = tokio::fs::read_dir(&self.root).await?;
+        while let Some(entry) = rd.next_entry().await? {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The result to report for a task found in the spool at start-up: its stored one,
+    /// or, when it has none (it was running when the agent died), a `failure`/
+    /// `agent-error` one saying so, also appended to its log.
+    pub async fn recover(&self, task_id: i64) -> io::Result<TaskResult> {
+        let task = self.task(task_id);
+        if let Some(result) = task.result().await? {
+            return Ok(result);
+        }
+        // Whatever the task left running must not outlive the agent that ran it.
+        for pgid in task.groups().await {
+            if crate::process::kill_leftover_group(pgid, task_id) {
+                tracing::info!(
+                    task_id,
+                    pgid,
+                    "killed processes left by the interrupted task"
+                );
+            }
+        }
+        let line = format!("runops: {RESTARTED_MESSAGE}\n");
+        let mut file = task.open_log_for_append().await?;
+        // A log cut in the middle of a line gets the note on its own line.
+        let len = file.metadata().await?.len();
+        if len > 0 && task.read_chunk(len - 1, 1).await?.last() != Some(&b'\n') {
+            file.write_all(b"\n").await?;
+        }
+        file.write_all(line.as_bytes()).await?;
+        file.sync_data().await?;
+        let result = TaskResult {
+            status: TaskStatus::Failure,
+            exit_code: None,
+            failure_reason: Some(FailureReason::AgentError),
+            failure_message: Some(RESTARTED_MESSAGE.to_string()),
+            redacted: false,
+            log_size: file.metadata().await?.len(),
+            elapsed_ms: 0,
+        };
+        task.write_result(&result).await?;
+        Ok(result)
+    }
+}
+
+/// The spool directory of one task.
+#[derive(Debug, Clone)]
+pub struct TaskSpool {
+    task_id: i64,
+    dir: PathBuf,
+}
+
+impl TaskSpool {
+    pub fn task_id(&self) -> i64 {
+        self.task_id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// Process groups the task started, one id per line.
+    pub fn groups_path(&self) -> PathBuf {
+        self.dir.join("groups")
+    }
+
+    /// The process groups the task recorded.
+    pub async fn groups(&self) -> Vec<i32> {
+        tokio::fs::read_to_string(self.groups_path())
+            .await
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Creates the directory (0700) and an empty log (0600), open for appending.
+    pub async fn create(&self) -> io::Result<tokio::fs::File> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || create_private_dir(&dir))
+            .await
+            .map_err(io::Error::other)??;
+        self.open_log_for_append().await
+    }
+
+    async fn open_log_for_append(&self) -> io::Result<tokio::fs::File> {
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.log_path())
+            .await
+    }
+
+    pub async fn log_len(&self) -> io::Result<u64> {
+        Ok(tokio::fs::metadata(self.log_path()).await?.len())
+    }
+
+    /// Up to `max` bytes of the log from `offset`.
+    pub async fn read_chunk(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let mut file = tokio::fs::File::open(self.log_path()).await?;
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        let mut buf = Vec::with_capacity(max.min(1 << 20));
+        file.take(max as u64).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    /// How many log bytes the server has acknowledged (0 when unknown: resending is safe).
+    pub async fn acked(&self) -> u64 {
+        match tokio::fs::read_to_string(self.dir.join("acked")).await {
+            Ok(s) => s.trim().parse().unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn set_acked(&self, stored: u64) -> io::Result<()> {
+        write_atomically(&self.dir, "acked", stored.to_string().as_bytes()).await
+    }
+
+    /// The stored result; `None` when there is none or it is unreadable.
+    pub async fn result(&self) -> io::Result<Option<TaskResult>> {
+        match tokio::fs::read(self.dir.join("result.json")).await {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn write_result(&self, result: &TaskResult) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(result).map_err(io::Error::other)?;
+        write_atomically(&self.dir, "result.json", &bytes).await
+    }
+
+    /// Deletes the task's directory (its result was acknowledged).
+    pub async fn remove(&self) -> io::Result<()> {
+        match tokio::fs::remove_dir_all(&self.dir).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `dir/name` so that a crash leaves either the old or the new content.
+async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .await?;
+    file.write_all(bytes).await?;
+    file.sync_data().await?;
+    drop(file);
+    tokio::fs::rename(&tmp, dir.join(name)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(log_size: u64) -> TaskResult {
+        TaskResult {
+            status: TaskStatus::Success,
+            exit_code: Some(0),
+            failure_reason: None,
+            failure_message: None,
+            redacted: true,
+            log_size,
+            elapsed_ms: 12,
+        }
+    }
+
+    #[tokio::test]
+    async fn spool_keeps_log_acked_offset_and_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let task = spool.task(5);
+        let mut f = task.create().await.unwrap();
+        f.write_all(b"hello world").await.unwrap();
+        f.flush().await.unwrap();
+        assert_eq!(task.read_chunk(6, 100).await.unwrap(), b"world");
+        assert_eq!(task.acked().await, 0);
+        task.set_acked(6).await.unwrap();
+        assert_eq!(task.acked().await, 6);
+        assert_eq!(task.result().await.unwrap(), None);
+        task.write_result(&result(11)).await.unwrap();
+        assert_eq!(task.result().await.unwrap(), Some(result(11)));
+        let mode = std::fs::metadata(task.log_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(task.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(spool.pending().await.unwrap(), vec![5]);
+        task.remove().await.unwrap();
+        assert!(spool.pending().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn recover_keeps_a_finished_result_and_fails_an_interrupted_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        // Finished before the restart: reported as it was.
+        let done = spool.task(1);
+        done.create().await.unwrap();
+        done.write_result(&result(0)).await.unwrap();
+        assert_eq!(spool.recover(1).await.unwrap(), result(0));
+        // Running when the agent died: agent-error, the note appended to the log.
+        let cut = spool.task(2);
+        let mut f = cut.create().await.unwrap();
+        f.write_all(b"partial line").await.unwrap();
+        f.flush().await.unwrap();
+        let r = spool.recover(2).await.unwrap();
+        assert_eq!(r.status, TaskStatus::Failure);
+        assert_eq!(r.failure_reason, Some(FailureReason::AgentError));
+        assert_eq!(r.failure_message.as_deref(), Some(RESTARTED_MESSAGE));
+        let log = String::from_utf8(cut.read_chunk(0, 1000).await.unwrap()).unwrap();
+        assert_eq!(log, format!("partial line\nrunops: {RESTARTED_MESSAGE}\n"));
+        assert_eq!(r.log_size, log.len() as u64);
+        // Recovering again gives the same result and does not append twice.
+        assert_eq!(spool.recover(2).await.unwrap(), r);
+        assert_eq!(cut.log_len().await.unwrap(), log.len() as u64);
+        // A garbage file next to the task dirs is ignored.
+        std::fs::write(dir.path().join("spool").join("notes.txt"), "x").unwrap();
+        assert_eq!(spool.pending().await.unwrap(), vec![1, 2]);
+    }
+}

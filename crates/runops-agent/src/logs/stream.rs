@@ -1,0 +1,253 @@
+//! The per-task uploader: sends a task's spooled log to the server as ordered chunks
+//! (each with its offset) while it runs, then its result, and deletes the spool once the
+//! server acknowledged the result. Every task has its own uploader, so a slow upload
+//! never delays another task's report.
+//!
+//! Nothing is ever dropped on a transport error: it retries with backoff until the
+//! server is back. Only an answer saying the task is over on the server (`task_ended`,
+//! unknown task) ends the uploads without a successful finish.
+
+use super::output::LogProgress;
+use super::spool::{TaskResult, TaskSpool};
+use crate::backoff::Backoff;
+use crate::config::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
+use crate::connection::ServerLink;
+use runops_client::ClientError;
+use runops_proto::limits::MAX_LOG_CHUNK_BYTES;
+use tokio::sync::watch;
+
+/// What the server's answer means for the uploader.
+enum Answer<T> {
+    Ok(T),
+    /// The server's stored size differs from ours: find it out and resend from there.
+    Resync,
+    /// The task is over on the server (ended, deleted): stop and drop the spool.
+    Ended,
+    /// Try again (after a backoff unless `backoff` is false).
+    Retry {
+        backoff: bool,
+    },
+    /// The agent is stopping; the spool stays for the next start.
+    Stopping,
+}
+
+/// Reports one task: uploads its log as it grows, then its result. Returns when the
+/// server acknowledged the result (the spool is then deleted) or the agent stops.
+/// `progress` comes from the task's [`super::output::TaskLog`]; for a task recovered
+/// from the spool pass a finished progress.
+pub async fn report_task(
+    link: ServerLink,
+    spool: TaskSpool,
+    mut progress: watch::Receiver<LogProgress>,
+) {
+    let task_id = spool.task_id();
+    let mut backoff = Backoff::new();
+    let mut acked = spool.acked().await.min(progress.borrow().written);
+    loop {
+        // Upload until everything written is acknowledged and the log is complete.
+        let current = *progress.borrow_and_update();
+        if acked < current.written {
+            if !current.done && current.written - acked < UPLOAD_FLUSH_BYTES {
+                // Let a little more output join this chunk.
+                let _ = tokio::time::timeout(
+                    UPLOAD_INTERVAL,
+                    progress.wait_for(|p| p.done || p.written - acked >= UPLOAD_FLUSH_BYTES),
+                )
+                .await;
+            }
+            let written = progress.borrow().written;
+            match upload_chunk(&link, &spool, acked, written).await {
+                Answer::Ok(stored) => {
+                    acked = stored.min(written);
+                    if let Err(e) = spool.set_acked(acked).await {
+                        tracing::warn!(task_id, "cannot record the uploaded log offset: {e}");
+                    }
+                    backoff.reset();
+                }
+                Answer::Resync => acked = stored_size(&link, task_id).await.min(written),
+                Answer::Ended => return drop_spool(&spool).await,
+                Answer::Retry { backoff: true } => backoff.wait().await,
+                Answer::Retry { backoff: false } => {}
+                Answer::Stopping => return,
+            }
+            continue;
+        }
+        if !current.done {
+            if progress.changed().await.is_err() {
+                // The task's log went away without completing: only a bug gets here;
+                // report what the spool holds rather than nothing.
+                tracing::warn!(task_id, "the task's log ended without a result");
+                return;
+            }
+            continue;
+        }
+        // The whole log is acknowledged: report the result.
+        let result = match spool.result().await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::error!(
+                    task_id,
+                    "the task finished but its result is missing from the spool"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(task_id, "cannot read the task's result from the spool: {e}");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        match finish(&link, task_id, &result).await {
+            Answer::Ok(()) => return drop_spool(&spool).await,
+            Answer::Resync => {
+                // The server lacks part of the log: resend from its stored size.
+                acked = stored_size(&link, task_id).await.min(result.log_size);
+                if acked >= result.log_size {
+                    backoff.wait().await;
+                }
+            }
+            Answer::Ended => return drop_spool(&spool).await,
+            Answer::Retry { backoff: true } => backoff.wait().await,
+            Answer::Retry { backoff: false } => {}
+            Answer::Stopping => return,
+        }
+    }
+}
+
+async fn upload_chunk(
+    link: &ServerLink,
+    spool: &TaskSpool,
+    offset: u64,
+    written: u64,
+) -> Answer<u64> {
+    let task_id = spool.task_id();
+    let len = (written - offset).min(MAX_LOG_CHUNK_BYTES as u64) as usize;
+    let bytes = match spool.read_chunk(offset, len).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(task_id, "cannot read the task's log from the spool: {e}");
+            return Answer::Retry { backoff: true };
+        }
+    };
+    let sent = bytes.len() as u64;
+    let Some(session) = link.session_id().await else {
+        return Answer::Stopping;
+    };
+    match link
+        .client
+        .agent_upload_log(task_id, &session, offset, bytes)
+        .await
+    {
+        // No progress on a non-empty chunk would make us spin: back off instead.
+        Ok(ack) if ack.stored <= offset && sent > 0 => {
+            tracing::warn!(
+                task_id,
+                offset,
+                stored = ack.stored,
+                "the server did not take the log chunk; retrying"
+            );
+            Answer::Retry { backoff: true }
+        }
+        Ok(ack) => Answer::Ok(ack.stored),
+        Err(e) => classify(link, task_id, &session, e, "log_gap").await,
+    }
+}
+
+async fn finish(link: &ServerLink, task_id: i64, result: &TaskResult) -> Answer<()> {
+    let Some(session) = link.session_id().await else {
+        return Answer::Stopping;
+    };
+    match link
+        .client
+        .agent_finish(task_id, &result.to_finish(&session))
+        .await
+    {
+        Ok(_) => Answer::Ok(()),
+        Err(e) => classify(link, task_id, &session, e, "log_incomplete").await,
+    }
+}
+
+/// Turns an error answer into what to do. `resync_code` is the 409 code that means
+/// "our offsets disagree" for this call.
+async fn classify<T>(
+    link: &ServerLink,
+    task_id: i64,
+    session: &str,
+    e: ClientError,
+    resync_code: &str,
+) -> Answer<T> {
+    match (e.status(), e.code()) {
+        (Some(409), Some(code)) if code == resync_code => Answer::Resync,
+        (Some(409), _) | (Some(404), _) => {
+            tracing::info!(
+                task_id,
+                "the server no longer takes reports for this task ({e}); dropping its spool"
+            );
+            Answer::Ended
+        }
+        (Some(410), _) => {
+            link.session_expired(session).await;
+            Answer::Retry { backoff: false }
+        }
+        _ => {
+            if e.is_transport() {
+                tracing::warn!(task_id, "cannot report to the server, will retry: {e}");
+            } else {
+                tracing::warn!(task_id, "the server refused a report, will retry: {e}");
+            }
+            Answer::Retry { backoff: true }
+        }
+    }
+}
+
+/// The server's stored size of the task's log, learned by uploading an empty chunk at
+/// offset 0 (harmless: the server has everything before its stored size). When that
+/// fails, 0: resending from the start is always correct, only slower.
+async fn stored_size(link: &ServerLink, task_id: i64) -> u64 {
+    let Some(session) = link.session_id().await else {
+        return 0;
+    };
+    match link
+        .client
+        .agent_upload_log(task_id, &session, 0, Vec::new())
+        .await
+    {
+        Ok(ack) => ack.stored,
+        Err(e) => {
+            tracing::debug!(
+                task_id,
+                "cannot learn the stored log size, resending from 0: {e}"
+            );
+            0
+        }
+    }
+}
+
+async fn drop_spool(spool: &TaskSpool) {
+    if let Err(e) = spool.remove().await {
+        tracing::warn!(
+            task_id = spool.task_id(),
+            "cannot delete the reported task's spool {}: {e}",
+            spool.dir().display()
+        );
+    }
+}
+
+/// Reports a result that could not be spooled (disk full...): the finish is retried like
+/// any other, from memory. If the server lacks part of the log, the result is reported
+/// with the size the server has.
+pub async fn finish_from_memory(link: &ServerLink, task_id: i64, result: &TaskResult) {
+    let mut result = result.clone();
+    let mut backoff = Backoff::new();
+    loop {
+        match finish(link, task_id, &result).await {
+            Answer::Ok(()) | Answer::Ended | Answer::Stopping => return,
+            Answer::Resync => {
+                result.log_size = stored_size(link, task_id).await;
+                backoff.wait().await;
+            }
+            Answer::Retry { backoff: true } => backoff.wait().await,
+            Answer::Retry { backoff: false } => {}
+        }
+    }
+}

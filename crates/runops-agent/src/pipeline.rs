@@ -1,0 +1,293 @@
+//! One task end to end, from an accepted offer to a stored result:
+//! resolve the runner → fetch secrets → apply `secret_mapping` → check required keys →
+//! render `{{KEY}}` → metadata env → run (output through the redactor into the spool) →
+//! result. Every failure on the way becomes a result with a `failure_reason` and a
+//! one-line redacted message, also written into the task's log; no path ends without a
+//! result. The pipeline knows the [`Runner`] and [`SecretsProvider`] traits only.
+//!
+//! [`SecretsProvider`]: crate::secrets::SecretsProvider
+
+use crate::env::{BaseEnv, ChildEnv, task_metadata};
+use crate::failure::TaskFailure;
+use crate::logs::output::{LogProgress, TaskLog};
+use crate::logs::spool::{TaskResult, TaskSpool, create_private_dir};
+use crate::render::render_placeholders;
+use crate::runners::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use crate::secrets::{Secrets, SecretsRegistry, mapping::apply_mapping};
+use runops_proto::agent::TaskOffer;
+use runops_proto::api::DEFAULT_TIMEOUT_SECS;
+use runops_proto::{FailureReason, TaskStatus};
+use runops_redact::{RedactConfig, Redactor};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What every task of this agent shares.
+#[derive(Clone)]
+pub struct PipelineContext {
+    pub runners: RunnerRegistry,
+    pub secrets: SecretsRegistry,
+    pub base_env: BaseEnv,
+    /// Parent of the per-task private temp dirs.
+    pub tmp_root: PathBuf,
+    pub kill_grace: Duration,
+}
+
+/// Asks a task to stop, remembering why (the first reason wins).
+#[derive(Clone, Default)]
+pub struct StopHandle {
+    token: CancellationToken,
+    reason: Arc<OnceLock<TaskFailure>>,
+}
+
+impl StopHandle {
+    pub fn new() -> StopHandle {
+        StopHandle::default()
+    }
+
+    pub fn stop(&self, why: TaskFailure) {
+        let _ = self.reason.set(why);
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<&TaskFailure> {
+        self.reason.get()
+    }
+}
+
+/// What is known before running, once every check passed.
+struct Prepared {
+    runner: Arc<dyn Runner>,
+    secrets: Secrets,
+    script: String,
+    metadata: Vec<(String, String)>,
+}
+
+/// Runs `offer` to a stored result in `spool`. `on_log` receives the log's progress as
+/// soon as the log exists (the agent starts the task's uploader with it). Errors only
+/// when the spool itself cannot be written; the result is then returned in the error so
+/// the caller can still report it.
+pub async fn run_task(
+    ctx: &PipelineContext,
+    offer: &TaskOffer,
+    stop: &StopHandle,
+    spool: &TaskSpool,
+    on_log: impl FnOnce(watch::Receiver<LogProgress>),
+) -> Result<TaskResult, TaskResult> {
+    let started = Instant::now();
+    let prepared = prepare(ctx, offer).await;
+    let secrets = prepared
+        .as_ref()
+        .map(|p| p.secrets.clone())
+        .unwrap_or_default();
+    let redactor = Redactor::new(&RedactConfig {
+        secrets: secrets.into_iter().collect(),
+        personal_data: offer.redact != "none",
+        ..RedactConfig::default()
+    });
+    let file = match spool.create().await {
+        Ok(f) => f,
+        Err(e) => {
+            let message = format!(
+                "cannot create the task's spool in {}: {e}",
+                spool.dir().display()
+            );
+            return Err(failed(TaskFailure::agent_error(message), None, 0, started));
+        }
+    };
+    let log = TaskLog::new(file, &redactor);
+    on_log(log.subscribe());
+
+    let outcome = match prepared {
+        Ok(p) => run_prepared(ctx, offer, stop, &log, spool, p).await,
+        Err(f) => Err(f),
+    };
+    let mut failure = match outcome {
+        Ok(run) => match stop.reason() {
+            // Killed for a reason of ours: that reason, not the signal's exit code.
+            Some(why) => Some((why.clone(), Some(run.exit_code))),
+            None if run.exit_code == 0 => None,
+            None => Some((
+                TaskFailure::new(
+                    FailureReason::ExitCode,
+                    format!("the task exited with code {}", run.exit_code),
+                ),
+                Some(run.exit_code),
+            )),
+        },
+        Err(f) => Some((f, None)),
+    };
+    if let Some((f, _)) = &mut failure {
+        f.message = redactor.redact_str(&f.message);
+        // The exit code speaks for itself in the output; everything else gets a line.
+        if f.reason != FailureReason::ExitCode {
+            log.note(&f.message).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let log_size = match log.finish().await {
+        Ok(n) => n,
+        Err(e) => {
+            failure = Some((
+                TaskFailure::agent_error(e),
+                failure.and_then(|(_, code)| code),
+            ));
+            log.written().await
+        }
+    };
+    let mut result = match failure {
+        None => TaskResult {
+            status: TaskStatus::Success,
+            exit_code: Some(0),
+            failure_reason: None,
+            failure_message: None,
+            redacted: false,
+            log_size,
+            elapsed_ms: 0,
+        },
+        Some((f, code)) => failed(f, code, log_size, started),
+    };
+    result.elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    // Every byte went through the redactor; `redacted` says personal data was removed too.
+    result.redacted = offer.redact != "none";
+    if let Err(e) = spool.write_result(&result).await {
+        tracing::error!(
+            task_id = offer.task_id,
+            "cannot store the task's result in the spool: {e}"
+        );
+        return Err(result);
+    }
+    log.mark_done();
+    Ok(result)
+}
+
+fn failed(f: TaskFailure, exit_code: Option<i32>, log_size: u64, started: Instant) -> TaskResult {
+    TaskResult {
+        status: TaskStatus::Failure,
+        exit_code,
+        failure_reason: Some(f.reason),
+        failure_message: Some(f.message),
+        redacted: false,
+        log_size,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Steps 1-6: everything that can fail before anything runs.
+async fn prepare(ctx: &PipelineContext, offer: &TaskOffer) -> Result<Prepared, TaskFailure> {
+    let runner = ctx.runners.resolve(&offer.kind)?;
+    let mut secrets = ctx.secrets.fetch(offer).await?;
+    apply_mapping(&mut secrets, offer.secret_mapping.as_deref())?;
+    let missing: Vec<&str> = runner
+        .required_keys()
+        .iter()
+        .copied()
+        .filter(|k| secrets.get(*k).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskFailure::secrets(format!(
+            "the secret of target `{}` lacks the keys that type `{}` needs: {} (add them to the secret, or map existing keys with secret_mapping)",
+            offer.target,
+            offer.kind,
+            missing.join(", ")
+        )));
+    }
+    let metadata = task_metadata(offer);
+    let script = render_placeholders(&offer.script, |key| {
+        secrets.get(key).map(String::as_str).or_else(|| {
+            metadata
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        })
+    });
+    Ok(Prepared {
+        runner,
+        secrets,
+        script,
+        metadata,
+    })
+}
+
+/// Step 7: a private temp dir, the child environment, the run under the timeout.
+async fn run_prepared(
+    ctx: &PipelineContext,
+    offer: &TaskOffer,
+    stop: &StopHandle,
+    log: &TaskLog,
+    spool: &TaskSpool,
+    p: Prepared,
+) -> Result<RunOutcome, TaskFailure> {
+    if let Some(why) = stop.reason() {
+        return Err(why.clone());
+    }
+    let tmp_dir = ctx
+        .tmp_root
+        .join(format!("task-{}-{}", offer.task_id, random_suffix()));
+    let create = {
+        let dir = tmp_dir.clone();
+        tokio::task::spawn_blocking(move || create_private_dir(&dir)).await
+    };
+    if let Err(e) = create.map_err(std::io::Error::other).and_then(|r| r) {
+        return Err(TaskFailure::agent_error(format!(
+            "cannot create the task's temp dir {}: {e}",
+            tmp_dir.display()
+        )));
+    }
+    let env = ChildEnv::build(&ctx.base_env, &tmp_dir, &p.secrets, &p.metadata);
+    for key in &env.skipped {
+        log.note(&format!(
+            "secret key `{key}` cannot be an environment variable name; it is not exported (it still works as a {{{{placeholder}}}})"
+        ))
+        .await;
+    }
+    let timeout_secs = if offer.timeout_secs == 0 {
+        DEFAULT_TIMEOUT_SECS
+    } else {
+        offer.timeout_secs
+    };
+    let groups_path = spool.groups_path();
+    let run = p.runner.run(RunContext {
+        task_id: offer.task_id,
+        kind: &offer.kind,
+        script: &p.script,
+        secrets: &p.secrets,
+        env: &env,
+        tmp_dir: &tmp_dir,
+        group_record: &groups_path,
+        output: log,
+        stop: &stop.token,
+        kill_grace: ctx.kill_grace,
+    });
+    let deadline = tokio::time::sleep(Duration::from_secs(timeout_secs));
+    tokio::pin!(run, deadline);
+    let mut timed_out = false;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = &mut deadline, if !timed_out => {
+                timed_out = true;
+                stop.stop(TaskFailure::new(
+                    FailureReason::Timeout,
+                    format!("the task ran longer than its timeout of {timeout_secs} s; its processes were killed"),
+                ));
+            }
+        }
+    };
+    if let Err(e) = tokio::fs::remove_dir_all(&tmp_dir).await {
+        tracing::warn!(
+            task_id = offer.task_id,
+            "cannot remove the task's temp dir {}: {e}",
+            tmp_dir.display()
+        );
+    }
+    outcome
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,162 @@
+//! Secrets providers: where a task's credentials come from.
+//!
+//! A target names a provider (`secret_provider`, `env-var` by default when it has a
+//! `secret_path`) and a path inside it. Each provider is one module implementing
+//! [`SecretsProvider`]; [`SecretsRegistry`] finds it by name, so the pipeline never
+//! knows a concrete provider. [`mapping`] applies the target's `secret_mapping`.
+
+pub mod env_var;
+pub mod mapping;
+
+use crate::failure::TaskFailure;
+use async_trait::async_trait;
+use runops_proto::agent::TaskOffer;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Key → value of every secret a task sees.
+pub type Secrets = BTreeMap<String, String>;
+
+/// The provider used when a target has a `secret_path` but no `secret_provider`.
+pub const DEFAULT_PROVIDER: &str = "env-var";
+
+/// Providers the product knows but that this agent cannot use yet.
+const PLANNED_PROVIDERS: &[&str] = &[
+    "filesystem",
+    "aws",
+    "hashicorp/kv",
+    "hashicorp/db",
+    "runops",
+];
+
+/// Fetches the secrets of one task from one kind of secrets manager.
+#[async_trait]
+pub trait SecretsProvider: Send + Sync {
+    /// The name targets use in `secret_provider`.
+    fn name(&self) -> &'static str;
+
+    /// Fetches the secrets at `offer.secret_path` (or wherever the offer says).
+    async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure>;
+}
+
+/// The providers of this agent, by name.
+#[derive(Clone, Default)]
+pub struct SecretsRegistry {
+    providers: HashMap<&'static str, Arc<dyn SecretsProvider>>,
+}
+
+impl SecretsRegistry {
+    /// Every provider this agent supports, reading the agent's own environment.
+    pub fn with_defaults() -> SecretsRegistry {
+        let mut reg = SecretsRegistry::default();
+        reg.register(Arc::new(env_var::EnvVarProvider::from_process_env()));
+        reg
+    }
+
+    pub fn register(&mut self, provider: Arc<dyn SecretsProvider>) {
+        self.providers.insert(provider.name(), provider);
+    }
+
+    /// Fetches the secrets of `offer`: none when it names neither a provider nor a path.
+    pub async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {
+        let name = match offer.secret_provider.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => p,
+            _ if offer
+                .secret_path
+                .as_deref()
+                .is_some_and(|p| !p.trim().is_empty()) =>
+            {
+                DEFAULT_PROVIDER
+            }
+            _ => return Ok(Secrets::new()),
+        };
+        let provider = self.providers.get(name).ok_or_else(|| {
+            if PLANNED_PROVIDERS.contains(&name) {
+                TaskFailure::invalid_config(format!(
+                    "secret provider `{name}` is not available in this agent yet"
+                ))
+            } else {
+                let mut known: Vec<&str> = self.providers.keys().copied().collect();
+                known.extend(PLANNED_PROVIDERS);
+                known.sort_unstable();
+                known.dedup();
+                TaskFailure::invalid_config(format!(
+                    "unknown secret provider `{name}` (known: {})",
+                    known.join(", ")
+                ))
+            }
+        })?;
+        provider.fetch(offer).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use runops_proto::FailureReason;
+
+    pub(crate) fn offer(provider: Option<&str>, path: Option<&str>) -> TaskOffer {
+        TaskOffer {
+            task_id: 7,
+            target: "demo".into(),
+            kind: "bash".into(),
+            script: "echo hi".into(),
+            message: None,
+            secret_provider: provider.map(str::to_string),
+            secret_path: path.map(str::to_string),
+            secret_mapping: None,
+            redact: "all".into(),
+            custom_command: None,
+            timeout_secs: 60,
+            user_email: "ana@example.com".into(),
+            user_groups: vec![],
+            user_jwt: None,
+            config: None,
+            start_deadline_ms: 5000,
+        }
+    }
+
+    fn registry() -> SecretsRegistry {
+        let mut reg = SecretsRegistry::default();
+        let env = [("MY_TARGET".to_string(), r#""A": "b""#.to_string())];
+        reg.register(Arc::new(env_var::EnvVarProvider::from_vars(env)));
+        reg
+    }
+
+    #[tokio::test]
+    async fn no_path_and_no_provider_means_no_secrets() {
+        let s = registry().fetch(&offer(None, None)).await.unwrap();
+        assert!(s.is_empty());
+    }
+
+    #[tokio::test]
+    async fn path_without_provider_reads_env_var() {
+        let s = registry()
+            .fetch(&offer(None, Some("MY_TARGET")))
+            .await
+            .unwrap();
+        assert_eq!(s.get("A").map(String::as_str), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn planned_provider_fails_as_invalid_config() {
+        let e = registry()
+            .fetch(&offer(Some("aws"), Some("x")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, FailureReason::InvalidConfig);
+        assert_eq!(
+            e.message,
+            "secret provider `aws` is not available in this agent yet"
+        );
+        let e = registry()
+            .fetch(&offer(Some("gopass"), Some("x")))
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("unknown secret provider `gopass`"),
+            "{e}"
+        );
+        assert!(e.message.contains("env-var"), "{e}");
+    }
+}

@@ -1,0 +1,298 @@
+//! Helpers for the end-to-end tests: they start the real `runops` binary as users
+//! would (server, agents, CLI), each in its own temporary directory and on free
+//! loopback ports, and stop every process they started when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "rou_e2e-admin-token-0123456789abcdefghijklmnopqrstu";
+
+/// Upper bound for waiting on something that should happen; generous because CI
+/// machines are shared and slow. Tests never assert how fast things happen.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn runops_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_runops")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after [`WAIT`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > WAIT {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP GET on loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((status, body))
+}
+
+/// A base environment for child processes of the tests: nothing of the test
+/// runner's own environment leaks in except PATH.
+pub fn base_command(home: &Path) -> Command {
+    let mut c = Command::new(runops_bin());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("RUST_BACKTRACE", "1");
+    c
+}
+
+/// Kills a child by PID and reaps it.
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One test's sandbox: a temp dir holding the server's data, agents' spools and a HOME.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("runops-e2e-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        let h = self.path("home");
+        std::fs::create_dir_all(&h).unwrap();
+        h
+    }
+}
+
+/// A running `runops server`.
+pub struct Server {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub lease_secs: u64,
+    home: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a server with a short agent lease (so lost agents are noticed quickly).
+    pub fn start(sb: &Sandbox, lease_secs: u64) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            data_dir: sb.path("server-data"),
+            lease_secs,
+            home: sb.home(),
+            log: sb.path("server.log"),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = base_command(&self.home)
+            .args(["server", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUNOPS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUNOPS_AGENT_LEASE_SECS", self.lease_secs.to_string())
+            .env("RUNOPS_OFFER_TIMEOUT_SECS", "10")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn runops server");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("the server to answer /healthz", || {
+            http_get(port, "/healthz").filter(|(st, _)| *st == 200)
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no chance to clean up) and starts it again on the
+    /// same port and data dir.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_child(&mut c);
+        }
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a CLI command as the admin user against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_cmd(args).output().expect("run runops cli")
+    }
+
+    /// Runs a CLI command and asserts it succeeded; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`runops {}` failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cli_cmd(&self, args: &[&str]) -> Command {
+        let mut c = base_command(&self.home);
+        c.args(args)
+            .env("RUNOPS_URL", self.url())
+            .env("RUNOPS_TOKEN", ADMIN_TOKEN)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn create_agent_token(&self) -> String {
+        self.cli_ok(&["agents", "create-token"]).trim().to_string()
+    }
+
+    /// `runops tasks show ID --json` as JSON.
+    pub fn task(&self, id: i64) -> serde_json::Value {
+        let out = self.cli_ok(&["tasks", "show", &id.to_string(), "--json"]);
+        serde_json::from_str(&out).expect("tasks show --json prints JSON")
+    }
+
+    /// Creates a task without waiting; returns its id.
+    pub fn submit(&self, target: &str, script: &str) -> i64 {
+        let out = self.cli_ok(&["tasks", "create", "-t", target, "-s", script, "--no-wait"]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("--no-wait should print the task id, got {out:?}"))
+    }
+
+    /// Waits until the task reaches a final status; returns it.
+    pub fn wait_final(&self, id: i64) -> serde_json::Value {
+        wait_for(&format!("task {id} to finish"), || {
+            let t = self.task(id);
+            let st = t["status"].as_str().unwrap_or_default().to_string();
+            (st == "success" || st == "failure").then_some(t)
+        })
+    }
+
+    pub fn wait_status(&self, id: i64, status: &str) -> serde_json::Value {
+        wait_for(&format!("task {id} to be {status}"), || {
+            let t = self.task(id);
+            (t["status"] == status).then_some(t)
+        })
+    }
+
+    pub fn logs(&self, id: i64) -> String {
+        self.cli_ok(&["tasks", "logs", &id.to_string()])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_child(&mut c);
+        }
+    }
+}
+
+/// A running `runops agent`.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with only `TOKEN`, optional `TAGS`, and `env` set (plus PATH/HOME).
+    pub fn start(sb: &Sandbox, name: &str, token: &str, tags: Option<&str>, env: &[(&str, &str)]) -> Agent {
+        let log = sb.path(&format!("agent-{name}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = base_command(&sb.home());
+        c.arg("agent")
+            .env("TOKEN", token)
+            .env("RUNOPS_AGENT_DATA_DIR", sb.path(&format!("agent-{name}")))
+            .env("RUNOPS_KILL_GRACE_SECS", "2")
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f));
+        if let Some(t) = tags {
+            c.env("TAGS", t);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Agent {
+            child: c.spawn().expect("spawn runops agent"),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
