@@ -1,15 +1,28 @@
-//! Streaming redaction: removes a task's secret values (and, later, personal data)
-//! from output that arrives in arbitrary chunks, before any byte leaves the agent.
+//! Streaming redaction: removes a task's secret values and personal data from output
+//! that arrives in arbitrary chunks, before any byte leaves the agent. No I/O.
 //!
-//! Build a [`Redactor`] once per task from a [`RedactConfig`] (it compiles the
-//! patterns), then open one [`StreamRedactor`] per output stream with
+//! Build a [`Redactor`] once per task from a [`RedactConfig`] (it compiles the patterns;
+//! clones share them), open one [`StreamRedactor`] per output stream with
 //! [`Redactor::stream`], feed it chunks with [`StreamRedactor::push`] and end with
-//! [`StreamRedactor::finish`]. A match split across two chunks is still caught: the
-//! stream holds back only the tail that could still be the start of a match.
+//! [`StreamRedactor::finish`]. How the output is chunked never changes the result.
 //!
-//! This crate does no I/O.
+//! Two stages, in order: `secrets` replaces every form of every secret value (plain,
+//! each line, base64, URL-encoded, JSON-escaped; see `encodings`) with
+//! `[REDACTED:KEY_NAME]` in one leftmost-longest pass; then, with `personal_data`, the
+//! `pii` detectors replace e-mail addresses, phone numbers, card numbers and the other
+//! [`InfoType`]s with `[INFO_TYPE]`, line by line (`stream` explains the segments).
+//! `docs/redaction.md` lists the rules, the measured precision and recall, and the
+//! throughput.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+mod encodings;
+mod pii;
+mod secrets;
+mod stream;
+
+use std::sync::Arc;
+
+pub use pii::{Finding, InfoType, UnknownInfoType};
+pub use stream::{CAP_CUT_SEARCH, StreamRedactor};
 
 /// Values shorter than this are not redacted unless their key looks secret:
 /// redacting every `1` or `on` would shred the output and protect nothing.
@@ -17,6 +30,26 @@ pub const MIN_SECRET_LEN: usize = 6;
 
 /// Values of keys that look secret are redacted from this length on.
 pub const MIN_SECRET_LEN_SECRET_KEY: usize = 3;
+
+/// Encoded forms (base64, URL, JSON) shorter than this are not searched for: a 3-letter
+/// base64 fragment would match ordinary words.
+pub const MIN_ENCODED_FORM_LEN: usize = 4;
+
+/// Longest literal pattern; longer forms are split into pieces of this size, so a
+/// stream never holds back more than this for the secrets.
+pub const MAX_PATTERN_LEN: usize = 4096;
+
+/// Longest segment the personal-data detectors see at once: a longer line is cut here,
+/// which bounds what a stream holds back while a line is incomplete.
+pub const LINE_CAP: usize = 64 * 1024;
+
+/// A private-key block with no END marker after this many bytes is not one (or was
+/// truncated): redaction of the block stops there instead of swallowing all output.
+pub const MAX_PRIVATE_KEY_BLOCK: usize = 64 * 1024;
+
+/// Bytes of an incomplete UTF-8 character a stream may hold back so that what it
+/// emits never ends inside a character.
+const UTF8_MAX_PARTIAL: usize = 3;
 
 /// Parts of key names that mark a value as secret whatever its length.
 const SECRET_KEY_MARKERS: &[&str] = &[
@@ -29,9 +62,13 @@ const SECRET_KEY_MARKERS: &[&str] = &[
     "PRIVATE",
     "CERT",
     "URI",
+    "URL",
     "DSN",
     "CONNECTION",
     "AUTH",
+    "SESSION",
+    "COOKIE",
+    "SIGNATURE",
 ];
 
 /// What to remove.
@@ -41,6 +78,9 @@ pub struct RedactConfig {
     pub secrets: Vec<(String, String)>,
     /// Detect personal data too (`redact=all`). Secret values are always removed.
     pub personal_data: bool,
+    /// Which personal data to detect when `personal_data` is on; `None` means all of
+    /// [`InfoType::ALL`]. Parse `REDACT_INFO_TYPES` with [`InfoType::parse_list`].
+    pub info_types: Option<Vec<InfoType>>,
 }
 
 /// True when `key` names something secret (`MYSQL_PASS`, `API_TOKEN`...).
@@ -49,66 +89,51 @@ pub fn key_looks_secret(key: &str) -> bool {
     SECRET_KEY_MARKERS.iter().any(|m| up.contains(m))
 }
 
-/// The compiled patterns of one task. Cheap to share between streams.
-#[derive(Debug, Clone)]
+/// The compiled patterns of one task. Cheap to clone and share between streams.
+#[derive(Clone)]
 pub struct Redactor {
-    matcher: Option<AhoCorasick>,
-    /// Replacement text for each pattern, by pattern index.
-    replacements: Vec<Vec<u8>>,
-    /// Longest pattern, in bytes: how much a stream may have to hold back.
-    longest: usize,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secrets: Option<secrets::SecretMatcher>,
+    pii: Option<pii::PiiScanner>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secret_patterns", &self.secret_pattern_count())
+            .field("info_types", &self.info_types())
+            .finish()
+    }
 }
 
 impl Redactor {
     pub fn new(config: &RedactConfig) -> Redactor {
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let mut replacements = Vec::new();
-        for (key, value) in &config.secrets {
-            let min = if key_looks_secret(key) {
-                MIN_SECRET_LEN_SECRET_KEY
-            } else {
-                MIN_SECRET_LEN
-            };
-            // Each line of a multi-line value too: output often splits them.
-            let mut forms: Vec<&str> = vec![value.as_str()];
-            if value.contains('\n') {
-                forms.extend(value.lines().map(str::trim_end));
+        let pii = if config.personal_data {
+            match &config.info_types {
+                Some(types) => pii::PiiScanner::new(types),
+                None => pii::PiiScanner::new(&InfoType::ALL),
             }
-            for form in forms {
-                if form.chars().count() >= min && !patterns.iter().any(|p| p == form.as_bytes())
-                {
-                    patterns.push(form.as_bytes().to_vec());
-                    replacements.push(format!("[REDACTED:{key}]").into_bytes());
-                }
-            }
-        }
-        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
-        let matcher = if patterns.is_empty() {
-            None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&patterns)
-                    .expect("secret patterns are plain literals and always compile"),
-            )
+            None
         };
         Redactor {
-            matcher,
-            replacements,
-            longest,
+            inner: Arc::new(Inner {
+                secrets: secrets::SecretMatcher::new(&config.secrets),
+                pii,
+            }),
         }
     }
 
     /// Opens a stream that redacts chunk by chunk.
     pub fn stream(&self) -> StreamRedactor {
-        StreamRedactor {
-            redactor: self.clone(),
-            pending: Vec::new(),
-        }
+        StreamRedactor::new(self.clone())
     }
 
-    /// Redacts a complete text at once (error messages, short outputs).
+    /// Redacts a complete text at once (error messages, short outputs). Same result as
+    /// streaming it in any chunks.
     pub fn redact(&self, input: &[u8]) -> Vec<u8> {
         let mut s = self.stream();
         let mut out = Vec::with_capacity(input.len());
@@ -121,60 +146,48 @@ impl Redactor {
     pub fn redact_str(&self, input: &str) -> String {
         String::from_utf8_lossy(&self.redact(input.as_bytes())).into_owned()
     }
-}
 
-/// One output stream being redacted.
-#[derive(Debug)]
-pub struct StreamRedactor {
-    redactor: Redactor,
-    /// Input not yet emitted because it might be the start of a match.
-    pending: Vec<u8>,
-}
-
-impl StreamRedactor {
-    /// Adds `input` and appends to `out` everything that can no longer change.
-    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        self.pending.extend_from_slice(input);
-        self.drain(out, false);
-    }
-
-    /// Ends the stream: appends the held-back tail to `out`.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        self.drain(out, true);
-    }
-
-    fn drain(&mut self, out: &mut Vec<u8>, at_end: bool) {
-        let Some(matcher) = &self.redactor.matcher else {
-            out.append(&mut self.pending);
-            return;
-        };
-        let len = self.pending.len();
-        let hold = self.redactor.longest.saturating_sub(1);
-        // Bytes before `safe` can be emitted: no match that starts there can still grow.
-        let safe = if at_end { len } else { len.saturating_sub(hold) };
-        let mut emitted = 0;
-        for m in matcher.find_iter(&self.pending) {
-            if m.start() >= safe {
-                break;
-            }
-            // A match may only be committed when its longest possible form is visible;
-            // otherwise hold back from its start and decide with more input.
-            if !at_end && m.start() + self.redactor.longest > len {
-                self.consume(out, emitted, m.start());
-                return;
-            }
-            out.extend_from_slice(&self.pending[emitted..m.start()]);
-            out.extend_from_slice(&self.redactor.replacements[m.pattern().as_usize()]);
-            emitted = m.end();
+    /// The personal data detected in `text` (secret values are not looked at), by byte
+    /// offsets, as the stream would find it. Empty when personal data is off.
+    pub fn find_personal_data(&self, text: &[u8]) -> Vec<Finding> {
+        match &self.inner.pii {
+            Some(pii) => stream::find_in(pii, text),
+            None => Vec::new(),
         }
-        let upto = safe.max(emitted);
-        self.consume(out, emitted, upto);
     }
 
-    /// Emits `pending[from..to]` and drops `pending[..to]`.
-    fn consume(&mut self, out: &mut Vec<u8>, from: usize, to: usize) {
-        out.extend_from_slice(&self.pending[from..to]);
-        self.pending.drain(..to);
+    /// The info types this redactor detects.
+    pub fn info_types(&self) -> Vec<InfoType> {
+        self.inner
+            .pii
+            .as_ref()
+            .map_or_else(Vec::new, pii::PiiScanner::info_types)
+    }
+
+    /// Number of literal patterns the secret values compiled to (all their forms).
+    pub fn secret_pattern_count(&self) -> usize {
+        self.inner
+            .secrets
+            .as_ref()
+            .map_or(0, secrets::SecretMatcher::pattern_count)
+    }
+
+    /// Most bytes a stream holds back between pushes: less than the longest secret
+    /// pattern plus a partial UTF-8 character, plus one segment of personal-data
+    /// input when that stage is on.
+    pub fn max_held_back(&self) -> usize {
+        let secrets = self
+            .inner
+            .secrets
+            .as_ref()
+            .map_or(0, |s| s.longest().saturating_sub(1))
+            + UTF8_MAX_PARTIAL;
+        let lines = if self.inner.pii.is_some() {
+            LINE_CAP
+        } else {
+            0
+        };
+        secrets + lines
     }
 }
 
@@ -189,6 +202,18 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             personal_data: false,
+            ..Default::default()
+        })
+    }
+
+    fn everything(secrets: &[(&str, &str)]) -> Redactor {
+        Redactor::new(&RedactConfig {
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            personal_data: true,
+            ..Default::default()
         })
     }
 
@@ -209,8 +234,8 @@ mod tests {
 
     #[test]
     fn match_split_across_every_chunk_boundary_is_caught() {
-        let r = redactor(&[("TOKEN", "s3cr3t-value"), ("OTHER", "s3cr3t-value-longer")]);
-        let text = b"a s3cr3t-value b s3cr3t-value-longer c s3cr3t-valu";
+        let r = everything(&[("TOKEN", "s3cr3t-value"), ("OTHER", "s3cr3t-value-longer")]);
+        let text = b"a s3cr3t-value b s3cr3t-value-longer c jane@example.com s3cr3t-valu";
         let whole = r.redact(text);
         for cut in 0..text.len() {
             let mut s = r.stream();
@@ -222,7 +247,7 @@ mod tests {
         }
         assert_eq!(
             String::from_utf8(whole).unwrap(),
-            "a [REDACTED:TOKEN] b [REDACTED:OTHER] c s3cr3t-valu"
+            "a [REDACTED:TOKEN] b [REDACTED:OTHER] c [EMAIL_ADDRESS] s3cr3t-valu"
         );
     }
 
@@ -233,5 +258,79 @@ mod tests {
             r.redact_str("x line-two-yy y"),
             "x [REDACTED:PRIVATE_KEY] y"
         );
+    }
+
+    #[test]
+    fn encoded_forms_of_secrets_are_redacted() {
+        let value = "p@ss w0rd/\"x\"";
+        let r = redactor(&[("DB_PASSWORD", value)]);
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{value}"))
+        };
+        let text = format!(
+            "url=p%40ss%20w0rd%2F%22x%22 form=p%40ss+w0rd%2F%22x%22 json=\"p@ss w0rd/\\\"x\\\"\" basic={b64}"
+        );
+        let out = r.redact_str(&text);
+        assert!(!out.contains("w0rd"), "{out}");
+        assert!(!out.contains(&b64[8..]), "{out}");
+    }
+
+    #[test]
+    fn personal_data_is_replaced_with_its_info_type() {
+        let r = everything(&[]);
+        assert_eq!(
+            r.redact_str("jane@example.com paid with 4111 1111 1111 1111, call +44 20 7946 0958\n"),
+            "[EMAIL_ADDRESS] paid with [CREDIT_CARD_NUMBER], call [PHONE_NUMBER]\n"
+        );
+        assert_eq!(
+            r.redact_str("postgres://app:hunter2@10.1.2.3:5432/db"),
+            "postgres://app:[PASSWORD_IN_URL]@[IP_ADDRESS]:5432/db"
+        );
+    }
+
+    #[test]
+    fn only_the_configured_info_types_are_detected() {
+        let r = Redactor::new(&RedactConfig {
+            personal_data: true,
+            info_types: Some(InfoType::parse_list("EMAIL_ADDRESS").unwrap()),
+            ..Default::default()
+        });
+        assert_eq!(r.info_types(), vec![InfoType::EmailAddress]);
+        assert_eq!(
+            r.redact_str("jane@example.com 415-555-0132"),
+            "[EMAIL_ADDRESS] 415-555-0132"
+        );
+        let off = Redactor::new(&RedactConfig {
+            personal_data: false,
+            info_types: Some(InfoType::ALL.to_vec()),
+            ..Default::default()
+        });
+        assert_eq!(off.redact_str("jane@example.com"), "jane@example.com");
+    }
+
+    #[test]
+    fn private_key_block_across_lines_becomes_one_marker() {
+        let r = everything(&[]);
+        let text = "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1\nZZZ+/==\n-----END RSA PRIVATE KEY-----\nnext\n";
+        assert_eq!(r.redact_str(text), "key:\n[PRIVATE_KEY]\nnext\n");
+        let found = r.find_personal_data(text.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].start, 5);
+        assert_eq!(&text[found[0].end..], "\nnext\n");
+    }
+
+    #[test]
+    fn held_back_bytes_stay_within_the_bound() {
+        let r = everything(&[("TOKEN", "abcdefghij")]);
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        let line = vec![b'x'; 1000];
+        for _ in 0..200 {
+            s.push(&line, &mut out);
+            assert!(s.held_back() <= r.max_held_back());
+        }
+        s.finish(&mut out);
+        assert_eq!(out.len(), 200 * 1000);
     }
 }

@@ -1,0 +1,225 @@
+//! Properties of streamed redaction: for random text and random chunkings the stream
+//! gives exactly the one-shot result, and no secret value survives in any spelling.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use proptest::prelude::*;
+use runops_redact::{LINE_CAP, RedactConfig, Redactor};
+
+/// Feeds `input` cut at `cuts` (positions, any order, may repeat) and finishes.
+fn stream_in_chunks(r: &Redactor, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in cuts {
+        let before = out.len();
+        s.push(&input[at..c], &mut out);
+        if std::str::from_utf8(input).is_ok() {
+            assert!(
+                std::str::from_utf8(&out[before..]).is_ok(),
+                "a pushed chunk split a character"
+            );
+        }
+        assert!(s.held_back() <= r.max_held_back());
+        at = c;
+    }
+    s.push(&input[at..], &mut out);
+    s.finish(&mut out);
+    assert_eq!(s.held_back(), 0);
+    out
+}
+
+/// Pieces random text is built from: words, numbers, separators, personal data,
+/// multi-byte characters and key-block markers.
+fn piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z]{1,12}",
+        "[0-9]{1,20}",
+        "[ \t\n:.,;/=@+()-]{1,3}",
+        Just("\n".to_string()),
+        Just("é€😀".to_string()),
+        Just("jane.doe@example.com".to_string()),
+        Just("+44 20 7946 0958".to_string()),
+        Just("(415) 555-0132".to_string()),
+        Just("4111-1111-1111-1111".to_string()),
+        Just("536-22-1234".to_string()),
+        Just("GB82 WEST 1234 5698 7654 32".to_string()),
+        Just("10.20.30.40".to_string()),
+        Just("2001:db8::8a2e:370:7334".to_string()),
+        Just("AKIAIOSFODNN7EXAMPLE".to_string()),
+        Just("https://u:pw@host/".to_string()),
+        Just("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2ln".to_string()),
+        Just("-----BEGIN RSA PRIVATE KEY-----\n".to_string()),
+        Just("-----END RSA PRIVATE KEY-----".to_string()),
+    ]
+}
+
+/// A secret value: no `[`/`]` (which replacement markers contain), at least 6 chars.
+fn secret_value() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9!@#%&*/+= _.:-]{6,24}"
+}
+
+/// The spellings of `value` a task could print, each with some text around it.
+fn spelled(value: &str, how: u8, prefix: &str) -> String {
+    let v = value.as_bytes();
+    match how % 6 {
+        0 => value.to_string(),
+        1 => STANDARD.encode([prefix.as_bytes(), v, b"!"].concat()),
+        2 => URL_SAFE.encode([prefix.as_bytes(), v].concat()),
+        3 => url_encode(value),
+        4 => value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('/', "\\/"),
+        _ => format!("{prefix}{value}{prefix}"),
+    }
+}
+
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else if b == b' ' {
+                "+".to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn config(secrets: &[(String, String)], personal_data: bool) -> RedactConfig {
+    RedactConfig {
+        secrets: secrets.to_vec(),
+        personal_data,
+        ..Default::default()
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stream_equals_one_shot_for_any_chunking(
+        pieces in prop::collection::vec(piece(), 0..120),
+        secrets in prop::collection::vec(secret_value(), 0..4),
+        personal_data in any::<bool>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let secrets: Vec<(String, String)> = secrets
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("SECRET_{i}"), v))
+            .collect();
+        let mut text = pieces.concat();
+        for (_, v) in &secrets {
+            text.push_str(v);
+            text.push('\n');
+        }
+        let r = Redactor::new(&config(&secrets, personal_data));
+        let whole = r.redact(text.as_bytes());
+        prop_assert!(std::str::from_utf8(&whole).is_ok());
+        let chunked = stream_in_chunks(&r, text.as_bytes(), &cuts);
+        prop_assert_eq!(chunked, whole);
+    }
+
+    #[test]
+    fn lines_are_redacted_independently_of_each_other(
+        pieces in prop::collection::vec(piece(), 0..150),
+        secrets in prop::collection::vec(secret_value(), 0..3),
+    ) {
+        // Without private-key blocks (the one finding that spans lines) and with short
+        // lines, redacting the whole equals redacting line by line.
+        let text: String = pieces.concat().replace("-----BEGIN", "-----BEGUN");
+        let secrets: Vec<(String, String)> = secrets
+            .into_iter()
+            .map(|v| ("TOKEN".to_string(), v))
+            .collect();
+        let r = Redactor::new(&config(&secrets, true));
+        let by_line: Vec<u8> = text
+            .split_inclusive('\n')
+            .flat_map(|line| r.redact(line.as_bytes()))
+            .collect();
+        let whole = r.redact(text.as_bytes());
+        prop_assert_eq!(String::from_utf8_lossy(&whole), String::from_utf8_lossy(&by_line));
+    }
+
+    #[test]
+    fn no_secret_survives_in_any_spelling(
+        values in prop::collection::vec(secret_value(), 1..5),
+        uses in prop::collection::vec((0usize..5, any::<u8>(), "[a-zA-Z:]{0,5}"), 1..12),
+        filler in prop::collection::vec(piece(), 0..30),
+        personal_data in any::<bool>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let secrets: Vec<(String, String)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("DB_PASSWORD_{i}"), v.clone()))
+            .collect();
+        let mut text = String::new();
+        for (k, (which, how, prefix)) in uses.iter().enumerate() {
+            text.push_str(&filler.get(k).cloned().unwrap_or_default());
+            text.push(' ');
+            text.push_str(&spelled(&values[which % values.len()], *how, prefix));
+            text.push(' ');
+        }
+        let r = Redactor::new(&config(&secrets, personal_data));
+        let out = stream_in_chunks(&r, text.as_bytes(), &cuts);
+        for v in &values {
+            prop_assert!(!contains(&out, v.as_bytes()), "{:?} survived in {:?}", v, String::from_utf8_lossy(&out));
+            for form in [url_encode(v), v.replace('"', "\\\"").replace('/', "\\/")] {
+                prop_assert!(!contains(&out, form.as_bytes()), "{:?} survived", form);
+            }
+            // The full encoding, and the part of any embedding that only the value decides.
+            for engine in [&STANDARD, &URL_SAFE] {
+                let full = engine.encode(v);
+                prop_assert!(!contains(&out, full.as_bytes()), "{:?} survived", full);
+                for align in 0..3usize {
+                    let padded = [vec![0u8; align], v.as_bytes().to_vec()].concat();
+                    let enc = engine.encode(&padded);
+                    let core = &enc.as_bytes()[(8 * align).div_ceil(6)..(8 * (align + v.len())) / 6];
+                    prop_assert!(!contains(&out, core), "base64 of {:?} survived", v);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn over_long_lines_are_cut_the_same_way_in_any_chunking() {
+    let r = Redactor::new(&config(
+        &[("API_TOKEN".to_string(), "tok-123456".to_string())],
+        true,
+    ));
+    // Three capped segments, an e-mail and a secret right at the first cap, no spaces.
+    let mut text = "x".repeat(LINE_CAP - 8);
+    text.push_str("jane@example.com-tok-123456-");
+    text.push_str(&"é".repeat(LINE_CAP));
+    text.push_str("+44 20 7946 0958\n");
+    let whole = r.redact(text.as_bytes());
+    assert!(std::str::from_utf8(&whole).is_ok());
+    assert!(!contains(&whole, b"tok-123456"));
+    let mut seed = 7u64;
+    for _ in 0..6 {
+        let cuts: Vec<usize> = (0..20)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as usize
+            })
+            .collect();
+        assert_eq!(stream_in_chunks(&r, text.as_bytes(), &cuts), whole);
+    }
+    let byte_by_byte: Vec<usize> = (0..text.len()).step_by(4093).collect();
+    assert_eq!(stream_in_chunks(&r, text.as_bytes(), &byte_by_byte), whole);
+}
