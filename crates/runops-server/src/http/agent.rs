@@ -1,0 +1,468 @@
+//! The agent protocol: connect → poll → start → logs → finish → disconnect.
+//! See `runops_proto::agent` for the contract; this file is the server's side of it.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use runops_proto::TaskStatus;
+use runops_proto::agent::{
+    ConnectRequest, ConnectResponse, DisconnectRequest, FinishRequest, FinishResponse, LogAck,
+    LogChunkQuery, PollRequest, PollResponse, StartRequest, StartResponse,
+};
+use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::auth::{AgentAuth, random_id};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, LogChunkBody, parse_task_id};
+use crate::store::{
+    AppendOutcome, FinishOutcome, NewSession, SessionEnd, SessionRecord, StartOutcome, StoreError,
+};
+use crate::{now_ms, validate};
+
+/// A standby connect is held at most this long, then answered `409 tags_taken` so
+/// the agent asks again (keeps the request under proxies' idle timeouts).
+const STANDBY_HOLD: Duration = Duration::from_secs(MAX_POLL_HOLD_SECS);
+
+/// A standby connect re-checks the live agent this often (its lease may expire
+/// without anybody waking us).
+const STANDBY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Most offers one poll answer carries, whatever the agent's free slots; the rest
+/// come with the next poll.
+const MAX_OFFERS_PER_POLL: u32 = 100;
+
+/// Longest hostname, version or instance id an agent may report.
+const MAX_AGENT_FIELD_LEN: usize = 256;
+
+/// Most task ids a poll may list as running.
+const MAX_RUNNING_LISTED: usize = 10_000;
+
+fn session_expired(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "session_expired",
+        format!("agent session {id} has ended"),
+    )
+    .hint("connect again")
+}
+
+/// The caller's live session, or `410 session_expired`.
+async fn live_session(st: &AppState, auth: &AgentAuth, id: &str) -> ApiResult<SessionRecord> {
+    match st.store.get_session(id).await? {
+        Some(s) if s.org_id == auth.token.org_id && s.ended_at_ms.is_none() => Ok(s),
+        _ => Err(session_expired(id)),
+    }
+}
+
+/// Ends a session and tells everyone who waits on it.
+pub async fn end_session(st: &AppState, id: &str, how: &SessionEnd) -> Result<(), StoreError> {
+    let ended = st.store.end_session(id, how, now_ms()).await?;
+    if !ended.ended_now {
+        return Ok(());
+    }
+    tracing::info!(
+        session = %id,
+        hostname = %ended.hostname,
+        tags = ended.tags.as_deref().unwrap_or(""),
+        reason = how.as_str(),
+        "agent session ended"
+    );
+    for task in &ended.failed {
+        tracing::info!(
+            task,
+            status = "failure",
+            reason = "agent-lost",
+            "task state changed"
+        );
+        st.hub.wake_log(*task);
+    }
+    for task in &ended.requeued {
+        tracing::info!(task, status = "ready", "offer returned to the queue");
+    }
+    if !ended.requeued.is_empty() {
+        st.hub.wake_work(ended.org_id, ended.tags.as_deref());
+    }
+    st.hub.forget_session(id);
+    st.hub.wake_tags_freed(ended.org_id, ended.tags.as_deref());
+    Ok(())
+}
+
+fn check_field(name: &str, value: &str, required: bool) -> ApiResult<()> {
+    if required && value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{name} is empty")));
+    }
+    if value.len() > MAX_AGENT_FIELD_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{name} is longer than {MAX_AGENT_FIELD_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn tags_taken(st: &AppState, live: &SessionRecord) -> ApiError {
+    let since = chrono::DateTime::from_timestamp_millis(live.connected_at_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    let which = match &live.tags {
+        Some(t) => format!("with tags `{t}`"),
+        None => "without tags".to_string(),
+    };
+    ApiError::conflict(
+        "tags_taken",
+        format!(
+            "another agent is already connected {which} (hostname {}, since {since})",
+            live.hostname
+        ),
+    )
+    .hint(format!(
+        "give this agent other TAGS, stop the other agent (if it died, its lease of {} s must expire first), or start this one with `--standby` to take over when the other goes away",
+        st.settings.lease_secs
+    ))
+}
+
+pub async fn connect(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiJson(req): ApiJson<ConnectRequest>,
+) -> ApiResult<Json<ConnectResponse>> {
+    check_field("hostname", &req.hostname, true)?;
+    check_field("version", &req.version, false)?;
+    check_field("instance_id", &req.instance_id, true)?;
+    if req.concurrency == 0 {
+        return Err(ApiError::bad_request("concurrency must be at least 1"));
+    }
+    let tags = validate::normalize_tags(req.tags.clone())?;
+    let org_id = auth.token.org_id;
+    let give_up = Instant::now() + STANDBY_HOLD;
+    let freed = st.hub.freed_notify(org_id, tags.as_deref());
+    loop {
+        let wait = freed.notified();
+        tokio::pin!(wait);
+        wait.as_mut().enable();
+        let now = now_ms();
+        let live = st.store.find_live_session(org_id, tags.as_deref()).await?;
+        let blocker = match live {
+            Some(s) if s.instance_id == req.instance_id && s.token_id == auth.token.id => {
+                st.store
+                    .resume_session(&s.id, &req.hostname, &req.version, req.concurrency, now)
+                    .await?;
+                tracing::info!(session = %s.id, hostname = %req.hostname, tags = tags.as_deref().unwrap_or(""), "agent resumed its session");
+                return Ok(Json(connected(&st, s.id, &s.org, true)));
+            }
+            Some(s) => {
+                let cutoff = now - st.settings.lease_ms();
+                if s.last_seen_ms < cutoff && !st.hub.session_seen_since(&s.id, cutoff) {
+                    // Its lease expired and the reaper has not got to it yet.
+                    end_session(
+                        &st,
+                        &s.id,
+                        &SessionEnd::Lost {
+                            lease_secs: st.settings.lease_secs,
+                        },
+                    )
+                    .await?;
+                    continue;
+                }
+                Some(s)
+            }
+            None => {
+                let new = NewSession {
+                    id: random_id().map_err(|e| {
+                        tracing::error!(error = %e, "cannot make a session id");
+                        ApiError::internal()
+                    })?,
+                    org_id,
+                    token_id: auth.token.id,
+                    tags: tags.clone(),
+                    hostname: req.hostname.clone(),
+                    version: req.version.clone(),
+                    instance_id: req.instance_id.clone(),
+                    concurrency: req.concurrency,
+                };
+                match st.store.create_session(&new, now).await {
+                    Ok(s) => {
+                        tracing::info!(session = %s.id, hostname = %s.hostname, tags = tags.as_deref().unwrap_or(""), version = %s.version, "agent connected");
+                        return Ok(Json(connected(&st, s.id, &s.org, false)));
+                    }
+                    // Another connect won the race for these tags: look again.
+                    Err(StoreError::Conflict(_)) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if let Some(s) = &blocker
+            && (!req.standby || Instant::now() >= give_up || st.hub.is_stopping())
+        {
+            return Err(tags_taken(&st, s));
+        }
+        if blocker.is_some() {
+            let stopping = st.hub.shutdown.notified();
+            tokio::pin!(stopping);
+            stopping.as_mut().enable();
+            if st.hub.is_stopping() {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut wait => {}
+                _ = &mut stopping => {}
+                _ = tokio::time::sleep(STANDBY_RECHECK) => {}
+                _ = tokio::time::sleep_until(give_up) => {}
+            }
+        }
+    }
+}
+
+fn connected(st: &AppState, session_id: String, org: &str, resumed: bool) -> ConnectResponse {
+    ConnectResponse {
+        session_id,
+        org: org.to_string(),
+        lease_secs: st.settings.lease_secs,
+        poll_hold_secs: st.settings.poll_hold.as_secs_f64().ceil() as u64,
+        resumed,
+    }
+}
+
+pub async fn poll(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiJson(req): ApiJson<PollRequest>,
+) -> ApiResult<Json<PollResponse>> {
+    if req.running.len() > MAX_RUNNING_LISTED {
+        return Err(ApiError::bad_request(format!(
+            "a poll may list at most {MAX_RUNNING_LISTED} running tasks"
+        )));
+    }
+    let session = live_session(&st, &auth, &req.session_id).await?;
+    let _open = st.hub.open_poll(&session.id, now_ms());
+    st.store.touch_session(&session.id, now_ms()).await?;
+    let work = st.hub.work_notify(session.org_id, session.tags.as_deref());
+    let wake = st.hub.session_notify(&session.id);
+    let hold_until = Instant::now() + st.settings.poll_hold;
+    let free = req
+        .free_slots
+        .min(session.concurrency.max(1))
+        .min(MAX_OFFERS_PER_POLL);
+    let offer_ms =
+        i64::try_from(st.settings.offer_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        let new_work = work.notified();
+        let woken = wake.notified();
+        let stopping = st.hub.shutdown.notified();
+        tokio::pin!(new_work, woken, stopping);
+        new_work.as_mut().enable();
+        woken.as_mut().enable();
+        stopping.as_mut().enable();
+
+        if st
+            .store
+            .get_session(&session.id)
+            .await?
+            .is_none_or(|s| s.ended_at_ms.is_some())
+        {
+            return Err(session_expired(&session.id));
+        }
+        let cancel = st
+            .store
+            .cancels_for(&session.id, session.org_id, &req.running)
+            .await?;
+        let new_cancels = st.hub.take_new_cancels(&session.id, &cancel);
+        let now = now_ms();
+        let offers = st
+            .store
+            .claim_tasks(&session, free, now, now.saturating_add(offer_ms))
+            .await?;
+        for o in &offers {
+            tracing::info!(task = o.task_id, status = "dispatched", hostname = %session.hostname, "task state changed");
+        }
+        if !offers.is_empty()
+            || new_cancels > 0
+            || Instant::now() >= hold_until
+            || st.hub.is_stopping()
+        {
+            st.store.touch_session(&session.id, now_ms()).await?;
+            return Ok(Json(PollResponse { offers, cancel }));
+        }
+        tokio::select! {
+            _ = &mut new_work => {}
+            _ = &mut woken => {}
+            _ = &mut stopping => {}
+            _ = tokio::time::sleep_until(hold_until) => {}
+        }
+    }
+}
+
+pub async fn start(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiPath(raw): ApiPath<String>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> ApiResult<Json<StartResponse>> {
+    let id = parse_task_id(&raw)?;
+    let session = live_session(&st, &auth, &req.session_id).await?;
+    match st
+        .store
+        .start_task(session.org_id, id, &session.id, now_ms())
+        .await?
+    {
+        StartOutcome::Started(rec) => {
+            tracing::info!(task = id, status = "running", hostname = %session.hostname, "task state changed");
+            st.hub.wake_log(id);
+            Ok(Json(StartResponse {
+                task_id: id,
+                status: rec.task.status,
+            }))
+        }
+        StartOutcome::OfferExpired => {
+            st.hub.wake_work(session.org_id, session.tags.as_deref());
+            Err(ApiError::conflict(
+                "offer_expired",
+                format!("the offer of task {id} expired or went to another agent; do not run it"),
+            ))
+        }
+        StartOutcome::Ended(status) => Err(ApiError::conflict(
+            "task_ended",
+            format!("task {id} already ended ({status}); do not run it"),
+        )),
+        StartOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+pub async fn upload_log(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiPath(raw): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogChunkQuery>,
+    LogChunkBody(bytes): LogChunkBody,
+) -> ApiResult<Json<LogAck>> {
+    let id = parse_task_id(&raw)?;
+    let outcome = st
+        .store
+        .append_log(
+            auth.token.org_id,
+            id,
+            &q.session_id,
+            q.offset,
+            &bytes,
+            st.settings.log_cap_bytes,
+        )
+        .await?;
+    match outcome {
+        AppendOutcome::Stored(stored) => {
+            st.hub.wake_log(id);
+            Ok(Json(LogAck { stored }))
+        }
+        AppendOutcome::Gap(stored) => {
+            let mut e = ApiError::conflict(
+                "log_gap",
+                format!(
+                    "log chunk of task {id} starts at byte {} but the server has {stored} bytes",
+                    q.offset
+                ),
+            )
+            .hint(format!("resend the log from byte {stored}"));
+            e.stored = Some(stored);
+            Err(e)
+        }
+        AppendOutcome::Ended(status) => Err(ApiError::conflict(
+            "task_ended",
+            format!(
+                "task {id} is not running on this agent session ({status}); stop sending its log"
+            ),
+        )),
+        AppendOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+fn truncate_message(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE_LEN {
+        let mut cut = MAX_MESSAGE_LEN;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+    }
+    m
+}
+
+pub async fn finish(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiPath(raw): ApiPath<String>,
+    ApiJson(mut req): ApiJson<FinishRequest>,
+) -> ApiResult<Json<FinishResponse>> {
+    let id = parse_task_id(&raw)?;
+    if !matches!(req.status, TaskStatus::Success | TaskStatus::Failure) {
+        return Err(ApiError::bad_request(format!(
+            "a task finishes `success` or `failure`, not `{}`",
+            req.status
+        )));
+    }
+    req.failure_message = req.failure_message.map(truncate_message);
+    match st
+        .store
+        .finish_task(auth.token.org_id, id, &req, now_ms())
+        .await?
+    {
+        FinishOutcome::Finished(rec) => {
+            tracing::info!(
+                task = id,
+                status = %rec.task.status,
+                reason = rec.task.failure_reason.map(|r| r.as_str()).unwrap_or(""),
+                exit_code = rec.task.exit_code,
+                "task state changed"
+            );
+            st.hub.wake_log(id);
+            Ok(Json(FinishResponse {
+                task_id: id,
+                status: rec.task.status,
+            }))
+        }
+        FinishOutcome::AlreadyFinished(rec) => Ok(Json(FinishResponse {
+            task_id: id,
+            status: rec.task.status,
+        })),
+        FinishOutcome::LogIncomplete { stored } => {
+            let mut e = ApiError::conflict(
+                "log_incomplete",
+                format!(
+                    "the server has {stored} bytes of the log of task {id}, the agent reports {}",
+                    req.log_size
+                ),
+            )
+            .hint(format!(
+                "resend the log from byte {stored}, then finish again"
+            ));
+            e.stored = Some(stored);
+            Err(e)
+        }
+        FinishOutcome::Ended(status) => Err(ApiError::conflict(
+            "task_ended",
+            format!("task {id} already ended ({status}) with another result"),
+        )),
+        FinishOutcome::NotYours => Err(ApiError::conflict(
+            "task_ended",
+            format!("task {id} is not running on this agent session"),
+        )),
+        FinishOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+pub async fn disconnect(
+    State(st): State<AppState>,
+    auth: AgentAuth,
+    ApiJson(req): ApiJson<DisconnectRequest>,
+) -> ApiResult<StatusCode> {
+    match st.store.get_session(&req.session_id).await? {
+        Some(s) if s.org_id == auth.token.org_id => {
+            end_session(&st, &s.id, &SessionEnd::Disconnected).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError::not_found(format!(
+            "agent session {} not found",
+            req.session_id
+        ))),
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP layer: the router, the shared state, and the routes that fit in a line.
+//! Each file below holds the handlers of one part of the API:
+//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, agent tokens, agents)
+//! and [`agent`] (the agent protocol).
+
+pub mod agent;
+pub mod org;
+pub mod targets;
+pub mod tasks;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use runops_proto::limits::{MAX_JSON_BODY_BYTES, MAX_LOG_CHUNK_BYTES};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// Settings the handlers need, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A session that has not polled for this long is lost.
+    pub lease_secs: u64,
+    /// How long an idle poll is held open.
+    pub poll_hold: Duration,
+    /// How long an offered task may wait for `start`.
+    pub offer_timeout_secs: u64,
+    /// Log bytes kept per task.
+    pub log_cap_bytes: u64,
+    /// Written into agent tokens.
+    pub public_url: String,
+}
+
+impl Settings {
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/me", get(org::me))
+        .route("/v1/targets", get(targets::list).post(targets::create))
+        .route(
+            "/v1/targets/{name}",
+            get(targets::show)
+                .put(targets::update)
+                .delete(targets::remove),
+        )
+        .route("/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/v1/tasks/{id}", get(tasks::show))
+        .route("/v1/tasks/{id}/logs", get(tasks::logs))
+        .route("/v1/tasks/{id}/kill", post(tasks::kill))
+        .route("/v1/agents", get(org::list_agents))
+        .route(
+            "/v1/agent-tokens",
+            get(org::list_agent_tokens).post(org::create_agent_token),
+        )
+        .route("/v1/agent-tokens/{id}", delete(org::revoke_agent_token))
+        .route("/v1/users", get(org::list_users).post(org::create_user))
+        .route("/v1/agent/connect", post(agent::connect))
+        .route("/v1/agent/poll", post(agent::poll))
+        .route("/v1/agent/tasks/{id}/start", post(agent::start))
+        .route(
+            "/v1/agent/tasks/{id}/logs",
+            post(agent::upload_log).layer(DefaultBodyLimit::max(MAX_LOG_CHUNK_BYTES)),
+        )
+        .route("/v1/agent/tasks/{id}/finish", post(agent::finish))
+        .route("/v1/agent/disconnect", post(agent::disconnect))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    match st.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store does not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
+        .hint("the API lives under /v1 (see `runops --help`); check the URL")
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,141 @@
+//! The caller's organisation: `/v1/me`, users, agent tokens and live agents.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use runops_proto::api::{
+    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, User, UserCreate, UserCreated,
+};
+use runops_proto::token::{TokenKind, format_agent_token, format_user_token};
+
+use super::AppState;
+use super::agent::end_session;
+use crate::auth::{UserAuth, hash_token, random_secret};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::store::{NewUser, SessionEnd};
+use crate::{now_ms, validate};
+
+/// Longest agent-token name.
+const MAX_TOKEN_NAME_LEN: usize = 256;
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %e, "cannot make a token");
+    ApiError::internal()
+}
+
+pub async fn me(auth: UserAuth) -> Json<User> {
+    Json(auth.user)
+}
+
+pub async fn create_user(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiJson(req): ApiJson<UserCreate>,
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden("only admins can create users")
+            .hint("ask an admin of your organisation"));
+    }
+    let role = req.role.unwrap_or_else(|| "user".into());
+    let email = req.email.trim().to_string();
+    validate::user_fields(&req.name, &email, &role)?;
+    let groups: Vec<String> = req
+        .groups
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let now = now_ms();
+    let new = NewUser {
+        name: req.name.trim().to_string(),
+        email,
+        groups,
+        role,
+    };
+    let user = st.store.create_user(auth.org_id(), &new, now).await?;
+    let token = format_user_token(&random_secret().map_err(internal)?);
+    st.store
+        .create_token(
+            auth.org_id(),
+            TokenKind::User,
+            Some(user.id),
+            Some("first token"),
+            &hash_token(&token),
+            now,
+        )
+        .await?;
+    tracing::info!(user = %user.email, role = %user.role, by = %auth.user.email, "user created");
+    Ok((StatusCode::CREATED, Json(UserCreated { user, token })))
+}
+
+pub async fn list_users(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(st.store.list_users(auth.org_id()).await?))
+}
+
+pub async fn create_agent_token(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiJson(req): ApiJson<AgentTokenCreate>,
+) -> ApiResult<(StatusCode, Json<AgentTokenCreated>)> {
+    let name = req
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.len() > MAX_TOKEN_NAME_LEN) {
+        return Err(ApiError::bad_request(format!(
+            "token name is longer than {MAX_TOKEN_NAME_LEN} bytes"
+        )));
+    }
+    let token = format_agent_token(&st.settings.public_url, &random_secret().map_err(internal)?);
+    let id = st
+        .store
+        .create_token(
+            auth.org_id(),
+            TokenKind::Agent,
+            None,
+            name.as_deref(),
+            &hash_token(&token),
+            now_ms(),
+        )
+        .await?;
+    tracing::info!(token_id = id, by = %auth.user.email, "agent token created");
+    Ok((StatusCode::CREATED, Json(AgentTokenCreated { id, token })))
+}
+
+pub async fn list_agent_tokens(
+    State(st): State<AppState>,
+    auth: UserAuth,
+) -> ApiResult<Json<Vec<AgentToken>>> {
+    Ok(Json(st.store.list_agent_tokens(auth.org_id()).await?))
+}
+
+pub async fn revoke_agent_token(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let not_found = || {
+        ApiError::not_found(format!("agent token {raw} not found"))
+            .hint("run `runops agents list-tokens` to see the ids")
+    };
+    let id: i64 = raw.parse().map_err(|_| not_found())?;
+    let sessions = st
+        .store
+        .revoke_agent_token(auth.org_id(), id, now_ms())
+        .await?
+        .ok_or_else(not_found)?;
+    tracing::info!(token_id = id, by = %auth.user.email, "agent token revoked");
+    for s in sessions {
+        end_session(&st, &s, &SessionEnd::TokenRevoked).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_agents(
+    State(st): State<AppState>,
+    auth: UserAuth,
+) -> ApiResult<Json<Vec<Agent>>> {
+    Ok(Json(st.store.list_live_agents(auth.org_id()).await?))
+}

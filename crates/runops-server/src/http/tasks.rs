@@ -1,0 +1,237 @@
+//! `/v1/tasks`: create, list, show, kill, and read or follow a task's log.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use runops_proto::TaskStatus;
+use runops_proto::api::{LogsQuery, Task, TaskCreate, TaskListQuery};
+use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_SCRIPT_BYTES};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+use super::AppState;
+use super::targets::target_not_found;
+use crate::auth::UserAuth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
+use crate::store::{KillOutcome, NewTask};
+use crate::{now_ms, validate};
+
+/// Bytes read from the store per piece of a log answer: bounds the memory of one
+/// reader whatever the log's size.
+const LOG_READ_BATCH: usize = 1024 * 1024;
+
+/// A follower re-reads the task this often even without a wake-up, as a safety net
+/// (a wake-up from another replica, a missed edge).
+const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
+
+pub async fn create(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiJson(req): ApiJson<TaskCreate>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    if req.script.len() > MAX_SCRIPT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "the script is {} bytes; the limit is {MAX_SCRIPT_BYTES} bytes",
+            req.script.len()
+        ))
+        .hint("move large data out of the script (into a file the task reads)"));
+    }
+    if req.script.trim().is_empty() {
+        return Err(ApiError::bad_request("the script is empty")
+            .hint("pass it with -s SCRIPT, -f FILE or on stdin"));
+    }
+    if req
+        .message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_MESSAGE_LEN)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the message is longer than {MAX_MESSAGE_LEN} bytes"
+        )));
+    }
+    let target = st
+        .store
+        .get_target(auth.org_id(), &req.target)
+        .await?
+        .ok_or_else(|| target_not_found(&req.target))?;
+    let kind = match req
+        .kind
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+    {
+        Some(k) => {
+            validate::target_type(&k)?;
+            k
+        }
+        None => target.kind.clone(),
+    };
+    // TODO(review issue): targets with review != none should start `pending-review`.
+    let new = NewTask {
+        target,
+        kind,
+        script: req.script,
+        message: req.message.filter(|m| !m.is_empty()),
+        user: auth.user.clone(),
+        status: TaskStatus::Ready,
+    };
+    let rec = st.store.create_task(auth.org_id(), &new, now_ms()).await?;
+    tracing::info!(task = rec.task.id, target = %rec.task.target, status = "ready", by = %auth.user.email, "task created");
+    st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
+    Ok((StatusCode::CREATED, Json(rec.task)))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiQuery(q): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<Vec<Task>>> {
+    Ok(Json(st.store.list_tasks(auth.org_id(), &q).await?))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+) -> ApiResult<Json<Task>> {
+    let id = parse_task_id(&raw)?;
+    st.store
+        .get_task(auth.org_id(), id)
+        .await?
+        .map(|r| Json(r.task))
+        .ok_or_else(|| ApiError::task_not_found(id))
+}
+
+pub async fn kill(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let id = parse_task_id(&raw)?;
+    let by = &auth.user.email;
+    match st.store.kill_task(auth.org_id(), id, by, now_ms()).await? {
+        KillOutcome::CancelledBeforeStart(rec) => {
+            tracing::info!(task = id, status = "failure", reason = "cancelled", by = %by, "task killed before it started");
+            st.hub.wake_log(id);
+            Ok((StatusCode::ACCEPTED, Json(rec.task)))
+        }
+        KillOutcome::CancelRequested { task, session_id } => {
+            tracing::info!(task = id, by = %by, "kill requested for a running task");
+            if let Some(s) = session_id {
+                st.hub.wake_session(&s);
+            }
+            Ok((StatusCode::ACCEPTED, Json(task.task)))
+        }
+        KillOutcome::AlreadyEnded(status) => Err(ApiError::conflict(
+            "task_ended",
+            format!("task {id} already ended ({status})"),
+        )),
+        KillOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+/// `GET /v1/tasks/{id}/logs?offset=&follow=`: the kept log from `offset`; with
+/// `follow=true` the body stays open and streams new bytes until the task ends.
+pub async fn logs(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> ApiResult<Response> {
+    let id = parse_task_id(&raw)?;
+    let rec = st
+        .store
+        .get_task(auth.org_id(), id)
+        .await?
+        .ok_or_else(|| ApiError::task_not_found(id))?;
+    let reader = LogReader {
+        notify: st.hub.log_notify(id),
+        st,
+        org_id: rec.org_id,
+        id,
+        offset: q.offset.unwrap_or(0),
+        follow: q.follow.unwrap_or(false),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        r.next_piece().await.map(|piece| (piece, r))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// State of one log answer.
+struct LogReader {
+    st: AppState,
+    org_id: i64,
+    id: i64,
+    offset: u64,
+    follow: bool,
+    notify: Arc<Notify>,
+    done: bool,
+}
+
+impl LogReader {
+    /// The next bytes of the log, or `None` at the end of the answer.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let notify = self.notify.clone();
+            let appended = notify.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let stopping = self.st.hub.shutdown.notified();
+            tokio::pin!(stopping);
+            stopping.as_mut().enable();
+            // Status first, then bytes: a final status read before the bytes means
+            // the bytes read next are all there will ever be.
+            let rec = match self.st.store.get_task(self.org_id, self.id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(std::io::Error::other(e.to_string())));
+                }
+            };
+            match self
+                .st
+                .store
+                .read_log(self.id, self.offset, LOG_READ_BATCH)
+                .await
+            {
+                Ok(bytes) if !bytes.is_empty() => {
+                    self.offset += bytes.len() as u64;
+                    return Some(Ok(Bytes::from(bytes)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+            if !self.follow || rec.task.status.is_final() || self.st.hub.is_stopping() {
+                self.done = true;
+                return None;
+            }
+            tokio::select! {
+                _ = &mut appended => {}
+                _ = &mut stopping => {}
+                _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
+            }
+        }
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        self.st.hub.release_log(self.id, &self.notify);
+    }
+}

@@ -1,0 +1,382 @@
+//! Persistent state of the control plane behind one trait.
+//!
+//! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the
+//! implementation used today, and a PostgreSQL store can be added beside it without
+//! touching any handler. Every method that changes a task's state does so in one
+//! transaction, so a crash never leaves a task half-moved. Times are milliseconds since
+//! the Unix epoch; the times of state changes are passed in by the caller, so the
+//! state machine does not depend on the store's clock.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use runops_proto::agent::{FinishRequest, TaskOffer};
+use runops_proto::api::{Agent, AgentToken, Target, Task, TaskListQuery, User};
+use runops_proto::token::TokenKind;
+use runops_proto::{FailureReason, TaskStatus};
+
+/// Errors a store reports to handlers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated (the message names what already exists).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed; details go to the server log, not to the user.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data could not be read back (corrupt row, unknown status...).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a bearer token resolves to.
+#[derive(Debug, Clone)]
+pub struct AuthToken {
+    pub id: i64,
+    pub org_id: i64,
+    pub org: String,
+    pub kind: TokenKind,
+    /// The SHA-256 stored for this token (compared again in constant time).
+    pub hash: [u8; 32],
+    /// The user a user token belongs to.
+    pub user: Option<User>,
+    pub revoked: bool,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    pub role: String,
+}
+
+/// A task to create: the caller resolved the target and snapshots its settings here.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub target: Target,
+    pub kind: String,
+    pub script: String,
+    pub message: Option<String>,
+    pub user: User,
+    pub status: TaskStatus,
+}
+
+/// A task plus the bookkeeping the API does not show.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub task: Task,
+    pub org_id: i64,
+    pub tags: Option<String>,
+    pub session_id: Option<String>,
+    pub cancel_requested: bool,
+    /// Bytes acknowledged to the agent so far.
+    pub log_received: u64,
+    /// Bytes readable through the logs API.
+    pub log_kept: u64,
+}
+
+/// An agent session row.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub org_id: i64,
+    pub org: String,
+    pub token_id: i64,
+    pub tags: Option<String>,
+    pub hostname: String,
+    pub version: String,
+    pub instance_id: String,
+    pub concurrency: u32,
+    pub connected_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
+/// A session to open.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub org_id: i64,
+    pub token_id: i64,
+    pub tags: Option<String>,
+    pub hostname: String,
+    pub version: String,
+    pub instance_id: String,
+    pub concurrency: u32,
+}
+
+/// Why a session ends; decides what happens to the tasks it still runs.
+#[derive(Debug, Clone)]
+pub enum SessionEnd {
+    /// The agent said goodbye.
+    Disconnected,
+    /// The lease expired without a poll.
+    Lost { lease_secs: u64 },
+    /// Its agent token was revoked.
+    TokenRevoked,
+}
+
+impl SessionEnd {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionEnd::Disconnected => "disconnected",
+            SessionEnd::Lost { .. } => "lost",
+            SessionEnd::TokenRevoked => "token-revoked",
+        }
+    }
+
+    /// The failure message of a task that was running when the session ended this way.
+    pub fn running_task_message(&self, hostname: &str) -> String {
+        match self {
+            SessionEnd::Disconnected => {
+                format!("agent {hostname} disconnected while the task ran; it was not re-run")
+            }
+            SessionEnd::Lost { lease_secs } => format!(
+                "agent {hostname} stopped answering (lease of {lease_secs} s expired) while the task ran; it was not re-run"
+            ),
+            SessionEnd::TokenRevoked => format!(
+                "the token of agent {hostname} was revoked while the task ran; it was not re-run"
+            ),
+        }
+    }
+}
+
+/// What ending a session did to its tasks.
+#[derive(Debug, Clone, Default)]
+pub struct EndedSession {
+    /// False when the session had already ended (nothing was done).
+    pub ended_now: bool,
+    pub org_id: i64,
+    pub tags: Option<String>,
+    pub hostname: String,
+    /// Tasks that were running and are now `failure`/`agent-lost`.
+    pub failed: Vec<i64>,
+    /// Offers that were not started and are `ready` again.
+    pub requeued: Vec<i64>,
+}
+
+/// A dispatched offer whose deadline passed and that is `ready` again.
+#[derive(Debug, Clone)]
+pub struct RequeuedOffer {
+    pub task_id: i64,
+    pub org_id: i64,
+    pub tags: Option<String>,
+}
+
+/// Result of `start`.
+#[derive(Debug, Clone)]
+pub enum StartOutcome {
+    Started(Box<TaskRecord>),
+    /// The offer's deadline passed or it went to another session; it is (again) `ready`.
+    OfferExpired,
+    /// The task already ended (killed, lost...).
+    Ended(TaskStatus),
+    NotFound,
+}
+
+/// Result of a log upload.
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    /// Bytes acknowledged so far (all of them, including any beyond the cap).
+    Stored(u64),
+    /// The chunk starts beyond the stored size: the agent must resend from `stored`.
+    Gap(u64),
+    /// The task ended (or belongs to another session): stop sending.
+    Ended(TaskStatus),
+    NotFound,
+}
+
+/// Result of `finish`.
+#[derive(Debug, Clone)]
+pub enum FinishOutcome {
+    Finished(Box<TaskRecord>),
+    /// The task had already ended with the same result (a resent finish).
+    AlreadyFinished(Box<TaskRecord>),
+    /// The server has fewer log bytes than the agent reports: resend from `stored`.
+    LogIncomplete {
+        stored: u64,
+    },
+    /// The task ended differently (agent-lost, cancelled before start...).
+    Ended(TaskStatus),
+    /// The task is not held by this session (never offered to it).
+    NotYours,
+    NotFound,
+}
+
+/// Result of a kill.
+#[derive(Debug, Clone)]
+pub enum KillOutcome {
+    /// It had not started: it is `failure`/`cancelled` now.
+    CancelledBeforeStart(Box<TaskRecord>),
+    /// It runs: the cancel is recorded for its session to pick up.
+    CancelRequested {
+        task: Box<TaskRecord>,
+        session_id: Option<String>,
+    },
+    AlreadyEnded(TaskStatus),
+    NotFound,
+}
+
+/// The control plane's storage. Every method is scoped to an org where objects are
+/// involved: an object of another org is simply not found.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes connections (graceful shutdown).
+    async fn close(&self);
+
+    // --- orgs, users, tokens -------------------------------------------------------
+    /// True when no organisation exists yet (first start).
+    async fn is_empty(&self) -> StoreResult<bool>;
+    async fn create_org(&self, name: &str, now_ms: i64) -> StoreResult<i64>;
+    async fn find_org_id(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// The first admin of the oldest organisation (bootstrap with a given admin token).
+    async fn first_admin(&self) -> StoreResult<Option<User>>;
+    async fn create_user(&self, org_id: i64, user: &NewUser, now_ms: i64) -> StoreResult<User>;
+    async fn list_users(&self, org_id: i64) -> StoreResult<Vec<User>>;
+    /// Stores a token hash; `user_id` is `None` for agent tokens.
+    async fn create_token(
+        &self,
+        org_id: i64,
+        kind: TokenKind,
+        user_id: Option<i64>,
+        name: Option<&str>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> StoreResult<i64>;
+    async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<AuthToken>>;
+    /// Clears `revoked_at` (bootstrap makes sure the configured admin token works).
+    async fn unrevoke_token(&self, token_id: i64) -> StoreResult<()>;
+    async fn list_agent_tokens(&self, org_id: i64) -> StoreResult<Vec<AgentToken>>;
+    /// Revokes an agent token of the org; `None` when there is no such agent token.
+    /// Returns the live sessions opened with it (the caller ends them).
+    async fn revoke_agent_token(
+        &self,
+        org_id: i64,
+        token_id: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<Vec<String>>>;
+
+    // --- targets --------------------------------------------------------------------
+    async fn create_target(&self, org_id: i64, target: &Target) -> StoreResult<Target>;
+    async fn list_targets(&self, org_id: i64) -> StoreResult<Vec<Target>>;
+    async fn get_target(&self, org_id: i64, name: &str) -> StoreResult<Option<Target>>;
+    /// Replaces every field but the name; `None` when the target does not exist.
+    async fn update_target(&self, org_id: i64, target: &Target) -> StoreResult<Option<Target>>;
+    async fn delete_target(&self, org_id: i64, name: &str) -> StoreResult<bool>;
+
+    // --- tasks ----------------------------------------------------------------------
+    async fn create_task(
+        &self,
+        org_id: i64,
+        task: &NewTask,
+        now_ms: i64,
+    ) -> StoreResult<TaskRecord>;
+    async fn get_task(&self, org_id: i64, id: i64) -> StoreResult<Option<TaskRecord>>;
+    async fn list_tasks(&self, org_id: i64, query: &TaskListQuery) -> StoreResult<Vec<Task>>;
+    /// Atomically moves up to `limit` of the oldest `ready` tasks of (org, tags) to
+    /// `dispatched` for `session_id`, with `deadline_ms` to start them.
+    async fn claim_tasks(
+        &self,
+        session: &SessionRecord,
+        limit: u32,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> StoreResult<Vec<TaskOffer>>;
+    async fn start_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        session_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<StartOutcome>;
+    /// Appends the part of `bytes` (which starts at `offset`) beyond what is stored;
+    /// beyond `cap_bytes` bytes are acknowledged but not kept, and a note says so.
+    async fn append_log(
+        &self,
+        org_id: i64,
+        id: i64,
+        session_id: &str,
+        offset: u64,
+        bytes: &[u8],
+        cap_bytes: u64,
+    ) -> StoreResult<AppendOutcome>;
+    /// Up to `max` kept log bytes of a task from `offset`.
+    async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+    async fn finish_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        req: &FinishRequest,
+        now_ms: i64,
+    ) -> StoreResult<FinishOutcome>;
+    async fn kill_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        by_email: &str,
+        now_ms: i64,
+    ) -> StoreResult<KillOutcome>;
+    /// Tasks a poll must tell its agent to stop: running tasks of the session with a
+    /// cancel request, and the ids of `running` that already ended on the server.
+    async fn cancels_for(
+        &self,
+        session_id: &str,
+        org_id: i64,
+        running: &[i64],
+    ) -> StoreResult<Vec<i64>>;
+    /// Offers whose start deadline passed go back to `ready`.
+    async fn requeue_expired_offers(&self, now_ms: i64) -> StoreResult<Vec<RequeuedOffer>>;
+
+    // --- agent sessions -------------------------------------------------------------
+    async fn create_session(&self, s: &NewSession, now_ms: i64) -> StoreResult<SessionRecord>;
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn find_live_session(
+        &self,
+        org_id: i64,
+        tags: Option<&str>,
+    ) -> StoreResult<Option<SessionRecord>>;
+    /// Refreshes a resumed session's details and `last_seen`.
+    async fn resume_session(
+        &self,
+        id: &str,
+        hostname: &str,
+        version: &str,
+        concurrency: u32,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    async fn touch_session(&self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Ends a session: running tasks fail `agent-lost`, unstarted offers are requeued.
+    async fn end_session(
+        &self,
+        id: &str,
+        how: &SessionEnd,
+        now_ms: i64,
+    ) -> StoreResult<EndedSession>;
+    /// Live sessions whose `last_seen` is before `cutoff_ms`.
+    async fn stale_sessions(&self, cutoff_ms: i64) -> StoreResult<Vec<SessionRecord>>;
+    /// Sets `last_seen` of every live session to now (server start: give agents a full
+    /// lease to come back).
+    async fn extend_live_sessions(&self, now_ms: i64) -> StoreResult<u64>;
+    async fn list_live_agents(&self, org_id: i64) -> StoreResult<Vec<Agent>>;
+}
+
+/// `coalesce(tags, '')`: the key tasks and sessions are matched on.
+pub fn tag_key(tags: Option<&str>) -> &str {
+    tags.unwrap_or("")
+}
+
+/// A failure reason and status pair as stored.
+pub fn parse_status(s: &str) -> StoreResult<TaskStatus> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub fn parse_reason(s: Option<String>) -> StoreResult<Option<FailureReason>> {
+    s.map(|r| r.parse().map_err(StoreError::Corrupt))
+        .transpose()
+}

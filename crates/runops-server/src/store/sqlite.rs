@@ -1,0 +1,1276 @@
+//! The SQLite store: one file in the data dir, WAL mode, embedded migrations.
+//!
+//! Writes go through a pool of exactly one connection, so writers queue in the process
+//! instead of failing with `SQLITE_BUSY`, and every state change is one short
+//! transaction. Reads use a separate small pool that WAL lets run beside the writer.
+
+use super::*;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use runops_proto::api::DEFAULT_TIMEOUT_SECS;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+/// Name of the database file inside the data dir.
+pub const DB_FILE: &str = "runops.db";
+
+/// How long a connection waits for a lock held by another process (a backup tool,
+/// the `sqlite3` shell) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Page size of a new database: log chunks are up to 1 MiB BLOBs, and big pages
+/// mean far fewer overflow pages to chain per chunk (measured: the main cost of
+/// appending logs). Only applies when the file is created.
+const PAGE_SIZE: u32 = 16384;
+
+/// Readers running beside the single writer; enough for the API's list and log reads.
+const READ_POOL_SIZE: u32 = 4;
+
+/// Embedded migrations, applied in order; a version is applied once and recorded in
+/// `schema_version`. Never edit a released migration: add a new one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+
+/// The note appended (once) to a log that reached the control plane's cap.
+fn truncation_note(cap: u64) -> String {
+    format!(
+        "\n[runops: log truncated: the control plane keeps at most {cap} bytes per task (RUNOPS_LOG_CAP_BYTES); the rest was received but not stored]\n"
+    )
+}
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/runops.db` and migrates it.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+        let path = data_dir.join(DB_FILE);
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a power loss may lose the last commits, never corrupt.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .page_size(PAGE_SIZE)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            // A local file needs no liveness ping before each use (it halves the
+            // claim rate).
+            .test_before_acquire(false)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        let store_writer = writer.clone();
+        migrate(&store_writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+        .fetch_one(pool)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        if *version <= current {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| anyhow::anyhow!("migration {version} failed: {e}"))?;
+        sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)")
+            .bind(version)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn ts(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn ts_opt(ms: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    ms.map(ts).transpose()
+}
+
+fn json_list(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad list {text:?}: {e}")))
+}
+
+fn to_json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn user_from_row(row: &SqliteRow, org: &str) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("u_id")?,
+        name: row.try_get("u_name")?,
+        email: row.try_get("u_email")?,
+        groups: json_list(&row.try_get::<String, _>("u_groups")?)?,
+        role: row.try_get("u_role")?,
+        org: org.to_string(),
+        created_at: ts(row.try_get("u_created_at")?)?,
+    })
+}
+
+macro_rules! user_cols {
+    () => {
+        "u.id AS u_id, u.name AS u_name, u.email AS u_email, u.groups_json AS u_groups, u.role AS u_role, u.created_at AS u_created_at"
+    };
+}
+
+macro_rules! target_cols {
+    () => {
+        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at"
+    };
+}
+
+fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
+    let mapping: Option<String> = row.try_get("secret_mapping")?;
+    let secret_mapping = match mapping {
+        None => None,
+        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            StoreError::Corrupt(format!("stored secret_mapping is not a JSON object: {e}"))
+        })?),
+    };
+    let timeout: i64 = row.try_get("timeout_secs")?;
+    Ok(Target {
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        description: row.try_get("description")?,
+        tags: row.try_get("tags")?,
+        secret_provider: row.try_get("secret_provider")?,
+        secret_path: row.try_get("secret_path")?,
+        secret_mapping,
+        runner_provider: row.try_get("runner_provider")?,
+        redact: row.try_get("redact")?,
+        review: row.try_get("review")?,
+        reviewers: json_list(&row.try_get::<String, _>("reviewers_json")?)?,
+        custom_command: row.try_get("custom_command")?,
+        timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+macro_rules! task_cols {
+    () => {
+        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms"
+    };
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
+    let id: i64 = row.try_get("id")?;
+    let status = parse_status(&row.try_get::<String, _>("status")?)?;
+    let log_received = u64_of(row.try_get("log_received")?);
+    let log_size: Option<i64> = row.try_get("log_size")?;
+    let started_ms: Option<i64> = row.try_get("started_at")?;
+    let finished_ms: Option<i64> = row.try_get("finished_at")?;
+    let elapsed: Option<i64> = row.try_get("elapsed_ms")?;
+    let elapsed_ms = match (elapsed, started_ms, finished_ms) {
+        (Some(e), _, _) => Some(u64_of(e)),
+        (None, Some(s), Some(f)) => Some(u64_of(f - s)),
+        (None, Some(s), None) => Some(u64_of(Utc::now().timestamp_millis() - s)),
+        _ => None,
+    };
+    let exit_code: Option<i64> = row.try_get("exit_code")?;
+    let task = Task {
+        id,
+        target: row.try_get("target_name")?,
+        kind: row.try_get("kind")?,
+        script: row.try_get("script")?,
+        message: row.try_get("message")?,
+        status,
+        exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
+        failure_reason: parse_reason(row.try_get("failure_reason")?)?,
+        failure_message: row.try_get("failure_message")?,
+        user: row.try_get("user_email")?,
+        agent: row.try_get("agent_hostname")?,
+        redacted: row.try_get::<i64, _>("redacted")? != 0,
+        log_size: log_size.map(u64_of).unwrap_or(log_received),
+        log_location: row.try_get("log_location")?,
+        task_logs: format!("/v1/tasks/{id}/logs"),
+        created_at: ts(row.try_get("created_at")?)?,
+        started_at: ts_opt(started_ms)?,
+        finished_at: ts_opt(finished_ms)?,
+        elapsed_ms,
+    };
+    Ok(TaskRecord {
+        task,
+        org_id: row.try_get("org_id")?,
+        tags: row.try_get("tags")?,
+        session_id: row.try_get("session_id")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        log_received,
+        log_kept: u64_of(row.try_get("log_kept")?),
+    })
+}
+
+macro_rules! session_cols {
+    () => {
+        "s.id, s.org_id, o.name AS org_name, s.token_id, s.tags, s.hostname, s.version, s.instance_id, s.concurrency, s.connected_at, s.last_seen, s.ended_at"
+    };
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+    let concurrency: i64 = row.try_get("concurrency")?;
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        org: row.try_get("org_name")?,
+        token_id: row.try_get("token_id")?,
+        tags: row.try_get("tags")?,
+        hostname: row.try_get("hostname")?,
+        version: row.try_get("version")?,
+        instance_id: row.try_get("instance_id")?,
+        concurrency: u32::try_from(concurrency).unwrap_or(0),
+        connected_at_ms: row.try_get("connected_at")?,
+        last_seen_ms: row.try_get("last_seen")?,
+        ended_at_ms: row.try_get("ended_at")?,
+    })
+}
+
+async fn task_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    org_id: i64,
+    id: i64,
+) -> StoreResult<Option<TaskRecord>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        task_cols!(),
+        " FROM tasks WHERE org_id = ? AND id = ?"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(task_from_row).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn is_empty(&self) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orgs")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(n == 0)
+    }
+
+    async fn create_org(&self, name: &str, now_ms: i64) -> StoreResult<i64> {
+        let r = sqlx::query("INSERT INTO orgs (name, created_at) VALUES (?, ?)")
+            .bind(name)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await;
+        match r {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "organisation `{name}` already exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_org_id(&self, name: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM orgs WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.writer)
+            .await?)
+    }
+
+    async fn first_admin(&self) -> StoreResult<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = 'admin' ORDER BY o.id, u.id LIMIT 1"
+        ))
+        .fetch_optional(&self.writer)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let org: String = row.try_get("org_name")?;
+                Ok(Some(user_from_row(&row, &org)?))
+            }
+        }
+    }
+
+    async fn create_user(&self, org_id: i64, user: &NewUser, now_ms: i64) -> StoreResult<User> {
+        let r = sqlx::query(
+            "INSERT INTO users (org_id, name, email, groups_json, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(org_id)
+        .bind(&user.name)
+        .bind(&user.email)
+        .bind(to_json_list(&user.groups))
+        .bind(&user.role)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await;
+        let id = match r {
+            Ok(r) => r.last_insert_rowid(),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "a user with e-mail `{}` already exists",
+                    user.email
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let org: String = sqlx::query_scalar("SELECT name FROM orgs WHERE id = ?")
+            .bind(org_id)
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(User {
+            id,
+            name: user.name.clone(),
+            email: user.email.clone(),
+            groups: user.groups.clone(),
+            role: user.role.clone(),
+            org,
+            created_at: ts(now_ms)?,
+        })
+    }
+
+    async fn list_users(&self, org_id: i64) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.org_id = ? ORDER BY u.id"
+        ))
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let org: String = r.try_get("org_name")?;
+                user_from_row(r, &org)
+            })
+            .collect()
+    }
+
+    async fn create_token(
+        &self,
+        org_id: i64,
+        kind: TokenKind,
+        user_id: Option<i64>,
+        name: Option<&str>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        let kind = match kind {
+            TokenKind::User => "user",
+            TokenKind::Agent => "agent",
+        };
+        let r = sqlx::query(
+            "INSERT INTO tokens (org_id, kind, user_id, name, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(org_id)
+        .bind(kind)
+        .bind(user_id)
+        .bind(name)
+        .bind(&hash[..])
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await;
+        match r {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict("this token already exists".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<AuthToken>> {
+        let row = sqlx::query(concat!(
+            "SELECT t.id, t.org_id, o.name AS org_name, t.kind, t.hash, t.user_id, t.revoked_at, ",
+            user_cols!(),
+            " FROM tokens t JOIN orgs o ON o.id = t.org_id LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = ?"
+        ))
+        .bind(&hash[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let org: String = row.try_get("org_name")?;
+        let kind = match row.try_get::<String, _>("kind")?.as_str() {
+            "user" => TokenKind::User,
+            "agent" => TokenKind::Agent,
+            other => return Err(StoreError::Corrupt(format!("token kind `{other}`"))),
+        };
+        let stored: Vec<u8> = row.try_get("hash")?;
+        let hash: [u8; 32] = stored
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
+        let user_id: Option<i64> = row.try_get("user_id")?;
+        let user = match user_id {
+            Some(_) => Some(user_from_row(&row, &org)?),
+            None => None,
+        };
+        Ok(Some(AuthToken {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            org,
+            kind,
+            hash,
+            user,
+            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        }))
+    }
+
+    async fn unrevoke_token(&self, token_id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET revoked_at = NULL WHERE id = ?")
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_agent_tokens(&self, org_id: i64) -> StoreResult<Vec<AgentToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, revoked_at FROM tokens WHERE org_id = ? AND kind = 'agent' ORDER BY id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AgentToken {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at: ts(r.try_get("created_at")?)?,
+                    revoked_at: ts_opt(r.try_get("revoked_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_agent_token(
+        &self,
+        org_id: i64,
+        token_id: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let mut tx = self.writer.begin().await?;
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND org_id = ? AND kind = 'agent'",
+        )
+        .bind(now_ms)
+        .bind(token_id)
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let sessions: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM agent_sessions WHERE token_id = ? AND ended_at IS NULL",
+        )
+        .bind(token_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(sessions))
+    }
+
+    async fn create_target(&self, org_id: i64, t: &Target) -> StoreResult<Target> {
+        let r = sqlx::query(
+            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(org_id)
+        .bind(&t.name)
+        .bind(&t.kind)
+        .bind(&t.description)
+        .bind(&t.tags)
+        .bind(&t.secret_provider)
+        .bind(&t.secret_path)
+        .bind(mapping_text(t))
+        .bind(&t.runner_provider)
+        .bind(&t.redact)
+        .bind(&t.review)
+        .bind(to_json_list(&t.reviewers))
+        .bind(&t.custom_command)
+        .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
+        .bind(t.created_at.timestamp_millis())
+        .bind(t.updated_at.timestamp_millis())
+        .execute(&self.writer)
+        .await;
+        match r {
+            Ok(_) => Ok(t.clone()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "target `{}` already exists",
+                t.name
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_targets(&self, org_id: i64) -> StoreResult<Vec<Target>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            target_cols!(),
+            " FROM targets WHERE org_id = ? ORDER BY name"
+        ))
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(target_from_row).collect()
+    }
+
+    async fn get_target(&self, org_id: i64, name: &str) -> StoreResult<Option<Target>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            target_cols!(),
+            " FROM targets WHERE org_id = ? AND name = ?"
+        ))
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(target_from_row).transpose()
+    }
+
+    async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
+        let r = sqlx::query(
+            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ? WHERE org_id = ? AND name = ?",
+        )
+        .bind(&t.kind)
+        .bind(&t.description)
+        .bind(&t.tags)
+        .bind(&t.secret_provider)
+        .bind(&t.secret_path)
+        .bind(mapping_text(t))
+        .bind(&t.runner_provider)
+        .bind(&t.redact)
+        .bind(&t.review)
+        .bind(to_json_list(&t.reviewers))
+        .bind(&t.custom_command)
+        .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
+        .bind(t.updated_at.timestamp_millis())
+        .bind(org_id)
+        .bind(&t.name)
+        .execute(&self.writer)
+        .await?;
+        Ok((r.rows_affected() > 0).then(|| t.clone()))
+    }
+
+    async fn delete_target(&self, org_id: i64, name: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM targets WHERE org_id = ? AND name = ?")
+            .bind(org_id)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
+        let target = &t.target;
+        let id = sqlx::query(
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(org_id)
+        .bind(&target.name)
+        .bind(&target.tags)
+        .bind(tag_key(target.tags.as_deref()))
+        .bind(&t.kind)
+        .bind(&t.script)
+        .bind(&t.message)
+        .bind(t.user.id)
+        .bind(&t.user.email)
+        .bind(to_json_list(&t.user.groups))
+        .bind(&target.secret_provider)
+        .bind(&target.secret_path)
+        .bind(mapping_text(target))
+        .bind(&target.redact)
+        .bind(&target.custom_command)
+        .bind(i64::try_from(target.timeout).unwrap_or(i64::MAX))
+        .bind(t.status.as_str())
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?
+        .last_insert_rowid();
+        let row = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?"))
+            .bind(id)
+            .fetch_one(&self.writer)
+            .await?;
+        task_from_row(&row)
+    }
+
+    async fn get_task(&self, org_id: i64, id: i64) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE org_id = ? AND id = ?"
+        ))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, org_id: i64, q: &TaskListQuery) -> StoreResult<Vec<Task>> {
+        let status = q.status.map(|s| s.as_str());
+        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE org_id = ? AND (? IS NULL OR status = ?) AND (? IS NULL OR target_name = ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(org_id)
+        .bind(status)
+        .bind(status)
+        .bind(&q.target)
+        .bind(&q.target)
+        .bind(q.before)
+        .bind(q.before)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| task_from_row(r).map(|t| t.task))
+            .collect()
+    }
+
+    async fn claim_tasks(
+        &self,
+        session: &SessionRecord,
+        limit: u32,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> StoreResult<Vec<TaskOffer>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement: the select and the update are atomic, and the partial index
+        // `tasks_ready` finds the oldest ready tasks without a scan.
+        let rows = sqlx::query(
+            "UPDATE tasks SET status = 'dispatched', session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'ready' AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
+             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, user_email, user_groups_json",
+        )
+        .bind(&session.id)
+        .bind(&session.hostname)
+        .bind(deadline_ms)
+        .bind(now_ms)
+        .bind(session.org_id)
+        .bind(tag_key(session.tags.as_deref()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        let start_deadline_ms = u64_of(deadline_ms - now_ms);
+        let mut offers = rows
+            .iter()
+            .map(|r| {
+                Ok(TaskOffer {
+                    task_id: r.try_get("id")?,
+                    target: r.try_get("target_name")?,
+                    kind: r.try_get("kind")?,
+                    script: r.try_get("script")?,
+                    message: r.try_get("message")?,
+                    secret_provider: r.try_get("secret_provider")?,
+                    secret_path: r.try_get("secret_path")?,
+                    secret_mapping: r.try_get("secret_mapping")?,
+                    redact: r.try_get("redact")?,
+                    custom_command: r.try_get("custom_command")?,
+                    timeout_secs: u64_of(r.try_get("timeout_secs")?),
+                    user_email: r.try_get("user_email")?,
+                    user_groups: json_list(&r.try_get::<String, _>("user_groups_json")?)?,
+                    user_jwt: None,
+                    config: None,
+                    start_deadline_ms,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        offers.sort_by_key(|o| o.task_id);
+        Ok(offers)
+    }
+
+    async fn start_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        session_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<StartOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
+            return Ok(StartOutcome::NotFound);
+        };
+        let status = rec.task.status;
+        let mine = rec.session_id.as_deref() == Some(session_id);
+        if status.is_final() {
+            return Ok(StartOutcome::Ended(status));
+        }
+        if status == TaskStatus::Running && mine {
+            // A resent start (the first answer was lost): the task runs once.
+            return Ok(StartOutcome::Started(Box::new(rec)));
+        }
+        if status != TaskStatus::Dispatched || !mine {
+            return Ok(StartOutcome::OfferExpired);
+        }
+        let deadline: Option<i64> =
+            sqlx::query_scalar("SELECT offer_deadline FROM tasks WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if deadline.is_some_and(|d| now_ms > d) {
+            sqlx::query(
+                "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL WHERE id = ?",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(StartOutcome::OfferExpired);
+        }
+        sqlx::query(
+            "UPDATE tasks SET status = 'running', started_at = ?, offer_deadline = NULL WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let rec = task_in_tx(&mut tx, org_id, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        tx.commit().await?;
+        Ok(StartOutcome::Started(Box::new(rec)))
+    }
+
+    async fn append_log(
+        &self,
+        org_id: i64,
+        id: i64,
+        session_id: &str,
+        offset: u64,
+        bytes: &[u8],
+        cap_bytes: u64,
+    ) -> StoreResult<AppendOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(
+            "SELECT status, session_id, log_received, log_kept, log_truncated FROM tasks WHERE org_id = ? AND id = ?",
+        )
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(AppendOutcome::NotFound);
+        };
+        let status = parse_status(&row.try_get::<String, _>("status")?)?;
+        let owner: Option<String> = row.try_get("session_id")?;
+        let received = u64_of(row.try_get("log_received")?);
+        let kept = u64_of(row.try_get("log_kept")?);
+        let truncated = row.try_get::<i64, _>("log_truncated")? != 0;
+        let len = bytes.len() as u64;
+        if owner.as_deref() != Some(session_id) {
+            return Ok(AppendOutcome::Ended(status));
+        }
+        if status.is_final() {
+            // A resend of bytes we already have is fine; anything new is too late.
+            if offset.saturating_add(len) <= received {
+                return Ok(AppendOutcome::Stored(received));
+            }
+            return Ok(AppendOutcome::Ended(status));
+        }
+        if !matches!(status, TaskStatus::Running | TaskStatus::Dispatched) {
+            return Ok(AppendOutcome::Ended(status));
+        }
+        if offset > received {
+            return Ok(AppendOutcome::Gap(received));
+        }
+        let skip = usize::try_from(received - offset).unwrap_or(usize::MAX);
+        if skip >= bytes.len() {
+            return Ok(AppendOutcome::Stored(received));
+        }
+        let new = &bytes[skip..];
+        let mut kept_now = kept;
+        let mut truncated_now = truncated;
+        if !truncated {
+            let room = usize::try_from(cap_bytes.saturating_sub(kept)).unwrap_or(usize::MAX);
+            let keep = &new[..new.len().min(room)];
+            if !keep.is_empty() {
+                insert_chunk(&mut tx, id, kept_now, keep).await?;
+                kept_now += keep.len() as u64;
+            }
+            if keep.len() < new.len() {
+                let note = truncation_note(cap_bytes);
+                insert_chunk(&mut tx, id, kept_now, note.as_bytes()).await?;
+                kept_now += note.len() as u64;
+                truncated_now = true;
+            }
+        }
+        let received_now = received + new.len() as u64;
+        sqlx::query(
+            "UPDATE tasks SET log_received = ?, log_kept = ?, log_truncated = ? WHERE id = ?",
+        )
+        .bind(i64::try_from(received_now).unwrap_or(i64::MAX))
+        .bind(i64::try_from(kept_now).unwrap_or(i64::MAX))
+        .bind(i64::from(truncated_now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AppendOutcome::Stored(received_now))
+    }
+
+    async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
+        let offset_i = i64::try_from(offset).unwrap_or(i64::MAX);
+        let mut rows = sqlx::query(
+            "SELECT start_offset, data FROM task_log_chunks WHERE task_id = ? AND end_offset > ? ORDER BY end_offset",
+        )
+        .bind(id)
+        .bind(offset_i)
+        .fetch(&self.reader);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let start = u64_of(row.try_get("start_offset")?);
+            let data: Vec<u8> = row.try_get("data")?;
+            let from = usize::try_from(offset.saturating_sub(start)).unwrap_or(usize::MAX);
+            if from < data.len() {
+                out.extend_from_slice(&data[from..]);
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finish_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        req: &FinishRequest,
+        now_ms: i64,
+    ) -> StoreResult<FinishOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
+            return Ok(FinishOutcome::NotFound);
+        };
+        let mine = rec.session_id.as_deref() == Some(req.session_id.as_str());
+        let status = rec.task.status;
+        if status.is_final() {
+            let same = mine
+                && status == req.status
+                && (status == TaskStatus::Success || rec.task.failure_reason == req.failure_reason);
+            return Ok(if same {
+                FinishOutcome::AlreadyFinished(Box::new(rec))
+            } else {
+                FinishOutcome::Ended(status)
+            });
+        }
+        if !mine || !matches!(status, TaskStatus::Running | TaskStatus::Dispatched) {
+            return Ok(FinishOutcome::NotYours);
+        }
+        if req.log_location.is_none() && rec.log_received < req.log_size {
+            return Ok(FinishOutcome::LogIncomplete {
+                stored: rec.log_received,
+            });
+        }
+        let reason = match req.status {
+            TaskStatus::Success => None,
+            _ => Some(req.failure_reason.unwrap_or(FailureReason::AgentError)),
+        };
+        let message = match req.status {
+            TaskStatus::Success => None,
+            _ => req.failure_message.clone(),
+        };
+        sqlx::query(
+            "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ?",
+        )
+        .bind(req.status.as_str())
+        .bind(req.exit_code)
+        .bind(reason.map(|r| r.as_str()))
+        .bind(message)
+        .bind(req.redacted)
+        .bind(i64::try_from(req.log_size).unwrap_or(i64::MAX))
+        .bind(req.log_location.as_deref().unwrap_or("server"))
+        .bind(now_ms)
+        .bind(i64::try_from(req.elapsed_ms).unwrap_or(i64::MAX))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let rec = task_in_tx(&mut tx, org_id, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        tx.commit().await?;
+        Ok(FinishOutcome::Finished(Box::new(rec)))
+    }
+
+    async fn kill_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        by_email: &str,
+        now_ms: i64,
+    ) -> StoreResult<KillOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
+            return Ok(KillOutcome::NotFound);
+        };
+        let status = rec.task.status;
+        if status.is_final() {
+            return Ok(KillOutcome::AlreadyEnded(status));
+        }
+        if status == TaskStatus::Running {
+            sqlx::query("UPDATE tasks SET cancel_requested = 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "UPDATE tasks SET status = 'failure', failure_reason = 'cancelled', failure_message = ?, finished_at = ?, offer_deadline = NULL WHERE id = ?",
+            )
+            .bind(format!("killed by {by_email} before it started"))
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let after = task_in_tx(&mut tx, org_id, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        tx.commit().await?;
+        Ok(if status == TaskStatus::Running {
+            KillOutcome::CancelRequested {
+                session_id: after.session_id.clone(),
+                task: Box::new(after),
+            }
+        } else {
+            KillOutcome::CancelledBeforeStart(Box::new(after))
+        })
+    }
+
+    async fn cancels_for(
+        &self,
+        session_id: &str,
+        org_id: i64,
+        running: &[i64],
+    ) -> StoreResult<Vec<i64>> {
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE session_id = ? AND status = 'running' AND cancel_requested = 1",
+        )
+        .bind(session_id)
+        .fetch_all(&self.reader)
+        .await?;
+        if !running.is_empty() {
+            let list = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
+            let ended: Vec<i64> = sqlx::query_scalar(
+                "SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.status IN ('success', 'failure', 'rejected')",
+            )
+            .bind(list)
+            .bind(org_id)
+            .fetch_all(&self.reader)
+            .await?;
+            ids.extend(ended);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn requeue_expired_offers(&self, now_ms: i64) -> StoreResult<Vec<RequeuedOffer>> {
+        let rows = sqlx::query(
+            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+             WHERE status = 'dispatched' AND offer_deadline < ? RETURNING id, org_id, tags",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RequeuedOffer {
+                    task_id: r.try_get("id")?,
+                    org_id: r.try_get("org_id")?,
+                    tags: r.try_get("tags")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_session(&self, s: &NewSession, now_ms: i64) -> StoreResult<SessionRecord> {
+        let r = sqlx::query(
+            "INSERT INTO agent_sessions (id, org_id, token_id, tags, tag_key, hostname, version, instance_id, concurrency, connected_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(s.org_id)
+        .bind(s.token_id)
+        .bind(&s.tags)
+        .bind(tag_key(s.tags.as_deref()))
+        .bind(&s.hostname)
+        .bind(&s.version)
+        .bind(&s.instance_id)
+        .bind(i64::from(s.concurrency))
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(
+                    "another agent is already connected with these tags".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.session_by_id(&self.writer, &s.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("session {} vanished", s.id)))
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        self.session_by_id(&self.reader, id).await
+    }
+
+    async fn find_live_session(
+        &self,
+        org_id: i64,
+        tags: Option<&str>,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.org_id = ? AND s.tag_key = ? AND s.ended_at IS NULL"
+        ))
+        .bind(org_id)
+        .bind(tag_key(tags))
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn resume_session(
+        &self,
+        id: &str,
+        hostname: &str,
+        version: &str,
+        concurrency: u32,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agent_sessions SET hostname = ?, version = ?, concurrency = ?, last_seen = ? WHERE id = ?",
+        )
+        .bind(hostname)
+        .bind(version)
+        .bind(i64::from(concurrency))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_session(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agent_sessions SET last_seen = max(last_seen, ?) WHERE id = ? AND ended_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn end_session(
+        &self,
+        id: &str,
+        how: &SessionEnd,
+        now_ms: i64,
+    ) -> StoreResult<EndedSession> {
+        let mut tx = self.writer.begin().await?;
+        let row =
+            sqlx::query("SELECT org_id, tags, hostname, ended_at FROM agent_sessions WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Ok(EndedSession::default());
+        };
+        let mut ended = EndedSession {
+            ended_now: false,
+            org_id: row.try_get("org_id")?,
+            tags: row.try_get("tags")?,
+            hostname: row.try_get("hostname")?,
+            failed: Vec::new(),
+            requeued: Vec::new(),
+        };
+        if row.try_get::<Option<i64>, _>("ended_at")?.is_some() {
+            return Ok(ended);
+        }
+        sqlx::query("UPDATE agent_sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(how.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // A task that started is never run again: it fails.
+        ended.failed = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
+             WHERE session_id = ? AND status = 'running' RETURNING id",
+        )
+        .bind(how.running_task_message(&ended.hostname))
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        // An offer that was not started never ran: it can go to the next agent.
+        ended.requeued = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+             WHERE session_id = ? AND status = 'dispatched' RETURNING id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ended.failed.sort_unstable();
+        ended.requeued.sort_unstable();
+        ended.ended_now = true;
+        Ok(ended)
+    }
+
+    async fn stale_sessions(&self, cutoff_ms: i64) -> StoreResult<Vec<SessionRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.ended_at IS NULL AND s.last_seen < ?"
+        ))
+        .bind(cutoff_ms)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn extend_live_sessions(&self, now_ms: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE agent_sessions SET last_seen = max(last_seen, ?) WHERE ended_at IS NULL",
+        )
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn list_live_agents(&self, org_id: i64) -> StoreResult<Vec<Agent>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.org_id = ? AND s.ended_at IS NULL ORDER BY s.tag_key"
+        ))
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut agents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let s = session_from_row(row)?;
+            let running: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE session_id = ? AND status = 'running' ORDER BY id",
+            )
+            .bind(&s.id)
+            .fetch_all(&self.reader)
+            .await?;
+            agents.push(Agent {
+                id: s.id,
+                tags: s.tags,
+                hostname: s.hostname,
+                version: s.version,
+                concurrency: s.concurrency,
+                connected_at: ts(s.connected_at_ms)?,
+                last_seen: ts(s.last_seen_ms)?,
+                running_tasks: running,
+            });
+        }
+        Ok(agents)
+    }
+}
+
+impl SqliteStore {
+    async fn session_by_id(
+        &self,
+        pool: &SqlitePool,
+        id: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+}
+
+fn mapping_text(t: &Target) -> Option<String> {
+    t.secret_mapping
+        .as_ref()
+        .map(|m| serde_json::Value::Object(m.clone()).to_string())
+}
+
+async fn insert_chunk(
+    tx: &mut Transaction<'_, Sqlite>,
+    task_id: i64,
+    start: u64,
+    data: &[u8],
+) -> StoreResult<()> {
+    let start_i = i64::try_from(start).unwrap_or(i64::MAX);
+    let end_i = i64::try_from(start + data.len() as u64).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO task_log_chunks (task_id, start_offset, end_offset, data) VALUES (?, ?, ?, ?)",
+    )
+    .bind(task_id)
+    .bind(start_i)
+    .bind(end_i)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

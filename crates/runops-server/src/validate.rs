@@ -1,0 +1,362 @@
+//! Checks of user input that the handlers share: target fields, tags, users.
+//! Every error names the field and the accepted values.
+
+use runops_proto::api::{DEFAULT_TIMEOUT_SECS, Target, TargetCreate, TargetUpdate};
+use runops_proto::limits::{
+    MAX_CONFIG_FIELD_LEN, MAX_MESSAGE_LEN, MAX_TAGS_LEN, MAX_TARGET_NAME_LEN,
+};
+
+use crate::error::ApiError;
+
+/// The integration types an agent knows.
+pub const TARGET_TYPES: &[&str] = &[
+    "bash",
+    "python",
+    "node",
+    "elixir",
+    "postgres",
+    "postgres-csv",
+    "mysql",
+    "mysql-csv",
+    "sql-server",
+    "mongodb",
+    "k8s",
+    "k8s-apply",
+    "k8s-exec",
+    "rails-console-k8s",
+    "hashicorp-vault",
+    "rails",
+    "rails-console",
+    "rails-console-ecs",
+    "ecs-exec",
+    "heroku",
+    "custom_command",
+];
+
+pub const SECRET_PROVIDERS: &[&str] = &[
+    "env-var",
+    "filesystem",
+    "aws",
+    "hashicorp/kv",
+    "hashicorp/db",
+    "runops",
+];
+
+const REDACT_MODES: &[&str] = &["all", "none"];
+const REVIEW_MODES: &[&str] = &["none", "anyone", "team"];
+
+/// Longest task timeout: a week. Longer jobs do not belong in an ad-hoc task runner.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// Longest user name / token name / e-mail.
+const MAX_NAME_LEN: usize = 256;
+
+pub fn target_name(name: &str) -> Result<(), ApiError> {
+    let valid_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > MAX_TARGET_NAME_LEN || !valid_first || !valid_rest {
+        return Err(ApiError::bad_request(format!(
+            "invalid target name `{name}`: use 1 to {MAX_TARGET_NAME_LEN} letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+pub fn target_type(kind: &str) -> Result<(), ApiError> {
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "the target type is empty; use one of: {}",
+            TARGET_TYPES.join(", ")
+        )));
+    }
+    if !TARGET_TYPES.contains(&kind) {
+        return Err(ApiError::bad_request(format!(
+            "unknown target type `{kind}`; use one of: {}",
+            TARGET_TYPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {field} `{value}`; use one of: {}",
+            allowed.join(", ")
+        )))
+    }
+}
+
+fn max_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::bad_request(format!(
+            "{field} is {} bytes long; the limit is {max}",
+            v.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Tags as stored: trimmed, empty → `None`.
+pub fn normalize_tags(tags: Option<String>) -> Result<Option<String>, ApiError> {
+    let tags = tags.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(t) = &tags {
+        if t.len() > MAX_TAGS_LEN {
+            return Err(ApiError::bad_request(format!(
+                "tags are {} bytes long; the limit is {MAX_TAGS_LEN}",
+                t.len()
+            )));
+        }
+        if t.chars().any(|c| c.is_control()) {
+            return Err(ApiError::bad_request(
+                "tags must not contain control characters",
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+/// Optional text as stored: empty → `None`.
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// `secret_mapping` given as a JSON object or as a string holding one: it must map
+/// strings to strings.
+pub fn secret_mapping(
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ApiError> {
+    let value = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(text)) => {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            if text.len() > MAX_CONFIG_FIELD_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "secret_mapping is {} bytes long; the limit is {MAX_CONFIG_FIELD_LEN}",
+                    text.len()
+                )));
+            }
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                ApiError::bad_request(format!("secret_mapping is not valid JSON: {e}"))
+                    .hint(r#"write it as a JSON object, e.g. '{"WANTED_KEY": "KEY_IN_SECRET"}'"#)
+            })?
+        }
+        Some(v) => v,
+    };
+    let serde_json::Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "secret_mapping must be a JSON object of strings, like {\"WANTED_KEY\": \"KEY_IN_SECRET\"}",
+        ));
+    };
+    for (k, v) in &map {
+        if !v.is_string() {
+            return Err(ApiError::bad_request(format!(
+                "secret_mapping value of `{k}` must be a string (the key to read from the secret), not {v}"
+            )));
+        }
+        if k.is_empty() {
+            return Err(ApiError::bad_request("secret_mapping has an empty key"));
+        }
+    }
+    Ok(Some(map))
+}
+
+/// Checks the fields every target must satisfy (create and after an update).
+fn check_target(t: &Target) -> Result<(), ApiError> {
+    target_name(&t.name)?;
+    target_type(&t.kind)?;
+    if let Some(p) = &t.secret_provider {
+        one_of("secret_provider", p, SECRET_PROVIDERS)?;
+    }
+    one_of("redact", &t.redact, REDACT_MODES)?;
+    one_of("review", &t.review, REVIEW_MODES)?;
+    if t.timeout == 0 || t.timeout > MAX_TIMEOUT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), not {}",
+            t.timeout
+        )));
+    }
+    max_len("description", &t.description, MAX_MESSAGE_LEN)?;
+    max_len("secret_path", &t.secret_path, MAX_CONFIG_FIELD_LEN)?;
+    max_len("custom_command", &t.custom_command, MAX_CONFIG_FIELD_LEN)?;
+    max_len("runner_provider", &t.runner_provider, MAX_NAME_LEN)?;
+    if t.kind == "custom_command" && t.custom_command.is_none() {
+        return Err(ApiError::bad_request(
+            "a target of type `custom_command` needs a custom_command",
+        ));
+    }
+    if t.reviewers.iter().any(|r| r.len() > MAX_NAME_LEN) {
+        return Err(ApiError::bad_request("a reviewer group name is too long"));
+    }
+    Ok(())
+}
+
+fn reviewers(v: Option<Vec<String>>) -> Vec<String> {
+    v.unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Builds the target to store from a create request.
+pub fn new_target(
+    req: TargetCreate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Target, ApiError> {
+    let secret_path = non_empty(req.secret_path);
+    let mut secret_provider = non_empty(req.secret_provider);
+    if secret_provider.is_none() && secret_path.is_some() {
+        secret_provider = Some("env-var".into());
+    }
+    let t = Target {
+        name: req.name,
+        kind: req.kind.trim().to_string(),
+        description: non_empty(req.description),
+        tags: normalize_tags(req.tags)?,
+        secret_provider,
+        secret_path,
+        secret_mapping: secret_mapping(req.secret_mapping)?,
+        runner_provider: non_empty(req.runner_provider),
+        redact: req.redact.unwrap_or_else(|| "all".into()),
+        review: req.review.unwrap_or_else(|| "none".into()),
+        reviewers: reviewers(req.reviewers),
+        custom_command: non_empty(req.custom_command),
+        timeout: req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
+        created_at: now,
+        updated_at: now,
+    };
+    check_target(&t)?;
+    Ok(t)
+}
+
+/// Applies an update (present fields only; `""` clears an optional text field).
+pub fn apply_update(
+    mut t: Target,
+    u: TargetUpdate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Target, ApiError> {
+    if let Some(kind) = u.kind {
+        t.kind = kind.trim().to_string();
+    }
+    if let Some(v) = u.description {
+        t.description = non_empty(Some(v));
+    }
+    if let Some(v) = u.tags {
+        t.tags = normalize_tags(Some(v))?;
+    }
+    if let Some(v) = u.secret_provider {
+        t.secret_provider = non_empty(Some(v));
+    }
+    if let Some(v) = u.secret_path {
+        t.secret_path = non_empty(Some(v));
+    }
+    if t.secret_provider.is_none() && t.secret_path.is_some() {
+        t.secret_provider = Some("env-var".into());
+    }
+    if let Some(v) = u.secret_mapping {
+        t.secret_mapping = secret_mapping(Some(v))?;
+    }
+    if let Some(v) = u.runner_provider {
+        t.runner_provider = non_empty(Some(v));
+    }
+    if let Some(v) = u.redact {
+        t.redact = v;
+    }
+    if let Some(v) = u.review {
+        t.review = v;
+    }
+    if let Some(v) = u.reviewers {
+        t.reviewers = reviewers(Some(v));
+    }
+    if let Some(v) = u.custom_command {
+        t.custom_command = non_empty(Some(v));
+    }
+    if let Some(v) = u.timeout {
+        t.timeout = v;
+    }
+    t.updated_at = now;
+    check_target(&t)?;
+    Ok(t)
+}
+
+/// Name, e-mail and role of a new user.
+pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "user name must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    let at = email.find('@');
+    if email.len() > MAX_NAME_LEN
+        || at.is_none_or(|i| i == 0 || i + 1 == email.len())
+        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid e-mail address `{email}`"
+        )));
+    }
+    one_of("role", role, &["admin", "user"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn target_names_follow_the_documented_pattern() {
+        assert!(target_name("demo-db").is_ok());
+        assert!(target_name("a.b_c-1").is_ok());
+        assert!(target_name("").is_err());
+        assert!(target_name("-x").is_err());
+        assert!(target_name("a b").is_err());
+        assert!(target_name(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn mapping_text_errors_point_at_the_position() {
+        let e = secret_mapping(Some(json!("{\"A\" \"B\"}"))).unwrap_err();
+        assert!(e.error.contains("line 1 column"), "{}", e.error);
+        assert!(e.error.starts_with("secret_mapping is not valid JSON"));
+        let e = secret_mapping(Some(json!({"A": 1}))).unwrap_err();
+        assert!(e.error.contains("must be a string"));
+        let m = secret_mapping(Some(json!("{\"A\": \"B\"}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m["A"], "B");
+        assert!(secret_mapping(Some(json!(""))).unwrap().is_none());
+        assert!(secret_mapping(Some(json!([1]))).is_err());
+    }
+
+    #[test]
+    fn provider_defaults_to_env_var_with_a_path() {
+        let t = new_target(
+            TargetCreate {
+                name: "demo".into(),
+                kind: "bash".into(),
+                secret_path: Some("MY_TARGET".into()),
+                tags: Some("".into()),
+                ..Default::default()
+            },
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(t.secret_provider.as_deref(), Some("env-var"));
+        assert_eq!(t.tags, None);
+        assert_eq!(t.timeout, DEFAULT_TIMEOUT_SECS);
+    }
+}
