@@ -59,7 +59,8 @@ fn secret_problems_fail_fast_with_reason_secrets() {
 
 #[test]
 fn malformed_secret_mapping_is_rejected_at_creation_and_fails_fast_at_the_agent() {
-    let (sb, server, _agent, _) = setup(10, &[("S", r#"{"A": "value-a"}"#)]);
+    let sb = Sandbox::new();
+    let server = Server::start(&sb, 10);
     let out = server.cli(&[
         "targets", "create", "--name", "m", "--type", "bash", "--secret_path", "S",
         "--secret_mapping", r#"{"B": "A""#,
@@ -68,17 +69,17 @@ fn malformed_secret_mapping_is_rejected_at_creation_and_fails_fast_at_the_agent(
     assert!(stderr(&out).contains("secret_mapping"), "{}", stderr(&out));
 
     // If a malformed mapping reaches the agent anyway (here: written straight into
-    // the store), the task fails fast instead of hanging.
+    // the stored task before any agent is connected), the task fails fast.
     server.cli_ok(&["targets", "create", "--name", "m", "--type", "bash", "--secret_path", "S", "--secret_mapping", r#"{"B": "A"}"#]);
-    let db = server.data_dir.join("runops.db");
+    let id = server.submit("m", "echo $B");
     let st = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("UPDATE targets SET secret_mapping = '{\"B\": ' WHERE name = 'm';")
+        .arg(server.data_dir.join("runops.db"))
+        .arg(format!("UPDATE tasks SET secret_mapping = '{{\"B\": ' WHERE id = {id};"))
         .status()
         .expect("sqlite3 is installed");
     assert!(st.success());
-    let _ = sb;
-    let id = server.submit("m", "echo $B");
+    let token = server.create_agent_token();
+    let _agent = Agent::start(&sb, "a", &token, None, &[("S", r#"{"A": "value-a"}"#)]);
     assert_failed(&server.wait_final(id), "invalid-config", "secret_mapping");
 }
 
