@@ -16,7 +16,11 @@ const POLL_GRACE: Duration = Duration::from_secs(10);
 impl Client {
     pub async fn agent_connect(&self, req: &ConnectRequest) -> Result<ConnectResponse> {
         // A standby connect may be held by the server until the tags free up.
-        let timeout = if req.standby { None } else { Some(CALL_TIMEOUT) };
+        let timeout = if req.standby {
+            None
+        } else {
+            Some(CALL_TIMEOUT)
+        };
         self.post_json("/v1/agent/connect", req, timeout).await
     }
 

@@ -45,9 +45,7 @@ impl ClientError {
     /// The HTTP status of an API error, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => {
-                Some(*status)
-            }
+            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -160,8 +158,11 @@ impl Client {
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<T> {
-        self.send_json(self.request(reqwest::Method::POST, path, timeout).json(body))
-            .await
+        self.send_json(
+            self.request(reqwest::Method::POST, path, timeout)
+                .json(body),
+        )
+        .await
     }
 
     pub(crate) fn transport(&self, e: reqwest::Error) -> ClientError {

@@ -63,8 +63,12 @@ impl Client {
     }
 
     pub async fn kill_task(&self, id: i64) -> Result<Task> {
-        self.post_json(&format!("/v1/tasks/{id}/kill"), &serde_json::json!({}), None)
-            .await
+        self.post_json(
+            &format!("/v1/tasks/{id}/kill"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
     }
 
     /// The stored log from `offset` on (whatever exists so far).

@@ -64,7 +64,8 @@ pub fn agent_token_server_url(token: &str) -> Result<String, String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(url_part)
         .map_err(|_| "the agent token is damaged: its server URL part is not valid base64url")?;
-    String::from_utf8(bytes).map_err(|_| "the agent token is damaged: its server URL is not UTF-8".into())
+    String::from_utf8(bytes)
+        .map_err(|_| "the agent token is damaged: its server URL is not UTF-8".into())
 }
 
 #[cfg(test)]
@@ -83,7 +84,15 @@ mod tests {
     fn user_token_is_not_an_agent_token() {
         let t = format_user_token(&[1u8; 32]);
         assert_eq!(token_kind(&t), Some(TokenKind::User));
-        assert!(agent_token_server_url(&t).unwrap_err().contains("not an agent token"));
-        assert!(agent_token_server_url("roa_abc").unwrap_err().contains("truncated"));
+        assert!(
+            agent_token_server_url(&t)
+                .unwrap_err()
+                .contains("not an agent token")
+        );
+        assert!(
+            agent_token_server_url("roa_abc")
+                .unwrap_err()
+                .contains("truncated")
+        );
     }
 }

@@ -17,18 +17,37 @@ fn docs_walkthrough_runs_a_task_with_env_var_secrets_and_hides_the_password() {
     // Only TOKEN (which carries the server URL) and MY_TARGET, as in `docker run --env TOKEN --env MY_TARGET`.
     let _agent = Agent::start(&sb, "a", &token, None, &[("MY_TARGET", DOCS_SECRET)]);
 
-    server.cli_ok(&["targets", "create", "--name", "demo", "--type", "bash", "--secret_path", "MY_TARGET"]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "demo",
+        "--type",
+        "bash",
+        "--secret_path",
+        "MY_TARGET",
+    ]);
     let out = server.cli_ok(&["tasks", "create", "-t", "demo", "-s", "echo \"$MYSQL_DB\""]);
     assert_eq!(out.trim(), "demo");
 
-    let out = server.cli(&["tasks", "create", "-t", "demo", "-s", "echo \"pass=$MYSQL_PASS\""]);
+    let out = server.cli(&[
+        "tasks",
+        "create",
+        "-t",
+        "demo",
+        "-s",
+        "echo \"pass=$MYSQL_PASS\"",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = stdout(&out);
     assert!(printed.contains("pass="), "{printed}");
     let chars: Vec<char> = DOCS_PASSWORD.chars().collect();
     for w in chars.windows(4) {
         let part: String = w.iter().collect();
-        assert!(!printed.contains(&part), "password fragment {part:?} leaked: {printed}");
+        assert!(
+            !printed.contains(&part),
+            "password fragment {part:?} leaked: {printed}"
+        );
     }
     // Nor in the stored log.
     let tasks: serde_json::Value =
@@ -45,27 +64,72 @@ fn agents_run_only_targets_with_their_tags_and_a_second_agent_with_taken_tags_ex
     let server = Server::start(&sb, 10);
     let token = server.create_agent_token();
     // Values shorter than 6 characters of a plain key are not secret-redacted.
-    let _prod = Agent::start(&sb, "prod", &token, Some("prod"), &[("WHO", r#"{"NAME": "prod"}"#)]);
-    let _dev = Agent::start(&sb, "dev", &token, Some("dev"), &[("WHO", r#"{"NAME": "dev"}"#)]);
+    let _prod = Agent::start(
+        &sb,
+        "prod",
+        &token,
+        Some("prod"),
+        &[("WHO", r#"{"NAME": "prod"}"#)],
+    );
+    let _dev = Agent::start(
+        &sb,
+        "dev",
+        &token,
+        Some("dev"),
+        &[("WHO", r#"{"NAME": "dev"}"#)],
+    );
     let _none = Agent::start(&sb, "none", &token, None, &[("WHO", r#"{"NAME": "none"}"#)]);
 
-    for (name, tags) in [("t-prod", Some("prod")), ("t-dev", Some("dev")), ("t-none", None)] {
-        let mut args = vec!["targets", "create", "--name", name, "--type", "bash", "--secret_path", "WHO"];
+    for (name, tags) in [
+        ("t-prod", Some("prod")),
+        ("t-dev", Some("dev")),
+        ("t-none", None),
+    ] {
+        let mut args = vec![
+            "targets",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "bash",
+            "--secret_path",
+            "WHO",
+        ];
         if let Some(t) = tags {
             args.extend(["--tags", t]);
         }
         server.cli_ok(&args);
     }
     for _ in 0..3 {
-        assert_eq!(server.cli_ok(&["tasks", "create", "-t", "t-prod", "-s", "echo $NAME"]).trim(), "prod");
-        assert_eq!(server.cli_ok(&["tasks", "create", "-t", "t-dev", "-s", "echo $NAME"]).trim(), "dev");
-        assert_eq!(server.cli_ok(&["tasks", "create", "-t", "t-none", "-s", "echo $NAME"]).trim(), "none");
+        assert_eq!(
+            server
+                .cli_ok(&["tasks", "create", "-t", "t-prod", "-s", "echo $NAME"])
+                .trim(),
+            "prod"
+        );
+        assert_eq!(
+            server
+                .cli_ok(&["tasks", "create", "-t", "t-dev", "-s", "echo $NAME"])
+                .trim(),
+            "dev"
+        );
+        assert_eq!(
+            server
+                .cli_ok(&["tasks", "create", "-t", "t-none", "-s", "echo $NAME"])
+                .trim(),
+            "none"
+        );
     }
 
     // A second agent with TAGS=prod is refused and exits non-zero, naming the tag.
     let mut second = Agent::start(&sb, "prod2", &token, Some("prod"), &[]);
-    let status = wait_for("the second prod agent to exit", || second.child.try_wait().unwrap());
-    assert!(!status.success(), "second agent with taken tags must exit non-zero");
+    let status = wait_for("the second prod agent to exit", || {
+        second.child.try_wait().unwrap()
+    });
+    assert!(
+        !status.success(),
+        "second agent with taken tags must exit non-zero"
+    );
     let log = second.log();
     assert!(log.contains("prod"), "the error should name the tag: {log}");
 }
@@ -123,9 +187,16 @@ fn two_hundred_tasks_all_succeed_and_never_exceed_concurrency() {
         assert_eq!(t["status"], "success", "task {id}: {t}");
     }
     let counts = std::fs::read_to_string(sb.path("counts")).unwrap();
-    let max = counts.lines().map(|l| l.trim().parse::<u32>().unwrap()).max().unwrap();
+    let max = counts
+        .lines()
+        .map(|l| l.trim().parse::<u32>().unwrap())
+        .max()
+        .unwrap();
     assert_eq!(counts.lines().count(), 200);
-    assert!(max <= 5, "saw {max} tasks running at once with CONCURRENCY=5");
+    assert!(
+        max <= 5,
+        "saw {max} tasks running at once with CONCURRENCY=5"
+    );
 }
 
 #[test]
@@ -147,13 +218,23 @@ fn child_processes_see_none_of_the_agents_own_environment() {
     );
     server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
     let out = server.cli_ok(&["tasks", "create", "-t", "sh", "-s", "env"]);
-    for name in ["TOKEN=", "API_URL", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "VAULT_TOKEN", "RUNOPS_AGENT_DATA_DIR"] {
+    for name in [
+        "TOKEN=",
+        "API_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "VAULT_TOKEN",
+        "RUNOPS_AGENT_DATA_DIR",
+    ] {
         assert!(
             !out.lines().any(|l| l.starts_with(name)),
             "child environment has {name}:\n{out}"
         );
     }
-    assert!(out.contains("RUNOPS_TASK_ID="), "metadata env missing:\n{out}");
+    assert!(
+        out.contains("RUNOPS_TASK_ID="),
+        "metadata env missing:\n{out}"
+    );
     assert!(out.contains("PATH="), "{out}");
 }
 
@@ -189,7 +270,11 @@ fn runops_up_serves_a_ready_local_target() {
     assert_eq!(stdout(&out), "hello\n");
 
     // Ctrl-C stops it cleanly.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let st = wait_for("runops up to exit after SIGINT", || up.try_wait().unwrap());
     assert!(st.success(), "runops up exited with {st}");
     assert!(work.join(".runops").is_dir(), "data lives in ./.runops");
@@ -198,6 +283,9 @@ fn runops_up_serves_a_ready_local_target() {
 struct KillOnDrop(i32);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

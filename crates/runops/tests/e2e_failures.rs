@@ -17,7 +17,10 @@ fn assert_failed(t: &serde_json::Value, reason: &str, message_part: &str) {
     assert_eq!(t["status"], "failure", "{t}");
     assert_eq!(t["failure_reason"], reason, "{t}");
     let msg = t["failure_message"].as_str().unwrap_or_default();
-    assert!(msg.contains(message_part), "failure_message {msg:?} should mention {message_part:?}");
+    assert!(
+        msg.contains(message_part),
+        "failure_message {msg:?} should mention {message_part:?}"
+    );
 }
 
 fn process_running(pattern: &str) -> bool {
@@ -42,19 +45,44 @@ fn unknown_target_is_a_clear_error() {
 #[test]
 fn secret_problems_fail_fast_with_reason_secrets() {
     let (_sb, server, _agent, _) = setup(10, &[("BAD_JSON", "\"A\": \"b\"\n\"C\" \"d\"")]);
-    server.cli_ok(&["targets", "create", "--name", "missing", "--type", "bash", "--secret_path", "NOT_SET_ANYWHERE"]);
-    server.cli_ok(&["targets", "create", "--name", "bad", "--type", "bash", "--secret_path", "BAD_JSON"]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "missing",
+        "--type",
+        "bash",
+        "--secret_path",
+        "NOT_SET_ANYWHERE",
+    ]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "bad",
+        "--type",
+        "bash",
+        "--secret_path",
+        "BAD_JSON",
+    ]);
 
     let out = server.cli(&["tasks", "create", "-t", "missing", "-s", "echo hi"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("NOT_SET_ANYWHERE"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("NOT_SET_ANYWHERE"),
+        "{}",
+        stderr(&out)
+    );
     let id = last_task_id(&server);
     assert_failed(&server.task(id), "secrets", "NOT_SET_ANYWHERE");
 
     let id = server.submit("bad", "echo hi");
     let t = server.wait_final(id);
     assert_failed(&t, "secrets", "BAD_JSON");
-    assert!(t["failure_message"].as_str().unwrap().contains("line 2"), "{t}");
+    assert!(
+        t["failure_message"].as_str().unwrap().contains("line 2"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -62,19 +90,40 @@ fn malformed_secret_mapping_is_rejected_at_creation_and_fails_fast_at_the_agent(
     let sb = Sandbox::new();
     let server = Server::start(&sb, 10);
     let out = server.cli(&[
-        "targets", "create", "--name", "m", "--type", "bash", "--secret_path", "S",
-        "--secret_mapping", r#"{"B": "A""#,
+        "targets",
+        "create",
+        "--name",
+        "m",
+        "--type",
+        "bash",
+        "--secret_path",
+        "S",
+        "--secret_mapping",
+        r#"{"B": "A""#,
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("secret_mapping"), "{}", stderr(&out));
 
     // If a malformed mapping reaches the agent anyway (here: written straight into
     // the stored task before any agent is connected), the task fails fast.
-    server.cli_ok(&["targets", "create", "--name", "m", "--type", "bash", "--secret_path", "S", "--secret_mapping", r#"{"B": "A"}"#]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "m",
+        "--type",
+        "bash",
+        "--secret_path",
+        "S",
+        "--secret_mapping",
+        r#"{"B": "A"}"#,
+    ]);
     let id = server.submit("m", "echo $B");
     let st = std::process::Command::new("sqlite3")
         .arg(server.data_dir.join("runops.db"))
-        .arg(format!("UPDATE tasks SET secret_mapping = '{{\"B\": ' WHERE id = {id};"))
+        .arg(format!(
+            "UPDATE tasks SET secret_mapping = '{{\"B\": ' WHERE id = {id};"
+        ))
         .status()
         .expect("sqlite3 is installed");
     assert!(st.success());
@@ -87,25 +136,46 @@ fn malformed_secret_mapping_is_rejected_at_creation_and_fails_fast_at_the_agent(
 fn non_zero_exit_keeps_stdout_and_stderr() {
     let (_sb, server, _agent, _) = setup(10, &[]);
     server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
-    let out = server.cli(&["tasks", "create", "-t", "sh", "-s", "echo to-stdout; echo to-stderr >&2; exit 3"]);
+    let out = server.cli(&[
+        "tasks",
+        "create",
+        "-t",
+        "sh",
+        "-s",
+        "echo to-stdout; echo to-stderr >&2; exit 3",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let id = last_task_id(&server);
     let t = server.task(id);
     assert_failed(&t, "exit-code", "");
     assert_eq!(t["exit_code"], 3);
     let log = server.logs(id);
-    assert!(log.contains("to-stdout") && log.contains("to-stderr"), "{log}");
+    assert!(
+        log.contains("to-stdout") && log.contains("to-stderr"),
+        "{log}"
+    );
 }
 
 #[test]
 fn timeout_kills_the_task() {
     let (_sb, server, _agent, _) = setup(10, &[]);
-    server.cli_ok(&["targets", "create", "--name", "slow", "--type", "bash", "--timeout", "2"]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "slow",
+        "--type",
+        "bash",
+        "--timeout",
+        "2",
+    ]);
     let id = server.submit("slow", "echo started; sleep 600.11");
     let t = server.wait_final(id);
     assert_failed(&t, "timeout", "");
     assert!(server.logs(id).contains("started"));
-    wait_for("the timed-out sleep to be gone", || (!process_running("sleep 600.11")).then_some(()));
+    wait_for("the timed-out sleep to be gone", || {
+        (!process_running("sleep 600.11")).then_some(())
+    });
 }
 
 #[test]
@@ -114,7 +184,9 @@ fn kill_stops_a_running_task_and_its_whole_process_group() {
     server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
     let id = server.submit("sh", "sleep 600.22 & sleep 600.23; echo never");
     server.wait_status(id, "running");
-    wait_for("the task's sleeps to start", || process_running("sleep 600.23").then_some(()));
+    wait_for("the task's sleeps to start", || {
+        process_running("sleep 600.23").then_some(())
+    });
     server.cli_ok(&["tasks", "kill", &id.to_string()]);
     assert_failed(&server.wait_final(id), "cancelled", "");
     wait_for("every process of the killed task to be gone", || {
@@ -128,7 +200,10 @@ fn agent_killed_mid_task_ends_agent_lost_and_the_task_never_runs_again() {
     let (sb, server, mut agent, token) = setup(3, &[]);
     server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
     let marker = sb.path("runs");
-    let id = server.submit("sh", &format!("echo run >> {}; sleep 600.33", marker.display()));
+    let id = server.submit(
+        "sh",
+        &format!("echo run >> {}; sleep 600.33", marker.display()),
+    );
     server.wait_status(id, "running");
     wait_for("the task to start", || marker.exists().then_some(()));
 
@@ -140,10 +215,17 @@ fn agent_killed_mid_task_ends_agent_lost_and_the_task_never_runs_again() {
     // A new agent with the same tags takes over and does not run the task again.
     let _agent2 = Agent::start(&sb, "b", &token, None, &[]);
     server.cli_ok(&["targets", "create", "--name", "probe", "--type", "bash"]);
-    assert_eq!(server.cli_ok(&["tasks", "create", "-t", "probe", "-s", "echo alive"]).trim(), "alive");
+    assert_eq!(
+        server
+            .cli_ok(&["tasks", "create", "-t", "probe", "-s", "echo alive"])
+            .trim(),
+        "alive"
+    );
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\n");
     assert_eq!(server.task(id)["status"], "failure");
-    let _ = std::process::Command::new("pkill").args(["-f", "sleep 600.33"]).status();
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 600.33"])
+        .status();
 }
 
 #[test]
@@ -153,7 +235,10 @@ fn server_restart_mid_task_loses_nothing() {
     let gate = sb.path("gate");
     let id = server.submit(
         "sh",
-        &format!("echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after", gate.display()),
+        &format!(
+            "echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after",
+            gate.display()
+        ),
     );
     server.wait_status(id, "running");
     server.restart();

@@ -252,7 +252,13 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent with only `TOKEN`, optional `TAGS`, and `env` set (plus PATH/HOME).
-    pub fn start(sb: &Sandbox, name: &str, token: &str, tags: Option<&str>, env: &[(&str, &str)]) -> Agent {
+    pub fn start(
+        sb: &Sandbox,
+        name: &str,
+        token: &str,
+        tags: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let log = sb.path(&format!("agent-{name}.log"));
         let f = std::fs::File::create(&log).unwrap();
         let mut c = base_command(&sb.home());
