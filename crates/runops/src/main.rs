@@ -24,6 +24,8 @@ struct Cli {
     command: Role,
 }
 
+// Parsed once per process; boxing the variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Role {
     /// Run the control plane (HTTP API, dispatch, storage)
