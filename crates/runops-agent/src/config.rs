@@ -2,6 +2,7 @@
 //! ([`AgentConfig`]) and every limit and timeout of the agent, each with its reason.
 
 use clap::Args;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +30,35 @@ pub struct AgentArgs {
     /// seconds between SIGTERM and SIGKILL when a task is killed or times out (default 10)
     #[arg(long, env = "RUNOPS_KILL_GRACE_SECS", default_value_t = 10)]
     pub kill_grace_secs: u64,
+    /// serve /healthz and /metrics on this address (e.g. 0.0.0.0:9090); off when unset
+    #[arg(long, env = "RUNOPS_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// personal data redacted on targets with `redact=all`, comma-separated (e.g. EMAIL_ADDRESS,PHONE_NUMBER); default: every type
+    #[arg(long, env = "REDACT_INFO_TYPES")]
+    pub redact_info_types: Option<String>,
+    /// who may make this agent run tasks, and as which user (JWK_URL, RUN_AS_USER)
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// `JWK_URL` enforcement and least privilege (see `jwt.rs` and `env.rs`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct IdentityArgs {
+    /// URL of the identity provider's JWKS: every task must then carry its creator's JWT (RS256/ES256), verified before any secret is fetched
+    #[arg(long, env = "JWK_URL")]
+    pub jwk_url: Option<String>,
+    /// with JWK_URL: the `iss` claim tokens must have
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// with JWK_URL: the audience (`aud`) tokens must be meant for
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// with JWK_URL: the claim holding the user's e-mail, matched against the task's creator (default `email`)
+    #[arg(long, env = "JWT_EMAIL_CLAIM")]
+    pub jwt_email_claim: Option<String>,
+    /// when the agent runs as root, run tasks as this user (default: `runops` if that user exists; `root` keeps root)
+    #[arg(long, env = "RUN_AS_USER")]
+    pub run_as_user: Option<String>,
 }
 
 /// [`AgentArgs`] checked and resolved.
@@ -42,6 +72,55 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub standby: bool,
     pub kill_grace: Duration,
+    /// Where `/healthz` and `/metrics` are served; `None`: not served.
+    pub health_addr: Option<SocketAddr>,
+    /// `JWK_URL` enforcement and the user tasks run as.
+    pub identity: IdentityConfig,
+    /// `REDACT_INFO_TYPES`: the personal data redacted on `redact=all` targets;
+    /// `None`: every type.
+    pub redact_info_types: Option<Vec<runops_redact::InfoType>>,
+}
+
+/// [`IdentityArgs`] resolved. The default enforces nothing and keeps the agent's user
+/// unless it is root and a `runops` user exists.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// `Some` when `JWK_URL` is set: tasks need their creator's valid JWT.
+    pub jwt: Option<crate::jwt::JwtSettings>,
+    /// `RUN_AS_USER` as given (`None`: the default, `runops` when it exists).
+    pub run_as_user: Option<String>,
+}
+
+impl IdentityConfig {
+    pub fn from_args(args: &IdentityArgs) -> anyhow::Result<IdentityConfig> {
+        let clean = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let jwt = match clean(&args.jwk_url) {
+            Some(jwk_url) => Some(crate::jwt::JwtSettings {
+                jwk_url,
+                issuer: clean(&args.jwt_issuer),
+                audience: clean(&args.jwt_audience),
+                email_claim: clean(&args.jwt_email_claim)
+                    .unwrap_or_else(|| crate::jwt::DEFAULT_EMAIL_CLAIM.to_string()),
+            }),
+            None => {
+                if clean(&args.jwt_issuer).is_some() || clean(&args.jwt_audience).is_some() {
+                    anyhow::bail!(
+                        "JWT_ISSUER / JWT_AUDIENCE are set but JWK_URL is not: tokens would not be checked at all; set JWK_URL to the identity provider's JWKS URL"
+                    );
+                }
+                None
+            }
+        };
+        Ok(IdentityConfig {
+            jwt,
+            run_as_user: clean(&args.run_as_user),
+        })
+    }
 }
 
 impl AgentConfig {
@@ -83,8 +162,34 @@ impl AgentConfig {
             data_dir: args.data_dir.clone(),
             standby: args.standby,
             kill_grace: Duration::from_secs(args.kill_grace_secs),
+            health_addr: args.health_addr,
+            identity: IdentityConfig::from_args(&args.identity)?,
+            redact_info_types: parse_redact_info_types(args.redact_info_types.as_deref())?,
         })
     }
+}
+
+/// `REDACT_INFO_TYPES` checked: `None` (unset or blank) means every type; an unknown
+/// name, or a list that names none, stops the agent with the valid names.
+pub fn parse_redact_info_types(
+    list: Option<&str>,
+) -> anyhow::Result<Option<Vec<runops_redact::InfoType>>> {
+    let Some(list) = list.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let types = runops_redact::InfoType::parse_list(list)
+        .map_err(|e| anyhow::anyhow!("REDACT_INFO_TYPES: {e}"))?;
+    if types.is_empty() {
+        let valid: Vec<&str> = runops_redact::InfoType::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        anyhow::bail!(
+            "REDACT_INFO_TYPES names no info type; list some of {} or unset it to redact them all (a target with redact=none turns personal-data redaction off)",
+            valid.join(", ")
+        );
+    }
+    Ok(Some(types))
 }
 
 /// First wait after a transport error; short so a blip costs little.
@@ -123,3 +228,57 @@ pub const GROUP_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// LANG for child processes when the agent itself has none: UTF-8 output by default.
 pub const DEFAULT_LANG: &str = "C.UTF-8";
+
+// ---- Secrets providers and S3 log storage (issue 4) ----
+
+/// Connect timeout of calls to a secrets manager: an unreachable one fails the task fast.
+pub const SECRETS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Whole-request timeout of calls to a secrets manager: a hung one fails the task fast.
+pub const SECRETS_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Largest answer read from a secrets manager (a secret is a small JSON object).
+pub const MAX_SECRET_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Largest `SECRETS_FILE` read by the filesystem provider (it is re-read per task).
+pub const MAX_SECRETS_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Temporary AWS credentials are refreshed this long before they expire.
+pub const AWS_CREDENTIALS_REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// The instance metadata service answers in milliseconds when it exists; off EC2 the
+/// address is a black hole, so give up quickly.
+pub const AWS_IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A Vault token is renewed (or a new login made) when it has less than this left.
+pub const VAULT_TOKEN_RENEW_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// Size of one part of a multipart S3 log upload (S3's minimum part size is 5 MiB); only
+/// one part is in memory at a time.
+pub const S3_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Attempts of one S3 log upload before the task reports the failure and the log is
+/// queued for background retries.
+pub const S3_UPLOAD_ATTEMPTS: u32 = 3;
+/// Timeout of one S3 request (one part of at most [`S3_PART_BYTES`]).
+pub const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often logs whose S3 upload failed are tried again.
+pub const S3_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[cfg(test)]
+mod redact_info_types_tests {
+    use super::parse_redact_info_types;
+    use runops_redact::InfoType;
+
+    #[test]
+    fn redact_info_types_parse_and_unknown_names_list_the_valid_ones() {
+        assert_eq!(parse_redact_info_types(None).unwrap(), None);
+        assert_eq!(parse_redact_info_types(Some("  ")).unwrap(), None);
+        assert_eq!(
+            parse_redact_info_types(Some("email_address, PHONE_NUMBER")).unwrap(),
+            Some(vec![InfoType::EmailAddress, InfoType::PhoneNumber])
+        );
+        let e = parse_redact_info_types(Some("EMAIL_ADDRESS,PASSPORT"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`PASSPORT`"), "{e}");
+        assert!(
+            e.contains("CREDIT_CARD_NUMBER") && e.contains("IP_ADDRESS"),
+            "{e}"
+        );
+        let e = parse_redact_info_types(Some(",")).unwrap_err().to_string();
+        assert!(e.contains("names no info type"), "{e}");
+    }
+}

@@ -3,20 +3,27 @@
 //! A child gets only: PATH, HOME, LANG (from the agent, or sane defaults), a private
 //! TMPDIR, the task's secrets and the task's metadata. Never the agent's own variables
 //! (its TOKEN, API_URL, cloud credentials...): [`ChildEnv::apply`] clears the inherited
-//! environment first.
+//! environment first. When the agent runs as root with a run-as user ([`RunAs`]), the
+//! child also takes that user's identity (and HOME) in `apply`.
 
 use crate::config::{DEFAULT_LANG, DEFAULT_PATH};
+use crate::run_as::RunAs;
 use crate::secrets::Secrets;
 use runops_proto::agent::TaskOffer;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The parts of the agent's environment children may see, read once at start.
+/// The parts of the agent's environment children may see, read once at start, and the
+/// user they run as.
 #[derive(Debug, Clone)]
 pub struct BaseEnv {
     pub path: String,
     pub home: Option<String>,
     pub lang: String,
+    /// `Some`: children drop to this user (the agent runs as root).
+    pub run_as: Option<RunAs>,
 }
 
 impl BaseEnv {
@@ -26,7 +33,14 @@ impl BaseEnv {
             path: get("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string()),
             home: get("HOME"),
             lang: get("LANG").unwrap_or_else(|| DEFAULT_LANG.to_string()),
+            run_as: None,
         }
+    }
+
+    /// Children run as `run_as` (with its HOME).
+    pub fn with_run_as(mut self, run_as: Option<RunAs>) -> BaseEnv {
+        self.run_as = run_as;
+        self
     }
 }
 
@@ -51,6 +65,10 @@ pub struct ChildEnv {
     /// Secret keys that cannot be environment variables (they stay usable as
     /// `{{KEY}}` placeholders); the pipeline tells the user.
     pub skipped: Vec<String>,
+    run_as: Option<RunAs>,
+    /// Whether the task's temp dir was handed over to `run_as` (before its first
+    /// process); shared by the clones a runner makes.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl ChildEnv {
@@ -64,10 +82,17 @@ impl ChildEnv {
         let mut env = ChildEnv::default();
         let tmp = tmp_dir.to_string_lossy().into_owned();
         env.vars.insert("PATH".into(), base.path.clone());
-        env.vars.insert(
-            "HOME".into(),
-            base.home.clone().unwrap_or_else(|| tmp.clone()),
-        );
+        let home = match &base.run_as {
+            // Never the agent's (root's) HOME for another user.
+            Some(user) => user
+                .home
+                .as_ref()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|| tmp.clone()),
+            None => base.home.clone().unwrap_or_else(|| tmp.clone()),
+        };
+        env.run_as = base.run_as.clone();
+        env.vars.insert("HOME".into(), home);
         env.vars.insert("LANG".into(), base.lang.clone());
         env.vars.insert("TMPDIR".into(), tmp);
         for (k, v) in secrets.iter().chain(metadata.iter().map(|(k, v)| (k, v))) {
@@ -88,10 +113,52 @@ impl ChildEnv {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// Replaces `cmd`'s environment with exactly this one.
+    /// This environment plus (or overriding) `extra`: for integrations that hand a tool
+    /// its credentials in the variables it reads (`AWS_ACCESS_KEY_ID` from
+    /// `ECS_AWS_ACCESS_KEY_ID`, a normalised `VAULT_ADDR`).
+    pub fn with_vars<K, V>(&self, extra: impl IntoIterator<Item = (K, V)>) -> ChildEnv
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut env = self.clone();
+        for (k, v) in extra {
+            let (k, v) = (k.into(), v.into());
+            if is_valid_env_name(&k) && !v.contains('\0') {
+                env.vars.insert(k, v);
+            }
+        }
+        env
+    }
+
+    /// Replaces `cmd`'s environment with exactly this one, and its user with the
+    /// run-as user when there is one.
     pub fn apply(&self, cmd: &mut tokio::process::Command) {
         cmd.env_clear();
         cmd.envs(&self.vars);
+        if let Some(user) = &self.run_as {
+            user.apply(cmd);
+        }
+    }
+
+    /// The user children run as, when not the agent's own.
+    pub fn run_as(&self) -> Option<&RunAs> {
+        self.run_as.as_ref()
+    }
+
+    /// Before a child starts: the first time, gives the task's temp dir (TMPDIR) to the
+    /// run-as user, so that the files the agent prepared there are usable by the task.
+    pub async fn prepare_spawn(&self) -> std::io::Result<()> {
+        let (Some(user), Some(dir)) = (self.run_as.clone(), self.get("TMPDIR")) else {
+            return Ok(());
+        };
+        if self.handed_over.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let dir = std::path::PathBuf::from(dir);
+        tokio::task::spawn_blocking(move || user.hand_over(&dir))
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 
@@ -109,6 +176,7 @@ mod tests {
             path: "/bin".into(),
             home: None,
             lang: "C.UTF-8".into(),
+            run_as: None,
         };
         let secrets: Secrets = [
             ("DB_PASS", "x"),

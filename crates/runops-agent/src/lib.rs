@@ -2,24 +2,31 @@
 //!
 //! [`run`] connects to the server named by the agent token (outbound only), long-polls
 //! for task offers (the poll is also the heartbeat), and runs each accepted task through
-//! the [`pipeline`]: fetch the target's secrets with a [`secrets`] provider, apply the
+//! the [`pipeline`]: check the creator's identity token when `JWK_URL` is set ([`jwt`]),
+//! fetch the target's secrets with a [`secrets`] provider, apply the
 //! mapping, render `{{KEY}}` placeholders, run it with a [`runners`] integration in its
-//! own process group with a minimal [`env`], and send the output through the task's
+//! own process group with a minimal [`env`] (as an unprivileged user when the agent is
+//! root, [`run_as`]), and send the output through the task's
 //! redactor into the on-disk spool. A per-task uploader ([`logs::stream`]) streams the
 //! redacted log and then the result to the server, retrying until acknowledged, so a
 //! server restart loses nothing. The [`connection`] module holds the connect/poll loop;
-//! [`shutdown`] the graceful stop (first signal drains, second cancels running tasks).
+//! [`shutdown`] the graceful stop (first signal drains, second cancels running tasks);
+//! [`health`] the optional `/healthz` and `/metrics` endpoint (`--health-addr`).
 
 pub mod agent;
+pub mod aws;
 pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod env;
 pub mod failure;
+pub mod health;
+pub mod jwt;
 pub mod logs;
 pub mod pipeline;
 pub mod process;
 pub mod render;
+pub mod run_as;
 pub mod runners;
 pub mod secrets;
 pub mod shutdown;
@@ -98,26 +105,78 @@ pub async fn run_with(
         )
     })?;
 
+    // Least privilege: as root, tasks run as RUN_AS_USER / `runops`, in temp dirs that
+    // user can reach; the spool and data dir stay the agent's (0700).
+    let run_as = run_as::resolve(cfg.identity.run_as_user.as_deref())?;
+    let tmp_root = match &run_as {
+        Some(user) => run_as::shared_tmp_root(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot create the temp dir root for tasks run as `{}`",
+                user.name
+            )
+        })?,
+        None => tmp_root,
+    };
+    // The shared root lives outside the data dir: remove it on the way out.
+    let shared_tmp_root = run_as.is_some().then(|| tmp_root.clone());
+    let authenticator = match &cfg.identity.jwt {
+        Some(settings) => {
+            tracing::info!(jwk_url = %settings.jwk_url, "JWK_URL is set: every task must carry its creator's identity token");
+            Some(Arc::new(jwt::TaskAuthenticator::new(settings)?))
+        }
+        None => None,
+    };
+
+    let health = Arc::new(health::AgentHealth::new(spool.root()));
+    // Listening before the first connect: probes pass while the server is unreachable.
+    let health_server = match cfg.health_addr {
+        Some(addr) => Some(health::serve(health::bind(addr).await?, health.clone())),
+        None => None,
+    };
+
+    // Self-hosted log storage (LOGS_S3_*): logs whose upload failed are retried from here.
+    let log_store = crate::logs::s3::S3LogStore::from_process_env(&cfg.data_dir)?.map(Arc::new);
+    if let Some(store) = &log_store {
+        let s = store.settings();
+        tracing::info!(bucket = %s.bucket, prefix = %s.prefix, endpoint = %s.endpoint, "task logs are also stored in S3");
+        tokio::spawn(store.clone().run_retries());
+    }
     let (publisher, link) = ServerLink::new(client);
     let agent = Arc::new(Agent {
         ctx: PipelineContext {
             runners,
             secrets,
-            base_env: BaseEnv::from_process_env(),
+            base_env: BaseEnv::from_process_env().with_run_as(run_as),
+            authenticator,
             tmp_root,
             kill_grace: cfg.kill_grace,
+            log_store: log_store.clone(),
+            redact_info_types: cfg.redact_info_types.clone(),
         },
         spool,
         link,
         active: ActiveTasks::default(),
         slots: Slots::new(cfg.concurrency),
+        health,
         instance_id: agent::new_instance_id(),
         hostname: agent::hostname(),
         cfg,
         data_dir_lock,
     });
     agent.resume_spool().await;
-    connection::poll::run_loop(agent, publisher, shutdown).await
+    let result = connection::poll::run_loop(agent, publisher, shutdown).await;
+    if let Some(server) = health_server {
+        server.abort();
+    }
+    if let Some(root) = shared_tmp_root
+        && let Err(e) = std::fs::remove_dir_all(&root)
+    {
+        tracing::warn!(
+            "cannot remove the task temp dir root {}: {e}",
+            root.display()
+        );
+    }
+    result
 }
 
 /// Takes the data dir for this process: two agents sharing a spool would report (and

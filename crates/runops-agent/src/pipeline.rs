@@ -1,15 +1,18 @@
 //! One task end to end, from an accepted offer to a stored result:
-//! resolve the runner → fetch secrets → apply `secret_mapping` → check required keys →
-//! render `{{KEY}}` → metadata env → run (output through the redactor into the spool) →
-//! result. Every failure on the way becomes a result with a `failure_reason` and a
-//! one-line redacted message, also written into the task's log; no path ends without a
-//! result. The pipeline knows the [`Runner`] and [`SecretsProvider`] traits only.
+//! verify the creator's identity token (`JWK_URL`) → resolve the runner → fetch secrets →
+//! apply `secret_mapping` → check required keys → render `{{KEY}}` → metadata env → run
+//! (output through the redactor into the spool) → result. Every failure on the way
+//! becomes a result with a `failure_reason` and a one-line redacted message, also written
+//! into the task's log; no path ends without a result. The pipeline knows the [`Runner`]
+//! and [`SecretsProvider`] traits only.
 //!
 //! [`SecretsProvider`]: crate::secrets::SecretsProvider
 
 use crate::env::{BaseEnv, ChildEnv, task_metadata};
 use crate::failure::TaskFailure;
+use crate::jwt::TaskAuthenticator;
 use crate::logs::output::{LogProgress, TaskLog};
+use crate::logs::s3::S3LogStore;
 use crate::logs::spool::{TaskResult, TaskSpool, create_private_dir};
 use crate::render::render_placeholders;
 use crate::runners::{RunContext, RunOutcome, Runner, RunnerRegistry};
@@ -17,7 +20,7 @@ use crate::secrets::{Secrets, SecretsRegistry, mapping::apply_mapping};
 use runops_proto::agent::TaskOffer;
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use runops_proto::{FailureReason, TaskStatus};
-use runops_redact::{RedactConfig, Redactor};
+use runops_redact::{InfoType, RedactConfig, Redactor};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,6 +36,13 @@ pub struct PipelineContext {
     /// Parent of the per-task private temp dirs.
     pub tmp_root: PathBuf,
     pub kill_grace: Duration,
+    /// The user's bucket for full task logs (`LOGS_S3_BUCKET`), when configured.
+    pub log_store: Option<Arc<S3LogStore>>,
+    /// `JWK_URL` enforcement: when set, a task runs only with its creator's valid JWT.
+    pub authenticator: Option<Arc<TaskAuthenticator>>,
+    /// `REDACT_INFO_TYPES`: the personal data redacted on `redact=all` targets;
+    /// `None`: every type.
+    pub redact_info_types: Option<Vec<InfoType>>,
 }
 
 /// Asks a task to stop, remembering why (the first reason wins).
@@ -77,16 +87,10 @@ pub async fn run_task(
     on_log: impl FnOnce(watch::Receiver<LogProgress>),
 ) -> Result<TaskResult, TaskResult> {
     let started = Instant::now();
-    let prepared = prepare(ctx, offer).await;
-    let secrets = prepared
-        .as_ref()
-        .map(|p| p.secrets.clone())
-        .unwrap_or_default();
-    let redactor = Redactor::new(&RedactConfig {
-        secrets: secrets.into_iter().collect(),
-        personal_data: offer.redact != "none",
-        ..RedactConfig::default()
-    });
+    // The secrets fetched are known to the redactor even when a later step fails.
+    let mut fetched = Secrets::new();
+    let prepared = prepare(ctx, offer, &mut fetched).await;
+    let redactor = task_redactor(ctx, offer, fetched);
     let file = match spool.create().await {
         Ok(f) => f,
         Err(e) => {
@@ -94,6 +98,7 @@ pub async fn run_task(
                 "cannot create the task's spool in {}: {e}",
                 spool.dir().display()
             );
+            let message = redactor.redact_str(&message);
             return Err(failed(TaskFailure::agent_error(message), None, 0, started));
         }
     };
@@ -104,6 +109,8 @@ pub async fn run_task(
         Ok(p) => run_prepared(ctx, offer, stop, &log, spool, p).await,
         Err(f) => Err(f),
     };
+    // Give back what the secrets fetch took (a Vault lease), whatever the outcome.
+    ctx.secrets.release(offer).await;
     let mut failure = match outcome {
         Ok(run) => match stop.reason() {
             // Killed for a reason of ours: that reason, not the signal's exit code.
@@ -127,7 +134,8 @@ pub async fn run_task(
         }
     }
     let elapsed = started.elapsed();
-    let log_size = match log.finish().await {
+    let log_saved = log.finish().await;
+    let log_size = match log_saved.clone() {
         Ok(n) => n,
         Err(e) => {
             failure = Some((
@@ -136,6 +144,13 @@ pub async fn run_task(
             ));
             log.written().await
         }
+    };
+    let (log_size, log_location) = match &ctx.log_store {
+        // A log that could not be saved stays with the server only.
+        Some(store) if log_saved.is_ok() => {
+            store_log_in_s3(store, offer, spool, &log, &redactor, log_size).await
+        }
+        _ => (log_size, None),
     };
     let mut result = match failure {
         None => TaskResult {
@@ -146,12 +161,16 @@ pub async fn run_task(
             redacted: false,
             log_size,
             elapsed_ms: 0,
+            log_location: None,
         },
         Some((f, code)) => failed(f, code, log_size, started),
     };
     result.elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-    // Every byte went through the redactor; `redacted` says personal data was removed too.
-    result.redacted = offer.redact != "none";
+    result.log_location = log_location;
+    // Every byte of the log, and the failure message, went through the task's redactor
+    // (secret values always, personal data unless `redact=none`); nothing reaches the
+    // spool, the server or S3 any other way. Results made without it say false.
+    result.redacted = true;
     if let Err(e) = spool.write_result(&result).await {
         tracing::error!(
             task_id = offer.task_id,
@@ -163,6 +182,43 @@ pub async fn run_task(
     Ok(result)
 }
 
+/// Uploads the finished log to the user's bucket: `(log size, Some(s3://...))` on
+/// success. On failure the log says so (the note makes it longer, hence the size) and
+/// keeps going to the server; the S3 upload is retried in the background.
+async fn store_log_in_s3(
+    store: &S3LogStore,
+    offer: &TaskOffer,
+    spool: &TaskSpool,
+    log: &TaskLog,
+    redactor: &Redactor,
+    log_size: u64,
+) -> (u64, Option<String>) {
+    let path = spool.log_path();
+    match store.upload_task_log(offer.task_id, &path).await {
+        Ok(location) => (log_size, Some(location)),
+        Err(e) => {
+            let location = store.location(&store.key(offer.task_id));
+            tracing::warn!(
+                task_id = offer.task_id,
+                "cannot store the log in {location}: {e}"
+            );
+            let kept = store.keep_for_retry(offer.task_id, &path).await;
+            let note = match kept {
+                Ok(()) => format!(
+                    "the log could not be stored in {location} ({e}); the agent keeps it and retries in the background"
+                ),
+                Err(k) => format!(
+                    "the log could not be stored in {location} ({e}) and cannot be kept for a retry ({k})"
+                ),
+            };
+            let size = log
+                .append_note_after_finish(&redactor.redact_str(&note))
+                .await;
+            (size, None)
+        }
+    }
+}
+
 fn failed(f: TaskFailure, exit_code: Option<i32>, log_size: u64, started: Instant) -> TaskResult {
     TaskResult {
         status: TaskStatus::Failure,
@@ -172,14 +228,43 @@ fn failed(f: TaskFailure, exit_code: Option<i32>, log_size: u64, started: Instan
         redacted: false,
         log_size,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        log_location: None,
     }
 }
 
-/// Steps 1-6: everything that can fail before anything runs.
-async fn prepare(ctx: &PipelineContext, offer: &TaskOffer) -> Result<Prepared, TaskFailure> {
-    let runner = ctx.runners.resolve(&offer.kind)?;
+/// The task's redactor: the values of its secrets always (also with `redact=none`), and
+/// personal data unless the target says `redact=none`, limited to `REDACT_INFO_TYPES`
+/// when set. The creator's identity token counts as a secret: it never reaches a log.
+fn task_redactor(ctx: &PipelineContext, offer: &TaskOffer, secrets: Secrets) -> Redactor {
+    let mut secrets: Vec<(String, String)> = secrets.into_iter().collect();
+    if let Some(jwt) = &offer.user_jwt {
+        secrets.push(("USER_JWT".to_string(), jwt.clone()));
+    }
+    Redactor::new(&RedactConfig {
+        secrets,
+        personal_data: offer.redact != "none",
+        info_types: ctx.redact_info_types.clone(),
+    })
+}
+
+/// Steps 1-6: everything that can fail before anything runs. `fetched` receives the
+/// secrets as soon as they are known (mapped once the mapping applied).
+async fn prepare(
+    ctx: &PipelineContext,
+    offer: &TaskOffer,
+    fetched: &mut Secrets,
+) -> Result<Prepared, TaskFailure> {
+    // First of all, before any secret is fetched: who asked for this task?
+    if let Some(auth) = &ctx.authenticator {
+        auth.check(offer).await?;
+    }
+    let runner = ctx
+        .runners
+        .resolve_task(&offer.kind, offer.custom_command.as_deref())?;
     let mut secrets = ctx.secrets.fetch(offer).await?;
+    *fetched = secrets.clone();
     apply_mapping(&mut secrets, offer.secret_mapping.as_deref())?;
+    *fetched = secrets.clone();
     let missing: Vec<&str> = runner
         .required_keys()
         .iter()
@@ -253,6 +338,7 @@ async fn run_prepared(
         task_id: offer.task_id,
         kind: &offer.kind,
         script: &p.script,
+        custom_command: offer.custom_command.as_deref(),
         secrets: &p.secrets,
         env: &env,
         tmp_dir: &tmp_dir,

@@ -60,6 +60,11 @@ pub async fn run_process(
         .process_group(0)
         .kill_on_drop(true);
     env.apply(&mut cmd);
+    env.prepare_spawn().await.map_err(|e| {
+        TaskFailure::agent_error(format!(
+            "cannot give the task's temp dir to the user tasks run as: {e}"
+        ))
+    })?;
     let mut child = cmd.spawn().map_err(|e| spawn_failure(spec, &e))?;
     let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
         return Err(TaskFailure::agent_error(format!(

@@ -271,6 +271,14 @@ fn start_agent(
         data_dir: data_dir.to_path_buf(),
         standby: false,
         kill_grace: Duration::from_millis(500),
+        health_addr: None,
+        // Tasks write into the test's private temp dir: keep the agent's user even
+        // when the machine has a `runops` user.
+        identity: runops_agent::config::IdentityConfig {
+            run_as_user: Some("root".into()),
+            ..Default::default()
+        },
+        redact_info_types: None,
     };
     let mut secrets = SecretsRegistry::default();
     secrets.register(Arc::new(EnvVarProvider::from_vars([(
@@ -499,6 +507,7 @@ async fn spool_of_a_previous_run_is_reported_at_start() {
         redacted: true,
         log_size: 3,
         elapsed_ms: 5,
+        log_location: None,
     })
     .await
     .unwrap();
@@ -549,6 +558,14 @@ async fn taken_tags_and_rejected_token_stop_the_agent_with_a_clear_error() {
         data_dir: dir.path().join("b"),
         standby: false,
         kill_grace: Duration::from_millis(100),
+        health_addr: None,
+        // Tasks write into the test's private temp dir: keep the agent's user even
+        // when the machine has a `runops` user.
+        identity: runops_agent::config::IdentityConfig {
+            run_as_user: Some("root".into()),
+            ..Default::default()
+        },
+        redact_info_types: None,
     };
     let (_tx, signal) = ShutdownSignal::channel();
     let e = tokio::time::timeout(

@@ -30,6 +30,9 @@ async fn child_environment_holds_none_of_the_agents_variables() {
         base_env: BaseEnv::from_process_env(),
         tmp_root,
         kill_grace: Duration::from_secs(1),
+        authenticator: None,
+        log_store: None,
+        redact_info_types: None,
     };
     let spool = Spool::open(dir.path()).unwrap();
     let offer = TaskOffer {

@@ -1,5 +1,6 @@
 //! `runops login --url URL --token TOKEN`: checks the token with `GET /v1/me`, then
-//! saves URL and token in the config file.
+//! saves URL and token in the config file. TOKEN is a user API token (`rou_...`) or an
+//! identity-provider JWT; agent tokens (`roa_...`) are refused.
 
 use crate::config::{self, ENV_TOKEN, ENV_URL};
 use crate::error::{CliError, CliResult};
@@ -12,7 +13,8 @@ pub struct LoginArgs {
     /// The server's root URL, e.g. `http://127.0.0.1:8080`.
     #[arg(long, env = ENV_URL, value_name = "URL")]
     pub url: String,
-    /// A user API token (`rou_...`).
+    /// A user API token (`rou_...`), or a JWT from the identity provider when the server
+    /// accepts them (`runops server --auth-jwk-url`).
     #[arg(long, env = ENV_TOKEN, value_name = "TOKEN", hide_env_values = true)]
     pub token: String,
     /// Print the logged-in user as JSON.
@@ -62,5 +64,19 @@ mod tests {
         };
         assert_eq!(a.url, "http://127.0.0.1:8080");
         assert_eq!(a.token, "rou_x");
+    }
+
+    #[test]
+    fn login_accepts_an_identity_provider_jwt() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6ImFAYi5jIn0.c2ln";
+        let Command::Login(a) = parse(&["login", "--url", "http://x", "--token", jwt]) else {
+            panic!("not login")
+        };
+        assert_eq!(a.token, jwt);
+        assert_ne!(
+            runops_proto::token::token_kind(jwt),
+            Some(runops_proto::token::TokenKind::Agent),
+            "a JWT is not refused as an agent token"
+        );
     }
 }

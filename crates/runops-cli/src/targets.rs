@@ -138,6 +138,57 @@ pub struct TargetFields {
         value_name = "COMMAND"
     )]
     pub custom_command: Option<String>,
+    /// Write-only config, a JSON object `{"KEY": "value"}`: the secrets of the `runops`
+    /// provider (and extra keys for the others). Stored encrypted; reads show only its
+    /// keys. In `update`, `{}` removes it.
+    #[arg(long, value_name = "JSON", conflicts_with = "config_file")]
+    pub config: Option<String>,
+    /// Like --config, read from a file (`-` for standard input): keeps the values out of
+    /// the shell history.
+    #[arg(
+        long = "config-file",
+        visible_alias = "config_file",
+        value_name = "FILE"
+    )]
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl TargetFields {
+    /// The config given with --config or --config-file, checked to be a JSON object.
+    /// Errors never quote the text (it holds secrets).
+    fn config(&self) -> CliResult<Option<serde_json::Map<String, serde_json::Value>>> {
+        let (text, source) = match (&self.config, &self.config_file) {
+            (Some(t), _) => (t.clone(), "--config".to_string()),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| {
+                    CliError::new(format!("cannot read the config from standard input: {e}"))
+                })?;
+                (t, "the config from standard input".to_string())
+            }
+            (None, Some(path)) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    CliError::new(format!(
+                        "cannot read the config file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+                format!("the config file {}", path.display()),
+            ),
+            (None, None) => return Ok(None),
+        };
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+            Ok(_) => Err(CliError::new(format!("{source} must be a JSON object"))
+                .with_hint(r#"e.g. --config '{"PG_HOST": "db.internal", "PG_PASS": "..."}'"#)),
+            Err(e) => Err(CliError::new(format!(
+                "{source} is not valid JSON (line {} column {})",
+                e.line(),
+                e.column()
+            ))
+            .with_hint(r#"e.g. --config '{"PG_HOST": "db.internal", "PG_PASS": "..."}'"#)),
+        }
+    }
 }
 
 /// Seconds as a number, or a number with `s`, `m` or `h`.
@@ -196,6 +247,7 @@ impl TargetCreateArgs {
             reviewers: clean_groups(f.reviewers.clone()),
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
+            config: None,
         }
     }
 }
@@ -216,6 +268,7 @@ impl TargetUpdateArgs {
             reviewers: clean_groups(f.reviewers.clone()),
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
+            config: None,
         }
     }
 }
@@ -233,8 +286,10 @@ impl TargetsCmd {
         let json = self.json;
         match self.cmd {
             TargetsSub::Create(args) => {
+                let mut req = args.to_request();
+                req.config = args.fields.config()?;
                 let client = crate::connect()?;
-                let target = client.create_target(&args.to_request()).await?;
+                let target = client.create_target(&req).await?;
                 if json {
                     output::print_json(&target)?;
                 } else {
@@ -278,7 +333,8 @@ impl TargetsCmd {
                          reviews happen with `runops` and the web UI",
                     );
                 }
-                let update = args.to_request();
+                let mut update = args.to_request();
+                update.config = args.fields.config()?;
                 if is_empty_update(&update) {
                     return Err(CliError::new("nothing to update").with_hint(
                         "pass the fields to change, e.g. `runops targets update --name NAME --tags prod`",
@@ -378,6 +434,17 @@ fn target_details(t: &Target) -> String {
         ("review", cell(&t.review)),
         ("reviewers", reviewers),
         ("custom command", text(&t.custom_command)),
+        (
+            "config keys",
+            if t.config_keys.is_empty() {
+                "-".to_string()
+            } else {
+                cell(&format!(
+                    "{} (values are write-only)",
+                    t.config_keys.join(", ")
+                ))
+            },
+        ),
         (
             "timeout",
             format!("{}s ({})", t.timeout, output::short_duration(t.timeout)),
@@ -631,6 +698,7 @@ mod tests {
             timeout: 3600,
             created_at: t0,
             updated_at: t0,
+            config_keys: vec![],
         }
     }
 

@@ -123,6 +123,26 @@ impl Client {
         self.send(rb).await.map(|_| ())
     }
 
+    /// Your API tokens; `all`: every user's (admins).
+    pub async fn list_tokens(&self, all: bool) -> Result<Vec<UserToken>> {
+        let q = TokenListQuery {
+            all: all.then_some(true),
+        };
+        let rb = self.request(Method::GET, "/v1/tokens", None).query(&q);
+        self.send_json(rb).await
+    }
+
+    /// Another API token for yourself (shown once).
+    pub async fn create_token(&self, name: Option<String>) -> Result<UserTokenCreated> {
+        self.post_json("/v1/tokens", &UserTokenCreate { name }, None)
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: i64) -> Result<()> {
+        let rb = self.request(Method::DELETE, &format!("/v1/tokens/{id}"), None);
+        self.send(rb).await.map(|_| ())
+    }
+
     pub async fn create_user(&self, u: &UserCreate) -> Result<UserCreated> {
         self.post_json("/v1/users", u, None).await
     }

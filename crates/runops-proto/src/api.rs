@@ -18,6 +18,9 @@
 //! | `POST /v1/agent-tokens`         | [`AgentTokenCreate`] → `201` [`AgentTokenCreated`] |
 //! | `GET /v1/agent-tokens`          | → `[`[`AgentToken`]`]`                         |
 //! | `DELETE /v1/agent-tokens/{id}`  | → `204` (revoked; its agents are disconnected) |
+//! | `GET /v1/tokens`                | query [`TokenListQuery`] → `[`[`UserToken`]`]` (your API tokens; `all=true`: everyone's, admin) |
+//! | `POST /v1/tokens`               | [`UserTokenCreate`] → `201` [`UserTokenCreated`] (another API token for yourself, shown once) |
+//! | `DELETE /v1/tokens/{id}`        | → `204` (revoked; another user's token: admin) |
 //! | `POST /v1/users`                | [`UserCreate`] → `201` [`UserCreated`] (admin) |
 //! | `GET /v1/users`                 | → `[`[`User`]`]`                               |
 //!
@@ -100,6 +103,10 @@ pub struct Target {
     pub timeout: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The keys of the target's write-only config (`runops` provider); the values are
+    /// never returned by any read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_keys: Vec<String>,
 }
 
 /// `POST /v1/targets`. `secret_mapping` may be a JSON object or a string holding one
@@ -133,6 +140,10 @@ pub struct TargetCreate {
     /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Write-only config (`{"KEY": "value"}`; numbers and booleans become strings): the
+    /// secrets of the `runops` provider, and extra keys for the others. Stored encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
@@ -164,6 +175,9 @@ pub struct TargetUpdate {
     pub custom_command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Replaces the write-only config; an empty object removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A task as the API shows it.
@@ -271,4 +285,41 @@ pub struct AgentToken {
 pub struct AgentTokenCreated {
     pub id: i64,
     pub token: String,
+}
+
+/// A user API token as listed (never the token itself: only its hash is stored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserToken {
+    pub id: i64,
+    pub name: Option<String>,
+    /// The e-mail of the user it belongs to.
+    pub user: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// True for the token this request was made with.
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTokenCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Answer to `POST /v1/tokens`: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserTokenCreated {
+    pub id: i64,
+    pub token: String,
+}
+
+/// Query of `GET /v1/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenListQuery {
+    /// Every user's tokens (admins only); default: the caller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
 }

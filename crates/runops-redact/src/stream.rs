@@ -9,13 +9,15 @@
 //! boundaries depend only on the bytes, never on how they were chunked, so one-shot
 //! and streamed redaction agree; a finding that straddles a cap cut of an over-long line
 //! is missed by both alike. Runs of complete lines are scanned together when that gives
-//! the same result (no private-key block involved): far fewer calls per byte.
+//! the same result (the lines before one where a private-key block may begin): far
+//! fewer calls per byte. Input is scanned where it lies: only the held-back tail of the
+//! previous push is copied, with just enough new bytes to decide it.
 
 use memchr::{memchr, memrchr, memrchr3};
 
 use crate::pii::{Hit, PiiScanner, PiiState, write_redacted};
 use crate::secrets::SecretMatcher;
-use crate::{LINE_CAP, Redactor};
+use crate::{LINE_CAP, Redactor, UTF8_MAX_PARTIAL};
 
 /// How far back from the cap a whitespace is looked for, so a cut rarely splits a token.
 pub const CAP_CUT_SEARCH: usize = 1024;
@@ -129,17 +131,39 @@ impl StreamRedactor {
     }
 
     fn lines_stage(&mut self, pii: &PiiScanner, input: &[u8], at_end: bool, out: &mut Vec<u8>) {
-        if self.line_tail.is_empty() {
+        let mut input = input;
+        if !self.line_tail.is_empty() {
+            // Complete the pending line with the start of `input` when it ends there, so
+            // that the rest of `input` is scanned where it lies instead of being copied.
+            let room = LINE_CAP.saturating_sub(self.line_tail.len());
+            let Some(nl) = memchr(b'\n', &input[..input.len().min(room)]) else {
+                let mut buf = std::mem::take(&mut self.line_tail);
+                buf.extend_from_slice(input);
+                let used =
+                    redact_segments(pii, &mut self.pii_state, &mut self.hits, &buf, at_end, out);
+                buf.drain(..used);
+                self.line_tail = buf;
+                return;
+            };
+            let mut line = std::mem::take(&mut self.line_tail);
+            line.extend_from_slice(&input[..=nl]);
+            input = &input[nl + 1..];
             let used =
-                redact_segments(pii, &mut self.pii_state, &mut self.hits, input, at_end, out);
-            self.line_tail.extend_from_slice(&input[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.line_tail);
-            buf.extend_from_slice(input);
-            let used = redact_segments(pii, &mut self.pii_state, &mut self.hits, &buf, at_end, out);
-            buf.drain(..used);
-            self.line_tail = buf;
+                redact_segments(pii, &mut self.pii_state, &mut self.hits, &line, at_end, out);
+            line.drain(..used);
+            self.line_tail = line;
+            if !self.line_tail.is_empty() {
+                // Not reached (a complete line within the cap is one segment); stay exact.
+                self.line_tail.extend_from_slice(input);
+                let buf = std::mem::take(&mut self.line_tail);
+                let used =
+                    redact_segments(pii, &mut self.pii_state, &mut self.hits, &buf, at_end, out);
+                self.line_tail = buf[used..].to_vec();
+                return;
+            }
         }
+        let used = redact_segments(pii, &mut self.pii_state, &mut self.hits, input, at_end, out);
+        self.line_tail.extend_from_slice(&input[used..]);
     }
 }
 
@@ -150,14 +174,33 @@ fn secrets_stage(
     at_end: bool,
     out: &mut Vec<u8>,
 ) {
-    if tail.is_empty() {
-        let used = secrets.redact(input, at_end, out);
-        tail.extend_from_slice(&input[used..]);
-    } else {
-        tail.extend_from_slice(input);
-        let used = secrets.redact(tail, at_end, out);
-        tail.drain(..used);
+    let mut input = input;
+    if !tail.is_empty() {
+        // Decide the held-back tail with just enough of `input` after it (every position
+        // of the tail then has its longest possible match in view), and go on with the
+        // rest of `input` where it lies instead of copying it behind the tail.
+        let enough = secrets.longest() + UTF8_MAX_PARTIAL + 1;
+        if input.len() <= enough || at_end {
+            tail.extend_from_slice(input);
+            let used = secrets.redact(tail, at_end, out);
+            tail.drain(..used);
+            return;
+        }
+        let held = tail.len();
+        tail.extend_from_slice(&input[..enough]);
+        let used = secrets.redact(tail, false, out);
+        if used < held {
+            // Not reached (`enough` makes the whole tail final); stay exact.
+            tail.extend_from_slice(&input[enough..]);
+            let used = secrets.redact(tail, at_end, out);
+            tail.drain(..used);
+            return;
+        }
+        tail.clear();
+        input = &input[used - held..];
     }
+    let used = secrets.redact(input, at_end, out);
+    tail.extend_from_slice(&input[used..]);
 }
 
 /// Redacts every complete segment of `buf` and returns the bytes consumed.
@@ -177,7 +220,7 @@ fn redact_segments(
 /// Splits `buf` into segments, scans them and hands each scanned piece (its offset in
 /// `buf`, its bytes, its hits) to `emit`; returns the bytes consumed. Runs of complete
 /// lines that fit in one segment's cap are scanned together when that cannot change
-/// the result ([`PiiScanner::lines_are_independent`]): far fewer calls per byte.
+/// the result ([`PiiScanner::independent_lines`]): far fewer calls per byte.
 fn for_each_piece(
     pii: &PiiScanner,
     state: &mut PiiState,
@@ -189,12 +232,15 @@ fn for_each_piece(
     let mut pos = 0;
     while pos < buf.len() {
         let rest = &buf[pos..];
-        if let Some(last_nl) = memrchr(b'\n', &rest[..rest.len().min(LINE_CAP)]) {
-            let lines = &rest[..=last_nl];
-            if pii.lines_are_independent(lines, state) {
+        if !state.key_block_open()
+            && let Some(last_nl) = memrchr(b'\n', &rest[..rest.len().min(LINE_CAP)])
+        {
+            let batch = pii.independent_lines(&rest[..=last_nl], state);
+            if batch > 0 {
+                let lines = &rest[..batch];
                 pii.scan_lines(lines, hits);
                 emit(pos, lines, hits);
-                pos += lines.len();
+                pos += batch;
                 continue;
             }
         }

@@ -4,6 +4,8 @@
 //! compared again in constant time. The token's *kind* comes from its database row,
 //! not from its prefix: user tokens reach only the user API, agent tokens only the
 //! agent protocol. Every object a handler touches is then scoped to the token's org.
+//! A bearer shaped like a JWT is an identity-provider token instead: it is verified
+//! against the provider's keys (see [`crate::identity`]) and reaches the user API only.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -17,8 +19,9 @@ use crate::error::{ApiError, LOGIN_HINT};
 use crate::http::AppState;
 use crate::store::AuthToken;
 
-/// Longer "tokens" are rejected before hashing; real ones are under 200 characters.
-const MAX_TOKEN_LEN: usize = 1024;
+/// Longer bearers are rejected before any work: API tokens are under 200 characters,
+/// identity-provider JWTs a few KiB.
+const MAX_TOKEN_LEN: usize = runops_jwt::MAX_TOKEN_LEN;
 
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -39,7 +42,8 @@ pub fn random_id() -> anyhow::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiError> {
+/// The bearer of a request, checked for presence and size only.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -58,6 +62,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiE
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::unauthorized("invalid API token"));
     }
+    Ok(token)
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiError> {
+    let token = bearer(parts)?;
     let hash = hash_token(token);
     let found = state.store.find_token(&hash).await?;
     let Some(found) = found else {
@@ -72,19 +81,37 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiE
     Ok(found)
 }
 
-/// A caller holding a user token.
+/// How a user proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An API token (`rou_...`), by its id.
+    ApiToken { id: i64 },
+    /// An identity-provider JWT (kept for the tasks this request creates; never stored).
+    IdentityToken(String),
+}
+
+/// A user caller: an API token or an identity-provider token.
 pub struct UserAuth {
-    pub token: AuthToken,
+    pub org_id: i64,
     pub user: User,
+    pub via: Credential,
 }
 
 impl UserAuth {
     pub fn org_id(&self) -> i64 {
-        self.token.org_id
+        self.org_id
     }
 
     pub fn is_admin(&self) -> bool {
         self.user.role == "admin"
+    }
+
+    /// The id of the API token used, if one was.
+    pub fn token_id(&self) -> Option<i64> {
+        match self.via {
+            Credential::ApiToken { id } => Some(id),
+            Credential::IdentityToken(_) => None,
+        }
     }
 }
 
@@ -92,6 +119,10 @@ impl FromRequestParts<AppState> for UserAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = bearer(parts)?;
+        if runops_jwt::looks_like_jwt(bearer) {
+            return crate::identity::authenticate_jwt(state, bearer).await;
+        }
         let token = authenticate(parts, state).await?;
         if token.kind != TokenKind::User {
             return Err(ApiError::forbidden(
@@ -103,7 +134,11 @@ impl FromRequestParts<AppState> for UserAuth {
             .user
             .clone()
             .ok_or_else(|| ApiError::unauthorized("this token belongs to no user"))?;
-        Ok(UserAuth { token, user })
+        Ok(UserAuth {
+            org_id: token.org_id,
+            user,
+            via: Credential::ApiToken { id: token.id },
+        })
     }
 }
 
@@ -116,6 +151,12 @@ impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if runops_jwt::looks_like_jwt(bearer(parts)?) {
+            return Err(ApiError::forbidden(
+                "an identity-provider token cannot call the agent protocol; start the agent with an agent token",
+            )
+            .hint("create one with `runops agents create-token` and pass it as TOKEN"));
+        }
         let token = authenticate(parts, state).await?;
         if token.kind != TokenKind::Agent {
             return Err(ApiError::forbidden(

@@ -13,15 +13,18 @@
 //! Files: `http/` (routes, one file per API area), `store/` (trait + SQLite),
 //! `auth.rs` (bearer tokens), `extract.rs` (JSON/query/path extractors with JSON
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
-//! `hub.rs` (wake-ups), `reaper.rs` (leases), and this file (start-up, bootstrap,
-//! shutdown).
+//! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), and this
+//! file (start-up, bootstrap, shutdown).
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod http;
 pub mod hub;
+pub mod identity;
+pub mod metrics;
 pub mod reaper;
+pub mod sealed;
 pub mod store;
 pub mod validate;
 
@@ -78,6 +81,8 @@ pub struct ServerArgs {
     /// Public URL written into agent tokens (default http://<listen>).
     #[arg(long, env = "RUNOPS_PUBLIC_URL")]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub auth: identity::AuthArgs,
 }
 
 impl ServerArgs {
@@ -90,6 +95,7 @@ impl ServerArgs {
             offer_timeout_secs: 30,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             public_url: None,
+            auth: identity::AuthArgs::default(),
         }
     }
 }
@@ -123,8 +129,20 @@ impl Server {
             anyhow::bail!("--offer-timeout-secs must be at least 1");
         }
         create_data_dir(&args.data_dir).await?;
+        let sealer = Arc::new(sealed::ConfigSealer::load(
+            std::env::var(sealed::SECRET_KEY_ENV).ok().as_deref(),
+            &args.data_dir,
+        )?);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir).await?);
         let generated_admin_token = bootstrap(store.as_ref(), admin_token).await?;
+        let default_org_id = match store.first_admin().await? {
+            Some(admin) => store.find_org_id(&admin.org).await?,
+            None => store.find_org_id(DEFAULT_ORG).await?,
+        };
+        let identity =
+            identity::IdentityProvider::from_args(&args.auth, store.as_ref(), default_org_id)
+                .await?
+                .map(Arc::new);
         let resumed = store.extend_live_sessions(now_ms()).await?;
         if resumed > 0 {
             tracing::info!(
@@ -144,6 +162,10 @@ impl Server {
         let state = AppState {
             store,
             hub: Arc::new(Hub::default()),
+            metrics: Arc::new(metrics::Metrics::default()),
+            sealer,
+            identity,
+            jwts: Arc::new(identity::HeldTokens::default()),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),

@@ -238,6 +238,7 @@ pub fn new_target(
         timeout: req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
         created_at: now,
         updated_at: now,
+        config_keys: Vec::new(),
     };
     check_target(&t)?;
     Ok(t)
@@ -291,6 +292,49 @@ pub fn apply_update(
     t.updated_at = now;
     check_target(&t)?;
     Ok(t)
+}
+
+/// Most keys a target's write-only config may have.
+pub const MAX_CONFIG_KEYS: usize = 200;
+/// Largest config value: certificates and keys fit, a file dump does not.
+pub const MAX_CONFIG_VALUE_LEN: usize = 64 * 1024;
+
+/// Checks a write-only config and turns it into strings (numbers and booleans are
+/// written as JSON writes them). Errors name the key, never the value.
+pub fn target_config(
+    config: serde_json::Map<String, serde_json::Value>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    if config.len() > MAX_CONFIG_KEYS {
+        return Err(ApiError::bad_request(format!(
+            "config has {} keys; at most {MAX_CONFIG_KEYS} are allowed",
+            config.len()
+        )));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in config {
+        if key.trim().is_empty() || key.len() > MAX_NAME_LEN || key.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "config key {key:?} is not valid: keys are 1 to {MAX_NAME_LEN} printable characters"
+            )));
+        }
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "config key `{key}` must be a string, number or boolean"
+                )));
+            }
+        };
+        if text.len() > MAX_CONFIG_VALUE_LEN {
+            return Err(ApiError::bad_request(format!(
+                "config key `{key}` has a value longer than {MAX_CONFIG_VALUE_LEN} bytes"
+            )));
+        }
+        out.insert(key, text);
+    }
+    Ok(out)
 }
 
 /// Name, e-mail and role of a new user.

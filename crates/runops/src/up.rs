@@ -84,6 +84,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.join("agent"),
         standby: false,
         kill_grace_secs: 10,
+        health_addr: None,
+        identity: Default::default(),
+        redact_info_types: std::env::var("REDACT_INFO_TYPES").ok(),
     };
     let agent = tokio::spawn(runops_agent::run(
         agent_args,

@@ -10,13 +10,15 @@ use crate::agent::Agent;
 use crate::backoff::Backoff;
 use crate::config::{DISCONNECT_TIMEOUT, FATAL_STOP_WAIT};
 use crate::failure::TaskFailure;
+use crate::health::OTHER_TYPE;
+use crate::logs::spool::TaskResult;
 use crate::logs::stream::{finish_from_memory, report_task};
 use crate::pipeline::{StopHandle, run_task};
 use crate::shutdown::{ABANDON, CANCEL_TASKS, DRAIN, ShutdownSignal};
 use crate::tasks::Slot;
 use runops_client::ClientError;
-use runops_proto::FailureReason;
 use runops_proto::agent::{ConnectResponse, PollRequest, TaskOffer};
+use runops_proto::{FailureReason, TaskStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ pub async fn run_loop(
         return Ok(());
     };
     announce(&agent, &session);
+    agent.health.connected();
     publisher.publish(Some(session.session_id.clone()));
     let mut backoff = Backoff::new();
     loop {
@@ -53,6 +56,9 @@ pub async fn run_loop(
             ));
         }
         let draining = level >= DRAIN;
+        if draining {
+            agent.health.draining();
+        }
         // Register for the wake-ups before reading the state they announce.
         let freed = agent.slots.freed();
         let emptied = agent.active.emptied();
@@ -83,6 +89,7 @@ pub async fn run_loop(
         match answer {
             Ok(resp) => {
                 backoff.reset();
+                agent.health.connected();
                 for task_id in resp.cancel {
                     agent.active.stop(
                         task_id,
@@ -101,6 +108,7 @@ pub async fn run_loop(
                     reconnect(&agent, &publisher, &mut shutdown, "the session expired").await?;
             }
             Err(e) if e.is_transport() || e.status() == Some(429) => {
+                agent.health.unreachable();
                 let delay = backoff.next_delay();
                 tracing::warn!("cannot poll the server, retrying in {delay:.1?}: {e}");
                 tokio::select! {
@@ -112,6 +120,7 @@ pub async fn run_loop(
                 return Err(stop_on_fatal(&agent, fatal(&client, e)).await);
             }
             Err(e) => {
+                agent.health.unreachable();
                 let delay = backoff.next_delay();
                 tracing::warn!("the server refused a poll, retrying in {delay:.1?}: {e}");
                 tokio::time::sleep(delay).await;
@@ -119,6 +128,7 @@ pub async fn run_loop(
         }
     }
     publisher.publish(None);
+    agent.health.disconnected();
     match tokio::time::timeout(
         DISCONNECT_TIMEOUT,
         client.agent_disconnect(&session.session_id),
@@ -137,6 +147,9 @@ pub async fn run_loop(
 }
 
 fn announce(agent: &Agent, session: &ConnectResponse) {
+    if let Some(store) = &agent.ctx.log_store {
+        store.set_org(&session.org);
+    }
     let tags = agent.cfg.tags.as_deref().unwrap_or("(untagged)");
     tracing::info!(
         server = %agent.cfg.server_url,
@@ -157,6 +170,7 @@ async fn reconnect(
     why: &str,
 ) -> anyhow::Result<ConnectResponse> {
     tracing::info!("reconnecting: {why}");
+    agent.health.reconnecting();
     publisher.publish(None);
     let mut s = shutdown.clone();
     let resp = connect(&agent.link.client, &agent.connect_request(), async move {
@@ -166,6 +180,7 @@ async fn reconnect(
     match resp {
         Ok(Some(session)) => {
             announce(agent, &session);
+            agent.health.connected();
             publisher.publish(Some(session.session_id.clone()));
             Ok(session)
         }
@@ -217,6 +232,8 @@ async fn handle_offer(agent: Arc<Agent>, offer: TaskOffer, slot: Slot) {
     }
     let stop = StopHandle::new();
     agent.active.add(task_id, Some(stop.clone()));
+    let running = agent.health.task_started();
+    let started = Instant::now();
     tracing::info!(task_id, r#type = %offer.kind, target = %offer.target, "task started");
     let spool = agent.spool.task(task_id);
     let mut uploader = None;
@@ -229,10 +246,12 @@ async fn handle_offer(agent: Arc<Agent>, offer: TaskOffer, slot: Slot) {
     })
     .await;
     drop(slot);
+    drop(running);
     agent.active.mark_reporting(task_id);
     let r = match &result {
         Ok(r) | Err(r) => r,
     };
+    record_task(&agent, &offer, r, started.elapsed());
     tracing::info!(
         task_id,
         r#type = %offer.kind,
@@ -249,6 +268,22 @@ async fn handle_offer(agent: Arc<Agent>, offer: TaskOffer, slot: Slot) {
         finish_from_memory(&agent.link, task_id, &unspooled).await;
     }
     agent.active.remove(task_id);
+}
+
+/// Counts a task that stopped running into the health metrics, under a bounded type
+/// label and its outcome (`success` or the failure reason).
+fn record_task(agent: &Agent, offer: &TaskOffer, r: &TaskResult, took: Duration) {
+    let kind = if agent.ctx.runners.supported().contains(&offer.kind.as_str()) {
+        offer.kind.as_str()
+    } else {
+        OTHER_TYPE
+    };
+    let outcome = match (r.status, r.failure_reason) {
+        (TaskStatus::Success, _) => "success",
+        (_, Some(reason)) => reason.as_str(),
+        (_, None) => "failure",
+    };
+    agent.health.task_finished(kind, outcome, took);
 }
 
 /// Accepts the offer; false when it must not run (withdrawn, or the server could not be

@@ -89,6 +89,20 @@ impl TaskLog {
         }
     }
 
+    /// Appends an agent note to a finished log (the S3 upload's outcome is known only
+    /// then). `redacted_note` must already have gone through the task's redactor.
+    /// Returns the log's new size.
+    pub async fn append_note_after_finish(&self, redacted_note: &str) -> u64 {
+        let mut inner = self.inner.lock().await;
+        inner.buf.clear();
+        inner
+            .buf
+            .extend_from_slice(format!("runops: {redacted_note}\n").as_bytes());
+        self.flush(&mut inner).await;
+        let _ = inner.file.sync_data().await;
+        inner.written
+    }
+
     /// Tells the uploader that the log is complete and the result stored.
     pub fn mark_done(&self) {
         self.progress.send_modify(|p| p.done = true);

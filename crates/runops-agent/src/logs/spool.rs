@@ -24,6 +24,9 @@ pub struct TaskResult {
     pub redacted: bool,
     pub log_size: u64,
     pub elapsed_ms: u64,
+    /// `s3://bucket/key` when the log was also stored in the user's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_location: Option<String>,
 }
 
 impl TaskResult {
@@ -36,7 +39,7 @@ impl TaskResult {
             failure_message: self.failure_message.clone(),
             redacted: self.redacted,
             log_size: self.log_size,
-            log_location: None,
+            log_location: self.log_location.clone(),
             elapsed_ms: self.elapsed_ms,
         }
     }
@@ -63,6 +66,11 @@ impl Spool {
         let root = data_dir.join("spool");
         create_private_dir(&root)?;
         Ok(Spool { root })
+    }
+
+    /// `<data_dir>/spool`.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn task(&self, task_id: i64) -> TaskSpool {
@@ -124,6 +132,7 @@ impl Spool {
             redacted: false,
             log_size: file.metadata().await?.len(),
             elapsed_ms: 0,
+            log_location: None,
         };
         task.write_result(&result).await?;
         Ok(result)
@@ -258,6 +267,7 @@ mod tests {
             redacted: true,
             log_size,
             elapsed_ms: 12,
+            log_location: None,
         }
     }
 

@@ -4,7 +4,24 @@
 //! [`RunnerRegistry::with_defaults`]; the pipeline only ever sees the trait, so adding an
 //! integration touches this file and its own module, nothing else.
 
+pub mod argv;
+pub mod check;
+pub mod custom_command;
+pub mod ecs;
+pub mod elixir;
+pub mod heroku;
+pub mod k8s;
+pub mod mongodb;
+pub mod mysql;
+pub mod postgres;
+pub mod postgres_tls;
+pub mod rails;
 pub mod script;
+pub mod sql_output;
+pub mod sql_script;
+pub mod sql_server;
+pub mod tool;
+pub mod vault;
 
 use crate::env::ChildEnv;
 use crate::failure::TaskFailure;
@@ -25,6 +42,8 @@ pub struct RunContext<'a> {
     pub kind: &'a str,
     /// The script with its `{{KEY}}` placeholders rendered.
     pub script: &'a str,
+    /// The target's `custom_command` (replaces the type's command), if any.
+    pub custom_command: Option<&'a str>,
     /// The task's secrets (after mapping), for runners that connect natively.
     pub secrets: &'a Secrets,
     /// The complete environment for any child process.
@@ -60,6 +79,9 @@ pub trait Runner: Send + Sync {
     async fn run(&self, ctx: RunContext<'_>) -> Result<RunOutcome, TaskFailure>;
 }
 
+/// The type whose runner runs a target's `custom_command` (whatever the target's type).
+pub const CUSTOM_COMMAND_TYPE: &str = "custom_command";
+
 /// The runners of this agent, by task type.
 #[derive(Clone, Default)]
 pub struct RunnerRegistry {
@@ -71,6 +93,17 @@ impl RunnerRegistry {
     pub fn with_defaults() -> RunnerRegistry {
         let mut reg = RunnerRegistry::default();
         script::register(&mut reg);
+        k8s::register(&mut reg);
+        vault::register(&mut reg);
+        elixir::register(&mut reg);
+        rails::register(&mut reg);
+        ecs::register(&mut reg);
+        heroku::register(&mut reg);
+        postgres::register(&mut reg);
+        mysql::register(&mut reg);
+        mongodb::register(&mut reg);
+        sql_server::register(&mut reg);
+        custom_command::register(&mut reg);
         reg
     }
 
@@ -86,6 +119,19 @@ impl RunnerRegistry {
                 self.supported().join(", ")
             ))
         })
+    }
+
+    /// The runner for a task: the `custom_command` runner when the target has a custom
+    /// command (it replaces the type's command), else the runner of `kind`.
+    pub fn resolve_task(
+        &self,
+        kind: &str,
+        custom_command: Option<&str>,
+    ) -> Result<Arc<dyn Runner>, TaskFailure> {
+        match custom_command {
+            Some(_) => self.resolve(CUSTOM_COMMAND_TYPE),
+            None => self.resolve(kind),
+        }
     }
 
     /// Supported types, sorted.

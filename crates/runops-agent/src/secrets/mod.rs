@@ -5,8 +5,13 @@
 //! [`SecretsProvider`]; [`SecretsRegistry`] finds it by name, so the pipeline never
 //! knows a concrete provider. [`mapping`] applies the target's `secret_mapping`.
 
+pub mod aws;
 pub mod env_var;
+pub mod filesystem;
+pub mod http;
 pub mod mapping;
+pub mod runops;
+pub mod vault;
 
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
@@ -20,7 +25,8 @@ pub type Secrets = BTreeMap<String, String>;
 /// The provider used when a target has a `secret_path` but no `secret_provider`.
 pub const DEFAULT_PROVIDER: &str = "env-var";
 
-/// Providers the product knows but that this agent cannot use yet.
+/// Providers the product knows besides `env-var` (all registered by
+/// [`SecretsRegistry::with_defaults`]; a registry built by hand may lack some).
 const PLANNED_PROVIDERS: &[&str] = &[
     "filesystem",
     "aws",
@@ -37,6 +43,11 @@ pub trait SecretsProvider: Send + Sync {
 
     /// Fetches the secrets at `offer.secret_path` (or wherever the offer says).
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure>;
+
+    /// Called once the task of a successful [`SecretsProvider::fetch`] (or a failed
+    /// one) has ended, to give back what the fetch took (a Vault lease). Never fails the
+    /// task: problems are logged.
+    async fn release(&self, _offer: &TaskOffer) {}
 }
 
 /// The providers of this agent, by name.
@@ -50,6 +61,16 @@ impl SecretsRegistry {
     pub fn with_defaults() -> SecretsRegistry {
         let mut reg = SecretsRegistry::default();
         reg.register(Arc::new(env_var::EnvVarProvider::from_process_env()));
+        reg.register(Arc::new(filesystem::FilesystemProvider::from_process_env()));
+        reg.register(Arc::new(aws::AwsSecretsManager::new(
+            crate::aws::AwsEnv::from_process_env(),
+        )));
+        let vault = Arc::new(vault::VaultClient::new(
+            vault::VaultSettings::from_process_env(),
+        ));
+        reg.register(Arc::new(vault::VaultKvProvider::new(vault.clone())));
+        reg.register(Arc::new(vault::VaultDbProvider::new(vault)));
+        reg.register(Arc::new(runops::RunopsProvider));
         reg
     }
 
@@ -87,6 +108,18 @@ impl SecretsRegistry {
             }
         })?;
         provider.fetch(offer).await
+    }
+
+    /// Lets the task's provider give back what its fetch took (see
+    /// [`SecretsProvider::release`]).
+    pub async fn release(&self, offer: &TaskOffer) {
+        let name = match offer.secret_provider.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => p,
+            _ => DEFAULT_PROVIDER,
+        };
+        if let Some(p) = self.providers.get(name) {
+            p.release(offer).await;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Credentials that have a recognizable shape: private-key blocks, JSON web tokens and
 //! AWS access and secret keys.
 
+use super::blocks::{BLOCK, Block};
 use super::class::byte;
 use super::{Hit, InfoType, Literal};
 
@@ -124,58 +125,81 @@ pub(super) fn aws_access_keys(text: &[u8], base: usize, hits: &mut Vec<Hit>) {
 /// Length of an AWS secret access key.
 const AWS_SECRET_LEN: usize = 40;
 
-fn base64_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
-}
-
 /// A 40-character base64 word with upper- and lower-case letters and a digit or `+`/`/`,
-/// on a line that mentions `aws` or `secret` (`context`, case-insensitive). Hex digests
-/// (git SHA-1s are 40 characters too) have a single letter case and never match. Only
-/// the lines where `context` matches are read.
-pub(super) fn aws_secret_keys(
-    text: &[u8],
-    base: usize,
-    hits: &mut Vec<Hit>,
-    context: &aho_corasick::AhoCorasick,
-) {
-    let mut scanned_to = 0;
-    for m in context.find_iter(text) {
-        if m.start() < scanned_to {
-            continue;
+/// on a line that mentions `aws` or `secret` (any case). Hex digests (git SHA-1s are 40
+/// characters too) have a single letter case and never match. Fed the text's blocks in
+/// order, it finds the words from the base64 masks (runs of exactly 40) and reads the
+/// line of a candidate only, once per line.
+#[derive(Default)]
+pub(super) struct AwsSecretScan {
+    /// Whether the last byte of the previous block is a base64 character.
+    prev_base64: u64,
+    /// The line of the last candidate, `(start, end, mentions the context)`.
+    line: Option<(usize, usize, bool)>,
+}
+
+impl AwsSecretScan {
+    pub(super) fn block(&mut self, text: &[u8], block: &Block, base: usize, hits: &mut Vec<Hit>) {
+        let here = block.masks.base64;
+        let run_starts = here & !((here << 1) | self.prev_base64);
+        self.prev_base64 = here >> (BLOCK - 1);
+        if run_starts == 0 {
+            return;
         }
-        let line_start = memchr::memrchr(b'\n', &text[..m.start()]).map_or(0, |p| p + 1);
-        let line_end = memchr::memchr(b'\n', &text[m.end()..]).map_or(text.len(), |p| m.end() + p);
-        aws_secret_keys_in_line(&text[line_start..line_end], base + line_start, hits);
-        scanned_to = line_end;
+        // Bit i of `long` is set when the 40 bytes from i are all base64; the next
+        // block's mask supplies the bytes past this one.
+        let both = u128::from(here) | (u128::from(block.next.base64) << BLOCK);
+        let r2 = both & (both >> 1);
+        let r4 = r2 & (r2 >> 2);
+        let r8 = r4 & (r4 >> 4);
+        let r16 = r8 & (r8 >> 8);
+        let r32 = r16 & (r16 >> 16);
+        let long = r32 & (r8 >> 32);
+        // Only runs of exactly 40: the byte after them is not base64.
+        let exact = (long & !(both >> AWS_SECRET_LEN)) as u64;
+        let mut words = run_starts & exact;
+        while words != 0 {
+            let start = block.at + words.trailing_zeros() as usize;
+            words &= words - 1;
+            let end = start + AWS_SECRET_LEN;
+            let Some(word) = text.get(start..end) else {
+                continue;
+            };
+            let upper = word.iter().any(u8::is_ascii_uppercase);
+            let lower = word.iter().any(u8::is_ascii_lowercase);
+            let other = word.iter().any(|b| !b.is_ascii_alphabetic());
+            if upper && lower && other && self.line_mentions_context(text, start) {
+                hits.push(Hit::new(base + start, base + end, InfoType::AwsSecretKey));
+            }
+        }
+    }
+
+    /// Whether the line around `at` mentions `aws` or `secret` (remembered per line).
+    fn line_mentions_context(&mut self, text: &[u8], at: usize) -> bool {
+        if let Some((start, end, mentions)) = self.line
+            && (start..end).contains(&at)
+        {
+            return mentions;
+        }
+        let start = memchr::memrchr(b'\n', &text[..at]).map_or(0, |p| p + 1);
+        let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |p| at + p);
+        let line = &text[start..end];
+        let mentions =
+            contains_ignoring_case(line, b"aws") || contains_ignoring_case(line, b"secret");
+        self.line = Some((start, end, mentions));
+        mentions
     }
 }
 
-fn aws_secret_keys_in_line(line: &[u8], base: usize, hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i < line.len() {
-        if !base64_char(line[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < line.len() && base64_char(line[i]) {
-            i += 1;
-        }
-        if i - start != AWS_SECRET_LEN {
-            continue;
-        }
-        let word = &line[start..i];
-        let upper = word.iter().any(u8::is_ascii_uppercase);
-        let lower = word.iter().any(u8::is_ascii_lowercase);
-        let other = word.iter().any(|b| !b.is_ascii_alphabetic());
-        if upper && lower && other {
-            hits.push(Hit::new(base + start, base + i, InfoType::AwsSecretKey));
-        }
-    }
+/// Whether `hay` contains `needle` (lower-case ASCII) in any letter case.
+fn contains_ignoring_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::blocks::blocks;
     use super::*;
 
     fn found(detect: fn(&[u8], usize, &mut Vec<Hit>), text: &str) -> Vec<String> {
@@ -222,12 +246,11 @@ mod tests {
     }
 
     fn aws_secret_keys_in(text: &str) -> Vec<String> {
-        let context = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(["aws", "secret"])
-            .expect("context");
         let mut hits = Vec::new();
-        aws_secret_keys(text.as_bytes(), 0, &mut hits, &context);
+        let mut scan = AwsSecretScan::default();
+        for block in blocks(text.as_bytes()) {
+            scan.block(text.as_bytes(), &block, 0, &mut hits);
+        }
         hits.iter()
             .map(|h| text[h.start..h.end].to_string())
             .collect()
@@ -252,5 +275,17 @@ mod tests {
             aws_secret_keys_in("x\nSecret: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY aws\ny"),
             ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]
         );
+        assert!(aws_secret_keys_in("AWS wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYZ").is_empty());
+    }
+
+    #[test]
+    fn aws_secret_keys_are_found_wherever_they_sit_in_the_blocks() {
+        let key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        for pad in 0..140 {
+            let text = format!("{} aWs {key} {}", "-".repeat(pad), ".".repeat(pad % 7));
+            assert_eq!(aws_secret_keys_in(&text), [key], "pad {pad}");
+            let glued = format!("{}aws={key}9", "-".repeat(pad));
+            assert!(aws_secret_keys_in(&glued).is_empty(), "pad {pad}");
+        }
     }
 }

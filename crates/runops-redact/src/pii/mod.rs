@@ -2,13 +2,18 @@
 //! card numbers and the like in one line (segment) of output, with validation (Luhn,
 //! mod-97, number ranges) so that ordinary numbers stay.
 //!
-//! Every detector is gated by a cheap test (a byte or a short literal found with
-//! `memchr`, or a character class at the start of a word), and all of them write
-//! [`Hit`]s into one list. Overlapping hits are resolved by [`InfoType`] priority, then
-//! leftmost, then longest; the winners are replaced with `[INFO_TYPE]`.
+//! Every detector is gated by a cheap test, and all of them write [`Hit`]s into one list.
+//! The gates: a byte or a short literal found with `memchr`/`memmem` (`@`, `://`, `eyJ`,
+//! `AKIA`, `-----BEGIN `), or one shared pass over the text classified 64 bytes at a
+//! time into bit masks (`blocks`) that yields word starts that can open a number, runs
+//! of exactly 40 base64 characters, and chains of colons that can spell an IPv6
+//! address; only those positions are looked at. Overlapping hits are resolved by
+//! [`InfoType`] priority, then leftmost, then longest; the winners are replaced with
+//! `[INFO_TYPE]`.
 //!
 //! The only state kept between segments is whether a private-key block is open.
 
+mod blocks;
 mod credentials;
 mod network;
 mod numbers;
@@ -197,11 +202,17 @@ pub(crate) struct PiiState {
     open_private_key: Option<usize>,
 }
 
+impl PiiState {
+    /// A private-key block began in an earlier segment and has not ended yet.
+    pub(crate) fn key_block_open(&self) -> bool {
+        self.open_private_key.is_some()
+    }
+}
+
 /// The enabled detectors.
 #[derive(Debug, Clone)]
 pub(crate) struct PiiScanner {
     enabled: u16,
-    aws_context: aho_corasick::AhoCorasick,
 }
 
 impl PiiScanner {
@@ -211,14 +222,7 @@ impl PiiScanner {
         if enabled == 0 {
             return None;
         }
-        let aws_context = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(["aws", "secret"])
-            .ok()?;
-        Some(PiiScanner {
-            enabled,
-            aws_context,
-        })
+        Some(PiiScanner { enabled })
     }
 
     pub(crate) fn info_types(&self) -> Vec<InfoType> {
@@ -270,15 +274,24 @@ impl PiiScanner {
         }
     }
 
-    /// True when `lines` (complete lines) can be scanned in one go: no private-key block
-    /// is open or starts in them, and every other detector stays within a line.
-    pub(crate) fn lines_are_independent(&self, lines: &[u8], state: &PiiState) -> bool {
-        state.open_private_key.is_none()
-            && (!self.on(InfoType::PrivateKey) || credentials::BEGIN.find(lines).is_none())
+    /// How many bytes of `lines` (complete lines) from its start can be scanned in one
+    /// go: the lines before the first one where a private-key block may begin (every
+    /// other detector stays within a line), none while a block is open.
+    pub(crate) fn independent_lines(&self, lines: &[u8], state: &PiiState) -> usize {
+        if state.open_private_key.is_some() {
+            return 0;
+        }
+        if !self.on(InfoType::PrivateKey) {
+            return lines.len();
+        }
+        match credentials::BEGIN.find(lines) {
+            None => lines.len(),
+            Some(at) => memchr::memrchr(b'\n', &lines[..at]).map_or(0, |nl| nl + 1),
+        }
     }
 
     /// [`PiiScanner::scan_segment`] for many complete lines at once, when
-    /// [`PiiScanner::lines_are_independent`] says it gives the same result.
+    /// [`PiiScanner::independent_lines`] says it gives the same result.
     pub(crate) fn scan_lines(&self, lines: &[u8], hits: &mut Vec<Hit>) {
         hits.clear();
         self.detect_line_local(lines, 0, hits);
@@ -296,19 +309,35 @@ impl PiiScanner {
         if self.on(InfoType::AwsAccessKey) {
             credentials::aws_access_keys(text, base, hits);
         }
-        if self.on(InfoType::AwsSecretKey) {
-            credentials::aws_secret_keys(text, base, hits, &self.aws_context);
-        }
         if self.on(InfoType::PasswordInUrl) {
             network::passwords_in_urls(text, base, hits);
         }
         if self.on(InfoType::EmailAddress) {
             network::email_addresses(text, base, hits);
         }
-        if self.on(InfoType::IpAddress) {
-            network::ipv6_addresses(text, base, hits);
+        // The detectors that start at word starts, base64 runs or colons share one walk
+        // over the classified blocks.
+        let mut numbers = numbers::NumberScan::new(self);
+        let mut aws_secrets = self
+            .on(InfoType::AwsSecretKey)
+            .then(credentials::AwsSecretScan::default);
+        let mut ipv6 = self
+            .on(InfoType::IpAddress)
+            .then(network::Ipv6Scan::default);
+        if numbers.is_none() && aws_secrets.is_none() && ipv6.is_none() {
+            return;
         }
-        numbers::scan(self, text, base, hits);
+        for block in blocks::blocks(text) {
+            if let Some(n) = &mut numbers {
+                n.block(text, &block, base, hits);
+            }
+            if let Some(a) = &mut aws_secrets {
+                a.block(text, &block, base, hits);
+            }
+            if let Some(v) = &mut ipv6 {
+                v.block(text, &block, base, hits);
+            }
+        }
     }
 }
 

@@ -1,146 +1,162 @@
 //! Numbers that identify people or accounts: phone numbers, card numbers, US social
 //! security numbers, IBANs and IPv4 addresses.
 //!
-//! One pass looks only at word starts that can open one of them (a digit, `+`, `(`, an
-//! upper-case letter); the shape of the digit run there (its length and the byte after
+//! One pass over the text's classified blocks looks only at word starts that can open
+//! one of them (a digit, `+`, `(`, an upper-case letter); the shape of the digit run there (its length and the byte after
 //! it) decides which validators to try. Each validator checks the layout, the number
 //! ranges or checksum, and that the candidate is not glued to a longer word or number.
 
+use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
 use super::{Hit, InfoType, PiiScanner};
 
-/// Byte classes: can open a finding of this family (a digit, an upper-case letter, `+`,
-/// `(`), and is a word character (letter, digit, `_`).
-const OPENS: u8 = 1;
-const WORD: u8 = 2;
+/// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
+/// the word starts that can open a finding (a digit, `+`, `(`, an upper-case letter).
+pub(super) struct NumberScan {
+    phone: bool,
+    card: bool,
+    ssn: bool,
+    iban: bool,
+    ip: bool,
+    /// Word starts before this are inside an earlier finding.
+    skip_to: usize,
+    /// Whether the last byte of the previous block is a word character.
+    prev_word: u64,
+}
 
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_digit() || c.is_ascii_uppercase() || c == b'+' || c == b'(' {
-            t[b] |= OPENS;
-        }
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            t[b] |= WORD;
-        }
-        b += 1;
+impl NumberScan {
+    /// `None` when no number detector is enabled.
+    pub(super) fn new(scanner: &PiiScanner) -> Option<NumberScan> {
+        let scan = NumberScan {
+            phone: scanner.on(InfoType::PhoneNumber),
+            card: scanner.on(InfoType::CreditCardNumber),
+            ssn: scanner.on(InfoType::UsSocialSecurityNumber),
+            iban: scanner.on(InfoType::IbanCode),
+            ip: scanner.on(InfoType::IpAddress),
+            skip_to: 0,
+            prev_word: 0,
+        };
+        (scan.phone || scan.card || scan.ssn || scan.iban || scan.ip).then_some(scan)
     }
-    t
-};
 
-/// Bytes classified per step: one bit each in a `u64` mask.
-const BLOCK: usize = 64;
-
-pub(super) fn scan(scanner: &PiiScanner, text: &[u8], base: usize, hits: &mut Vec<Hit>) {
-    let phone = scanner.on(InfoType::PhoneNumber);
-    let card = scanner.on(InfoType::CreditCardNumber);
-    let ssn = scanner.on(InfoType::UsSocialSecurityNumber);
-    let iban = scanner.on(InfoType::IbanCode);
-    let ip = scanner.on(InfoType::IpAddress);
-    if !(phone || card || ssn || iban || ip) {
-        return;
-    }
-    // Word starts that can open a finding are found 64 bytes at a time without
-    // branching on the text; only they are looked at.
-    let mut skip_to = 0;
-    let mut prev_word = 0u64;
-    for (block, chunk) in text.chunks(BLOCK).enumerate() {
-        let mut opens = 0u64;
-        let mut word = 0u64;
-        for (k, &b) in chunk.iter().enumerate() {
-            let c = CLASS[b as usize];
-            opens |= u64::from(c & OPENS) << k;
-            word |= u64::from((c & WORD) >> 1) << k;
-        }
-        let mut starts = opens & !((word << 1) | prev_word);
-        prev_word = word >> (BLOCK - 1);
+    /// Looks at the word starts of `block` (the next block of `text`).
+    pub(super) fn block(&mut self, text: &[u8], block: &Block, base: usize, hits: &mut Vec<Hit>) {
+        let Masks { opens, word, .. } = block.masks;
+        let mut starts = opens & !((word << 1) | self.prev_word);
+        self.prev_word = word >> (BLOCK - 1);
+        // Digit runs are measured on the masks, into the next block if need be.
+        let digits = u128::from(block.masks.digit) | (u128::from(block.next.digit) << BLOCK);
         while starts != 0 {
-            let i = block * BLOCK + starts.trailing_zeros() as usize;
+            let bit = starts.trailing_zeros() as usize;
+            let i = block.at + bit;
             starts &= starts - 1;
-            if i < skip_to {
+            if i < self.skip_to {
                 continue;
             }
             let found = match text[i] {
-                b'0'..=b'9' => digit_run_at(text, i, phone, card, ssn, ip),
-                b'+' if phone => phone_international(text, i).map(|e| (e, InfoType::PhoneNumber)),
-                b'(' if phone => {
+                b'0'..=b'9' => {
+                    let run = (!(digits >> bit)).trailing_zeros() as usize;
+                    // A run that reaches the end of the next block is counted in the text.
+                    let len = if run >= 2 * BLOCK - bit {
+                        digits_at(text, i)
+                    } else {
+                        run
+                    };
+                    self.digit_run_at(text, i, len)
+                }
+                b'+' if self.phone => {
+                    phone_international(text, i).map(|e| (e, InfoType::PhoneNumber))
+                }
+                b'(' if self.phone => {
                     phone_nanp_parenthesized(text, i).map(|e| (e, InfoType::PhoneNumber))
                 }
-                b'A'..=b'Z' if iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),
+                b'A'..=b'Z' if self.iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),
                 _ => None,
             };
             if let Some((end, info_type)) = found {
                 hits.push(Hit::new(base + i, base + end, info_type));
-                skip_to = end;
+                self.skip_to = end;
             }
         }
     }
 }
 
-/// Dispatches on the digit run at `i` (a word start).
-fn digit_run_at(
-    text: &[u8],
-    i: usize,
-    phone: bool,
-    card: bool,
-    ssn: bool,
-    ip: bool,
-) -> Option<(usize, InfoType)> {
-    // `2024-03-01-415...`, `1.2.3.4.5`: the middle of a longer dotted or dashed number.
-    if i >= 2 && matches!(text[i - 1], b'.' | b'-') && text[i - 2].is_ascii_digit() {
-        return None;
-    }
-    let len = digits_at(text, i);
-    let next = byte(text, i + len);
-    if card && (13..=19).contains(&len) && !is_word(next) && !continues_number(text, i + len) {
-        if card_number_valid(&text[i..i + len]) {
-            return Some((i + len, InfoType::CreditCardNumber));
-        }
-        return None;
-    }
-    if card
-        && len == 4
-        && matches!(next, b' ' | b'-')
-        && let Some(end) = card_grouped(text, i)
-    {
-        return Some((end, InfoType::CreditCardNumber));
-    }
-    if len == 3 && matches!(next, b'-' | b' ') {
-        if ssn && let Some(end) = us_social_security_number(text, i) {
-            return Some((end, InfoType::UsSocialSecurityNumber));
-        }
-        if phone && let Some(end) = phone_nanp(text, i) {
-            return Some((end, InfoType::PhoneNumber));
-        }
-    }
-    if len <= 3 && next == b'.' {
-        if ip && let Some(end) = ipv4_address(text, i) {
-            return Some((end, InfoType::IpAddress));
-        }
-        if phone
-            && len == 3
-            && let Some(end) = phone_nanp(text, i)
-        {
-            return Some((end, InfoType::PhoneNumber));
-        }
-    }
-    // `1-415-555-0132`, `1 (415) 555-0132`: the NANP country code before the number.
-    if phone && len == 1 && text[i] == b'1' && matches!(next, b' ' | b'-' | b'.') {
-        let after = i + 2;
-        let end = if byte(text, after) == b'(' {
-            phone_nanp_parenthesized(text, after)
-        } else if digits_at(text, after) == 3 {
-            phone_nanp(text, after)
-        } else {
-            None
+impl NumberScan {
+    /// Dispatches on the digit run of `len` digits at `i` (a word start).
+    fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
+        let NumberScan {
+            phone,
+            card,
+            ssn,
+            ip,
+            ..
+        } = *self;
+        let next = byte(text, i + len);
+        // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
+        // `1.5s`, `10234`) are rejected here without reading further.
+        let opens = match len {
+            1 => next == b'.' || (text[i] == b'1' && matches!(next, b' ' | b'-')),
+            2 => next == b'.',
+            3 => matches!(next, b'.' | b'-' | b' '),
+            4 => matches!(next, b' ' | b'-'),
+            13..=19 => true,
+            _ => false,
         };
-        if let Some(end) = end {
-            return Some((end, InfoType::PhoneNumber));
+        if !opens {
+            return None;
         }
+        // `2024-03-01-415...`, `1.2.3.4.5`: the middle of a longer dotted or dashed number.
+        if i >= 2 && matches!(text[i - 1], b'.' | b'-') && text[i - 2].is_ascii_digit() {
+            return None;
+        }
+        if card && (13..=19).contains(&len) && !is_word(next) && !continues_number(text, i + len) {
+            if card_number_valid(&text[i..i + len]) {
+                return Some((i + len, InfoType::CreditCardNumber));
+            }
+            return None;
+        }
+        if card
+            && len == 4
+            && matches!(next, b' ' | b'-')
+            && let Some(end) = card_grouped(text, i)
+        {
+            return Some((end, InfoType::CreditCardNumber));
+        }
+        if len == 3 && matches!(next, b'-' | b' ') {
+            if ssn && let Some(end) = us_social_security_number(text, i) {
+                return Some((end, InfoType::UsSocialSecurityNumber));
+            }
+            if phone && let Some(end) = phone_nanp(text, i) {
+                return Some((end, InfoType::PhoneNumber));
+            }
+        }
+        if len <= 3 && next == b'.' {
+            if ip && let Some(end) = ipv4_address(text, i) {
+                return Some((end, InfoType::IpAddress));
+            }
+            if phone
+                && len == 3
+                && let Some(end) = phone_nanp(text, i)
+            {
+                return Some((end, InfoType::PhoneNumber));
+            }
+        }
+        // `1-415-555-0132`, `1 (415) 555-0132`: the NANP country code before the number.
+        if phone && len == 1 && text[i] == b'1' && matches!(next, b' ' | b'-' | b'.') {
+            let after = i + 2;
+            let end = if byte(text, after) == b'(' {
+                phone_nanp_parenthesized(text, after)
+            } else if digits_at(text, after) == 3 {
+                phone_nanp(text, after)
+            } else {
+                None
+            };
+            if let Some(end) = end {
+                return Some((end, InfoType::PhoneNumber));
+            }
+        }
+        None
     }
-    None
 }
 
 /// True when `end` is followed by `.5`/`-5`: the number goes on.
@@ -273,6 +289,10 @@ fn phone_international(text: &[u8], i: usize) -> Option<usize> {
 /// separator throughout, in a layout card numbers are printed in.
 fn card_grouped(text: &[u8], i: usize) -> Option<usize> {
     const LAYOUTS: [&[usize]; 4] = [&[4, 4, 4, 4, 3], &[4, 4, 4, 4], &[4, 6, 5], &[4, 6, 4]];
+    // Every layout's second group has 4 or 6 digits (dates like `2024-03-01` stop here).
+    if !matches!(digits_at(text, i + 5), 4 | 6) {
+        return None;
+    }
     let sep = byte(text, i + 4);
     let mut groups = [0usize; 5];
     let mut count = 0;
@@ -377,16 +397,8 @@ fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
             }
             at += 1;
         }
-        let d = digits_at(text, at);
-        if d == 0 || d > 3 || (d > 1 && text[at] == b'0') {
-            return None;
-        }
-        *octet = text[at..at + d]
-            .iter()
-            .fold(0, |acc, b| acc * 10 + u32::from(b - b'0'));
-        if *octet > 255 {
-            return None;
-        }
+        let (value, d) = octet_at(text, at)?;
+        *octet = value;
         at += d;
     }
     if !ends_cleanly(text, at) {
@@ -394,6 +406,23 @@ fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
     }
     let identifies_no_one = matches!(octets[0], 0 | 127 | 255);
     (!identifies_no_one).then_some(at)
+}
+
+/// The octet at `at`: 1-3 digits, no leading zero, at most 255; its value and length.
+fn octet_at(text: &[u8], at: usize) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    let mut d = 0;
+    // A fourth digit means too long: no need to count the rest of the run.
+    while d < 4 {
+        let b = byte(text, at + d);
+        if !b.is_ascii_digit() {
+            break;
+        }
+        value = value * 10 + u32::from(b - b'0');
+        d += 1;
+    }
+    let valid = (1..=3).contains(&d) && (d == 1 || text[at] != b'0') && value <= 255;
+    valid.then_some((value, d))
 }
 
 /// IBAN length by country (ISO 13616 registry).
@@ -457,12 +486,16 @@ fn iban_code(text: &[u8], i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::blocks::blocks;
     use super::*;
 
     fn found(text: &str) -> Vec<(String, InfoType)> {
         let scanner = PiiScanner::new(&InfoType::ALL).expect("scanner");
         let mut hits = Vec::new();
-        scan(&scanner, text.as_bytes(), 0, &mut hits);
+        let mut scan = NumberScan::new(&scanner).expect("number detectors");
+        for block in blocks(text.as_bytes()) {
+            scan.block(text.as_bytes(), &block, 0, &mut hits);
+        }
         hits.iter()
             .map(|h| (text[h.start..h.end].to_string(), h.info_type))
             .collect()

@@ -4,12 +4,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use runops_proto::TaskStatus;
 use runops_proto::agent::{
     ConnectRequest, ConnectResponse, DisconnectRequest, FinishRequest, FinishResponse, LogAck,
     LogChunkQuery, PollRequest, PollResponse, StartRequest, StartResponse,
 };
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
+use runops_proto::{FailureReason, TaskStatus};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -71,6 +71,8 @@ pub async fn end_session(st: &AppState, id: &str, how: &SessionEnd) -> Result<()
         "agent session ended"
     );
     for task in &ended.failed {
+        st.metrics
+            .task_finished(TaskStatus::Failure, Some(FailureReason::AgentLost));
         tracing::info!(
             task,
             status = "failure",
@@ -270,10 +272,12 @@ pub async fn poll(
             .await?;
         let new_cancels = st.hub.take_new_cancels(&session.id, &cancel);
         let now = now_ms();
-        let offers = st
+        let mut offers = st
             .store
             .claim_tasks(&session, free, now, now.saturating_add(offer_ms))
             .await?;
+        attach_configs(&st, session.org_id, &mut offers).await?;
+        crate::identity::attach_tokens(&st, session.org_id, &mut offers).await?;
         for o in &offers {
             tracing::info!(task = o.task_id, status = "dispatched", hostname = %session.hostname, "task state changed");
         }
@@ -302,12 +306,21 @@ pub async fn start(
 ) -> ApiResult<Json<StartResponse>> {
     let id = parse_task_id(&raw)?;
     let session = live_session(&st, &auth, &req.session_id).await?;
+    let now = now_ms();
     match st
         .store
-        .start_task(session.org_id, id, &session.id, now_ms())
+        .start_task(session.org_id, id, &session.id, now)
         .await?
     {
         StartOutcome::Started(rec) => {
+            // Running now: the creator's token went out with the offer; drop our copy.
+            st.jwts.release(id);
+            // A resent start answers `Started` again with the first start's time.
+            if let Some(started) = rec.task.started_at
+                && started.timestamp_millis() == now
+            {
+                st.metrics.task_started(rec.task.created_at, started);
+            }
             tracing::info!(task = id, status = "running", hostname = %session.hostname, "task state changed");
             st.hub.wake_log(id);
             Ok(Json(StartResponse {
@@ -351,6 +364,7 @@ pub async fn upload_log(
         .await?;
     match outcome {
         AppendOutcome::Stored(stored) => {
+            st.metrics.log_bytes_received(bytes.len() as u64);
             st.hub.wake_log(id);
             Ok(Json(LogAck { stored }))
         }
@@ -407,6 +421,8 @@ pub async fn finish(
         .await?
     {
         FinishOutcome::Finished(rec) => {
+            st.metrics
+                .task_finished(rec.task.status, rec.task.failure_reason);
             tracing::info!(
                 task = id,
                 status = %rec.task.status,
@@ -465,4 +481,25 @@ pub async fn disconnect(
             req.session_id
         ))),
     }
+}
+
+/// Puts each offered task's target config (opened from its sealed form) into the offer:
+/// the only way a config leaves the server. A config that cannot be opened is left out
+/// (the task then fails on the agent, naming the missing config) and logged without
+/// its values.
+async fn attach_configs(
+    st: &AppState,
+    org_id: i64,
+    offers: &mut [runops_proto::agent::TaskOffer],
+) -> ApiResult<()> {
+    for offer in offers.iter_mut() {
+        let Some(sealed) = st.store.target_config(org_id, &offer.target).await? else {
+            continue;
+        };
+        match st.sealer.open(org_id, &offer.target, &sealed) {
+            Ok(config) => offer.config = Some(config),
+            Err(e) => tracing::error!(task = offer.task_id, target = %offer.target, "{e}"),
+        }
+    }
+    Ok(())
 }

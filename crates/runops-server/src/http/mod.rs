@@ -48,12 +48,21 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub settings: Arc<Settings>,
+    /// Counters behind `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Seals and opens the targets' write-only config.
+    pub sealer: Arc<crate::sealed::ConfigSealer>,
+    /// Identity-provider login (`--auth-jwk-url`), when configured.
+    pub identity: Option<Arc<crate::identity::IdentityProvider>>,
+    /// Creator JWTs of tasks not started yet (memory only).
+    pub jwts: Arc<crate::identity::HeldTokens>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/me", get(org::me))
         .route("/v1/targets", get(targets::list).post(targets::create))
         .route(
@@ -72,6 +81,8 @@ pub fn router(state: AppState) -> Router {
             get(org::list_agent_tokens).post(org::create_agent_token),
         )
         .route("/v1/agent-tokens/{id}", delete(org::revoke_agent_token))
+        .route("/v1/tokens", get(org::list_tokens).post(org::create_token))
+        .route("/v1/tokens/{id}", delete(org::revoke_token))
         .route("/v1/users", get(org::list_users).post(org::create_user))
         .route("/v1/agent/connect", post(agent::connect))
         .route("/v1/agent/poll", post(agent::poll))
@@ -85,6 +96,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        // Outermost, applied per route: sees the matched route template and every answer.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track_http,
+        ))
         .with_state(state)
 }
 

@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{
-    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, User, UserCreate, UserCreated,
+    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, TokenListQuery, User, UserCreate,
+    UserCreated, UserToken, UserTokenCreate, UserTokenCreated,
 };
 use runops_proto::token::{TokenKind, format_agent_token, format_user_token};
 
@@ -12,7 +13,7 @@ use super::AppState;
 use super::agent::end_session;
 use crate::auth::{UserAuth, hash_token, random_secret};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::store::{NewUser, SessionEnd};
 use crate::{now_ms, validate};
 
@@ -138,4 +139,96 @@ pub async fn list_agents(
     auth: UserAuth,
 ) -> ApiResult<Json<Vec<Agent>>> {
     Ok(Json(st.store.list_live_agents(auth.org_id()).await?))
+}
+
+/// `GET /v1/tokens`: the caller's API tokens; `?all=true`: every user's (admins).
+pub async fn list_tokens(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiQuery(q): ApiQuery<TokenListQuery>,
+) -> ApiResult<Json<Vec<UserToken>>> {
+    let all = q.all.unwrap_or(false);
+    if all && !auth.is_admin() {
+        return Err(
+            ApiError::forbidden("only admins can list other users' tokens")
+                .hint("run `runops tokens list` without --all to see your own"),
+        );
+    }
+    let owner = (!all).then_some(auth.user.id);
+    let mut tokens = st.store.list_user_tokens(auth.org_id(), owner).await?;
+    let current = auth.token_id();
+    for t in &mut tokens {
+        t.current = Some(t.id) == current;
+    }
+    Ok(Json(tokens))
+}
+
+/// `POST /v1/tokens`: another API token for the caller, shown once.
+pub async fn create_token(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiJson(req): ApiJson<UserTokenCreate>,
+) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
+    let name = req
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.len() > MAX_TOKEN_NAME_LEN) {
+        return Err(ApiError::bad_request(format!(
+            "token name is longer than {MAX_TOKEN_NAME_LEN} bytes"
+        )));
+    }
+    let token = format_user_token(&random_secret().map_err(internal)?);
+    let id = st
+        .store
+        .create_token(
+            auth.org_id(),
+            TokenKind::User,
+            Some(auth.user.id),
+            name.as_deref(),
+            &hash_token(&token),
+            now_ms(),
+        )
+        .await?;
+    tracing::info!(token_id = id, by = %auth.user.email, "API token created");
+    Ok((StatusCode::CREATED, Json(UserTokenCreated { id, token })))
+}
+
+/// `DELETE /v1/tokens/{id}`: revokes one of the caller's API tokens; admins may revoke
+/// anyone's in their org.
+pub async fn revoke_token(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let not_found = || {
+        ApiError::not_found(format!("API token {raw} not found")).hint(
+            "run `runops tokens list` to see the ids (agent tokens: `runops agents revoke-token`)",
+        )
+    };
+    let id: i64 = raw.parse().map_err(|_| not_found())?;
+    let owner = (!auth.is_admin()).then_some(auth.user.id);
+    if !st
+        .store
+        .revoke_user_token(auth.org_id(), id, owner, now_ms())
+        .await?
+    {
+        // A non-admin naming another user's token: say so instead of "not found".
+        if owner.is_some()
+            && st
+                .store
+                .list_user_tokens(auth.org_id(), None)
+                .await?
+                .iter()
+                .any(|t| t.id == id)
+        {
+            return Err(
+                ApiError::forbidden("only admins can revoke other users' tokens")
+                    .hint("ask an admin of your organisation"),
+            );
+        }
+        return Err(not_found());
+    }
+    tracing::info!(token_id = id, by = %auth.user.email, "API token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

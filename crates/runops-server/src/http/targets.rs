@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use std::collections::BTreeMap;
 
 use super::AppState;
 use crate::auth::UserAuth;
@@ -17,13 +18,48 @@ pub fn target_not_found(name: &str) -> ApiError {
         .hint("run `runops targets list` to see the targets you can use")
 }
 
+/// Seals and stores a target's write-only config (`None` or an empty one removes it);
+/// returns the keys now set. The values are never logged.
+async fn store_config(
+    st: &AppState,
+    org_id: i64,
+    name: &str,
+    config: Option<BTreeMap<String, String>>,
+) -> ApiResult<Vec<String>> {
+    let config = config.filter(|c| !c.is_empty());
+    let keys: Vec<String> = config
+        .as_ref()
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default();
+    let sealed = match &config {
+        Some(c) => Some(st.sealer.seal(org_id, name, c).map_err(|e| {
+            tracing::error!(target = %name, "cannot seal the target config: {e}");
+            ApiError::internal()
+        })?),
+        None => None,
+    };
+    let stored = st
+        .store
+        .set_target_config(
+            org_id,
+            name,
+            sealed.as_deref().map(|s| (s, keys.as_slice())),
+        )
+        .await?;
+    if !stored {
+        return Err(target_not_found(name));
+    }
+    Ok(keys)
+}
+
 pub async fn create(
     State(st): State<AppState>,
     auth: UserAuth,
-    ApiJson(req): ApiJson<TargetCreate>,
+    ApiJson(mut req): ApiJson<TargetCreate>,
 ) -> ApiResult<(StatusCode, Json<Target>)> {
+    let config = req.config.take().map(validate::target_config).transpose()?;
     let target = validate::new_target(req, chrono::Utc::now())?;
-    let created = st
+    let mut created = st
         .store
         .create_target(auth.org_id(), &target)
         .await
@@ -32,7 +68,17 @@ pub async fn create(
                 .hint("pick another name, or change it with `runops targets update`"),
             other => other.into(),
         })?;
-    tracing::info!(target = %created.name, kind = %created.kind, by = %auth.user.email, "target created");
+    if config.is_some() {
+        match store_config(&st, auth.org_id(), &created.name, config).await {
+            Ok(keys) => created.config_keys = keys,
+            Err(e) => {
+                // No half-created target: without its config it would fail every task.
+                let _ = st.store.delete_target(auth.org_id(), &created.name).await;
+                return Err(e);
+            }
+        }
+    }
+    tracing::info!(target = %created.name, kind = %created.kind, config_keys = created.config_keys.len(), by = %auth.user.email, "target created");
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -56,19 +102,23 @@ pub async fn update(
     State(st): State<AppState>,
     auth: UserAuth,
     ApiPath(name): ApiPath<String>,
-    ApiJson(req): ApiJson<TargetUpdate>,
+    ApiJson(mut req): ApiJson<TargetUpdate>,
 ) -> ApiResult<Json<Target>> {
+    let config = req.config.take().map(validate::target_config).transpose()?;
     let current = st
         .store
         .get_target(auth.org_id(), &name)
         .await?
         .ok_or_else(|| target_not_found(&name))?;
     let updated = validate::apply_update(current, req, chrono::Utc::now())?;
-    let saved = st
+    let mut saved = st
         .store
         .update_target(auth.org_id(), &updated)
         .await?
         .ok_or_else(|| target_not_found(&name))?;
+    if config.is_some() {
+        saved.config_keys = store_config(&st, auth.org_id(), &name, config).await?;
+    }
     tracing::info!(target = %saved.name, by = %auth.user.email, "target updated");
     Ok(Json(saved))
 }

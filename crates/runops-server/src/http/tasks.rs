@@ -69,6 +69,16 @@ pub async fn create(
         }
         None => target.kind.clone(),
     };
+    // The creator's identity token travels to the agent with the task (memory only).
+    let creator_token = crate::identity::creator_token(&auth);
+    if creator_token.is_some() && !st.jwts.has_room() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many tasks created with identity tokens are waiting for an agent",
+        )
+        .hint("try again when some of them have started"));
+    }
     // TODO(review issue): targets with review != none should start `pending-review`.
     let new = NewTask {
         target,
@@ -77,8 +87,13 @@ pub async fn create(
         message: req.message.filter(|m| !m.is_empty()),
         user: auth.user.clone(),
         status: TaskStatus::Ready,
+        created_with_jwt: creator_token.is_some(),
     };
     let rec = st.store.create_task(auth.org_id(), &new, now_ms()).await?;
+    if let Some(token) = creator_token {
+        st.jwts
+            .hold(rec.task.id, token, crate::identity::token_expiry_ms(token));
+    }
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = "ready", by = %auth.user.email, "task created");
     st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
     Ok((StatusCode::CREATED, Json(rec.task)))
@@ -114,6 +129,9 @@ pub async fn kill(
     let by = &auth.user.email;
     match st.store.kill_task(auth.org_id(), id, by, now_ms()).await? {
         KillOutcome::CancelledBeforeStart(rec) => {
+            st.jwts.release(id);
+            st.metrics
+                .task_finished(rec.task.status, rec.task.failure_reason);
             tracing::info!(task = id, status = "failure", reason = "cancelled", by = %by, "task killed before it started");
             st.hub.wake_log(id);
             Ok((StatusCode::ACCEPTED, Json(rec.task)))

@@ -63,6 +63,8 @@ pub struct NewTask {
     pub message: Option<String>,
     pub user: User,
     pub status: TaskStatus,
+    /// Created with an identity-provider JWT (held in memory, never stored).
+    pub created_with_jwt: bool,
 }
 
 /// A task plus the bookkeeping the API does not show.
@@ -269,6 +271,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces every field but the name; `None` when the target does not exist.
     async fn update_target(&self, org_id: i64, target: &Target) -> StoreResult<Option<Target>>;
     async fn delete_target(&self, org_id: i64, name: &str) -> StoreResult<bool>;
+    /// The sealed write-only config of a target (see [`crate::sealed`]); `None` when it
+    /// has none or does not exist.
+    async fn target_config(&self, org_id: i64, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores (`Some((sealed, keys))`) or removes (`None`) a target's sealed config and
+    /// the list of its keys; false when the target does not exist.
+    async fn set_target_config(
+        &self,
+        org_id: i64,
+        name: &str,
+        config: Option<(&[u8], &[String])>,
+    ) -> StoreResult<bool>;
 
     // --- tasks ----------------------------------------------------------------------
     async fn create_task(
@@ -364,6 +377,50 @@ pub trait Store: Send + Sync + 'static {
     /// lease to come back).
     async fn extend_live_sessions(&self, now_ms: i64) -> StoreResult<u64>;
     async fn list_live_agents(&self, org_id: i64) -> StoreResult<Vec<Agent>>;
+
+    // --- identity -------------------------------------------------------------------
+    async fn find_user_by_email(&self, org_id: i64, email: &str) -> StoreResult<Option<User>>;
+    /// Replaces a user's groups (from the identity provider's claim).
+    async fn set_user_groups(&self, user_id: i64, groups: &[String]) -> StoreResult<()>;
+    /// User API tokens of the org; only those of `user_id` when given.
+    async fn list_user_tokens(
+        &self,
+        org_id: i64,
+        user_id: Option<i64>,
+    ) -> StoreResult<Vec<runops_proto::api::UserToken>>;
+    /// Revokes a user API token of the org (of `user_id` when given); false when there is
+    /// no such token.
+    async fn revoke_user_token(
+        &self,
+        org_id: i64,
+        token_id: i64,
+        user_id: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Which of `ids` (tasks of the org) were created with an identity-provider JWT.
+    async fn tasks_created_with_jwt(&self, org_id: i64, ids: &[i64]) -> StoreResult<Vec<i64>>;
+    /// Ends a task that has not started (`dispatched` or earlier) as `failure`; false
+    /// when it had started or ended already.
+    async fn fail_unstarted_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        reason: FailureReason,
+        message: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    // --- metrics ----------------------------------------------------------------------
+    /// Counts for `/metrics`, over every org: tasks by status and live agent sessions.
+    async fn metrics_gauges(&self) -> StoreResult<StoreGauges>;
+}
+
+/// What `/metrics` reads from the store (every org together).
+#[derive(Debug, Clone, Default)]
+pub struct StoreGauges {
+    /// Statuses without tasks may be missing.
+    pub tasks_by_status: Vec<(TaskStatus, u64)>,
+    pub live_agents: u64,
 }
 
 /// `coalesce(tags, '')`: the key tasks and sessions are matched on.

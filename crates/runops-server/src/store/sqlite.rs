@@ -33,7 +33,11 @@ const READ_POOL_SIZE: u32 = 4;
 
 /// Embedded migrations, applied in order; a version is applied once and recorded in
 /// `schema_version`. Never edit a released migration: add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_target_config.sql")),
+    (3, include_str!("../../migrations/0003_identity.sql")),
+];
 
 /// The note appended (once) to a log that reached the control plane's cap.
 fn truncation_note(cap: u64) -> String {
@@ -151,7 +155,7 @@ macro_rules! user_cols {
 
 macro_rules! target_cols {
     () => {
-        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at"
+        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json"
     };
 }
 
@@ -180,6 +184,7 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
         timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
+        config_keys: json_list(&row.try_get::<String, _>("config_keys_json")?)?,
     })
 }
 
@@ -598,6 +603,38 @@ impl Store for SqliteStore {
         Ok((r.rows_affected() > 0).then(|| t.clone()))
     }
 
+    async fn target_config(&self, org_id: i64, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT config_sealed FROM targets WHERE org_id = ? AND name = ?")
+                .bind(org_id)
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(sealed.flatten())
+    }
+
+    async fn set_target_config(
+        &self,
+        org_id: i64,
+        name: &str,
+        config: Option<(&[u8], &[String])>,
+    ) -> StoreResult<bool> {
+        let (sealed, keys) = match config {
+            Some((sealed, keys)) => (Some(sealed), to_json_list(keys)),
+            None => (None, "[]".to_string()),
+        };
+        let r = sqlx::query(
+            "UPDATE targets SET config_sealed = ?, config_keys_json = ? WHERE org_id = ? AND name = ?",
+        )
+        .bind(sealed)
+        .bind(keys)
+        .bind(org_id)
+        .bind(name)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn delete_target(&self, org_id: i64, name: &str) -> StoreResult<bool> {
         let r = sqlx::query("DELETE FROM targets WHERE org_id = ? AND name = ?")
             .bind(org_id)
@@ -610,7 +647,7 @@ impl Store for SqliteStore {
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
         let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(org_id)
         .bind(&target.name)
@@ -630,6 +667,7 @@ impl Store for SqliteStore {
         .bind(i64::try_from(target.timeout).unwrap_or(i64::MAX))
         .bind(t.status.as_str())
         .bind(now_ms)
+        .bind(t.created_with_jwt)
         .execute(&self.writer)
         .await?
         .last_insert_rowid();
@@ -1198,6 +1236,119 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
+    async fn find_user_by_email(&self, org_id: i64, email: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.org_id = ? AND lower(u.email) = lower(?) ORDER BY u.id LIMIT 1"
+        ))
+        .bind(org_id)
+        .bind(email)
+        .fetch_optional(&self.writer)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let org: String = row.try_get("org_name")?;
+                Ok(Some(user_from_row(&row, &org)?))
+            }
+        }
+    }
+
+    async fn set_user_groups(&self, user_id: i64, groups: &[String]) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET groups_json = ? WHERE id = ?")
+            .bind(to_json_list(groups))
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_user_tokens(
+        &self,
+        org_id: i64,
+        user_id: Option<i64>,
+    ) -> StoreResult<Vec<runops_proto::api::UserToken>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.name, u.email, t.created_at, t.revoked_at FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.org_id = ? AND t.kind = 'user' AND (? IS NULL OR t.user_id = ?) ORDER BY t.id",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .bind(user_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(runops_proto::api::UserToken {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    user: r.try_get("email")?,
+                    created_at: ts(r.try_get("created_at")?)?,
+                    revoked_at: ts_opt(r.try_get("revoked_at")?)?,
+                    current: false,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_user_token(
+        &self,
+        org_id: i64,
+        token_id: i64,
+        user_id: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) \
+             WHERE id = ? AND org_id = ? AND kind = 'user' AND (? IS NULL OR user_id = ?)",
+        )
+        .bind(now_ms)
+        .bind(token_id)
+        .bind(org_id)
+        .bind(user_id)
+        .bind(user_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn tasks_created_with_jwt(&self, org_id: i64, ids: &[i64]) -> StoreResult<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        Ok(sqlx::query_scalar(
+            "SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.created_with_jwt = 1",
+        )
+        .bind(list)
+        .bind(org_id)
+        .fetch_all(&self.writer)
+        .await?)
+    }
+
+    async fn fail_unstarted_task(
+        &self,
+        org_id: i64,
+        id: i64,
+        reason: FailureReason,
+        message: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'failure', failure_reason = ?, failure_message = ?, finished_at = ?, offer_deadline = NULL \
+             WHERE org_id = ? AND id = ? AND status IN ('created', 'pending-review', 'approved', 'ready', 'dispatched')",
+        )
+        .bind(reason.as_str())
+        .bind(message)
+        .bind(now_ms)
+        .bind(org_id)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn list_live_agents(&self, org_id: i64) -> StoreResult<Vec<Agent>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -1228,6 +1379,26 @@ impl Store for SqliteStore {
             });
         }
         Ok(agents)
+    }
+
+    async fn metrics_gauges(&self) -> StoreResult<StoreGauges> {
+        // A scan of `tasks` (no index has every status); `/metrics` caches the result.
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
+                .fetch_all(&self.reader)
+                .await?;
+        let mut tasks_by_status = Vec::with_capacity(rows.len());
+        for (status, n) in rows {
+            tasks_by_status.push((parse_status(&status)?, u64::try_from(n).unwrap_or(0)));
+        }
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM agent_sessions WHERE ended_at IS NULL")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(StoreGauges {
+            tasks_by_status,
+            live_agents: u64::try_from(live).unwrap_or(0),
+        })
     }
 }
 

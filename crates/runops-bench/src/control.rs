@@ -1,0 +1,210 @@
+//! 7. Control-plane capacity on SQLite: how many task creations and claims per second
+//! one `runops server` sustains, with no process spawned anywhere. Agents are simulated
+//! in the bench process: each is a real session (`connect`) whose loop long-polls for up
+//! to 30 offers, then calls `start` and `finish` (empty log, success) for each, as a
+//! real agent does for a task that prints nothing. Baseline: authenticated `GET /v1/me`
+//! requests per second at the same concurrency (the HTTP + auth floor of this server).
+
+use crate::procs::ServerProc;
+use crate::report::{Row, Section};
+use anyhow::Context;
+use futures_util::future::join_all;
+use runops_client::Client;
+use runops_proto::TaskStatus;
+use runops_proto::agent::{ConnectRequest, ConnectResponse, FinishRequest, PollRequest};
+use runops_proto::api::{TargetCreate, TaskCreate};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Simulated agents, each with its own tags and target.
+const AGENTS: usize = 10;
+/// Concurrent API users creating tasks.
+const CREATORS: usize = 16;
+/// Offers a simulated agent asks for per poll (a real agent's default CONCURRENCY).
+const SLOTS: u32 = 30;
+
+fn target(i: usize) -> String {
+    format!("cp-{}", i % AGENTS)
+}
+
+/// Runs `f(client, i)` for i in 0..n with `workers` concurrent callers; the wall time.
+async fn concurrently<F, Fut>(client: &Client, n: usize, workers: usize, f: F) -> anyhow::Result<Duration>
+where
+    F: Fn(Client, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let (client, next, f) = (client.clone(), next.clone(), f.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return anyhow::Ok(());
+                    }
+                    f(client.clone(), i).await?;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.context("a bench worker panicked")??;
+    }
+    Ok(start.elapsed())
+}
+
+/// One simulated agent: claims, starts and finishes tasks until `stop` fires.
+async fn sim_agent(
+    client: Client,
+    session: ConnectResponse,
+    done: Arc<AtomicUsize>,
+    mut stop: watch::Receiver<bool>,
+    all_done: Arc<watch::Sender<bool>>,
+    total: Arc<AtomicUsize>,
+) -> anyhow::Result<()> {
+    let hold = Duration::from_secs(session.poll_hold_secs);
+    let sid = session.session_id.clone();
+    let req = PollRequest {
+        session_id: sid.clone(),
+        running: Vec::new(),
+        free_slots: SLOTS,
+    };
+    loop {
+        let offers = tokio::select! {
+            r = client.agent_poll(&req, hold) => r?.offers,
+            _ = stop.changed() => break,
+        };
+        let runs = offers.into_iter().map(|offer| {
+            let (client, sid) = (&client, &sid);
+            async move {
+                client.agent_start(offer.task_id, sid).await?;
+                let fin = FinishRequest {
+                    session_id: sid.clone(),
+                    status: TaskStatus::Success,
+                    exit_code: Some(0),
+                    failure_reason: None,
+                    failure_message: None,
+                    redacted: true,
+                    log_size: 0,
+                    log_location: None,
+                    elapsed_ms: 0,
+                };
+                client.agent_finish(offer.task_id, &fin).await?;
+                anyhow::Ok(())
+            }
+        });
+        for r in join_all(runs).await {
+            r?;
+            if done.fetch_add(1, Ordering::Relaxed) + 1 >= total.load(Ordering::Relaxed) {
+                let _ = all_done.send(true);
+            }
+        }
+    }
+    client.agent_disconnect(&sid).await?;
+    Ok(())
+}
+
+pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
+    let mut sec = Section::new("control", "7. Control-plane capacity (SQLite, simulated agents, no processes)");
+    let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
+    let server = ServerProc::start(bin, dir.path(), &[]).await?;
+    let admin = server.admin()?;
+    for i in 0..AGENTS {
+        admin
+            .create_target(&TargetCreate {
+                name: target(i),
+                kind: "bash".into(),
+                tags: Some(target(i)),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let token = admin.create_agent_token(Some("bench-sim".into())).await?.token;
+
+    // Warm-up, then the floor.
+    concurrently(&admin, 200, CREATORS, |c, _| async move { c.me().await.map(drop).map_err(Into::into) }).await?;
+    let floor = concurrently(&admin, n, CREATORS, |c, _| async move { c.me().await.map(drop).map_err(Into::into) }).await?;
+    let floor_rate = n as f64 / floor.as_secs_f64();
+
+    let create = |c: Client, i: usize| async move {
+        c.create_task(&TaskCreate {
+            target: target(i),
+            script: "true".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+        .map_err(Into::into)
+    };
+    // Creations with no agent connected: the tasks wait as `ready`.
+    let created = concurrently(&admin, n, CREATORS, create).await?;
+    let create_rate = n as f64 / created.as_secs_f64();
+
+    // The simulated agents drain those n tasks.
+    let done = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(n));
+    let (stop, stop_rx) = watch::channel(false);
+    let (all_done, mut all_done_rx) = watch::channel(false);
+    let all_done = Arc::new(all_done);
+    let mut sessions = Vec::new();
+    for i in 0..AGENTS {
+        let client = Client::new(&server.url, &token)?;
+        let session = client
+            .agent_connect(&ConnectRequest {
+                tags: Some(target(i)),
+                hostname: format!("bench-sim-{i}"),
+                version: runops_proto::VERSION.into(),
+                instance_id: format!("bench-sim-{}-{i}", std::process::id()),
+                concurrency: SLOTS,
+                standby: false,
+            })
+            .await?;
+        sessions.push((client, session));
+    }
+    let drain_start = Instant::now();
+    let loops: Vec<_> = sessions
+        .into_iter()
+        .map(|(client, session)| {
+            tokio::spawn(sim_agent(client, session, done.clone(), stop_rx.clone(), all_done.clone(), total.clone()))
+        })
+        .collect();
+    all_done_rx.wait_for(|d| *d).await?;
+    let drained = drain_start.elapsed();
+    let claim_rate = n as f64 / drained.as_secs_f64();
+
+    // Both at once: creators and agents, n more tasks.
+    let _ = all_done.send(false);
+    total.fetch_add(n, Ordering::Relaxed);
+    let mixed_start = Instant::now();
+    concurrently(&admin, n, CREATORS, create).await?;
+    all_done_rx.wait_for(|d| *d).await?;
+    let mixed = mixed_start.elapsed();
+    let mixed_rate = n as f64 / mixed.as_secs_f64();
+    let _ = stop.send(true);
+    for l in loops {
+        l.await.context("a simulated agent panicked")??;
+    }
+
+    let floor_label = format!("`GET /v1/me`, {CREATORS} callers");
+    sec.row(Row::new(format!("task creations, {CREATORS} concurrent callers"), create_rate, "/s").vs(floor_label.clone(), floor_rate));
+    sec.row(Row::new(format!("claims (poll → start → finish), {AGENTS} agents × {SLOTS} slots"), claim_rate, "/s").vs(floor_label.clone(), floor_rate));
+    sec.row(Row::new("create + claim + finish at once, tasks end to end", mixed_rate, "/s").vs(floor_label, floor_rate));
+    sec.detail("tasks_per_phase", n);
+    sec.detail("create_s", created.as_secs_f64());
+    sec.detail("drain_s", drained.as_secs_f64());
+    sec.detail("mixed_s", mixed.as_secs_f64());
+    sec.detail("floor_s", floor.as_secs_f64());
+    sec.note(format!(
+        "{n} tasks per phase on a fresh server (default settings, SQLite in WAL mode on the machine's disk). Creations: {CREATORS} \
+         concurrent `POST /v1/tasks` over {AGENTS} targets while no agent is connected. Claims: {AGENTS} simulated agents (tags \
+         `cp-0`…) drain those tasks; each poll asks for up to {SLOTS} offers, and each offer is started and finished (3 writes \
+         per task: claim, start, finish). The bench process (clients) shares the machine's cores with the server."
+    ));
+    Ok(sec)
+}

@@ -1,0 +1,118 @@
+//! 1. Dispatch latency: from "create this task" to the task's script running on the
+//! agent, one task at a time (nothing queued), with one agent and then with 200 more
+//! idle agents (other tags) long-polling the same server.
+//!
+//! The script is `echo $EPOCHREALTIME`: bash prints the wall clock (µs) when it runs its
+//! first command, and the bench subtracts the wall clock it read just before sending
+//! `POST /v1/tasks`. Client and agent share the machine's clock, so this is the real
+//! create → running time, including the agent's spawn of bash. The baseline is the same
+//! measurement for `bash -c 'echo $EPOCHREALTIME'` spawned directly by the bench. The
+//! server's own `started_at - created_at` (millisecond resolution) is reported too.
+
+use crate::drive::{IdleAgents, expect_success, ms, new_task, parse_epoch_realtime, realtime_us, wait_done};
+use crate::procs::{LOCAL_TARGET, Stack};
+use crate::report::{Goal, Row, Section};
+use crate::stats::Summary;
+use anyhow::Context;
+use runops_client::Client;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The script whose first command reports when it started.
+const SCRIPT: &str = "echo $EPOCHREALTIME";
+/// Tasks run and discarded before measuring (connections, caches, page faults).
+const WARMUP: usize = 20;
+/// Lets the idle agents' long polls all be open before measuring.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Samples {
+    /// Client's create → script running, ms.
+    create_to_running: Vec<f64>,
+    /// Server's started_at - created_at, ms (millisecond resolution).
+    server: Vec<f64>,
+    /// Create → final task and log in the client's hands, ms.
+    round_trip: Vec<f64>,
+}
+
+async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
+    let mut s = Samples::default();
+    let req = new_task(LOCAL_TARGET, SCRIPT);
+    for i in 0..WARMUP + n {
+        let sent_us = realtime_us();
+        let t0 = Instant::now();
+        let task = client.create_task(&req).await?;
+        let (task, log) = wait_done(client, task.id).await?;
+        let round_trip = ms(t0.elapsed());
+        expect_success(&task, &log)?;
+        let ran_us = parse_epoch_realtime(&String::from_utf8_lossy(&log))
+            .with_context(|| format!("task {} printed no time: {:?}", task.id, String::from_utf8_lossy(&log)))?;
+        if i < WARMUP {
+            continue;
+        }
+        s.create_to_running.push((ran_us - sent_us) / 1e3);
+        s.round_trip.push(round_trip);
+        if let Some(started) = task.started_at {
+            s.server.push((started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e3);
+        }
+    }
+    Ok(s)
+}
+
+/// The baseline: the bench spawns bash itself, `n` times.
+fn bash_baseline(n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent_us = realtime_us();
+        let o = Command::new("bash").args(["-c", SCRIPT]).output()?;
+        let ran_us = parse_epoch_realtime(&String::from_utf8_lossy(&o.stdout))
+            .context("bash printed no time")?;
+        out.push((ran_us - sent_us) / 1e3);
+    }
+    Ok(out)
+}
+
+pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Section> {
+    let mut sec = Section::new("dispatch", "1. Dispatch latency (task created → script running on the agent)");
+    let stack = Stack::start(bin, &[], true).await?;
+    let base = tokio::task::spawn_blocking(move || bash_baseline(n)).await??;
+    let base = Summary::of(&base).context("no baseline samples")?;
+
+    let one = measure(&stack.admin, n).await?;
+    let idle = IdleAgents::start(&stack.server.url, &stack.agent_token, idle_agents, "idle").await?;
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let listed = stack.admin.list_agents().await?.len();
+    let busy = measure(&stack.admin, n).await?;
+    let polls = idle.stop().await?;
+
+    let busy_label = format!("1 agent + {idle_agents} idle agents");
+    for (label, s) in [("1 agent", &one), (busy_label.as_str(), &busy)] {
+        let c = Summary::of(&s.create_to_running).context("no samples")?;
+        let srv = Summary::of(&s.server).context("no server samples")?;
+        let rt = Summary::of(&s.round_trip).context("no samples")?;
+        sec.row(Row::new(format!("{label}: p50"), c.p50, "ms").vs("bash spawned directly, p50", base.p50).goal(Goal::AtMost(5.0)));
+        sec.row(Row::new(format!("{label}: p95"), c.p95, "ms").vs("bash spawned directly, p95", base.p95));
+        sec.row(Row::new(format!("{label}: p99"), c.p99, "ms").vs("bash spawned directly, p99", base.p99).goal(Goal::AtMost(25.0)));
+        sec.row(Row::new(format!("{label}: server started_at − created_at, p50"), srv.p50, "ms"));
+        sec.row(Row::new(format!("{label}: server started_at − created_at, p99"), srv.p99, "ms"));
+        sec.row(Row::new(format!("{label}: create → result and log in hand, p50"), rt.p50, "ms"));
+        sec.detail(label, serde_json::json!({"create_to_running_ms": c, "server_ms": srv, "round_trip_ms": rt}));
+    }
+    sec.detail("baseline_bash_spawn_ms", base);
+    sec.detail("agents_listed_during_idle_run", listed);
+    sec.detail("idle_polls_answered", polls);
+    sec.note(format!(
+        "{n} tasks per case, one at a time, after {WARMUP} warm-up tasks; script `{SCRIPT}`. \
+         Latency = bash's `$EPOCHREALTIME` at its first command − the bench's wall clock just before `POST /v1/tasks` \
+         (same machine, same clock): it covers the create request, the wake-up of the agent's long poll, `start`, \
+         the agent's pipeline (secrets, environment, spool) and the spawn of bash. The baseline column is the bench spawning \
+         the same bash itself, so latency − baseline is what Runops adds."
+    ));
+    sec.note(format!(
+        "The idle agents are {idle_agents} `runops-client` sessions in the bench process (tags `idle-0`…), each keeping a \
+         real HTTP long poll open; the server listed {listed} live agents during that run."
+    ));
+    sec.note("The server's `started_at − created_at` has millisecond resolution (SQLite stores ms) and ends when the agent calls `start`, before bash is spawned.");
+    Ok(sec)
+}

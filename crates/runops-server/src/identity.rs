@@ -1,0 +1,398 @@
+//! Identity-provider login (`--auth-jwk-url`) and the hand-off of a task's creator JWT
+//! to the agent.
+//!
+//! A bearer that has the shape of a JWT (three base64url parts) is verified against the
+//! provider's JWKS (RS256/ES256 only, `exp`/`nbf`, optional issuer and audience, see
+//! `runops_jwt`) instead of being looked up as an API token. Its e-mail claim names the
+//! user: found in the identity org, or created on first sight with the groups of the
+//! groups claim (or refused, with `--auth-unknown-users reject`). Later logins refresh
+//! the groups from the claim: the identity provider is the source of truth.
+//!
+//! A task created with such a token carries it to the agent in its offer, so that an
+//! agent with `JWK_URL` can check who asked. The token is held in memory only
+//! ([`HeldTokens`]), never in the database: the task row records only *that* it was
+//! created with one. After a restart that memory is gone, and such a task fails
+//! `unauthenticated` when it is dispatched ([`LOST_TOKEN_MESSAGE`]) instead of reaching
+//! an agent without its token.
+
+use crate::auth::{Credential, UserAuth};
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::store::{NewUser, StoreError};
+use crate::{now_ms, validate};
+use runops_jwt::{JwksVerifier, VerifierConfig};
+use runops_proto::FailureReason;
+use runops_proto::agent::TaskOffer;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The failure message of a task whose creator's token is no longer in memory.
+pub const LOST_TOKEN_MESSAGE: &str = "the identity token of this task was lost when the control plane restarted; create the task again";
+
+/// Claim holding the user's e-mail unless `--auth-email-claim` says otherwise.
+pub const DEFAULT_EMAIL_CLAIM: &str = "email";
+
+/// Claim holding the user's groups unless `--auth-groups-claim` says otherwise.
+pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+/// Most tokens held for tasks that were not started yet: bounds memory (a token is at
+/// most 16 KiB) whatever users do; beyond, creating a task with a token answers 503.
+pub const MAX_HELD_TOKENS: usize = 10_000;
+
+/// A dispatch that finds a task created with a token but no token in memory waits this
+/// long for it: the creating request registers the token right after inserting the
+/// task, and a poll may claim the task in between.
+const TOKEN_HANDOFF_WAIT: Duration = Duration::from_secs(2);
+
+/// A held token is dropped this long after it expires (its task could not pass an
+/// agent's check any more anyway).
+const HELD_TOKEN_GRACE_MS: i64 = 5 * 60 * 1000;
+
+/// What happens to a valid token naming an e-mail that is no user of the org.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnknownUsers {
+    /// Create the user (role `user`, groups from the claim).
+    #[default]
+    Create,
+    /// Refuse the login: an admin creates users with `runops users create`.
+    Reject,
+}
+
+/// `runops server --auth-*`: identity-provider login.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AuthArgs {
+    /// JWKS URL of an identity provider: users may call the API with its JWTs (RS256/ES256) instead of API tokens
+    #[arg(long, env = "RUNOPS_AUTH_JWK_URL")]
+    pub auth_jwk_url: Option<String>,
+    /// With --auth-jwk-url: the `iss` claim tokens must have
+    #[arg(long, env = "RUNOPS_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// With --auth-jwk-url: the audience (`aud`) tokens must be meant for
+    #[arg(long, env = "RUNOPS_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// With --auth-jwk-url: the claim holding the user's e-mail (default `email`)
+    #[arg(long, env = "RUNOPS_AUTH_EMAIL_CLAIM")]
+    pub auth_email_claim: Option<String>,
+    /// With --auth-jwk-url: the claim holding the user's groups, a list or a comma-separated string (default `groups`)
+    #[arg(long, env = "RUNOPS_AUTH_GROUPS_CLAIM")]
+    pub auth_groups_claim: Option<String>,
+    /// With --auth-jwk-url: create users on first sight, or reject tokens of unknown users
+    #[arg(long, env = "RUNOPS_AUTH_UNKNOWN_USERS", value_enum, default_value_t)]
+    pub auth_unknown_users: UnknownUsers,
+    /// With --auth-jwk-url: the organisation its users belong to (default: the first one)
+    #[arg(long, env = "RUNOPS_AUTH_ORG")]
+    pub auth_org: Option<String>,
+}
+
+/// The configured identity provider.
+pub struct IdentityProvider {
+    verifier: JwksVerifier,
+    email_claim: String,
+    groups_claim: String,
+    unknown_users: UnknownUsers,
+    org_id: i64,
+}
+
+fn clean(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+impl IdentityProvider {
+    /// `None` when `--auth-jwk-url` is not set. `default_org_id` is the org its users
+    /// join unless `--auth-org` names another.
+    pub async fn from_args(
+        args: &AuthArgs,
+        store: &dyn crate::store::Store,
+        default_org_id: Option<i64>,
+    ) -> anyhow::Result<Option<IdentityProvider>> {
+        let Some(jwks_url) = clean(&args.auth_jwk_url) else {
+            if clean(&args.auth_issuer).is_some() || clean(&args.auth_audience).is_some() {
+                anyhow::bail!(
+                    "--auth-issuer / --auth-audience need --auth-jwk-url (the identity provider's JWKS URL)"
+                );
+            }
+            return Ok(None);
+        };
+        let verifier = JwksVerifier::new(VerifierConfig {
+            jwks_url,
+            issuer: clean(&args.auth_issuer),
+            audience: clean(&args.auth_audience),
+        })
+        .map_err(|e| anyhow::anyhow!("--auth-jwk-url: {e}"))?;
+        let org_id = match clean(&args.auth_org) {
+            Some(name) => store.find_org_id(&name).await?.ok_or_else(|| {
+                anyhow::anyhow!("--auth-org names organisation `{name}`, which does not exist")
+            })?,
+            None => default_org_id.ok_or_else(|| {
+                anyhow::anyhow!("there is no organisation for identity-provider users")
+            })?,
+        };
+        Ok(Some(IdentityProvider {
+            verifier,
+            email_claim: clean(&args.auth_email_claim)
+                .unwrap_or_else(|| DEFAULT_EMAIL_CLAIM.to_string()),
+            groups_claim: clean(&args.auth_groups_claim)
+                .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_string()),
+            unknown_users: args.auth_unknown_users,
+            org_id,
+        }))
+    }
+}
+
+/// Authenticates a bearer that looks like a JWT.
+pub async fn authenticate_jwt(st: &AppState, token: &str) -> Result<UserAuth, ApiError> {
+    let Some(idp) = &st.identity else {
+        return Err(ApiError::unauthorized(
+            "this server does not accept identity-provider tokens (JWTs); use an API token",
+        )
+        .hint("an admin can enable them with `runops server --auth-jwk-url URL`"));
+    };
+    let verified = idp.verifier.verify(token).await.map_err(|e| {
+        tracing::info!(refusal = e.kind(), "identity token refused");
+        ApiError::unauthorized(format!("the identity token was refused: {e}")).hint(
+            "sign in to your identity provider again and pass the new token (`runops login --url URL --token JWT`)",
+        )
+    })?;
+    let claim = &idp.email_claim;
+    let email = verified.string_claim(claim).ok_or_else(|| {
+        ApiError::unauthorized(format!(
+            "the identity token has no `{claim}` claim naming its user"
+        ))
+        .hint("an admin can name the claim holding e-mails with --auth-email-claim")
+    })?;
+    let email = email.to_string();
+    let groups = verified
+        .claims
+        .contains_key(&idp.groups_claim)
+        .then(|| verified.list_claim(&idp.groups_claim));
+    let user = match st.store.find_user_by_email(idp.org_id, &email).await? {
+        Some(user) => match groups {
+            Some(groups) if groups != user.groups => {
+                st.store.set_user_groups(user.id, &groups).await?;
+                runops_proto::api::User { groups, ..user }
+            }
+            _ => user,
+        },
+        None if idp.unknown_users == UnknownUsers::Reject => {
+            return Err(ApiError::unauthorized(format!(
+                "`{email}` signed in with the identity provider but is not a user of this organisation"
+            ))
+            .hint("ask an admin to create the user with `runops users create`"));
+        }
+        None => {
+            let name = verified
+                .string_claim("name")
+                .unwrap_or_else(|| email.split('@').next().unwrap_or(&email))
+                .to_string();
+            validate::user_fields(&name, &email, "user")?;
+            let new = NewUser {
+                name,
+                email: email.clone(),
+                groups: groups.unwrap_or_default(),
+                role: "user".into(),
+            };
+            match st.store.create_user(idp.org_id, &new, now_ms()).await {
+                Ok(user) => {
+                    tracing::info!(user = %user.email, "user created on first sign-in with the identity provider");
+                    user
+                }
+                // Two first requests at once: the other one created it.
+                Err(StoreError::Conflict(_)) => st
+                    .store
+                    .find_user_by_email(idp.org_id, &email)
+                    .await?
+                    .ok_or_else(ApiError::internal)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    Ok(UserAuth {
+        org_id: idp.org_id,
+        user,
+        via: Credential::IdentityToken(token.to_string()),
+    })
+}
+
+/// Creator tokens of tasks not started yet, by task id: memory only.
+#[derive(Default)]
+pub struct HeldTokens {
+    tokens: Mutex<HashMap<i64, Held>>,
+    /// Wakes a dispatch waiting for a token being registered.
+    registered: Notify,
+}
+
+struct Held {
+    token: String,
+    /// Dropped after this (ms since the epoch).
+    drop_after_ms: i64,
+}
+
+impl HeldTokens {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Held>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when another token can be held (checked before creating a task).
+    pub fn has_room(&self) -> bool {
+        let now = now_ms();
+        let mut held = self.lock();
+        held.retain(|_, h| h.drop_after_ms > now);
+        held.len() < MAX_HELD_TOKENS
+    }
+
+    /// Holds `token` for `task_id` until the task starts (or the token expires).
+    pub fn hold(&self, task_id: i64, token: &str, expires_at_ms: Option<i64>) {
+        let drop_after_ms = expires_at_ms
+            .unwrap_or_else(now_ms)
+            .saturating_add(HELD_TOKEN_GRACE_MS);
+        self.lock().insert(
+            task_id,
+            Held {
+                token: token.to_string(),
+                drop_after_ms,
+            },
+        );
+        self.registered.notify_waiters();
+    }
+
+    fn get(&self, task_id: i64) -> Option<String> {
+        self.lock().get(&task_id).map(|h| h.token.clone())
+    }
+
+    /// The task started (or ended): its token is not needed any more.
+    pub fn release(&self, task_id: i64) {
+        self.lock().remove(&task_id);
+    }
+
+    /// How many tokens are held (tests, metrics).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The token of `task_id`, waiting up to [`TOKEN_HANDOFF_WAIT`] for it to be
+    /// registered by the request that created the task.
+    async fn wait_for(&self, task_id: i64) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + TOKEN_HANDOFF_WAIT;
+        loop {
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            if let Some(t) = self.get(task_id) {
+                return Some(t);
+            }
+            if tokio::time::timeout_at(deadline, registered).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Puts the creator's token into each offer of a task created with one. A task whose
+/// token is gone (the server restarted since it was created) is failed
+/// `unauthenticated` and taken out of the offers: it must never reach an agent without
+/// the token it was created with.
+pub async fn attach_tokens(
+    st: &AppState,
+    org_id: i64,
+    offers: &mut Vec<TaskOffer>,
+) -> Result<(), ApiError> {
+    if offers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = offers.iter().map(|o| o.task_id).collect();
+    let needing = st.store.tasks_created_with_jwt(org_id, &ids).await?;
+    if needing.is_empty() {
+        return Ok(());
+    }
+    let mut lost = Vec::new();
+    for offer in offers.iter_mut() {
+        if !needing.contains(&offer.task_id) {
+            continue;
+        }
+        match st.jwts.wait_for(offer.task_id).await {
+            Some(token) => offer.user_jwt = Some(token),
+            None => lost.push(offer.task_id),
+        }
+    }
+    for id in &lost {
+        let failed = st
+            .store
+            .fail_unstarted_task(
+                org_id,
+                *id,
+                FailureReason::Unauthenticated,
+                LOST_TOKEN_MESSAGE,
+                now_ms(),
+            )
+            .await?;
+        if failed {
+            tracing::warn!(
+                task = id,
+                status = "failure",
+                reason = "unauthenticated",
+                "task lost its creator's identity token in a restart"
+            );
+            st.hub.wake_log(*id);
+        }
+    }
+    offers.retain(|o| !lost.contains(&o.task_id));
+    Ok(())
+}
+
+/// For [`Credential`]-aware callers: the token to hold for a task created by `auth`.
+pub fn creator_token(auth: &UserAuth) -> Option<&str> {
+    match &auth.via {
+        Credential::IdentityToken(t) => Some(t),
+        Credential::ApiToken { .. } => None,
+    }
+}
+
+/// The `exp` of a token already verified at authentication, in ms.
+pub fn token_expiry_ms(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    Some((exp as i64).saturating_mul(1000))
+}
+
+/// Shared handle.
+pub type SharedHeldTokens = Arc<HeldTokens>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_token_is_found_even_when_registered_after_the_dispatch_asked() {
+        let held = Arc::new(HeldTokens::default());
+        let later = held.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            later.hold(7, "a.b.c", None);
+        });
+        assert_eq!(held.wait_for(7).await.as_deref(), Some("a.b.c"));
+        held.release(7);
+        assert!(held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_dropped() {
+        let held = HeldTokens::default();
+        held.hold(1, "x.y.z", Some(now_ms() - HELD_TOKEN_GRACE_MS - 1000));
+        assert!(held.has_room());
+        assert!(held.is_empty());
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the release binaries and runs the benchmark suite (about 10 minutes): every
+# figure next to its baseline, printed as markdown on stdout and written to
+# target/bench/results-<UTC time>.{json,md} (the raw redaction table next to them).
+# Copy the figures you want to keep into BENCHMARKS.md.
+#
+#   bash scripts/bench.sh                    # everything
+#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control
+#   QUICK=1 bash scripts/bench.sh            # debug builds, tiny samples: checks the harness only
+#
+# Needs bash, and for the postgres comparison psql plus a PostgreSQL on 127.0.0.1:5432
+# that lets `postgres` into database `test` without a password (marked pending otherwise).
+# The machine should be otherwise idle: the load average is recorded with the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+want_redaction=0
+for m in "$@"; do [ "$m" = redaction ] && want_redaction=1; done
+[ $# -eq 0 ] && want_redaction=1
+
+out=target/bench
+mkdir -p "$out"
+stamp=$(date -u +%Y%m%d-%H%M%S)
+
+if [ "${QUICK:-}" = 1 ]; then
+  profile=debug
+  build_flags=()
+  bench_flags=(--quick)
+  redact_mib=4
+else
+  profile=release
+  build_flags=(--release)
+  bench_flags=()
+  redact_mib=
+fi
+
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+command -v psql >/dev/null || log "psql not found: the postgres comparison will be marked pending"
+
+log "cargo build ${build_flags[*]} -p runops -p runops-bench"
+cargo build "${build_flags[@]}" -p runops -p runops-bench
+
+redact_args=()
+if [ "$want_redaction" = 1 ]; then
+  log "cargo run ${build_flags[*]} -p runops-redact --example redact_bench $redact_mib"
+  # shellcheck disable=SC2086 # $redact_mib is empty or one number
+  cargo run -q "${build_flags[@]}" -p runops-redact --example redact_bench $redact_mib | tee "$out/redact-$stamp.txt"
+  redact_args=(--redact-table "$out/redact-$stamp.txt")
+fi
+
+log "runops-bench $*"
+"target/$profile/runops-bench" --runops "target/$profile/runops" "${bench_flags[@]}" "${redact_args[@]}" \
+  --json "$out/results-$stamp.json" --markdown "$out/results-$stamp.md" "$@"
+log "results: $out/results-$stamp.md and $out/results-$stamp.json"
