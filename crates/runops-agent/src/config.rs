@@ -10,7 +10,13 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// agent token (from `runops agents create-token`); carries the server URL
-    #[arg(long, env = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub token: String,
     /// server URL; overrides the one carried by the token
     #[arg(long, env = "API_URL")]
@@ -27,6 +33,9 @@ pub struct AgentArgs {
     /// wait for the tags to become free instead of exiting when another agent holds them
     #[arg(long)]
     pub standby: bool,
+    /// print which integration types this agent can run (tools found, versions) and exit
+    #[arg(long)]
+    pub check: bool,
     /// seconds between SIGTERM and SIGKILL when a task is killed or times out (default 10)
     #[arg(long, env = "RUNOPS_KILL_GRACE_SECS", default_value_t = 10)]
     pub kill_grace_secs: u64,

@@ -50,6 +50,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+/// `runops agent --check`: the report of which integration types can run on this machine.
+pub async fn check_report() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let checks = runners::check::check_integrations(&RunnerRegistry::with_defaults(), &path).await;
+    runners::check::format_checks(&checks)
+}
+
 /// Runs the agent until `shutdown` completes (graceful: stop taking work, finish running
 /// tasks, report, disconnect; a second request cancels the running tasks, a third stops
 /// without waiting for reports) or a fatal error: the token is rejected, the tags are
@@ -57,13 +64,15 @@ use std::sync::Arc;
 /// message names the problem; the binary prints it and exits 1.
 pub async fn run(args: AgentArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args)?;
-    run_with(
-        cfg,
-        RunnerRegistry::with_defaults(),
-        SecretsRegistry::with_defaults(),
-        shutdown,
-    )
-    .await
+    let runners = RunnerRegistry::with_defaults();
+    // Tell the operator at start-up which integrations cannot run here (missing tools),
+    // without delaying the connection: some tools take a second to print a version.
+    let registry = runners.clone();
+    tokio::spawn(async move {
+        let path = std::env::var("PATH").unwrap_or_default();
+        runners::check::log_checks(&runners::check::check_integrations(&registry, &path).await);
+    });
+    run_with(cfg, runners, SecretsRegistry::with_defaults(), shutdown).await
 }
 
 /// [`run`] with explicit registries (tests, embedders).

@@ -34,6 +34,8 @@ struct Samples {
     server: Vec<f64>,
     /// Create → final task and log in the client's hands, ms.
     round_trip: Vec<f64>,
+    /// The `POST /v1/tasks` call alone, ms.
+    create_call: Vec<f64>,
 }
 
 async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
@@ -43,6 +45,7 @@ async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
         let sent_us = realtime_us();
         let t0 = Instant::now();
         let task = client.create_task(&req).await?;
+        let create_call = ms(t0.elapsed());
         let (task, log) = wait_done(client, task.id).await?;
         let round_trip = ms(t0.elapsed());
         expect_success(&task, &log)?;
@@ -53,6 +56,7 @@ async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
         }
         s.create_to_running.push((ran_us - sent_us) / 1e3);
         s.round_trip.push(round_trip);
+        s.create_call.push(create_call);
         if let Some(started) = task.started_at {
             s.server.push((started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e3);
         }
@@ -91,13 +95,15 @@ pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Sec
         let c = Summary::of(&s.create_to_running).context("no samples")?;
         let srv = Summary::of(&s.server).context("no server samples")?;
         let rt = Summary::of(&s.round_trip).context("no samples")?;
+        let cc = Summary::of(&s.create_call).context("no samples")?;
         sec.row(Row::new(format!("{label}: p50"), c.p50, "ms").vs("bash spawned directly, p50", base.p50).goal(Goal::AtMost(5.0)));
         sec.row(Row::new(format!("{label}: p95"), c.p95, "ms").vs("bash spawned directly, p95", base.p95));
         sec.row(Row::new(format!("{label}: p99"), c.p99, "ms").vs("bash spawned directly, p99", base.p99).goal(Goal::AtMost(25.0)));
         sec.row(Row::new(format!("{label}: server started_at − created_at, p50"), srv.p50, "ms"));
         sec.row(Row::new(format!("{label}: server started_at − created_at, p99"), srv.p99, "ms"));
+        sec.row(Row::new(format!("{label}: `POST /v1/tasks` call, p50"), cc.p50, "ms"));
         sec.row(Row::new(format!("{label}: create → result and log in hand, p50"), rt.p50, "ms"));
-        sec.detail(label, serde_json::json!({"create_to_running_ms": c, "server_ms": srv, "round_trip_ms": rt}));
+        sec.detail(label, serde_json::json!({"create_to_running_ms": c, "server_ms": srv, "round_trip_ms": rt, "create_call_ms": cc}));
     }
     sec.detail("baseline_bash_spawn_ms", base);
     sec.detail("agents_listed_during_idle_run", listed);

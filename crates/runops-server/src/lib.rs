@@ -176,6 +176,13 @@ impl Server {
         };
         let app = http::router(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // TCP_NODELAY: without it a small write (the end of a followed log, a short JSON
+        // answer) waits for the peer's delayed ACK, ~40 ms on Linux, on every exchange.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
         let serve = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

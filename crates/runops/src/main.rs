@@ -56,6 +56,10 @@ fn main() -> ExitCode {
                 logging::init(logging::Mode::Service);
                 report(serve(args).await)
             }
+            Role::Agent(args) if args.check => {
+                print!("{}", runops_agent::check_report().await);
+                ExitCode::SUCCESS
+            }
             Role::Agent(args) => {
                 logging::init(logging::Mode::Service);
                 let shutdown = runops_agent::ShutdownSignal::from_os_signals();

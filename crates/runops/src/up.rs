@@ -83,6 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         data_dir: data_dir.join("agent"),
         standby: false,
+        check: false,
         kill_grace_secs: 10,
         health_addr: None,
         identity: Default::default(),

@@ -289,3 +289,28 @@ impl Drop for KillOnDrop {
         );
     }
 }
+
+#[test]
+fn agent_check_reports_which_integrations_can_run_without_a_token() {
+    let sb = Sandbox::new();
+    // A PATH without kubectl: k8s must be reported as unavailable, with the reason.
+    let out = base_command(&sb.home())
+        .args(["agent", "--check"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("KUBECTL", "/nonexistent/kubectl")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout(&out);
+    let line = |kind: &str| {
+        report
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(kind))
+            .unwrap_or_else(|| panic!("no line for {kind} in:\n{report}"))
+            .to_string()
+    };
+    assert!(line("bash").starts_with("ok"), "{report}");
+    assert!(line("postgres").starts_with("ok"), "{report}");
+    let k8s = line("k8s");
+    assert!(k8s.starts_with("no") && k8s.contains("kubectl"), "{report}");
+}

@@ -1091,6 +1091,22 @@ fn vault_database_engine_gives_tasks_working_postgres_and_mariadb_users_and_revo
         "who=$(MYSQL_PWD=\"$MYSQL_PASS\" mysql -h \"$MYSQL_HOST\" -u \"$MYSQL_USER\" -Nse 'select current_user()')\n[ \"$who\" = \"$MYSQL_USER@%\" ] && echo connected-as-the-dynamic-user\n",
     );
     assert!(log.contains("connected-as-the-dynamic-user"), "{log}");
+    let left = Command::new("mysql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "-Nse",
+            "select count(*) from mysql.user where user like 'v-token-my-ro-%'",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&left).trim(),
+        "0",
+        "the dynamic MariaDB user was not revoked"
+    );
 
     bash_target(
         &server,

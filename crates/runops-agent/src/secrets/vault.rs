@@ -5,7 +5,8 @@
 //! Settings (agent environment): `VAULT_ADDR` (with or without a port; `https://` when no
 //! scheme is given), `VAULT_NAMESPACE`, `VAULT_AUTH_METHOD` = `token` (`VAULT_TOKEN`,
 //! the default), `approle` (`VAULT_ROLE_ID`, `VAULT_SECRET_ID`) or `kubernetes`
-//! (`VAULT_ROLE`, the service-account token in `VAULT_K8S_TOKEN_PATH`); `VAULT_AUTH_PATH`
+//! (`VAULT_ROLE`, the service-account token in `VAULT_K8S_TOKEN_PATH`); when it is not set
+//! the method follows from which of those variables are set; `VAULT_AUTH_PATH`
 //! overrides the login path (default `/v1/auth/<method>/login`); `VAULT_REVOKE_LEASES=true`
 //! revokes dynamic credentials when the task ends.
 //!
@@ -80,7 +81,20 @@ impl VaultSettings {
             Some(a) => normalize_addr(&a),
             None => Err("VAULT_ADDR is not set on the agent; set it to the Vault server's address (https://vault.example.com:8200)".into()),
         };
-        let method = get("VAULT_AUTH_METHOD").unwrap_or_else(|| "token".into());
+        // Without VAULT_AUTH_METHOD, the variables that are set tell (the original agent's
+        // deployments set only VAULT_ROLE for Kubernetes auth).
+        let method = get("VAULT_AUTH_METHOD").unwrap_or_else(|| {
+            if get("VAULT_TOKEN").is_some() {
+                "token"
+            } else if get("VAULT_ROLE_ID").is_some() {
+                "approle"
+            } else if get("VAULT_ROLE").is_some() {
+                "kubernetes"
+            } else {
+                "token"
+            }
+            .into()
+        });
         let need = |k: &str| {
             get(k).ok_or_else(|| {
                 format!("{k} is not set on the agent (VAULT_AUTH_METHOD is `{method}`)")
@@ -701,6 +715,20 @@ mod tests {
         let s = settings(&[]);
         assert!(s.addr.unwrap_err().starts_with("VAULT_ADDR is not set"));
         assert!(s.auth.unwrap_err().starts_with("VAULT_TOKEN is not set"));
+        let s = settings(&[("VAULT_ROLE", "runops")]);
+        assert!(
+            matches!(s.auth, Ok(VaultAuth::Kubernetes { .. })),
+            "{:?}",
+            s.auth
+        );
+        assert_eq!(s.login_path, "/v1/auth/kubernetes/login");
+        let s = settings(&[("VAULT_ROLE_ID", "r"), ("VAULT_SECRET_ID", "s")]);
+        assert!(
+            matches!(s.auth, Ok(VaultAuth::AppRole { .. })),
+            "{:?}",
+            s.auth
+        );
+        assert_eq!(s.login_path, "/v1/auth/approle/login");
         let s = settings(&[("VAULT_AUTH_METHOD", "ldap")]);
         assert!(s.auth.unwrap_err().contains("`ldap` is not supported"));
     }
