@@ -412,13 +412,13 @@ fn a_task_running_as_runops_cannot_read_the_agents_spool() {
 
     let server = Server::start(&sb, 10);
     let token = server.create_agent_token();
-    // No RUN_AS_USER: as root, `runops` is the default when it exists.
+    // An empty RUN_AS_USER means unset: as root, `runops` is the default when it exists.
     let _agent = Agent::start(
         &sb,
         "a",
         &token,
         None,
-        &[("MY_TARGET", "\"DB_NAME\": \"demo\",")],
+        &[("MY_TARGET", "\"DB_NAME\": \"demo\","), ("RUN_AS_USER", "")],
     );
     server.cli_ok(&[
         "targets",

@@ -70,6 +70,16 @@ pub fn base_command(home: &Path) -> Command {
     c
 }
 
+/// The user running the tests.
+pub fn whoami() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
 /// Kills a child by PID and reaps it.
 fn kill_child(child: &mut Child) {
     let _ = child.kill();
@@ -266,6 +276,9 @@ impl Agent {
             .env("TOKEN", token)
             .env("RUNOPS_AGENT_DATA_DIR", sb.path(&format!("agent-{name}")))
             .env("RUNOPS_KILL_GRACE_SECS", "2")
+            // Tasks write into the test's private temp dir: keep the agent's own user even
+            // when the machine has a `runops` user (tests of RUN_AS_USER pass their own).
+            .env("RUN_AS_USER", whoami())
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f));
         if let Some(t) = tags {
