@@ -1,4 +1,5 @@
-//! The commands users type: `runops login`, `targets`, `tasks`, `agents`, `users`, `tokens`.
+//! The commands users type: `runops login`, `targets`, `tasks`, `agents`, `users`, `tokens`,
+//! `audit`.
 //!
 //! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
 //! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
@@ -14,6 +15,7 @@
 //! kebab-case spelling (`--secret-path`).
 
 mod agents;
+mod audit;
 mod config;
 mod error;
 mod follow;
@@ -26,6 +28,7 @@ mod tokens;
 mod users;
 
 pub use agents::AgentsCmd;
+pub use audit::AuditCmd;
 pub use config::{config_path, write_config};
 pub use login::LoginArgs;
 pub use targets::TargetsCmd;
@@ -56,6 +59,8 @@ pub enum Command {
     Users(UsersCmd),
     /// API and agent tokens.
     Tokens(TokensCmd),
+    /// The organisation's audit log: who did what, when, from where (admins).
+    Audit(AuditCmd),
 }
 
 /// Runs one command and returns the process exit code: 0 when it worked; for
@@ -74,6 +79,7 @@ pub async fn run_code(cmd: Command) -> u8 {
         Command::Agents(c) => c.run().await,
         Command::Users(c) => c.run().await,
         Command::Tokens(c) => c.run().await,
+        Command::Audit(c) => c.run().await,
     };
     exit_code_of(result)
 }

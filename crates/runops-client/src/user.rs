@@ -150,6 +150,12 @@ impl Client {
     pub async fn list_users(&self) -> Result<Vec<User>> {
         self.get_json("/v1/users").await
     }
+
+    /// The organisation's audit log, newest first (admins).
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let rb = self.request(Method::GET, "/v1/audit", None).query(q);
+        self.send_json(rb).await
+    }
 }
 
 #[cfg(test)]

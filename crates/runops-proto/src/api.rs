@@ -23,6 +23,7 @@
 //! | `DELETE /v1/tokens/{id}`        | → `204` (revoked; another user's token: admin) |
 //! | `POST /v1/users`                | [`UserCreate`] → `201` [`UserCreated`] (admin) |
 //! | `GET /v1/users`                 | → `[`[`User`]`]`                               |
+//! | `GET /v1/audit`                 | query [`AuditQuery`] → `[`[`AuditEvent`]`]` newest first (admin) |
 //!
 //! Every error is a JSON [`ApiErrorBody`] with a status code that fits.
 
@@ -322,4 +323,42 @@ pub struct TokenListQuery {
     /// Every user's tokens (admins only); default: the caller's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
+}
+
+/// One entry of the organisation's audit log (`GET /v1/audit`): who did what, when,
+/// from where. `detail` never holds secret values (a target's config: keys only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The user's e-mail; `None` for agents and the server itself.
+    pub actor: Option<String>,
+    /// `user`, `agent` or `system`.
+    pub actor_kind: String,
+    /// `login`, `user.create`, `token.create`, `token.revoke`, `target.create`,
+    /// `target.update`, `target.delete`, `task.create`, `task.kill`, `agent.connect`,
+    /// `agent.disconnect`, `agent.lost`, ...
+    pub action: String,
+    /// `user`, `api-token`, `agent-token`, `target`, `task`, `agent-session`.
+    pub object_kind: Option<String>,
+    /// The object's id or name.
+    pub object_id: Option<String>,
+    /// The IP address of the TCP peer (a proxy's address when behind one).
+    pub remote_addr: Option<String>,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// At most this many events (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only events with an id below this one (paging backwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    /// Only this action (`target.update`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }

@@ -95,6 +95,8 @@ pub struct UserAuth {
     pub org_id: i64,
     pub user: User,
     pub via: Credential,
+    /// The TCP peer's IP, for the audit log.
+    pub remote_addr: Option<String>,
 }
 
 impl UserAuth {
@@ -121,7 +123,8 @@ impl FromRequestParts<AppState> for UserAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let bearer = bearer(parts)?;
         if runops_jwt::looks_like_jwt(bearer) {
-            return crate::identity::authenticate_jwt(state, bearer).await;
+            let peer = crate::audit::peer_ip(parts);
+            return crate::identity::authenticate_jwt(state, bearer, peer).await;
         }
         let token = authenticate(parts, state).await?;
         if token.kind != TokenKind::User {
@@ -138,6 +141,7 @@ impl FromRequestParts<AppState> for UserAuth {
             org_id: token.org_id,
             user,
             via: Credential::ApiToken { id: token.id },
+            remote_addr: crate::audit::peer_ip(parts),
         })
     }
 }
@@ -145,6 +149,8 @@ impl FromRequestParts<AppState> for UserAuth {
 /// A caller holding an agent token.
 pub struct AgentAuth {
     pub token: AuthToken,
+    /// The TCP peer's IP, for the audit log.
+    pub remote_addr: Option<String>,
 }
 
 impl FromRequestParts<AppState> for AgentAuth {
@@ -164,7 +170,10 @@ impl FromRequestParts<AppState> for AgentAuth {
             )
             .hint("create one with `runops agents create-token` and pass it as TOKEN"));
         }
-        Ok(AgentAuth { token })
+        Ok(AgentAuth {
+            token,
+            remote_addr: crate::audit::peer_ip(parts),
+        })
     }
 }
 

@@ -145,7 +145,12 @@ impl IdentityProvider {
 }
 
 /// Authenticates a bearer that looks like a JWT.
-pub async fn authenticate_jwt(st: &AppState, token: &str) -> Result<UserAuth, ApiError> {
+/// `remote_addr`: the peer's IP, recorded in the audit log when the user is created.
+pub async fn authenticate_jwt(
+    st: &AppState,
+    token: &str,
+    remote_addr: Option<String>,
+) -> Result<UserAuth, ApiError> {
     let Some(idp) = &st.identity else {
         return Err(ApiError::unauthorized(
             "this server does not accept identity-provider tokens (JWTs); use an API token",
@@ -199,6 +204,22 @@ pub async fn authenticate_jwt(st: &AppState, token: &str) -> Result<UserAuth, Ap
             match st.store.create_user(idp.org_id, &new, now_ms()).await {
                 Ok(user) => {
                     tracing::info!(user = %user.email, "user created on first sign-in with the identity provider");
+                    let actor = crate::audit::Actor {
+                        email: Some(user.email.clone()),
+                        kind: "user",
+                        remote_addr: remote_addr.clone(),
+                    };
+                    let detail = serde_json::json!({"via": "identity-provider", "role": user.role, "groups": user.groups});
+                    crate::audit::record(
+                        st,
+                        idp.org_id,
+                        &actor,
+                        "user.create",
+                        "user",
+                        &user.email,
+                        detail,
+                    )
+                    .await;
                     user
                 }
                 // Two first requests at once: the other one created it.
@@ -215,6 +236,7 @@ pub async fn authenticate_jwt(st: &AppState, token: &str) -> Result<UserAuth, Ap
         org_id: idp.org_id,
         user,
         via: Credential::IdentityToken(token.to_string()),
+        remote_addr,
     })
 }
 

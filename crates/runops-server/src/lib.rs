@@ -13,9 +13,11 @@
 //! Files: `http/` (routes, one file per API area), `store/` (trait + SQLite),
 //! `auth.rs` (bearer tokens), `extract.rs` (JSON/query/path extractors with JSON
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
-//! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), and this
+//! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), `audit.rs`
+//! (the audit log: who did what, when, from where), and this
 //! file (start-up, bootstrap, shutdown).
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -184,11 +186,15 @@ impl Server {
             }
         });
         let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
+            // Connect info: the peer address the audit log records.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
         });
         let reaper = tokio::spawn(reaper::run(state.clone()));
         tracing::info!(%addr, %url, data_dir = %args.data_dir.display(), "runops server listening");

@@ -39,6 +39,7 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
             &SessionEnd::Lost {
                 lease_secs: st.settings.lease_secs,
             },
+            &crate::audit::Actor::system(),
         )
         .await?;
     }

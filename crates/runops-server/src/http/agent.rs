@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::AppState;
+use crate::audit::{self, Actor};
 use crate::auth::{AgentAuth, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, LogChunkBody, parse_task_id};
@@ -57,12 +58,29 @@ async fn live_session(st: &AppState, auth: &AgentAuth, id: &str) -> ApiResult<Se
     }
 }
 
-/// Ends a session and tells everyone who waits on it.
-pub async fn end_session(st: &AppState, id: &str, how: &SessionEnd) -> Result<(), StoreError> {
+/// Ends a session and tells everyone who waits on it; `by` goes to the audit log.
+pub async fn end_session(
+    st: &AppState,
+    id: &str,
+    how: &SessionEnd,
+    by: &Actor,
+) -> Result<(), StoreError> {
     let ended = st.store.end_session(id, how, now_ms()).await?;
     if !ended.ended_now {
         return Ok(());
     }
+    let action = match how {
+        SessionEnd::Disconnected => "agent.disconnect",
+        SessionEnd::Lost { .. } => "agent.lost",
+        SessionEnd::TokenRevoked => "agent.token-revoked",
+    };
+    let detail = serde_json::json!({
+        "hostname": ended.hostname,
+        "tags": ended.tags,
+        "failed_tasks": ended.failed,
+        "requeued_tasks": ended.requeued,
+    });
+    audit::record(st, ended.org_id, by, action, "agent-session", id, detail).await;
     tracing::info!(
         session = %id,
         hostname = %ended.hostname,
@@ -152,6 +170,17 @@ pub async fn connect(
                     .resume_session(&s.id, &req.hostname, &req.version, req.concurrency, now)
                     .await?;
                 tracing::info!(session = %s.id, hostname = %req.hostname, tags = tags.as_deref().unwrap_or(""), "agent resumed its session");
+                let detail = connect_detail(&req, tags.as_deref(), auth.token.id, true);
+                audit::record(
+                    &st,
+                    org_id,
+                    &Actor::agent(&auth),
+                    "agent.connect",
+                    "agent-session",
+                    &s.id,
+                    detail,
+                )
+                .await;
                 return Ok(Json(connected(&st, s.id, &s.org, true)));
             }
             Some(s) => {
@@ -164,6 +193,7 @@ pub async fn connect(
                         &SessionEnd::Lost {
                             lease_secs: st.settings.lease_secs,
                         },
+                        &Actor::system(),
                     )
                     .await?;
                     continue;
@@ -187,6 +217,17 @@ pub async fn connect(
                 match st.store.create_session(&new, now).await {
                     Ok(s) => {
                         tracing::info!(session = %s.id, hostname = %s.hostname, tags = tags.as_deref().unwrap_or(""), version = %s.version, "agent connected");
+                        let detail = connect_detail(&req, tags.as_deref(), auth.token.id, false);
+                        audit::record(
+                            &st,
+                            org_id,
+                            &Actor::agent(&auth),
+                            "agent.connect",
+                            "agent-session",
+                            &s.id,
+                            detail,
+                        )
+                        .await;
                         return Ok(Json(connected(&st, s.id, &s.org, false)));
                     }
                     // Another connect won the race for these tags: look again.
@@ -215,6 +256,22 @@ pub async fn connect(
             }
         }
     }
+}
+
+/// What the audit log keeps of a connect: who the agent says it is, and its token.
+fn connect_detail(
+    req: &ConnectRequest,
+    tags: Option<&str>,
+    token_id: i64,
+    resumed: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "hostname": req.hostname,
+        "version": req.version,
+        "tags": tags,
+        "token_id": token_id,
+        "resumed": resumed,
+    })
 }
 
 fn connected(st: &AppState, session_id: String, org: &str, resumed: bool) -> ConnectResponse {
@@ -473,7 +530,7 @@ pub async fn disconnect(
 ) -> ApiResult<StatusCode> {
     match st.store.get_session(&req.session_id).await? {
         Some(s) if s.org_id == auth.token.org_id => {
-            end_session(&st, &s.id, &SessionEnd::Disconnected).await?;
+            end_session(&st, &s.id, &SessionEnd::Disconnected, &Actor::agent(&auth)).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         _ => Err(ApiError::not_found(format!(

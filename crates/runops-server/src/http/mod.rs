@@ -1,6 +1,6 @@
 //! The HTTP layer: the router, the shared state, and the routes that fit in a line.
 //! Each file below holds the handlers of one part of the API:
-//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, agent tokens, agents)
+//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, tokens, agents, audit)
 //! and [`agent`] (the agent protocol).
 
 pub mod agent;
@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(org::list_tokens).post(org::create_token))
         .route("/v1/tokens/{id}", delete(org::revoke_token))
         .route("/v1/users", get(org::list_users).post(org::create_user))
+        .route("/v1/audit", get(org::list_audit))
         .route("/v1/agent/connect", post(agent::connect))
         .route("/v1/agent/poll", post(agent::poll))
         .route("/v1/agent/tasks/{id}/start", post(agent::start))

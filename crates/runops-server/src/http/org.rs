@@ -1,17 +1,19 @@
-//! The caller's organisation: `/v1/me`, users, agent tokens and live agents.
+//! The caller's organisation: `/v1/me`, users, tokens, live agents and the audit log.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{
-    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, TokenListQuery, User, UserCreate,
-    UserCreated, UserToken, UserTokenCreate, UserTokenCreated,
+    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, AuditEvent, AuditQuery, TokenListQuery,
+    User, UserCreate, UserCreated, UserToken, UserTokenCreate, UserTokenCreated,
 };
 use runops_proto::token::{TokenKind, format_agent_token, format_user_token};
+use serde_json::json;
 
 use super::AppState;
 use super::agent::end_session;
-use crate::auth::{UserAuth, hash_token, random_secret};
+use crate::audit::{self, Actor};
+use crate::auth::{Credential, UserAuth, hash_token, random_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::store::{NewUser, SessionEnd};
@@ -25,7 +27,14 @@ fn internal(e: anyhow::Error) -> ApiError {
     ApiError::internal()
 }
 
-pub async fn me(auth: UserAuth) -> Json<User> {
+/// `GET /v1/me`: who the caller is. `runops login` calls it to check its token, so
+/// it is what the audit log records as a `login`.
+pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<User> {
+    let via = match auth.via {
+        Credential::ApiToken { id } => json!({"via": "api-token", "token_id": id}),
+        Credential::IdentityToken(_) => json!({"via": "identity-provider"}),
+    };
+    audit::by_user(&st, &auth, "login", "user", &auth.user.email, via).await;
     Json(auth.user)
 }
 
@@ -68,6 +77,8 @@ pub async fn create_user(
         )
         .await?;
     tracing::info!(user = %user.email, role = %user.role, by = %auth.user.email, "user created");
+    let detail = json!({"role": user.role, "groups": user.groups});
+    audit::by_user(&st, &auth, "user.create", "user", &user.email, detail).await;
     Ok((StatusCode::CREATED, Json(UserCreated { user, token })))
 }
 
@@ -102,6 +113,8 @@ pub async fn create_agent_token(
         )
         .await?;
     tracing::info!(token_id = id, by = %auth.user.email, "agent token created");
+    let detail = json!({"name": name});
+    audit::by_user(&st, &auth, "token.create", "agent-token", id, detail).await;
     Ok((StatusCode::CREATED, Json(AgentTokenCreated { id, token })))
 }
 
@@ -128,8 +141,10 @@ pub async fn revoke_agent_token(
         .await?
         .ok_or_else(not_found)?;
     tracing::info!(token_id = id, by = %auth.user.email, "agent token revoked");
+    audit::by_user(&st, &auth, "token.revoke", "agent-token", id, json!({})).await;
+    let actor = Actor::user(&auth);
     for s in sessions {
-        end_session(&st, &s, &SessionEnd::TokenRevoked).await?;
+        end_session(&st, &s, &SessionEnd::TokenRevoked, &actor).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -191,6 +206,8 @@ pub async fn create_token(
         )
         .await?;
     tracing::info!(token_id = id, by = %auth.user.email, "API token created");
+    let detail = json!({"name": name, "user": auth.user.email});
+    audit::by_user(&st, &auth, "token.create", "api-token", id, detail).await;
     Ok((StatusCode::CREATED, Json(UserTokenCreated { id, token })))
 }
 
@@ -230,5 +247,19 @@ pub async fn revoke_token(
         return Err(not_found());
     }
     tracing::info!(token_id = id, by = %auth.user.email, "API token revoked");
+    audit::by_user(&st, &auth, "token.revoke", "api-token", id, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/audit?limit=&before=&action=`: the org's audit log, newest first (admins).
+pub async fn list_audit(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden("only admins can read the audit log")
+            .hint("ask an admin of your organisation"));
+    }
+    Ok(Json(st.store.list_audit(auth.org_id(), &q).await?))
 }

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::AppState;
+use crate::audit;
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -79,6 +81,9 @@ pub async fn create(
         }
     }
     tracing::info!(target = %created.name, kind = %created.kind, config_keys = created.config_keys.len(), by = %auth.user.email, "target created");
+    let detail =
+        json!({"type": created.kind, "tags": created.tags, "config_keys": created.config_keys});
+    audit::by_user(&st, &auth, "target.create", "target", &created.name, detail).await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -110,16 +115,27 @@ pub async fn update(
         .get_target(auth.org_id(), &name)
         .await?
         .ok_or_else(|| target_not_found(&name))?;
+    let before = serde_json::to_value(&current).unwrap_or_default();
     let updated = validate::apply_update(current, req, chrono::Utc::now())?;
     let mut saved = st
         .store
         .update_target(auth.org_id(), &updated)
         .await?
         .ok_or_else(|| target_not_found(&name))?;
-    if config.is_some() {
+    let config_set = config.is_some();
+    if config_set {
         saved.config_keys = store_config(&st, auth.org_id(), &name, config).await?;
     }
     tracing::info!(target = %saved.name, by = %auth.user.email, "target updated");
+    // Field names only: never a value (a config is write-only; its keys are enough).
+    let after = serde_json::to_value(&saved).unwrap_or_default();
+    let mut changed = audit::changed_fields(&before, &after, &["updated_at", "config_keys"]);
+    let config_keys = config_set.then(|| saved.config_keys.clone());
+    if config_keys.is_some() {
+        changed.push("config".into());
+    }
+    let detail = json!({"changed": changed, "config_keys": config_keys});
+    audit::by_user(&st, &auth, "target.update", "target", &saved.name, detail).await;
     Ok(Json(saved))
 }
 
@@ -132,5 +148,6 @@ pub async fn remove(
         return Err(target_not_found(&name));
     }
     tracing::info!(target = %name, by = %auth.user.email, "target deleted");
+    audit::by_user(&st, &auth, "target.delete", "target", &name, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::AppState;
 use super::targets::target_not_found;
+use crate::audit;
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
@@ -95,6 +96,8 @@ pub async fn create(
             .hold(rec.task.id, token, crate::identity::token_expiry_ms(token));
     }
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = "ready", by = %auth.user.email, "task created");
+    let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind});
+    audit::by_user(&st, &auth, "task.create", "task", rec.task.id, detail).await;
     st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
     Ok((StatusCode::CREATED, Json(rec.task)))
 }
@@ -133,11 +136,17 @@ pub async fn kill(
             st.metrics
                 .task_finished(rec.task.status, rec.task.failure_reason);
             tracing::info!(task = id, status = "failure", reason = "cancelled", by = %by, "task killed before it started");
+            let detail =
+                serde_json::json!({"target": rec.task.target, "outcome": "cancelled-before-start"});
+            audit::by_user(&st, &auth, "task.kill", "task", id, detail).await;
             st.hub.wake_log(id);
             Ok((StatusCode::ACCEPTED, Json(rec.task)))
         }
         KillOutcome::CancelRequested { task, session_id } => {
             tracing::info!(task = id, by = %by, "kill requested for a running task");
+            let detail =
+                serde_json::json!({"target": task.task.target, "outcome": "cancel-requested"});
+            audit::by_user(&st, &auth, "task.kill", "task", id, detail).await;
             if let Some(s) = session_id {
                 st.hub.wake_session(&s);
             }

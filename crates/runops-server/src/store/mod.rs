@@ -11,7 +11,9 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use runops_proto::agent::{FinishRequest, TaskOffer};
-use runops_proto::api::{Agent, AgentToken, Target, Task, TaskListQuery, User};
+use runops_proto::api::{
+    Agent, AgentToken, AuditEvent, AuditQuery, Target, Task, TaskListQuery, User,
+};
 use runops_proto::token::TokenKind;
 use runops_proto::{FailureReason, TaskStatus};
 
@@ -410,9 +412,32 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
+    // --- audit ------------------------------------------------------------------------
+    /// Appends one event to the org's audit log; returns its id.
+    async fn record_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;
+    /// The org's audit events, newest first.
+    async fn list_audit(&self, org_id: i64, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
     // --- metrics ----------------------------------------------------------------------
     /// Counts for `/metrics`, over every org: tasks by status and live agent sessions.
     async fn metrics_gauges(&self) -> StoreResult<StoreGauges>;
+}
+
+/// An audit event to append (see [`crate::audit`]).
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub org_id: i64,
+    pub at_ms: i64,
+    /// The user's e-mail; `None` for agents and the server itself.
+    pub actor_email: Option<String>,
+    /// `user`, `agent` or `system`.
+    pub actor_kind: &'static str,
+    pub action: &'static str,
+    pub object_kind: Option<&'static str>,
+    pub object_id: Option<String>,
+    pub remote_addr: Option<String>,
+    /// Never secret values.
+    pub detail: serde_json::Value,
 }
 
 /// What `/metrics` reads from the store (every org together).

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_target_config.sql")),
     (3, include_str!("../../migrations/0003_identity.sql")),
+    (4, include_str!("../../migrations/0004_audit.sql")),
 ];
 
 /// The note appended (once) to a log that reached the control plane's cap.
@@ -1379,6 +1380,60 @@ impl Store for SqliteStore {
             });
         }
         Ok(agents)
+    }
+
+    async fn record_audit(&self, e: &NewAuditEvent) -> StoreResult<i64> {
+        let r = sqlx::query(
+            "INSERT INTO audit_events (org_id, at, actor_email, actor_kind, action, object_kind, object_id, remote_addr, detail_json) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.org_id)
+        .bind(e.at_ms)
+        .bind(&e.actor_email)
+        .bind(e.actor_kind)
+        .bind(e.action)
+        .bind(e.object_kind)
+        .bind(&e.object_id)
+        .bind(&e.remote_addr)
+        .bind(e.detail.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    async fn list_audit(&self, org_id: i64, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+        let rows = sqlx::query(
+            "SELECT id, at, actor_email, actor_kind, action, object_kind, object_id, remote_addr, detail_json \
+             FROM audit_events WHERE org_id = ? AND (? IS NULL OR id < ?) AND (? IS NULL OR action = ?) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(org_id)
+        .bind(q.before)
+        .bind(q.before)
+        .bind(&q.action)
+        .bind(&q.action)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail_json")?;
+                Ok(AuditEvent {
+                    id: r.try_get("id")?,
+                    at: ts(r.try_get("at")?)?,
+                    actor: r.try_get("actor_email")?,
+                    actor_kind: r.try_get("actor_kind")?,
+                    action: r.try_get("action")?,
+                    object_kind: r.try_get("object_kind")?,
+                    object_id: r.try_get("object_id")?,
+                    remote_addr: r.try_get("remote_addr")?,
+                    detail: serde_json::from_str(&detail).map_err(|e| {
+                        StoreError::Corrupt(format!("bad audit detail {detail:?}: {e}"))
+                    })?,
+                })
+            })
+            .collect()
     }
 
     async fn metrics_gauges(&self) -> StoreResult<StoreGauges> {
