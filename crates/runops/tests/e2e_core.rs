@@ -239,45 +239,60 @@ fn child_processes_see_none_of_the_agents_own_environment() {
 }
 
 #[test]
-fn runops_up_serves_a_ready_local_target() {
+fn runops_up_serves_a_ready_local_target_and_a_second_up_reuses_the_data() {
     let sb = Sandbox::new();
     let port = free_port();
     let work = sb.path("work");
     std::fs::create_dir_all(&work).unwrap();
-    let mut up = base_command(&sb.home())
-        .arg("up")
-        .current_dir(&work)
-        .env("RUNOPS_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let run_task = |script: &str| {
+        base_command(&sb.home())
+            .args(["tasks", "create", "-t", "local", "-s", script])
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    for round in ["first", "second"] {
+        let mut up = base_command(&sb.home())
+            .arg("up")
+            .current_dir(&work)
+            .env("RUNOPS_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let _guard = KillOnDrop(up.id() as i32);
+        let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+        // `runops up` prints its URL and token, then a ready line.
+        wait_for("runops up to print that it is ready", || {
+            let l = lines.next()?.ok()?;
+            l.contains("ready").then_some(())
+        });
+        // The CLI was logged in by `runops up` (config in HOME): no URL or token needed.
+        let out = run_task(&format!("echo hello {round}"));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("hello {round}\n"));
+
+        // Ctrl-C stops it cleanly.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(up.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
         .unwrap();
-    let _guard = KillOnDrop(up.id() as i32);
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    // `runops up` prints its URL and token, then a ready line.
-    wait_for("runops up to print that it is ready", || {
-        let l = lines.next()?.ok()?;
-        l.contains("ready").then_some(())
-    });
-    // The CLI was logged in by `runops up` (config in HOME): no URL or token needed.
-    let out = base_command(&sb.home())
-        .args(["tasks", "create", "-t", "local", "-s", "echo hello"])
-        .current_dir(&work)
-        .stdin(Stdio::null())
+        let st = wait_for("runops up to exit after SIGINT", || up.try_wait().unwrap());
+        assert!(st.success(), "runops up exited with {st}");
+        assert!(work.join(".runops").is_dir(), "data lives in ./.runops");
+    }
+
+    // The second `runops up` kept the first one's tasks: same store, same token.
+    let db = work.join(".runops").join("runops.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM tasks;")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "hello\n");
-
-    // Ctrl-C stops it cleanly.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let st = wait_for("runops up to exit after SIGINT", || up.try_wait().unwrap());
-    assert!(st.success(), "runops up exited with {st}");
-    assert!(work.join(".runops").is_dir(), "data lives in ./.runops");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }
 
 struct KillOnDrop(i32);
