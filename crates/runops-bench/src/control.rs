@@ -1,4 +1,4 @@
-//! 7. Control-plane capacity on SQLite: how many task creations and claims per second
+//! Measurement 7: Control-plane capacity on SQLite: how many task creations and claims per second
 //! one `runops server` sustains, with no process spawned anywhere. Agents are simulated
 //! in the bench process: each is a real session (`connect`) whose loop long-polls for up
 //! to 30 offers, then calls `start` and `finish` (empty log, success) for each, as a
@@ -32,7 +32,12 @@ fn target(i: usize) -> String {
 }
 
 /// Runs `f(client, i)` for i in 0..n with `workers` concurrent callers; the wall time.
-async fn concurrently<F, Fut>(client: &Client, n: usize, workers: usize, f: F) -> anyhow::Result<Duration>
+async fn concurrently<F, Fut>(
+    client: &Client,
+    n: usize,
+    workers: usize,
+    f: F,
+) -> anyhow::Result<Duration>
 where
     F: Fn(Client, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -111,7 +116,10 @@ async fn sim_agent(
 }
 
 pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
-    let mut sec = Section::new("control", "7. Control-plane capacity (SQLite, simulated agents, no processes)");
+    let mut sec = Section::new(
+        "control",
+        "7. Control-plane capacity (SQLite, simulated agents, no processes)",
+    );
     let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
     let server = ServerProc::start(bin, dir.path(), &[]).await?;
     let admin = server.admin()?;
@@ -125,11 +133,20 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
             })
             .await?;
     }
-    let token = admin.create_agent_token(Some("bench-sim".into())).await?.token;
+    let token = admin
+        .create_agent_token(Some("bench-sim".into()))
+        .await?
+        .token;
 
     // Warm-up, then the floor.
-    concurrently(&admin, 200, CREATORS, |c, _| async move { c.me().await.map(drop).map_err(Into::into) }).await?;
-    let floor = concurrently(&admin, n, CREATORS, |c, _| async move { c.me().await.map(drop).map_err(Into::into) }).await?;
+    concurrently(&admin, 200, CREATORS, |c, _| async move {
+        c.me().await.map(drop).map_err(Into::into)
+    })
+    .await?;
+    let floor = concurrently(&admin, n, CREATORS, |c, _| async move {
+        c.me().await.map(drop).map_err(Into::into)
+    })
+    .await?;
     let floor_rate = n as f64 / floor.as_secs_f64();
 
     let create = |c: Client, i: usize| async move {
@@ -171,7 +188,14 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let loops: Vec<_> = sessions
         .into_iter()
         .map(|(client, session)| {
-            tokio::spawn(sim_agent(client, session, done.clone(), stop_rx.clone(), all_done.clone(), total.clone()))
+            tokio::spawn(sim_agent(
+                client,
+                session,
+                done.clone(),
+                stop_rx.clone(),
+                all_done.clone(),
+                total.clone(),
+            ))
         })
         .collect();
     all_done_rx.wait_for(|d| *d).await?;
@@ -192,9 +216,30 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     }
 
     let floor_label = format!("`GET /v1/me`, {CREATORS} callers");
-    sec.row(Row::new(format!("task creations, {CREATORS} concurrent callers"), create_rate, "/s").vs(floor_label.clone(), floor_rate));
-    sec.row(Row::new(format!("claims (poll → start → finish), {AGENTS} agents × {SLOTS} slots"), claim_rate, "/s").vs(floor_label.clone(), floor_rate));
-    sec.row(Row::new("create + claim + finish at once, tasks end to end", mixed_rate, "/s").vs(floor_label, floor_rate));
+    sec.row(
+        Row::new(
+            format!("task creations, {CREATORS} concurrent callers"),
+            create_rate,
+            "/s",
+        )
+        .vs(floor_label.clone(), floor_rate),
+    );
+    sec.row(
+        Row::new(
+            format!("claims (poll → start → finish), {AGENTS} agents × {SLOTS} slots"),
+            claim_rate,
+            "/s",
+        )
+        .vs(floor_label.clone(), floor_rate),
+    );
+    sec.row(
+        Row::new(
+            "create + claim + finish at once, tasks end to end",
+            mixed_rate,
+            "/s",
+        )
+        .vs(floor_label, floor_rate),
+    );
     sec.detail("tasks_per_phase", n);
     sec.detail("create_s", created.as_secs_f64());
     sec.detail("drain_s", drained.as_secs_f64());

@@ -1,4 +1,4 @@
-//! 1. Dispatch latency: from "create this task" to the task's script running on the
+//! Measurement 1: Dispatch latency: from "create this task" to the task's script running on the
 //! agent, one task at a time (nothing queued), with one agent and then with 200 more
 //! idle agents (other tags) long-polling the same server.
 //!
@@ -9,7 +9,9 @@
 //! measurement for `bash -c 'echo $EPOCHREALTIME'` spawned directly by the bench. The
 //! server's own `started_at - created_at` (millisecond resolution) is reported too.
 
-use crate::drive::{IdleAgents, expect_success, ms, new_task, parse_epoch_realtime, realtime_us, wait_done};
+use crate::drive::{
+    IdleAgents, expect_success, ms, new_task, parse_epoch_realtime, realtime_us, wait_done,
+};
 use crate::procs::{LOCAL_TARGET, Stack};
 use crate::report::{Goal, Row, Section};
 use crate::stats::Summary;
@@ -49,8 +51,13 @@ async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
         let (task, log) = wait_done(client, task.id).await?;
         let round_trip = ms(t0.elapsed());
         expect_success(&task, &log)?;
-        let ran_us = parse_epoch_realtime(&String::from_utf8_lossy(&log))
-            .with_context(|| format!("task {} printed no time: {:?}", task.id, String::from_utf8_lossy(&log)))?;
+        let ran_us = parse_epoch_realtime(&String::from_utf8_lossy(&log)).with_context(|| {
+            format!(
+                "task {} printed no time: {:?}",
+                task.id,
+                String::from_utf8_lossy(&log)
+            )
+        })?;
         if i < WARMUP {
             continue;
         }
@@ -58,7 +65,8 @@ async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
         s.round_trip.push(round_trip);
         s.create_call.push(create_call);
         if let Some(started) = task.started_at {
-            s.server.push((started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e3);
+            s.server
+                .push((started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e3);
         }
     }
     Ok(s)
@@ -78,13 +86,17 @@ fn bash_baseline(n: usize) -> anyhow::Result<Vec<f64>> {
 }
 
 pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Section> {
-    let mut sec = Section::new("dispatch", "1. Dispatch latency (task created → script running on the agent)");
+    let mut sec = Section::new(
+        "dispatch",
+        "1. Dispatch latency (task created → script running on the agent)",
+    );
     let stack = Stack::start(bin, &[], true).await?;
     let base = tokio::task::spawn_blocking(move || bash_baseline(n)).await??;
     let base = Summary::of(&base).context("no baseline samples")?;
 
     let one = measure(&stack.admin, n).await?;
-    let idle = IdleAgents::start(&stack.server.url, &stack.agent_token, idle_agents, "idle").await?;
+    let idle =
+        IdleAgents::start(&stack.server.url, &stack.agent_token, idle_agents, "idle").await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let listed = stack.admin.list_agents().await?.len();
     let busy = measure(&stack.admin, n).await?;
@@ -96,13 +108,40 @@ pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Sec
         let srv = Summary::of(&s.server).context("no server samples")?;
         let rt = Summary::of(&s.round_trip).context("no samples")?;
         let cc = Summary::of(&s.create_call).context("no samples")?;
-        sec.row(Row::new(format!("{label}: p50"), c.p50, "ms").vs("bash spawned directly, p50", base.p50).goal(Goal::AtMost(5.0)));
-        sec.row(Row::new(format!("{label}: p95"), c.p95, "ms").vs("bash spawned directly, p95", base.p95));
-        sec.row(Row::new(format!("{label}: p99"), c.p99, "ms").vs("bash spawned directly, p99", base.p99).goal(Goal::AtMost(25.0)));
-        sec.row(Row::new(format!("{label}: server started_at − created_at, p50"), srv.p50, "ms"));
-        sec.row(Row::new(format!("{label}: server started_at − created_at, p99"), srv.p99, "ms"));
-        sec.row(Row::new(format!("{label}: `POST /v1/tasks` call, p50"), cc.p50, "ms"));
-        sec.row(Row::new(format!("{label}: create → result and log in hand, p50"), rt.p50, "ms"));
+        sec.row(
+            Row::new(format!("{label}: p50"), c.p50, "ms")
+                .vs("bash spawned directly, p50", base.p50)
+                .goal(Goal::AtMost(5.0)),
+        );
+        sec.row(
+            Row::new(format!("{label}: p95"), c.p95, "ms")
+                .vs("bash spawned directly, p95", base.p95),
+        );
+        sec.row(
+            Row::new(format!("{label}: p99"), c.p99, "ms")
+                .vs("bash spawned directly, p99", base.p99)
+                .goal(Goal::AtMost(25.0)),
+        );
+        sec.row(Row::new(
+            format!("{label}: server started_at − created_at, p50"),
+            srv.p50,
+            "ms",
+        ));
+        sec.row(Row::new(
+            format!("{label}: server started_at − created_at, p99"),
+            srv.p99,
+            "ms",
+        ));
+        sec.row(Row::new(
+            format!("{label}: `POST /v1/tasks` call, p50"),
+            cc.p50,
+            "ms",
+        ));
+        sec.row(Row::new(
+            format!("{label}: create → result and log in hand, p50"),
+            rt.p50,
+            "ms",
+        ));
         sec.detail(label, serde_json::json!({"create_to_running_ms": c, "server_ms": srv, "round_trip_ms": rt, "create_call_ms": cc}));
     }
     sec.detail("baseline_bash_spawn_ms", base);

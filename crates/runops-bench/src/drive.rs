@@ -257,8 +257,14 @@ mod tests {
 
     #[test]
     fn epoch_realtime_is_read_in_microseconds() {
-        assert_eq!(parse_epoch_realtime("1700000000.000250\n"), Some(1_700_000_000_000_250.0));
-        assert_eq!(parse_epoch_realtime("1700000000,5"), Some(1_700_000_000_500_000.0));
+        assert_eq!(
+            parse_epoch_realtime("1700000000.000250\n"),
+            Some(1_700_000_000_000_250.0)
+        );
+        assert_eq!(
+            parse_epoch_realtime("1700000000,5"),
+            Some(1_700_000_000_500_000.0)
+        );
         assert_eq!(parse_epoch_realtime("oops"), None);
         assert_eq!(parse_epoch_realtime("1700000000.x"), None);
     }

@@ -118,10 +118,14 @@ fn failed(id: &str, title: &str, e: &anyhow::Error) -> Section {
 
 async fn measure(m: Measurement, bin: &Path, z: &Sizes) -> Vec<Section> {
     let r = match m {
-        Measurement::Dispatch => dispatch::run(bin, z.dispatch, z.idle_agents).await.map(|s| vec![s]),
+        Measurement::Dispatch => dispatch::run(bin, z.dispatch, z.idle_agents)
+            .await
+            .map(|s| vec![s]),
         Measurement::Overhead => overhead::run(bin, z.overhead).await.map(|s| vec![s]),
         Measurement::Throughput => throughput::run(bin, z.throughput).await.map(|s| vec![s]),
-        Measurement::Memory => memory::run(bin, z.warm_tasks, z.log_bytes).await.map(|(a, b)| vec![a, b]),
+        Measurement::Memory => memory::run(bin, z.warm_tasks, z.log_bytes)
+            .await
+            .map(|(a, b)| vec![a, b]),
         Measurement::Control => control::run(bin, z.control).await.map(|s| vec![s]),
         Measurement::Redaction => match &z.redact_table {
             Some(path) => redaction_section(path).map(|s| vec![s]),
@@ -130,13 +134,22 @@ async fn measure(m: Measurement, bin: &Path, z: &Sizes) -> Vec<Section> {
             )),
         },
     };
-    r.unwrap_or_else(|e| vec![failed(&format!("{m:?}").to_lowercase(), &format!("{m:?}"), &e)])
+    r.unwrap_or_else(|e| {
+        vec![failed(
+            &format!("{m:?}").to_lowercase(),
+            &format!("{m:?}"),
+            &e,
+        )]
+    })
 }
 
 fn redaction_section(path: &Path) -> anyhow::Result<Section> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the redaction bench output {}", path.display()))?;
-    let mut s = Section::new("redaction", "6. Redaction engine (runops-redact's redact_bench, one core)");
+    let mut s = Section::new(
+        "redaction",
+        "6. Redaction engine (runops-redact's redact_bench, one core)",
+    );
     s.text = Some(text);
     s.note("Output of `cargo run --release -p runops-redact --example redact_bench`, quoted as printed; MB = 10^6 bytes.");
     Ok(s)
@@ -177,7 +190,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     eprintln!(
         "runops-bench: {} on {} cores ({}), load {}",
-        report.runops_version, report.machine.nproc, report.machine.cpu_model, report.machine.load_before
+        report.runops_version,
+        report.machine.nproc,
+        report.machine.cpu_model,
+        report.machine.load_before
     );
     for m in order {
         let t0 = Instant::now();
@@ -196,9 +212,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.markdown {
-        std::fs::write(path, report.markdown()).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, report.markdown())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(report.sections.iter().all(|s| !s.notes.iter().any(|n| n.starts_with("failed:"))))
+    Ok(report
+        .sections
+        .iter()
+        .all(|s| !s.notes.iter().any(|n| n.starts_with("failed:"))))
 }
 
 #[tokio::main]

@@ -1,4 +1,4 @@
-//! 4. Memory and 5. log throughput, on one stack whose server keeps logs above 1 GiB.
+//! Measurements 4 (memory) and 5 (log throughput), on one stack whose server keeps logs above 1 GiB.
 //!
 //! Idle resident memory (`VmRSS`) of the agent and the server right after start and
 //! again after some work; then one task prints 1 GiB of lines (`yes … | head -c 1G`)
@@ -10,7 +10,7 @@
 use crate::drive::{ms, new_task, poll_done, run_tasks, time_command};
 use crate::procs::{LOCAL_TARGET, Mem, Stack, mem_of};
 use crate::report::{Goal, Row, Section};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use runops_proto::TaskStatus;
 use runops_proto::api::TargetCreate;
 use std::path::Path;
@@ -24,28 +24,29 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often the bench asks whether the big task ended (bounds the error on its duration).
 const DONE_POLL: Duration = Duration::from_millis(20);
 /// One line of the big task's output: plain words, nothing a redactor would change.
-const LINE: &str = "runops log throughput benchmark line, plain words that no detector should change";
+const LINE: &str =
+    "runops log throughput benchmark line, plain words that no detector should change";
 /// Never set the server's log cap below its default (256 MiB), even for a small run.
 const MIN_LOG_CAP_BYTES: u64 = 256 * 1024 * 1024;
 /// The target with `redact: none`, for comparison.
 const NO_PII_TARGET: &str = "local-secrets-only";
 
-/// Peak resident memory (ru_maxrss) of one run of `cmd`, KiB: the floor of a process.
-fn child_max_rss_kib(cmd: &mut Command) -> anyhow::Result<u64> {
-    let child = cmd
+/// Peak resident memory of one run of `cmd`, KiB, as GNU time reports it (`%M`): the
+/// floor of a process of that binary. (Reading ru_maxrss of a child spawned by the bench
+/// itself would count the bench's own pages, shared until the child's exec.)
+fn child_max_rss_kib(bin: &Path, args: &[&str]) -> anyhow::Result<u64> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(bin)
+        .args(args)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data and the pointers are valid for the call; reaping the
-    // child here is fine because `child` is never waited on afterwards.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if r != pid {
-        bail!("cannot wait for {cmd:?}: {}", std::io::Error::last_os_error());
-    }
-    Ok(usage.ru_maxrss as u64)
+        .output()
+        .context("cannot run /usr/bin/time (install the `time` package)")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("/usr/bin/time printed no peak memory: {err}"))
 }
 
 struct BigRun {
@@ -116,7 +117,7 @@ pub async fn run(bin: &Path, warm_tasks: usize, bytes: u64) -> anyhow::Result<(S
 
     let floor = {
         let bin = bin.to_path_buf();
-        tokio::task::spawn_blocking(move || child_max_rss_kib(Command::new(bin).arg("--version"))).await??
+        tokio::task::spawn_blocking(move || child_max_rss_kib(&bin, &["--version"])).await??
     } as f64
         / 1024.0;
     tokio::time::sleep(IDLE_SETTLE).await;
@@ -127,29 +128,76 @@ pub async fn run(bin: &Path, warm_tasks: usize, bytes: u64) -> anyhow::Result<(S
 
     let base = {
         let script = format!("yes '{LINE}' | head -c {bytes} > /dev/null");
-        tokio::task::spawn_blocking(move || time_command(Command::new("bash").args(["-c", &script]))).await??
+        tokio::task::spawn_blocking(move || {
+            time_command(Command::new("bash").args(["-c", &script]))
+        })
+        .await??
     };
     let big = big_task(&stack, LOCAL_TARGET, bytes).await?;
     let plain = big_task(&stack, NO_PII_TARGET, bytes).await?;
 
     let floor_label = "`runops --version` peak";
-    mem.row(Row::new("agent idle, fresh", agent_idle.rss_mib(), "MiB").vs(floor_label, floor).goal(Goal::AtMost(15.0)));
-    mem.row(Row::new(format!("agent idle after {warm_tasks} tasks"), agent_worked.rss_mib(), "MiB").vs(floor_label, floor).goal(Goal::AtMost(15.0)));
-    mem.row(Row::new("server idle, fresh", server_idle.rss_mib(), "MiB").vs(floor_label, floor).goal(Goal::AtMost(30.0)));
-    mem.row(Row::new(format!("server idle after {warm_tasks} tasks"), server_worked.rss_mib(), "MiB").vs(floor_label, floor).goal(Goal::AtMost(30.0)));
     mem.row(
-        Row::new("agent peak while a task prints 1 GiB (VmHWM)", big.agent_peak.hwm_mib(), "MiB")
-            .vs("agent idle after work", agent_worked.rss_mib())
-            .goal(Goal::AtMost(64.0)),
+        Row::new("agent idle, fresh", agent_idle.rss_mib(), "MiB")
+            .vs(floor_label, floor)
+            .goal(Goal::AtMost(15.0)),
     );
-    mem.row(Row::new("server peak RSS while storing 1 GiB (sampled)", big.server_peak_rss_kib as f64 / 1024.0, "MiB").vs("server idle after work", server_worked.rss_mib()));
+    mem.row(
+        Row::new(
+            format!("agent idle after {warm_tasks} tasks"),
+            agent_worked.rss_mib(),
+            "MiB",
+        )
+        .vs(floor_label, floor)
+        .goal(Goal::AtMost(15.0)),
+    );
+    mem.row(
+        Row::new("server idle, fresh", server_idle.rss_mib(), "MiB")
+            .vs(floor_label, floor)
+            .goal(Goal::AtMost(30.0)),
+    );
+    mem.row(
+        Row::new(
+            format!("server idle after {warm_tasks} tasks"),
+            server_worked.rss_mib(),
+            "MiB",
+        )
+        .vs(floor_label, floor)
+        .goal(Goal::AtMost(30.0)),
+    );
+    mem.row(
+        Row::new(
+            format!("agent peak while a task prints {} MiB (VmHWM)", bytes >> 20),
+            big.agent_peak.hwm_mib(),
+            "MiB",
+        )
+        .vs("agent idle after work", agent_worked.rss_mib())
+        .goal(Goal::AtMost(64.0)),
+    );
+    mem.row(
+        Row::new(
+            format!(
+                "server peak RSS while storing {} MiB (sampled)",
+                bytes >> 20
+            ),
+            big.server_peak_rss_kib as f64 / 1024.0,
+            "MiB",
+        )
+        .vs("server idle after work", server_worked.rss_mib()),
+    );
     mem.detail("agent_idle", agent_idle);
     mem.detail("agent_after_work", agent_worked);
     mem.detail("server_idle", server_idle);
     mem.detail("server_after_work", server_worked);
     mem.detail("agent_after_big_task", big.agent_peak);
-    mem.detail("agent_max_sampled_kib", big.agent_max_sampled_kib.max(plain.agent_max_sampled_kib));
-    mem.detail("server_max_sampled_kib", big.server_peak_rss_kib.max(plain.server_peak_rss_kib));
+    mem.detail(
+        "agent_max_sampled_kib",
+        big.agent_max_sampled_kib.max(plain.agent_max_sampled_kib),
+    );
+    mem.detail(
+        "server_max_sampled_kib",
+        big.server_peak_rss_kib.max(plain.server_peak_rss_kib),
+    );
     mem.detail("runops_version_max_rss_mib", floor);
     mem.note(format!(
         "VmRSS from /proc/PID/status {} s after start, and again {} s after {warm_tasks} `true` tasks at concurrency 30; \
@@ -163,8 +211,23 @@ pub async fn run(bin: &Path, warm_tasks: usize, bytes: u64) -> anyhow::Result<(S
 
     let mb = bytes as f64 / 1e6;
     let base_rate = mb / base.as_secs_f64();
-    logs.row(Row::new("redaction on (`redact: all`)", mb / big.took.as_secs_f64(), "MB/s").vs("same pipeline > /dev/null", base_rate).goal(Goal::AtLeast(150.0)));
-    logs.row(Row::new("secrets only (`redact: none`)", mb / plain.took.as_secs_f64(), "MB/s").vs("same pipeline > /dev/null", base_rate));
+    logs.row(
+        Row::new(
+            "redaction on (`redact: all`)",
+            mb / big.took.as_secs_f64(),
+            "MB/s",
+        )
+        .vs("same pipeline > /dev/null", base_rate)
+        .goal(Goal::AtLeast(150.0)),
+    );
+    logs.row(
+        Row::new(
+            "secrets only (`redact: none`)",
+            mb / plain.took.as_secs_f64(),
+            "MB/s",
+        )
+        .vs("same pipeline > /dev/null", base_rate),
+    );
     logs.detail("bytes", bytes);
     logs.detail("redact_all_ms", ms(big.took));
     logs.detail("redact_none_ms", ms(plain.took));

@@ -1,4 +1,4 @@
-//! 2. End-to-end overhead: what a user waits for with `runops tasks create -t local -s
+//! Measurement 2: End-to-end overhead: what a user waits for with `runops tasks create -t local -s
 //! true` (a CLI process that creates the task, follows it and prints its result) against
 //! running `bash -c true` directly; and a `select 1` postgres task against `psql -c
 //! 'select 1'`. The runs of each pair alternate, so drift in the machine's load hits
@@ -18,7 +18,15 @@ use std::time::{Duration, Instant};
 /// Runs of each command made and discarded first (page cache, connections).
 const WARMUP: usize = 5;
 /// The psql command of the brief (the machine's PostgreSQL, trust authentication).
-const PSQL: [&str; 7] = ["-h", "127.0.0.1", "-U", "postgres", "test", "-c", "select 1"];
+const PSQL: [&str; 7] = [
+    "-h",
+    "127.0.0.1",
+    "-U",
+    "postgres",
+    "test",
+    "-c",
+    "select 1",
+];
 
 /// Times `a` and `b` alternately, `n` times each after a warm-up; medians in ms.
 fn alternate(
@@ -43,19 +51,30 @@ fn alternate(
 
 fn pair_rows(sec: &mut Section, what: &str, runops: Summary, base: Summary, base_label: &str) {
     sec.row(Row::new(format!("{what}: median"), runops.p50, "ms").vs(base_label, base.p50));
-    sec.row(Row::new(format!("{what}: median added"), runops.p50 - base.p50, "ms").goal(Goal::AtMost(20.0)));
-    sec.row(Row::new(format!("{what}: p95"), runops.p95, "ms").vs(format!("{base_label}, p95"), base.p95));
+    sec.row(
+        Row::new(format!("{what}: median added"), runops.p50 - base.p50, "ms")
+            .goal(Goal::AtMost(20.0)),
+    );
+    sec.row(
+        Row::new(format!("{what}: p95"), runops.p95, "ms")
+            .vs(format!("{base_label}, p95"), base.p95),
+    );
 }
 
 pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
-    let mut sec = Section::new("overhead", "2. End-to-end overhead (CLI → server → agent → result back)");
+    let mut sec = Section::new(
+        "overhead",
+        "2. End-to-end overhead (CLI → server → agent → result back)",
+    );
     let stack = Stack::start(bin, &[], true).await?;
 
     // Floors: the binary starting, and the same work without a CLI process.
     let version = {
         let bin = bin.to_path_buf();
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
-            (0..n).map(|_| Ok(ms(time_command(Command::new(&bin).arg("--version"))?))).collect()
+            (0..n)
+                .map(|_| Ok(ms(time_command(Command::new(&bin).arg("--version"))?)))
+                .collect()
         })
         .await??
     };
@@ -63,7 +82,10 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let mut in_process = Vec::new();
     for i in 0..WARMUP + n {
         let t0 = Instant::now();
-        let task = stack.admin.create_task(&new_task(LOCAL_TARGET, "true")).await?;
+        let task = stack
+            .admin
+            .create_task(&new_task(LOCAL_TARGET, "true"))
+            .await?;
         let (task, log) = wait_done(&stack.admin, task.id).await?;
         expect_success(&task, &log)?;
         if i >= WARMUP {
@@ -75,16 +97,37 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let stack = std::sync::Arc::new(stack);
     let s = stack.clone();
     let (cli, bash) = tokio::task::spawn_blocking(move || {
-        alternate(n, || s.cli(&["tasks", "create", "-t", LOCAL_TARGET, "-s", "true"]), || {
-            let mut c = Command::new("bash");
-            c.args(["-c", "true"]);
-            c
-        })
+        alternate(
+            n,
+            || s.cli(&["tasks", "create", "-t", LOCAL_TARGET, "-s", "true"]),
+            || {
+                let mut c = Command::new("bash");
+                c.args(["-c", "true"]);
+                c
+            },
+        )
     })
     .await??;
-    pair_rows(&mut sec, "`runops tasks create -t local -s true`", cli, bash, "`bash -c true`");
-    sec.row(Row::new("floor: `runops --version`, median", version.p50, "ms"));
-    sec.row(Row::new("floor: create → result via runops-client in process, median", in_process.p50, "ms").vs("`bash -c true`", bash.p50));
+    pair_rows(
+        &mut sec,
+        "`runops tasks create -t local -s true`",
+        cli,
+        bash,
+        "`bash -c true`",
+    );
+    sec.row(Row::new(
+        "floor: `runops --version`, median",
+        version.p50,
+        "ms",
+    ));
+    sec.row(
+        Row::new(
+            "floor: create → result via runops-client in process, median",
+            in_process.p50,
+            "ms",
+        )
+        .vs("`bash -c true`", bash.p50),
+    );
     sec.detail("cli_true_ms", cli);
     sec.detail("bash_true_ms", bash);
     sec.detail("runops_version_ms", version);
@@ -93,21 +136,61 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     // Postgres, when both the machine's server and the agent's runner are there.
     match postgres_ready(&stack).await {
         Ok(()) => {
-            let s = stack.clone();
+            let (s, s2) = (stack.clone(), stack.clone());
             let (task, psql) = tokio::task::spawn_blocking(move || {
-                alternate(n, || s.cli(&["tasks", "create", "-t", PG_TARGET, "-s", "select 1"]), || {
-                    let mut c = Command::new("psql");
-                    c.args(PSQL);
-                    c
-                })
+                alternate(
+                    n,
+                    || s.cli(&["tasks", "create", "-t", PG_TARGET, "-s", "select 1"]),
+                    || {
+                        let mut c = Command::new("psql");
+                        c.args(PSQL);
+                        c
+                    },
+                )
             })
             .await??;
-            pair_rows(&mut sec, "`runops tasks create -t pg -s 'select 1'`", task, psql, "`psql -c 'select 1'`");
+            pair_rows(
+                &mut sec,
+                "`runops tasks create -t pg -s 'select 1'`",
+                task,
+                psql,
+                "`psql -c 'select 1'`",
+            );
+            // psql's defaults try GSSAPI and TLS first; the bench's target uses neither.
+            let (task2, plain) = tokio::task::spawn_blocking(move || {
+                alternate(
+                    n,
+                    || s2.cli(&["tasks", "create", "-t", PG_TARGET, "-s", "select 1"]),
+                    || {
+                        let mut c = Command::new("psql");
+                        c.args(PSQL)
+                            .env("PGSSLMODE", "disable")
+                            .env("PGGSSENCMODE", "disable");
+                        c
+                    },
+                )
+            })
+            .await??;
+            pair_rows(
+                &mut sec,
+                "same, second pair",
+                task2,
+                plain,
+                "`PGSSLMODE=disable PGGSSENCMODE=disable psql -c 'select 1'`",
+            );
             sec.detail("cli_pg_ms", task);
             sec.detail("psql_ms", psql);
+            sec.detail("cli_pg_second_pair_ms", task2);
+            sec.detail("psql_plain_ms", plain);
         }
         Err(e) => {
-            sec.row(Row::pending("`runops tasks create -t pg -s 'select 1'`: median added", "ms").goal(Goal::AtMost(20.0)));
+            sec.row(
+                Row::pending(
+                    "`runops tasks create -t pg -s 'select 1'`: median added",
+                    "ms",
+                )
+                .goal(Goal::AtMost(20.0)),
+            );
             sec.note(format!("postgres pending: {e:#}"));
         }
     }
@@ -124,10 +207,14 @@ async fn postgres_ready(stack: &Stack) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| check_command(Command::new("psql").args(PSQL)))
         .await?
         .context("`psql -h 127.0.0.1 -U postgres test` does not work here")?;
-    let task = stack.admin.create_task(&new_task(PG_TARGET, "select 1")).await?;
-    let (task, log) = tokio::time::timeout(Duration::from_secs(60), wait_done(&stack.admin, task.id))
-        .await
-        .context("the postgres task did not end within a minute")??;
+    let task = stack
+        .admin
+        .create_task(&new_task(PG_TARGET, "select 1"))
+        .await?;
+    let (task, log) =
+        tokio::time::timeout(Duration::from_secs(60), wait_done(&stack.admin, task.id))
+            .await
+            .context("the postgres task did not end within a minute")??;
     expect_success(&task, &log).context("the agent's postgres runner cannot run `select 1`")?;
     Ok(())
 }

@@ -194,7 +194,11 @@ impl Stack {
     /// Starts a server (with `server_args`) and, when `with_agent`, one untagged agent
     /// (default settings, CONCURRENCY 30). The `local` bash target and the `pg` postgres
     /// target are created.
-    pub async fn start(bin: &Path, server_args: &[String], with_agent: bool) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        server_args: &[String],
+        with_agent: bool,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("runops-bench-")
             .tempdir()
@@ -280,6 +284,24 @@ impl Mem {
     }
 }
 
+/// CPU time a process used so far, ms: its own (user + system) and that of its reaped
+/// children (the agent's tasks), from `/proc/PID/stat`.
+pub fn cpu_ms(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let rest = text.rsplit_once(')').map(|x| x.1).unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0) * 1e3 / ticks;
+    // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
+    Ok((at(11) + at(12), at(13) + at(14)))
+}
+
 pub fn mem_of(pid: u32) -> anyhow::Result<Mem> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
@@ -308,6 +330,12 @@ mod tests {
     fn status_fields_are_read_in_kib() {
         let m = parse_status("Name:\trunops\nVmHWM:\t   12345 kB\nVmRSS:\t    6789 kB\n");
         assert_eq!((m.rss_kib, m.hwm_kib), (6789, 12345));
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let (own, _) = cpu_ms(std::process::id()).unwrap();
+        assert!(own >= 0.0);
     }
 
     #[test]

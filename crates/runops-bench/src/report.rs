@@ -245,7 +245,11 @@ impl Report {
                     None => "pending",
                 };
                 let goal = r.goal.map_or(String::new(), |g| g.text(&r.unit));
-                let _ = writeln!(out, "| {} | {} | {value} | {goal} | {met} |", s.title, r.metric);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {value} | {goal} | {met} |",
+                    s.title, r.metric
+                );
             }
         }
         out
@@ -296,16 +300,34 @@ mod tests {
 
     #[test]
     fn goals_are_checked_in_their_direction() {
-        assert_eq!(Row::new("p50", 4.0, "ms").goal(Goal::AtMost(5.0)).met, Some(true));
-        assert_eq!(Row::new("rate", 250.0, "tasks/s").goal(Goal::AtLeast(300.0)).met, Some(false));
-        assert_eq!(Row::pending("select 1", "ms").goal(Goal::AtMost(20.0)).met, None);
+        assert_eq!(
+            Row::new("p50", 4.0, "ms").goal(Goal::AtMost(5.0)).met,
+            Some(true)
+        );
+        assert_eq!(
+            Row::new("rate", 250.0, "tasks/s")
+                .goal(Goal::AtLeast(300.0))
+                .met,
+            Some(false)
+        );
+        assert_eq!(
+            Row::pending("select 1", "ms").goal(Goal::AtMost(20.0)).met,
+            None
+        );
     }
 
     #[test]
     fn markdown_row_shows_baseline_and_ratio() {
         let mut s = Section::new("x", "Overhead");
-        s.row(Row::new("median", 12.0, "ms").vs("bash -c true", 3.0).goal(Goal::AtMost(20.0)));
+        s.row(
+            Row::new("median", 12.0, "ms")
+                .vs("bash -c true", 3.0)
+                .goal(Goal::AtMost(20.0)),
+        );
         let md = s.markdown();
-        assert!(md.contains("| median | 12.0 ms | 3.00 ms (bash -c true) | 4.00× | ≤ 20.0 ms | yes |"), "{md}");
+        assert!(
+            md.contains("| median | 12.0 ms | 3.00 ms (bash -c true) | 4.00× | ≤ 20.0 ms | yes |"),
+            "{md}"
+        );
     }
 }

@@ -60,7 +60,10 @@ mod tests {
     fn tail_percentiles_interpolate_between_ranks() {
         let v: Vec<f64> = (1..=101).map(f64::from).collect();
         let s = Summary::of(&v).unwrap();
-        assert_eq!((s.min, s.p50, s.p95, s.p99, s.max), (1.0, 51.0, 96.0, 100.0, 101.0));
+        assert_eq!(
+            (s.min, s.p50, s.p95, s.p99, s.max),
+            (1.0, 51.0, 96.0, 100.0, 101.0)
+        );
         assert_eq!(s.mean, 51.0);
     }
 
