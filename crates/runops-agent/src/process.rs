@@ -36,6 +36,28 @@ pub struct ProcessSpec {
     pub group_record: Option<PathBuf>,
 }
 
+/// Finds `program` on the child's PATH, the way `execvp` would.
+///
+/// Spawning an absolute path lets the standard library use `posix_spawn` (a vfork-like
+/// clone) instead of a full `fork` of the agent: it falls back to `fork` whenever the
+/// child gets its own PATH and the program needs a lookup. A name not found is
+/// returned as is, so the spawn fails with the usual "not found" error.
+fn resolve_program(program: &str, path: Option<&str>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    path.unwrap_or_default()
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// Runs `spec` with exactly `env` and returns its exit code (128 + signal when a
 /// signal killed it). When `stop` fires the whole group is killed and the code is
 /// returned all the same; the caller knows why it stopped. When the main process exits,
@@ -47,7 +69,7 @@ pub async fn run_process(
     stop: &CancellationToken,
     grace: Duration,
 ) -> Result<i32, TaskFailure> {
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = Command::new(resolve_program(&spec.program, env.get("PATH")));
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .stdin(if spec.stdin.is_some() {
@@ -240,4 +262,23 @@ fn group_gone(child: &mut Child, pgid: Pid) -> bool {
         }
     }
     matches!(killpg(pgid, None), Err(Errno::ESRCH))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn programs_are_found_on_the_childs_path_like_execvp() {
+        assert_eq!(
+            super::resolve_program("sh", Some("/nonexistent:/bin:/usr/bin")),
+            std::path::PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            super::resolve_program("no-such-tool-xyz", Some("/bin")),
+            std::path::PathBuf::from("no-such-tool-xyz")
+        );
+        assert_eq!(
+            super::resolve_program("./run.sh", Some("/bin")),
+            std::path::PathBuf::from("./run.sh")
+        );
+    }
 }
