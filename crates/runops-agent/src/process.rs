@@ -38,9 +38,9 @@ pub struct ProcessSpec {
 
 /// Finds `program` on the child's PATH, the way `execvp` would.
 ///
-/// Spawning an absolute path lets the standard library use `posix_spawn` (a vfork-like
-/// clone) instead of a full `fork` of the agent: it falls back to `fork` whenever the
-/// child gets its own PATH and the program needs a lookup. A name not found is
+/// The lookup uses the child's PATH, not the agent's, and an absolute path removes one
+/// of the reasons the standard library gives up its `posix_spawn` path for a full
+/// `fork` (a program to look up on a PATH of the child's own). A name not found is
 /// returned as is, so the spawn fails with the usual "not found" error.
 fn resolve_program(program: &str, path: Option<&str>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
