@@ -120,6 +120,10 @@ async fn probe_version(program: &PathBuf, args: &[&str], path: &str) -> Option<S
         .env_clear()
         .env("PATH", path)
         .env("LANG", crate::config::DEFAULT_LANG)
+        // An agent that exits while a probe still runs closes its pipes: the Erlang VM
+        // behind `elixir` then writes an erl_crash.dump into its working directory.
+        .env("ERL_CRASH_DUMP_SECONDS", "0")
+        .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
