@@ -149,6 +149,11 @@ impl AgentProc {
         if let Some(t) = tags {
             cmd.env("TAGS", t);
         }
+        // Who tasks run as changes how they are spawned (a user switch needs a full
+        // fork): let the caller choose with RUN_AS_USER, as for a real agent.
+        if let Ok(user) = std::env::var("RUN_AS_USER") {
+            cmd.env("RUN_AS_USER", user);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -22,6 +22,9 @@ pub struct UpArgs {
     /// Tasks the local agent runs at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 30)]
     concurrency: u32,
+    /// The local agent's JWK_URL enforcement and RUN_AS_USER, as for `runops agent`.
+    #[command(flatten)]
+    identity: runops_agent::config::IdentityArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -86,7 +89,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         check: false,
         kill_grace_secs: 10,
         health_addr: None,
-        identity: Default::default(),
+        identity: args.identity,
         redact_info_types: std::env::var("REDACT_INFO_TYPES").ok(),
     };
     let agent = tokio::spawn(runops_agent::run(
