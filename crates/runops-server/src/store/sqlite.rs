@@ -270,6 +270,17 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
     })
 }
 
+/// Re-reads a task this transaction just updated: it must still be there.
+async fn task_updated_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    org_id: i64,
+    id: i64,
+) -> StoreResult<TaskRecord> {
+    task_in_tx(tx, org_id, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))
+}
+
 async fn task_in_tx(
     tx: &mut Transaction<'_, Sqlite>,
     org_id: i64,
@@ -814,9 +825,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let rec = task_in_tx(&mut tx, org_id, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        let rec = task_updated_in_tx(&mut tx, org_id, id).await?;
         tx.commit().await?;
         Ok(StartOutcome::Started(Box::new(rec)))
     }
@@ -975,9 +984,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let rec = task_in_tx(&mut tx, org_id, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        let rec = task_updated_in_tx(&mut tx, org_id, id).await?;
         tx.commit().await?;
         Ok(FinishOutcome::Finished(Box::new(rec)))
     }
@@ -1012,9 +1019,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        let after = task_in_tx(&mut tx, org_id, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+        let after = task_updated_in_tx(&mut tx, org_id, id).await?;
         tx.commit().await?;
         Ok(if status == TaskStatus::Running {
             KillOutcome::CancelRequested {
