@@ -133,10 +133,14 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
             })
             .await?;
     }
-    let token = admin
-        .create_agent_token(Some("bench-sim".into()))
-        .await?
-        .token;
+    // Agent tokens are scoped to one tag set: one per simulated agent.
+    let mut tokens = Vec::with_capacity(AGENTS);
+    for i in 0..AGENTS {
+        let created = admin
+            .create_agent_token(Some("bench-sim".into()), Some(target(i)))
+            .await?;
+        tokens.push(created.token);
+    }
 
     // Warm-up, then the floor.
     concurrently(&admin, 200, CREATORS, |c, _| async move {
@@ -171,7 +175,7 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let all_done = Arc::new(all_done);
     let mut sessions = Vec::new();
     for i in 0..AGENTS {
-        let client = Client::new(&server.url, &token)?;
+        let client = Client::new(&server.url, &tokens[i])?;
         let session = client
             .agent_connect(&ConnectRequest {
                 tags: Some(target(i)),

@@ -95,8 +95,7 @@ pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Sec
     let base = Summary::of(&base).context("no baseline samples")?;
 
     let one = measure(&stack.admin, n).await?;
-    let idle =
-        IdleAgents::start(&stack.server.url, &stack.agent_token, idle_agents, "idle").await?;
+    let idle = IdleAgents::start(&stack.server.url, &stack.admin, idle_agents, "idle").await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let listed = stack.admin.list_agents().await?.len();
     let busy = measure(&stack.admin, n).await?;

@@ -202,11 +202,16 @@ pub struct IdleAgents {
 }
 
 impl IdleAgents {
-    pub async fn start(url: &str, token: &str, n: usize, prefix: &str) -> anyhow::Result<Self> {
+    /// `admin` mints one agent token per simulated agent (tokens are scoped to tags).
+    pub async fn start(url: &str, admin: &Client, n: usize, prefix: &str) -> anyhow::Result<Self> {
         let (stop, stop_rx) = watch::channel(false);
         let mut loops = Vec::with_capacity(n);
         for i in 0..n {
-            let client = Client::new(url, token)?;
+            let token = admin
+                .create_agent_token(Some("bench-idle".into()), Some(format!("{prefix}-{i}")))
+                .await?
+                .token;
+            let client = Client::new(url, &token)?;
             let session = client
                 .agent_connect(&ConnectRequest {
                     tags: Some(format!("{prefix}-{i}")),

@@ -188,7 +188,6 @@ pub struct Stack {
     pub server: ServerProc,
     pub agent: Option<AgentProc>,
     pub admin: Client,
-    pub agent_token: String,
     /// HOME for CLI processes (empty: the CLI reads RUNOPS_URL/RUNOPS_TOKEN).
     pub home: PathBuf,
     /// Held for its `Drop` (deletes the directory); last, so after the processes die.
@@ -225,7 +224,10 @@ impl Stack {
                 .await
                 .with_context(|| format!("cannot create the `{name}` target"))?;
         }
-        let agent_token = admin.create_agent_token(Some("bench".into())).await?.token;
+        let agent_token = admin
+            .create_agent_token(Some("bench".into()), None)
+            .await?
+            .token;
         let agent = if with_agent {
             Some(
                 AgentProc::start(
@@ -247,7 +249,6 @@ impl Stack {
             server,
             agent,
             admin,
-            agent_token,
             _dir: dir,
         })
     }

@@ -3,7 +3,7 @@
 use crate::error::CliResult;
 use crate::output::{self, cell, or_dash};
 use chrono::{DateTime, Utc};
-use runops_proto::api::{Agent, AgentToken};
+use runops_proto::api::{Agent, AgentToken, AgentTokenListQuery};
 use std::io::IsTerminal;
 
 #[derive(clap::Args, Debug)]
@@ -20,14 +20,17 @@ pub enum AgentsSub {
     /// List the connected agents.
     #[command(visible_alias = "ls")]
     List,
-    /// Create an agent token; prints only the token (start an agent with `TOKEN=... runops agent`).
+    /// Create an agent token for one tag set (admins); prints only the token (start an
+    /// agent with `TOKEN=... runops agent`, with the same TAGS).
     #[command(name = "create-token", alias = "create_token")]
     CreateToken(CreateTokenArgs),
-    /// Revoke an agent token; agents using it are disconnected.
+    /// Revoke an agent token, or every token of a tag set (admins); agents using them are
+    /// disconnected.
     #[command(name = "revoke-token", alias = "revoke_token")]
-    RevokeToken(TokenId),
-    /// List agent tokens.
-    Tokens,
+    RevokeToken(RevokeArgs),
+    /// List agent tokens (admins), optionally of one tag set.
+    #[command(visible_alias = "list-tokens")]
+    Tokens(TagSetArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,13 +38,42 @@ pub struct CreateTokenArgs {
     /// A name to recognise the token by (e.g. where the agent runs).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// The agent's TAGS: only an agent with exactly these tags may use the token.
+    /// Without it, the token is for untagged agents.
+    #[arg(long, value_name = "TAGS")]
+    pub tags: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct TokenId {
+pub struct TagSetArgs {
+    /// Only the tokens of agents with exactly these TAGS.
+    #[arg(long, value_name = "TAGS", conflicts_with = "untagged")]
+    pub tags: Option<String>,
+    /// Only the tokens of untagged agents.
+    #[arg(long)]
+    pub untagged: bool,
+}
+
+impl TagSetArgs {
+    fn query(&self) -> AgentTokenListQuery {
+        AgentTokenListQuery {
+            tags: self.tags.clone(),
+            untagged: self.untagged,
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.tags.is_some() || self.untagged
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RevokeArgs {
     /// The token's id (`runops agents tokens`).
-    #[arg(value_name = "ID")]
-    pub id: i64,
+    #[arg(value_name = "ID", required_unless_present_any = ["tags", "untagged"], conflicts_with_all = ["tags", "untagged"])]
+    pub id: Option<i64>,
+    #[command(flatten)]
+    pub set: TagSetArgs,
 }
 
 impl AgentsCmd {
@@ -63,7 +95,7 @@ impl AgentsCmd {
                 }
             }
             AgentsSub::CreateToken(args) => {
-                let created = client.create_agent_token(args.name).await?;
+                let created = client.create_agent_token(args.name, args.tags).await?;
                 if json {
                     output::print_json(&created)?;
                 } else {
@@ -78,18 +110,36 @@ impl AgentsCmd {
                     }
                 }
             }
-            AgentsSub::RevokeToken(TokenId { id }) => {
-                client.revoke_agent_token(id).await?;
+            AgentsSub::RevokeToken(args) => {
+                let ids = match args.id {
+                    Some(id) => vec![id],
+                    None => client
+                        .list_agent_tokens(&args.set.query())
+                        .await?
+                        .into_iter()
+                        .filter(|t| t.revoked_at.is_none())
+                        .map(|t| t.id)
+                        .collect(),
+                };
+                for id in &ids {
+                    client.revoke_agent_token(*id).await?;
+                }
                 if json {
-                    output::print_json(&serde_json::json!({ "revoked": id }))?;
+                    output::print_json(&serde_json::json!({ "revoked": ids }))?;
+                } else if ids.is_empty() {
+                    output::note("no active agent token of that tag set; nothing revoked");
                 } else {
-                    output::print(&format!("agent token {id} revoked\n"))?;
+                    for id in &ids {
+                        output::print(&format!("agent token {id} revoked\n"))?;
+                    }
                 }
             }
-            AgentsSub::Tokens => {
-                let tokens = client.list_agent_tokens().await?;
+            AgentsSub::Tokens(set) => {
+                let tokens = client.list_agent_tokens(&set.query()).await?;
                 if json {
                     output::print_json(&tokens)?;
+                } else if tokens.is_empty() && set.given() {
+                    output::note("no agent token of that tag set");
                 } else if tokens.is_empty() {
                     output::note(
                         "no agent tokens yet; create one with `runops agents create-token`",
@@ -161,10 +211,15 @@ pub(crate) fn token_rows(tokens: &[AgentToken], now: DateTime<Utc>) -> Vec<Vec<S
 }
 
 pub(crate) fn agent_tokens_table(tokens: &[AgentToken], now: DateTime<Utc>) -> String {
-    output::table(
-        &["ID", "NAME", "CREATED", "STATUS"],
-        &token_rows(tokens, now),
-    )
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .zip(token_rows(tokens, now))
+        .map(|(t, mut row)| {
+            row.insert(2, or_dash(t.tags.as_deref()));
+            row
+        })
+        .collect();
+    output::table(&["ID", "NAME", "TAGS", "CREATED", "STATUS"], &rows)
 }
 
 #[cfg(test)]
@@ -188,7 +243,10 @@ mod tests {
         // runops agents create-token
         assert!(matches!(
             agents(&["create-token"]).cmd,
-            AgentsSub::CreateToken(CreateTokenArgs { name: None })
+            AgentsSub::CreateToken(CreateTokenArgs {
+                name: None,
+                tags: None
+            })
         ));
         let AgentsSub::CreateToken(a) = agents(&["create-token", "--name", "k8s-prod"]).cmd else {
             panic!("not create-token")
@@ -206,9 +264,18 @@ mod tests {
         assert!(agents(&["list", "--json"]).json);
         assert!(matches!(
             agents(&["revoke-token", "7"]).cmd,
-            AgentsSub::RevokeToken(TokenId { id: 7 })
+            AgentsSub::RevokeToken(RevokeArgs { id: Some(7), .. })
         ));
-        assert!(matches!(agents(&["tokens"]).cmd, AgentsSub::Tokens));
+        let AgentsSub::RevokeToken(r) = agents(&["revoke-token", "--tags", "prod"]).cmd else {
+            panic!("not revoke-token")
+        };
+        assert_eq!((r.id, r.set.tags.as_deref()), (None, Some("prod")));
+        assert!(matches!(agents(&["tokens"]).cmd, AgentsSub::Tokens(_)));
+        assert!(matches!(agents(&["list-tokens"]).cmd, AgentsSub::Tokens(_)));
+        let AgentsSub::CreateToken(c) = agents(&["create-token", "--tags", "prod"]).cmd else {
+            panic!("not create-token")
+        };
+        assert_eq!(c.tags.as_deref(), Some("prod"));
     }
 
     #[test]
@@ -233,12 +300,14 @@ mod tests {
             AgentToken {
                 id: 1,
                 name: Some("prod".into()),
+                tags: Some("prod".into()),
                 created_at: now - chrono::Duration::days(2),
                 revoked_at: Some(now - chrono::Duration::minutes(5)),
             },
             AgentToken {
                 id: 2,
                 name: None,
+                tags: None,
                 created_at: now,
                 revoked_at: None,
             },
@@ -246,9 +315,9 @@ mod tests {
         let out = agent_tokens_table(&tokens, now);
         assert_eq!(
             out,
-            "ID  NAME  CREATED  STATUS\n\
-             1   prod  2d ago   revoked 5m ago\n\
-             2   -     0s ago   active\n"
+            "ID  NAME  TAGS  CREATED  STATUS\n\
+             1   prod  prod  2d ago   revoked 5m ago\n\
+             2   -     -     0s ago   active\n"
         );
     }
 }

@@ -56,7 +56,12 @@ impl TokensCmd {
         match self.cmd {
             TokensSub::List(args) => {
                 let api = client.list_tokens(args.all).await?;
-                let agent = client.list_agent_tokens().await?;
+                // Agent tokens are listed to admins only; others see their API tokens.
+                let agent = match client.list_agent_tokens(&Default::default()).await {
+                    Ok(tokens) => tokens,
+                    Err(e) if e.status() == Some(403) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
                 if self.json {
                     output::print_json(&serde_json::json!({
                         "api_tokens": api,

@@ -109,13 +109,19 @@ impl Client {
         self.get_json("/v1/agents").await
     }
 
-    pub async fn create_agent_token(&self, name: Option<String>) -> Result<AgentTokenCreated> {
-        self.post_json("/v1/agent-tokens", &AgentTokenCreate { name }, None)
+    /// A new agent token for agents with exactly `tags` (`None`: untagged agents).
+    pub async fn create_agent_token(
+        &self,
+        name: Option<String>,
+        tags: Option<String>,
+    ) -> Result<AgentTokenCreated> {
+        self.post_json("/v1/agent-tokens", &AgentTokenCreate { name, tags }, None)
             .await
     }
 
-    pub async fn list_agent_tokens(&self) -> Result<Vec<AgentToken>> {
-        self.get_json("/v1/agent-tokens").await
+    pub async fn list_agent_tokens(&self, q: &AgentTokenListQuery) -> Result<Vec<AgentToken>> {
+        let rb = self.request(Method::GET, "/v1/agent-tokens", None).query(q);
+        self.send_json(rb).await
     }
 
     pub async fn revoke_agent_token(&self, id: i64) -> Result<()> {

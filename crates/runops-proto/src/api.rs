@@ -271,12 +271,29 @@ pub struct Agent {
 pub struct AgentTokenCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The tag set the token is for: only an agent with exactly these `TAGS` may
+    /// connect with it. `None` (or empty): untagged agents only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+}
+
+/// Query of `GET /v1/agent-tokens`: `?tags=prod` lists the tokens of one tag set,
+/// `?untagged=true` those of untagged agents; neither lists all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentTokenListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untagged: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgentToken {
     pub id: i64,
     pub name: Option<String>,
+    /// The tag set it is scoped to; `None` for untagged agents.
+    #[serde(default)]
+    pub tags: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }

@@ -108,6 +108,15 @@ impl UserAuth {
         self.user.role == "admin"
     }
 
+    /// `403` unless the caller is an admin; `what` completes "only admins can ...".
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!("only admins can {what}"))
+            .hint("ask an admin of your organisation"))
+    }
+
     /// The id of the API token used, if one was.
     pub fn token_id(&self) -> Option<i64> {
         match self.via {

@@ -179,6 +179,15 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
     }
     one_of("redact", &t.redact, REDACT_MODES)?;
     one_of("review", &t.review, REVIEW_MODES)?;
+    // Accepted-but-ignored review settings would let tasks on a "reviewed" target run
+    // unreviewed: refuse them until reviews are enforced.
+    if t.review != "none" || !t.reviewers.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "review `{}` is not supported by this server yet: tasks would run without the approvals you expect",
+            t.review
+        ))
+        .hint("create the target with `--review none` (the default) and no reviewers; this version does not enforce reviews"));
+    }
     if t.timeout == 0 || t.timeout > MAX_TIMEOUT_SECS {
         return Err(ApiError::bad_request(format!(
             "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), not {}",
@@ -210,6 +219,51 @@ fn reviewers(v: Option<Vec<String>>) -> Vec<String> {
         })
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// Families of types that need the same secrets and give the task the same power: a
+/// task may override its target's type only within the target's family. Outside it a
+/// user could, say, run `bash` with a database target's password in its environment.
+const TYPE_FAMILIES: &[&[&str]] = &[
+    &["bash", "python", "node", "elixir"],
+    &["postgres", "postgres-csv"],
+    &["mysql", "mysql-csv"],
+    &["k8s", "k8s-apply", "k8s-exec", "rails-console-k8s"],
+    &["rails", "rails-console"],
+    &["rails-console-ecs", "ecs-exec"],
+];
+
+/// The type a task runs as when it asks for `requested` on a target of `target_kind`.
+pub fn task_type(target_kind: &str, requested: &str) -> Result<(), ApiError> {
+    target_type(requested)?;
+    if requested == target_kind {
+        return Ok(());
+    }
+    let family = TYPE_FAMILIES
+        .iter()
+        .find(|f| f.contains(&target_kind))
+        .copied()
+        .unwrap_or(&[]);
+    if family.contains(&requested) {
+        return Ok(());
+    }
+    let allowed = family
+        .iter()
+        .filter(|k| **k != target_kind)
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>();
+    let hint = if allowed.is_empty() {
+        format!("run it as the target's type `{target_kind}` (leave out --type)")
+    } else {
+        format!(
+            "leave out --type, or use one of {} (the same secrets and power)",
+            allowed.join(", ")
+        )
+    };
+    Err(ApiError::bad_request(format!(
+        "a task on a `{target_kind}` target cannot run as `{requested}`: the type decides what the target's secrets can be used for"
+    ))
+    .hint(hint))
 }
 
 /// Builds the target to store from a create request.

@@ -99,7 +99,10 @@ async fn every_audited_action_is_recorded_without_secrets_for_admins_of_the_org_
     // Tokens: an API token created and revoked, an agent token created.
     let api_tok = admin.create_token(Some("ci".into())).await.unwrap();
     admin.revoke_token(api_tok.id).await.unwrap();
-    let agent_tok = admin.create_agent_token(Some("edge".into())).await.unwrap();
+    let agent_tok = admin
+        .create_agent_token(Some("edge".into()), None)
+        .await
+        .unwrap();
 
     // Targets: one with a write-only config, updated (a field and the config), another deleted.
     let config = |v: &str| {
@@ -157,7 +160,10 @@ async fn every_audited_action_is_recorded_without_secrets_for_admins_of_the_org_
         .unwrap()
         .session_id;
     agent.agent_disconnect(&s1).await.unwrap();
-    let tok2 = admin.create_agent_token(None).await.unwrap();
+    let tok2 = admin
+        .create_agent_token(None, Some("edge".into()))
+        .await
+        .unwrap();
     let s2 = Client::new(&url, &tok2.token)
         .unwrap()
         .agent_connect(&connect_req("two", Some("edge")))
@@ -344,7 +350,7 @@ async fn a_lost_agent_is_recorded_as_a_system_event() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), 1, None).await;
     let admin = Client::new(&server.url(), ADMIN).unwrap();
-    let tok = admin.create_agent_token(None).await.unwrap();
+    let tok = admin.create_agent_token(None, None).await.unwrap();
     let session = Client::new(&server.url(), &tok.token)
         .unwrap()
         .agent_connect(&connect_req("silent", None))

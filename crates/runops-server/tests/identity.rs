@@ -95,7 +95,10 @@ async fn another_organisation_sees_none_of_this_ones_objects_on_any_endpoint() {
         })
         .await
         .unwrap();
-    let agent_tok = admin.create_agent_token(Some("a".into())).await.unwrap();
+    let agent_tok = admin
+        .create_agent_token(Some("a".into()), None)
+        .await
+        .unwrap();
     let agent = Client::new(&url, &agent_tok.token).unwrap();
     let session = agent
         .agent_connect(&connect_req("a-1"))
@@ -245,19 +248,19 @@ async fn another_organisation_sees_none_of_this_ones_objects_on_any_endpoint() {
     assert_eq!(me["org"], "other");
 
     // Every agent endpoint of runops_proto::agent, with org B's agent token on org A's
-    // session and tasks.
+    // session and tasks: the session is not found for that token.
     let agent_calls: Vec<(Method, String, Option<Value>, u16)> = vec![
         (
             Method::POST,
             "/v1/agent/poll".into(),
             Some(json!({"session_id": session, "running": [d], "free_slots": 1})),
-            410,
+            404,
         ),
         (
             Method::POST,
             format!("/v1/agent/tasks/{}/start", waiting.id),
             Some(json!({"session_id": session})),
-            410,
+            404,
         ),
         (
             Method::POST,
@@ -374,7 +377,7 @@ async fn another_organisation_sees_none_of_this_ones_objects_on_any_endpoint() {
         b"org A's output\n"
     );
     assert!(
-        admin.list_agent_tokens().await.unwrap()[0]
+        admin.list_agent_tokens(&Default::default()).await.unwrap()[0]
             .revoked_at
             .is_none()
     );
@@ -476,7 +479,7 @@ async fn api_tokens_are_random_shown_once_hashed_revocable_and_kept_to_their_sid
     )
     .await;
     assert_eq!(status, 403, "{answer}");
-    let agent_tok = admin.create_agent_token(None).await.unwrap();
+    let agent_tok = admin.create_agent_token(None, None).await.unwrap();
     for path in ["/v1/me", "/v1/tokens", "/v1/targets", "/v1/users"] {
         let (status, answer) = call(&url, &agent_tok.token, Method::GET, path, None).await;
         assert_eq!(status, 403, "agent token on {path}: {answer}");
@@ -586,7 +589,7 @@ async fn identity_provider_users_sign_in_with_jwts_and_their_tasks_carry_them() 
         })
         .await
         .unwrap();
-    let agent_tok = admin.create_agent_token(None).await.unwrap();
+    let agent_tok = admin.create_agent_token(None, None).await.unwrap();
     let agent = Client::new(&url, &agent_tok.token).unwrap();
     let session = agent
         .agent_connect(&connect_req("i-1"))
@@ -680,7 +683,7 @@ async fn a_task_whose_jwt_was_lost_in_a_restart_fails_instead_of_running_unauthe
         })
         .await
         .unwrap();
-    let agent_tok = admin.create_agent_token(None).await.unwrap().token;
+    let agent_tok = admin.create_agent_token(None, None).await.unwrap().token;
     let jwt = key.sign(&claims_for("erin@example.com", 600));
     let task = Client::new(&server.url(), &jwt)
         .unwrap()

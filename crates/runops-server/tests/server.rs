@@ -3,7 +3,9 @@
 
 use runops_client::{Client, ClientError};
 use runops_proto::agent::{ConnectRequest, FinishRequest, PollRequest, PollResponse};
-use runops_proto::api::{TargetCreate, TargetUpdate, TaskCreate, TaskListQuery};
+use runops_proto::api::{
+    AgentTokenListQuery, TargetCreate, TargetUpdate, TaskCreate, TaskListQuery, UserCreate,
+};
 use runops_proto::token::TokenKind;
 use runops_proto::{FailureReason, TaskStatus};
 use runops_server::store::NewUser;
@@ -60,10 +62,16 @@ impl Env {
         Env { server, dir, admin }
     }
 
+    /// A client holding a new agent token for untagged agents.
     async fn agent_client(&self) -> Client {
+        self.agent_client_for(None).await
+    }
+
+    /// A client holding a new agent token for agents with exactly `tags`.
+    async fn agent_client_for(&self, tags: Option<&str>) -> Client {
         let t = self
             .admin
-            .create_agent_token(Some("test".into()))
+            .create_agent_token(Some("test".into()), tags.map(String::from))
             .await
             .unwrap();
         Client::new(&self.server.url(), &t.token).unwrap()
@@ -455,7 +463,11 @@ async fn tokens_reach_only_their_side_and_revocation_ends_sessions() {
 
     let c = agent.agent_connect(&connect_req(None, "a")).await.unwrap();
     assert_eq!(env.admin.list_agents().await.unwrap().len(), 1);
-    let tokens = env.admin.list_agent_tokens().await.unwrap();
+    let tokens = env
+        .admin
+        .list_agent_tokens(&Default::default())
+        .await
+        .unwrap();
     env.admin.revoke_agent_token(tokens[0].id).await.unwrap();
     assert!(env.admin.list_agents().await.unwrap().is_empty());
     let (status, _, msg) = api_err(
@@ -466,7 +478,10 @@ async fn tokens_reach_only_their_side_and_revocation_ends_sessions() {
     );
     assert_eq!(status, 401, "{msg}");
     assert!(
-        env.admin.list_agent_tokens().await.unwrap()[0]
+        env.admin
+            .list_agent_tokens(&Default::default())
+            .await
+            .unwrap()[0]
             .revoked_at
             .is_some()
     );
@@ -481,7 +496,7 @@ async fn tokens_reach_only_their_side_and_revocation_ends_sessions() {
 async fn agent_runs_a_task_end_to_end() {
     let env = Env::new().await;
     env.target("demo", Some("prod")).await;
-    let agent = env.agent_client().await;
+    let agent = env.agent_client_for(Some("prod")).await;
     let c = agent
         .agent_connect(&connect_req(Some("prod"), "a"))
         .await
@@ -673,17 +688,18 @@ async fn agents_only_get_tasks_of_their_tags() {
     env.target("untagged", None).await;
     env.target("prod-db", Some("prod")).await;
     let agent = env.agent_client().await;
+    let prod_agent = env.agent_client_for(Some("prod")).await;
     let plain = agent
         .agent_connect(&connect_req(None, "plain"))
         .await
         .unwrap();
-    let prod = agent
+    let prod = prod_agent
         .agent_connect(&connect_req(Some("prod"), "prod"))
         .await
         .unwrap();
     let a = env.task("untagged", "a").await;
     let b = env.task("prod-db", "b").await;
-    let got = poll(&agent, &poll_req(&prod.session_id, vec![], 4)).await;
+    let got = poll(&prod_agent, &poll_req(&prod.session_id, vec![], 4)).await;
     assert_eq!(
         got.offers.iter().map(|o| o.task_id).collect::<Vec<_>>(),
         vec![b]
@@ -804,7 +820,7 @@ async fn a_server_restart_mid_task_loses_nothing() {
         })
         .await
         .unwrap();
-    let token = admin.create_agent_token(None).await.unwrap().token;
+    let token = admin.create_agent_token(None, None).await.unwrap().token;
     let agent = Client::new(&server.url(), &token).unwrap();
     let s = agent
         .agent_connect(&connect_req(None, "a"))
@@ -913,7 +929,7 @@ async fn kill_reaches_the_agent_in_its_poll() {
 #[tokio::test]
 async fn standby_agent_takes_over_when_the_tags_free_up() {
     let env = Env::new().await;
-    let agent = env.agent_client().await;
+    let agent = env.agent_client_for(Some("prod")).await;
     let first = agent
         .agent_connect(&connect_req(Some("prod"), "a"))
         .await
@@ -1031,7 +1047,7 @@ async fn other_organisations_objects_are_not_found() {
     assert_eq!(eve.list_users().await.unwrap().len(), 1);
 
     // An agent of the other org never sees the default org's task.
-    let agent_token = eve.create_agent_token(None).await.unwrap().token;
+    let agent_token = eve.create_agent_token(None, None).await.unwrap().token;
     let agent = Client::new(&env.server.url(), &agent_token).unwrap();
     let s = agent
         .agent_connect(&connect_req(None, "eve"))
@@ -1215,5 +1231,316 @@ async fn measure_log_upload_and_claim_rates() {
         "claims 30 per poll: {:.0}/s",
         tasks as f64 / t0.elapsed().as_secs_f64()
     );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_is_usable_only_with_the_token_that_opened_it() {
+    let env = Env::new().await;
+    env.target("demo", None).await;
+    let owner = env.agent_client().await;
+    // Another agent token of the same org (as any admin could have made for elsewhere).
+    let thief = env.agent_client().await;
+    let s = owner
+        .agent_connect(&connect_req(None, "owner"))
+        .await
+        .unwrap()
+        .session_id;
+    // Session ids are public: every user sees them.
+    assert!(
+        env.admin
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == s)
+    );
+    let id = env.task("demo", "echo hi").await;
+
+    // A poll on the stolen session gets nothing (no offer, no JWT, no config).
+    let (status, code, msg) = api_err(
+        thief
+            .agent_poll(&poll_req(&s, vec![], 1), Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((status, code.as_str()), (404, "not_found"), "{msg}");
+    assert!(msg.contains("not found for this agent token"), "{msg}");
+    assert_eq!(
+        env.admin.get_task(id).await.unwrap().status,
+        TaskStatus::Ready
+    );
+
+    // The owner gets the offer and starts it; the thief can neither start, log,
+    // finish nor disconnect it.
+    let got = poll(&owner, &poll_req(&s, vec![], 1)).await;
+    assert_eq!(got.offers[0].task_id, id);
+    assert_eq!(api_err(thief.agent_start(id, &s).await.unwrap_err()).0, 404);
+    owner.agent_start(id, &s).await.unwrap();
+    assert_eq!(
+        api_err(
+            thief
+                .agent_upload_log(id, &s, 0, b"forged".to_vec())
+                .await
+                .unwrap_err()
+        )
+        .0,
+        404
+    );
+    let forged = FinishRequest {
+        session_id: s.clone(),
+        status: TaskStatus::Success,
+        exit_code: Some(0),
+        failure_reason: None,
+        failure_message: None,
+        redacted: true,
+        log_size: 0,
+        log_location: None,
+        elapsed_ms: 1,
+    };
+    assert_eq!(
+        api_err(thief.agent_finish(id, &forged).await.unwrap_err()).0,
+        404
+    );
+    assert_eq!(
+        api_err(thief.agent_disconnect(&s).await.unwrap_err()).0,
+        404
+    );
+    assert_eq!(
+        env.admin.get_task(id).await.unwrap().status,
+        TaskStatus::Running
+    );
+
+    // The owner still finishes it, with its own log.
+    owner
+        .agent_upload_log(id, &s, 0, b"hi\n".to_vec())
+        .await
+        .unwrap();
+    let mut real = forged.clone();
+    real.log_size = 3;
+    owner.agent_finish(id, &real).await.unwrap();
+    assert_eq!(&env.admin.task_logs(id, 0).await.unwrap()[..], b"hi\n");
+
+    // Each refusal is in the audit log, naming the call.
+    let events = env
+        .admin
+        .list_audit(&runops_proto::api::AuditQuery {
+            action: Some("agent.session-refused".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let calls: Vec<String> = events
+        .iter()
+        .map(|e| e.detail["call"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for call in ["poll", "start", "logs", "finish", "disconnect"] {
+        assert!(
+            calls.iter().any(|c| c == call),
+            "{call} not audited: {calls:?}"
+        );
+    }
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn agent_tokens_are_scoped_to_a_tag_set_and_made_by_admins_only() {
+    let env = Env::new().await;
+    let prod = env.agent_client_for(Some("prod")).await;
+    // A prod token cannot connect an untagged or a dev agent.
+    for tags in [None, Some("dev")] {
+        let (status, code, msg) = api_err(
+            prod.agent_connect(&connect_req(tags, "x"))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((status, code.as_str()), (403, "forbidden"), "{msg}");
+        assert!(msg.contains("is for agents with TAGS=`prod`"), "{msg}");
+    }
+    prod.agent_connect(&connect_req(Some("prod"), "p"))
+        .await
+        .unwrap();
+    // An untagged token (and every token made before tag scoping) serves untagged agents only.
+    let plain = env.agent_client().await;
+    let (status, _, msg) = api_err(
+        plain
+            .agent_connect(&connect_req(Some("prod"), "y"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("is for untagged agents"), "{msg}");
+
+    // Listing per tag set.
+    let listed = env
+        .admin
+        .list_agent_tokens(&AgentTokenListQuery {
+            tags: Some("prod".into()),
+            untagged: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tags.as_deref(), Some("prod"));
+
+    // A user (not an admin) can neither create, list nor revoke agent tokens.
+    let created = env
+        .admin
+        .create_user(&UserCreate {
+            name: "Ana".into(),
+            email: "ana@example.com".into(),
+            groups: vec![],
+            role: None,
+        })
+        .await
+        .unwrap();
+    let ana = Client::new(&env.server.url(), &created.token).unwrap();
+    let (status, _, msg) = api_err(ana.create_agent_token(None, None).await.unwrap_err());
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("only admins can create agent tokens"), "{msg}");
+    assert_eq!(
+        api_err(
+            ana.list_agent_tokens(&Default::default())
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        api_err(ana.revoke_agent_token(listed[0].id).await.unwrap_err()).0,
+        403
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_admins_change_where_and_how_a_target_runs() {
+    let env = Env::new().await;
+    env.target("db", Some("prod")).await;
+    let created = env
+        .admin
+        .create_user(&UserCreate {
+            name: "Bob".into(),
+            email: "bob@example.com".into(),
+            groups: vec![],
+            role: None,
+        })
+        .await
+        .unwrap();
+    let bob = Client::new(&env.server.url(), &created.token).unwrap();
+    // Redirecting the target to an agent Bob runs, or pointing it at other secrets.
+    let (status, _, msg) = api_err(
+        bob.update_target(
+            "db",
+            &TargetUpdate {
+                tags: Some("bobs-laptop".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("only admins can change targets"), "{msg}");
+    let (status, _, _) = api_err(
+        bob.create_target(&TargetCreate {
+            name: "mine".into(),
+            kind: "bash".into(),
+            tags: Some("prod".into()),
+            secret_path: Some("PROD_SECRETS".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(api_err(bob.delete_target("db").await.unwrap_err()).0, 403);
+    assert_eq!(
+        env.admin.get_target("db").await.unwrap().tags.as_deref(),
+        Some("prod")
+    );
+    // Bob still runs tasks on it.
+    bob.create_task(&TaskCreate {
+        target: "db".into(),
+        script: "true".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn review_settings_that_are_not_enforced_are_refused() {
+    let env = Env::new().await;
+    for (review, reviewers) in [("anyone", None), ("team", Some(vec!["dba".to_string()]))] {
+        let (status, _, msg) = api_err(
+            env.admin
+                .create_target(&TargetCreate {
+                    name: "reviewed".into(),
+                    kind: "bash".into(),
+                    review: Some(review.into()),
+                    reviewers: reviewers.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(status, 400, "{msg}");
+        assert!(msg.contains("not supported by this server yet"), "{msg}");
+    }
+    env.target("plain", None).await;
+    let (status, _, msg) = api_err(
+        env.admin
+            .update_target(
+                "plain",
+                &TargetUpdate {
+                    review: Some("anyone".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400, "{msg}");
+    assert_eq!(env.admin.get_target("plain").await.unwrap().review, "none");
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_task_cannot_switch_its_target_to_a_more_powerful_type() {
+    let env = Env::new().await;
+    env.admin
+        .create_target(&TargetCreate {
+            name: "pg".into(),
+            kind: "postgres".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, _, msg) = api_err(
+        env.admin
+            .create_task(&TaskCreate {
+                target: "pg".into(),
+                script: "echo $PG_PASS | rev".into(),
+                kind: Some("bash".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("cannot run as `bash`"), "{msg}");
+    // Within the family it works.
+    env.admin
+        .create_task(&TaskCreate {
+            target: "pg".into(),
+            script: "select 1".into(),
+            kind: Some("postgres-csv".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     env.server.shutdown().await;
 }

@@ -68,7 +68,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(t) => t,
         None => {
             let created = client
-                .create_agent_token(Some("runops up".into()))
+                .create_agent_token(Some("runops up".into()), None)
                 .await
                 .context("cannot create the local agent's token")?;
             write_secret_file(&agent_token_file, &created.token)?;

@@ -50,11 +50,66 @@ fn session_expired(id: &str) -> ApiError {
     .hint("connect again")
 }
 
-/// The caller's live session, or `410 session_expired`.
-async fn live_session(st: &AppState, auth: &AgentAuth, id: &str) -> ApiResult<SessionRecord> {
+/// The session `id` if the calling token opened it (live or ended), else `404`.
+///
+/// Session ids are not secrets (`runops agents list` shows them to every user), so
+/// holding one proves nothing: a session is acted on only with the token that opened
+/// it. A call with another token (even of the same org) is refused and audited.
+async fn owned_session(
+    st: &AppState,
+    auth: &AgentAuth,
+    id: &str,
+    call: &str,
+) -> ApiResult<SessionRecord> {
+    let not_found = || {
+        ApiError::not_found(format!("agent session {} not found for this agent token", shorten(id)))
+            .hint("connect again with `runops agent`; a session is usable only with the token that opened it")
+    };
     match st.store.get_session(id).await? {
-        Some(s) if s.org_id == auth.token.org_id && s.ended_at_ms.is_none() => Ok(s),
-        _ => Err(session_expired(id)),
+        Some(s) if s.org_id == auth.token.org_id && s.token_id == auth.token.id => Ok(s),
+        Some(s) if s.org_id == auth.token.org_id => {
+            tracing::warn!(session = %s.id, token_id = auth.token.id, owner_token_id = s.token_id, call, "agent call refused: the session belongs to another token");
+            let detail = serde_json::json!({
+                "call": call,
+                "token_id": auth.token.id,
+                "owner_token_id": s.token_id,
+            });
+            audit::record(
+                st,
+                s.org_id,
+                &Actor::agent(auth),
+                "agent.session-refused",
+                "agent-session",
+                &s.id,
+                detail,
+            )
+            .await;
+            Err(not_found())
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// The caller's own live session, or `404` (another token's) / `410 session_expired`.
+async fn live_session(
+    st: &AppState,
+    auth: &AgentAuth,
+    id: &str,
+    call: &str,
+) -> ApiResult<SessionRecord> {
+    let s = owned_session(st, auth, id, call).await?;
+    if s.ended_at_ms.is_some() {
+        return Err(session_expired(id));
+    }
+    Ok(s)
+}
+
+/// A client-sent id as it may appear in a message (never more than 200 characters).
+fn shorten(id: &str) -> String {
+    const MAX_ECHO: usize = 64;
+    match id.char_indices().nth(MAX_ECHO) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_string(),
     }
 }
 
@@ -155,6 +210,9 @@ pub async fn connect(
         return Err(ApiError::bad_request("concurrency must be at least 1"));
     }
     let tags = validate::normalize_tags(req.tags.clone())?;
+    if tags != auth.token.tags {
+        return Err(token_tags_mismatch(&auth, tags.as_deref()));
+    }
     let org_id = auth.token.org_id;
     let give_up = Instant::now() + STANDBY_HOLD;
     let freed = st.hub.freed_notify(org_id, tags.as_deref());
@@ -258,6 +316,30 @@ pub async fn connect(
     }
 }
 
+/// `403`: the agent's `TAGS` are not the tag set its token was made for.
+fn token_tags_mismatch(auth: &AgentAuth, tags: Option<&str>) -> ApiError {
+    let describe = |t: Option<&str>| match t {
+        Some(t) => format!("TAGS=`{t}`"),
+        None => "no TAGS".to_string(),
+    };
+    let create = match tags {
+        Some(t) => format!("runops agents create-token --tags '{t}'"),
+        None => "runops agents create-token".to_string(),
+    };
+    let token_for = match auth.token.tags.as_deref() {
+        Some(t) => format!("agents with TAGS=`{t}`"),
+        None => "untagged agents".to_string(),
+    };
+    ApiError::forbidden(format!(
+        "this agent token (id {}) is for {token_for}; this agent has {}",
+        auth.token.id,
+        describe(tags)
+    ))
+    .hint(format!(
+        "start the agent with the TAGS its token was made for, or ask an admin for a token for these tags (`{create}`)"
+    ))
+}
+
 /// What the audit log keeps of a connect: who the agent says it is, and its token.
 fn connect_detail(
     req: &ConnectRequest,
@@ -294,7 +376,7 @@ pub async fn poll(
             "a poll may list at most {MAX_RUNNING_LISTED} running tasks"
         )));
     }
-    let session = live_session(&st, &auth, &req.session_id).await?;
+    let session = live_session(&st, &auth, &req.session_id, "poll").await?;
     let _open = st.hub.open_poll(&session.id, now_ms());
     st.store.touch_session(&session.id, now_ms()).await?;
     let work = st.hub.work_notify(session.org_id, session.tags.as_deref());
@@ -333,7 +415,7 @@ pub async fn poll(
             .store
             .claim_tasks(&session, free, now, now.saturating_add(offer_ms))
             .await?;
-        attach_configs(&st, session.org_id, &mut offers).await?;
+        attach_configs(&st, &session, &mut offers).await?;
         crate::identity::attach_tokens(&st, session.org_id, &mut offers).await?;
         for o in &offers {
             tracing::info!(task = o.task_id, status = "dispatched", hostname = %session.hostname, "task state changed");
@@ -362,7 +444,7 @@ pub async fn start(
     ApiJson(req): ApiJson<StartRequest>,
 ) -> ApiResult<Json<StartResponse>> {
     let id = parse_task_id(&raw)?;
-    let session = live_session(&st, &auth, &req.session_id).await?;
+    let session = live_session(&st, &auth, &req.session_id, "start").await?;
     let now = now_ms();
     match st
         .store
@@ -408,6 +490,8 @@ pub async fn upload_log(
     LogChunkBody(bytes): LogChunkBody,
 ) -> ApiResult<Json<LogAck>> {
     let id = parse_task_id(&raw)?;
+    // Ended sessions still deliver what they have (the store refuses ended tasks).
+    owned_session(&st, &auth, &q.session_id, "logs").await?;
     let outcome = st
         .store
         .append_log(
@@ -472,6 +556,7 @@ pub async fn finish(
         )));
     }
     req.failure_message = req.failure_message.map(truncate_message);
+    owned_session(&st, &auth, &req.session_id, "finish").await?;
     match st
         .store
         .finish_task(auth.token.org_id, id, &req, now_ms())
@@ -528,32 +613,31 @@ pub async fn disconnect(
     auth: AgentAuth,
     ApiJson(req): ApiJson<DisconnectRequest>,
 ) -> ApiResult<StatusCode> {
-    match st.store.get_session(&req.session_id).await? {
-        Some(s) if s.org_id == auth.token.org_id => {
-            end_session(&st, &s.id, &SessionEnd::Disconnected, &Actor::agent(&auth)).await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
-        _ => Err(ApiError::not_found(format!(
-            "agent session {} not found",
-            req.session_id
-        ))),
-    }
+    let s = owned_session(&st, &auth, &req.session_id, "disconnect").await?;
+    end_session(&st, &s.id, &SessionEnd::Disconnected, &Actor::agent(&auth)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Puts each offered task's target config (opened from its sealed form) into the offer:
-/// the only way a config leaves the server. A config that cannot be opened is left out
-/// (the task then fails on the agent, naming the missing config) and logged without
-/// its values.
+/// the only way a config leaves the server. Only to the session of the agent that may
+/// run the target now: when the target's tags changed after the task was queued, the
+/// config stays here (the task fails on the agent, naming the missing config). A
+/// config that cannot be opened is left out the same way and logged without values.
 async fn attach_configs(
     st: &AppState,
-    org_id: i64,
+    session: &SessionRecord,
     offers: &mut [runops_proto::agent::TaskOffer],
 ) -> ApiResult<()> {
+    let org_id = session.org_id;
     for offer in offers.iter_mut() {
-        let Some(sealed) = st.store.target_config(org_id, &offer.target).await? else {
+        let Some(config) = st.store.target_config(org_id, &offer.target).await? else {
             continue;
         };
-        match st.sealer.open(org_id, &offer.target, &sealed) {
+        if config.tags != session.tags {
+            tracing::warn!(task = offer.task_id, target = %offer.target, session = %session.id, "target config withheld: the target's tags changed after the task was created");
+            continue;
+        }
+        match st.sealer.open(org_id, &offer.target, &config.sealed) {
             Ok(config) => offer.config = Some(config),
             Err(e) => tracing::error!(task = offer.task_id, target = %offer.target, "{e}"),
         }

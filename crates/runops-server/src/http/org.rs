@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{
-    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, AuditEvent, AuditQuery, TokenListQuery,
-    User, UserCreate, UserCreated, UserToken, UserTokenCreate, UserTokenCreated,
+    Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, AgentTokenListQuery, AuditEvent,
+    AuditQuery, TokenListQuery, User, UserCreate, UserCreated, UserToken, UserTokenCreate,
+    UserTokenCreated,
 };
 use runops_proto::token::{TokenKind, format_agent_token, format_user_token};
 use serde_json::json;
@@ -43,10 +44,7 @@ pub async fn create_user(
     auth: UserAuth,
     ApiJson(req): ApiJson<UserCreate>,
 ) -> ApiResult<(StatusCode, Json<UserCreated>)> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden("only admins can create users")
-            .hint("ask an admin of your organisation"));
-    }
+    auth.require_admin("create users")?;
     let role = req.role.unwrap_or_else(|| "user".into());
     let email = req.email.trim().to_string();
     validate::user_fields(&req.name, &email, &role)?;
@@ -91,6 +89,9 @@ pub async fn create_agent_token(
     auth: UserAuth,
     ApiJson(req): ApiJson<AgentTokenCreate>,
 ) -> ApiResult<(StatusCode, Json<AgentTokenCreated>)> {
+    // An agent token decides which tasks (and so which secrets) an agent receives.
+    auth.require_admin("create agent tokens")?;
+    let tags = validate::normalize_tags(req.tags)?;
     let name = req
         .name
         .map(|n| n.trim().to_string())
@@ -103,17 +104,16 @@ pub async fn create_agent_token(
     let token = format_agent_token(&st.settings.public_url, &random_secret().map_err(internal)?);
     let id = st
         .store
-        .create_token(
+        .create_agent_token(
             auth.org_id(),
-            TokenKind::Agent,
-            None,
             name.as_deref(),
+            tags.as_deref(),
             &hash_token(&token),
             now_ms(),
         )
         .await?;
-    tracing::info!(token_id = id, by = %auth.user.email, "agent token created");
-    let detail = json!({"name": name});
+    tracing::info!(token_id = id, tags = tags.as_deref().unwrap_or(""), by = %auth.user.email, "agent token created");
+    let detail = json!({"name": name, "tags": tags});
     audit::by_user(&st, &auth, "token.create", "agent-token", id, detail).await;
     Ok((StatusCode::CREATED, Json(AgentTokenCreated { id, token })))
 }
@@ -121,8 +121,15 @@ pub async fn create_agent_token(
 pub async fn list_agent_tokens(
     State(st): State<AppState>,
     auth: UserAuth,
+    ApiQuery(q): ApiQuery<AgentTokenListQuery>,
 ) -> ApiResult<Json<Vec<AgentToken>>> {
-    Ok(Json(st.store.list_agent_tokens(auth.org_id()).await?))
+    auth.require_admin("list agent tokens")?;
+    let mut tokens = st.store.list_agent_tokens(auth.org_id()).await?;
+    if q.untagged || q.tags.is_some() {
+        let want = validate::normalize_tags(q.tags)?;
+        tokens.retain(|t| t.tags == want);
+    }
+    Ok(Json(tokens))
 }
 
 pub async fn revoke_agent_token(
@@ -130,9 +137,10 @@ pub async fn revoke_agent_token(
     auth: UserAuth,
     ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    auth.require_admin("revoke agent tokens")?;
     let not_found = || {
         ApiError::not_found(format!("agent token {raw} not found"))
-            .hint("run `runops agents list-tokens` to see the ids")
+            .hint("run `runops agents tokens` to see the ids")
     };
     let id: i64 = raw.parse().map_err(|_| not_found())?;
     let sessions = st

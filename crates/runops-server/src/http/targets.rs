@@ -59,6 +59,9 @@ pub async fn create(
     auth: UserAuth,
     ApiJson(mut req): ApiJson<TargetCreate>,
 ) -> ApiResult<(StatusCode, Json<Target>)> {
+    // A target decides which agent gets its tasks and with which secrets: whoever may
+    // change it may read those secrets, so only admins do.
+    auth.require_admin("create targets")?;
     let config = req.config.take().map(validate::target_config).transpose()?;
     let target = validate::new_target(req, chrono::Utc::now())?;
     let mut created = st
@@ -109,6 +112,7 @@ pub async fn update(
     ApiPath(name): ApiPath<String>,
     ApiJson(mut req): ApiJson<TargetUpdate>,
 ) -> ApiResult<Json<Target>> {
+    auth.require_admin("change targets")?;
     let config = req.config.take().map(validate::target_config).transpose()?;
     let current = st
         .store
@@ -144,6 +148,7 @@ pub async fn remove(
     auth: UserAuth,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    auth.require_admin("delete targets")?;
     if !st.store.delete_target(auth.org_id(), &name).await? {
         return Err(target_not_found(&name));
     }

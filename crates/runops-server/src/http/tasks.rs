@@ -65,7 +65,7 @@ pub async fn create(
         .filter(|k| !k.is_empty())
     {
         Some(k) => {
-            validate::target_type(&k)?;
+            validate::task_type(&target.kind, &k)?;
             k
         }
         None => target.kind.clone(),

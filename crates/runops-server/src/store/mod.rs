@@ -45,6 +45,15 @@ pub struct AuthToken {
     /// The user a user token belongs to.
     pub user: Option<User>,
     pub revoked: bool,
+    /// The tag set an agent token is scoped to (`None`: untagged agents only).
+    pub tags: Option<String>,
+}
+
+/// A target's sealed config and the tags of the agents it may be sent to.
+#[derive(Debug, Clone)]
+pub struct SealedTargetConfig {
+    pub tags: Option<String>,
+    pub sealed: Vec<u8>,
 }
 
 /// A user to create.
@@ -256,6 +265,15 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<AuthToken>>;
     /// Clears `revoked_at` (bootstrap makes sure the configured admin token works).
     async fn unrevoke_token(&self, token_id: i64) -> StoreResult<()>;
+    /// Stores an agent token's hash, scoped to one tag set (`None`: untagged agents).
+    async fn create_agent_token(
+        &self,
+        org_id: i64,
+        name: Option<&str>,
+        tags: Option<&str>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> StoreResult<i64>;
     async fn list_agent_tokens(&self, org_id: i64) -> StoreResult<Vec<AgentToken>>;
     /// Revokes an agent token of the org; `None` when there is no such agent token.
     /// Returns the live sessions opened with it (the caller ends them).
@@ -273,9 +291,13 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces every field but the name; `None` when the target does not exist.
     async fn update_target(&self, org_id: i64, target: &Target) -> StoreResult<Option<Target>>;
     async fn delete_target(&self, org_id: i64, name: &str) -> StoreResult<bool>;
-    /// The sealed write-only config of a target (see [`crate::sealed`]); `None` when it
-    /// has none or does not exist.
-    async fn target_config(&self, org_id: i64, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// The sealed write-only config of a target (see [`crate::sealed`]) with the
+    /// target's current tags; `None` when it has none or does not exist.
+    async fn target_config(
+        &self,
+        org_id: i64,
+        name: &str,
+    ) -> StoreResult<Option<SealedTargetConfig>>;
     /// Stores (`Some((sealed, keys))`) or removes (`None`) a target's sealed config and
     /// the list of its keys; false when the target does not exist.
     async fn set_target_config(

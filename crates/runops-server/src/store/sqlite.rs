@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_target_config.sql")),
     (3, include_str!("../../migrations/0003_identity.sql")),
     (4, include_str!("../../migrations/0004_audit.sql")),
+    (
+        5,
+        include_str!("../../migrations/0005_agent_token_tags.sql"),
+    ),
 ];
 
 /// The note appended (once) to a log that reached the control plane's cap.
@@ -423,29 +427,25 @@ impl Store for SqliteStore {
             TokenKind::User => "user",
             TokenKind::Agent => "agent",
         };
-        let r = sqlx::query(
-            "INSERT INTO tokens (org_id, kind, user_id, name, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(org_id)
-        .bind(kind)
-        .bind(user_id)
-        .bind(name)
-        .bind(&hash[..])
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await;
-        match r {
-            Ok(r) => Ok(r.last_insert_rowid()),
-            Err(e) if is_unique_violation(&e) => {
-                Err(StoreError::Conflict("this token already exists".into()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.insert_token(org_id, kind, user_id, name, None, hash, now_ms)
+            .await
+    }
+
+    async fn create_agent_token(
+        &self,
+        org_id: i64,
+        name: Option<&str>,
+        tags: Option<&str>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        self.insert_token(org_id, "agent", None, name, tags, hash, now_ms)
+            .await
     }
 
     async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<AuthToken>> {
         let row = sqlx::query(concat!(
-            "SELECT t.id, t.org_id, o.name AS org_name, t.kind, t.hash, t.user_id, t.revoked_at, ",
+            "SELECT t.id, t.org_id, o.name AS org_name, t.kind, t.hash, t.user_id, t.revoked_at, t.tags AS token_tags, ",
             user_cols!(),
             " FROM tokens t JOIN orgs o ON o.id = t.org_id LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = ?"
         ))
@@ -476,6 +476,7 @@ impl Store for SqliteStore {
             hash,
             user,
             revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            tags: row.try_get("token_tags")?,
         }))
     }
 
@@ -489,7 +490,7 @@ impl Store for SqliteStore {
 
     async fn list_agent_tokens(&self, org_id: i64) -> StoreResult<Vec<AgentToken>> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, revoked_at FROM tokens WHERE org_id = ? AND kind = 'agent' ORDER BY id",
+            "SELECT id, name, tags, created_at, revoked_at FROM tokens WHERE org_id = ? AND kind = 'agent' ORDER BY id",
         )
         .bind(org_id)
         .fetch_all(&self.reader)
@@ -499,6 +500,7 @@ impl Store for SqliteStore {
                 Ok(AgentToken {
                     id: r.try_get("id")?,
                     name: r.try_get("name")?,
+                    tags: r.try_get("tags")?,
                     created_at: ts(r.try_get("created_at")?)?,
                     revoked_at: ts_opt(r.try_get("revoked_at")?)?,
                 })
@@ -615,14 +617,23 @@ impl Store for SqliteStore {
         Ok((r.rows_affected() > 0).then(|| t.clone()))
     }
 
-    async fn target_config(&self, org_id: i64, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT config_sealed FROM targets WHERE org_id = ? AND name = ?")
+    async fn target_config(
+        &self,
+        org_id: i64,
+        name: &str,
+    ) -> StoreResult<Option<SealedTargetConfig>> {
+        let row: Option<(Option<String>, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT tags, config_sealed FROM targets WHERE org_id = ? AND name = ?")
                 .bind(org_id)
                 .bind(name)
                 .fetch_optional(&self.reader)
                 .await?;
-        Ok(sealed.flatten())
+        Ok(row.and_then(|(tags, sealed)| {
+            Some(SealedTargetConfig {
+                tags,
+                sealed: sealed?,
+            })
+        }))
     }
 
     async fn set_target_config(
@@ -1463,6 +1474,38 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_token(
+        &self,
+        org_id: i64,
+        kind: &str,
+        user_id: Option<i64>,
+        name: Option<&str>,
+        tags: Option<&str>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        let r = sqlx::query(
+            "INSERT INTO tokens (org_id, kind, user_id, name, tags, hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(org_id)
+        .bind(kind)
+        .bind(user_id)
+        .bind(name)
+        .bind(tags)
+        .bind(&hash[..])
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await;
+        match r {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict("this token already exists".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn session_by_id(
         &self,
         pool: &SqlitePool,
