@@ -63,18 +63,20 @@ fn agents_run_only_targets_with_their_tags_and_a_second_agent_with_taken_tags_ex
     let sb = Sandbox::new();
     let server = Server::start(&sb, 10);
     let token = server.create_agent_token();
+    let prod_token = server.create_agent_token_for("prod");
+    let dev_token = server.create_agent_token_for("dev");
     // Values shorter than 6 characters of a plain key are not secret-redacted.
     let _prod = Agent::start(
         &sb,
         "prod",
-        &token,
+        &prod_token,
         Some("prod"),
         &[("WHO", r#"{"NAME": "prod"}"#)],
     );
     let _dev = Agent::start(
         &sb,
         "dev",
-        &token,
+        &dev_token,
         Some("dev"),
         &[("WHO", r#"{"NAME": "dev"}"#)],
     );
@@ -122,7 +124,7 @@ fn agents_run_only_targets_with_their_tags_and_a_second_agent_with_taken_tags_ex
     }
 
     // A second agent with TAGS=prod is refused and exits non-zero, naming the tag.
-    let mut second = Agent::start(&sb, "prod2", &token, Some("prod"), &[]);
+    let mut second = Agent::start(&sb, "prod2", &prod_token, Some("prod"), &[]);
     let status = wait_for("the second prod agent to exit", || {
         second.child.try_wait().unwrap()
     });

@@ -497,7 +497,14 @@ fn aws_provider_reads_secrets_manager_with_env_and_profile_credentials() {
         ),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
     ];
-    let _none_agent = Agent::start(&sb, "none", &token, Some("nocreds"), &env_refs(&none_env));
+    let nocreds_token = server.create_agent_token_for("nocreds");
+    let _none_agent = Agent::start(
+        &sb,
+        "none",
+        &nocreds_token,
+        Some("nocreds"),
+        &env_refs(&none_env),
+    );
 
     bash_target(
         &server,
@@ -717,7 +724,8 @@ fn s3_logs_reach_a_signature_checking_server_and_bad_keys_are_reported() {
     let good = common("rclone-secret-key-123");
     let _good_agent = Agent::start(&sb, "good", &token, None, &env_refs(&good));
     let bad = common("not-the-secret-key");
-    let _bad_agent = Agent::start(&sb, "bad", &token, Some("bad"), &env_refs(&bad));
+    let bad_token = server.create_agent_token_for("bad");
+    let _bad_agent = Agent::start(&sb, "bad", &bad_token, Some("bad"), &env_refs(&bad));
     bash_target(&server, "s3", &["--secret-path", "MY_TARGET"]);
     let id = server.submit("s3", "echo \"token=$TOKEN_VALUE\"");
     let t = server.wait_final(id);

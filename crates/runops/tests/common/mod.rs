@@ -207,8 +207,16 @@ impl Server {
         c
     }
 
+    /// A token for untagged agents.
     pub fn create_agent_token(&self) -> String {
         self.cli_ok(&["agents", "create-token"]).trim().to_string()
+    }
+
+    /// A token for agents with exactly `tags` (agent tokens are scoped to a tag set).
+    pub fn create_agent_token_for(&self, tags: &str) -> String {
+        self.cli_ok(&["agents", "create-token", "--tags", tags])
+            .trim()
+            .to_string()
     }
 
     /// `runops tasks show ID --json` as JSON.
