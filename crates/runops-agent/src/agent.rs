@@ -22,8 +22,11 @@ pub struct Agent {
     pub slots: Slots,
     /// Connection state and task counters behind `--health-addr`.
     pub health: Arc<AgentHealth>,
-    /// Random per process: lets a reconnect resume this agent's session.
+    /// Random per data dir, kept in it: lets a reconnect (and a restarted process)
+    /// resume this agent's session.
     pub instance_id: String,
+    /// True when `instance_id` came from the data dir: this process is a restart.
+    pub instance_restored: bool,
     pub hostname: String,
     /// Held for the life of the process: one agent per data dir.
     pub data_dir_lock: std::fs::File,
@@ -38,7 +41,20 @@ impl Agent {
             instance_id: self.instance_id.clone(),
             concurrency: self.cfg.concurrency,
             standby: self.cfg.standby,
+            restarted: false,
+            spooled: Vec::new(),
         }
+    }
+
+    /// The process's first connect: a restarted agent says so, with the tasks its spool
+    /// still holds, so it gets its session back at once.
+    pub async fn first_connect_request(&self) -> ConnectRequest {
+        let mut req = self.connect_request();
+        if self.instance_restored {
+            req.restarted = true;
+            req.spooled = self.spool.pending().await.unwrap_or_default();
+        }
+        req
     }
 
     /// Reports every task left in the spool by a previous run of the agent: finished
@@ -76,7 +92,55 @@ impl Agent {
     }
 }
 
-/// A random hex id for this agent process.
+/// The file in the data dir that keeps the agent's instance id across restarts.
+const INSTANCE_ID_FILE: &str = "instance-id";
+
+/// The instance id kept in `data_dir`, or a new one written there (0600); true when
+/// it was already there (this process restarts an earlier one).
+pub fn load_instance_id(data_dir: &std::path::Path) -> anyhow::Result<(String, bool)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(INSTANCE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if is_instance_id(id.trim()) => return Ok((id.trim().to_string(), true)),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "the kept instance id is malformed; making a new one")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "cannot read the agent's instance id from {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    let id = new_instance_id();
+    let tmp = data_dir.join(format!("{INSTANCE_ID_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the agent's instance id to {}: {e}",
+            path.display()
+        )
+    })?;
+    Ok((id, false))
+}
+
+fn is_instance_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A random hex id for a new agent data dir.
 pub fn new_instance_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
@@ -102,4 +166,29 @@ pub fn hostname() -> String {
         }
     }
     "unknown".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_id_is_kept_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, restored) = load_instance_id(dir.path()).unwrap();
+        assert!(!restored);
+        let (again, restored) = load_instance_id(dir.path()).unwrap();
+        assert!(restored);
+        assert_eq!(first, again);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(INSTANCE_ID_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.path().join(INSTANCE_ID_FILE), "../../etc").unwrap();
+        let (fresh, restored) = load_instance_id(dir.path()).unwrap();
+        assert!(!restored);
+        assert_ne!(fresh, first);
+    }
 }

@@ -95,6 +95,7 @@ pub async fn run_with(
             )
         })?;
     let data_dir_lock = lock_data_dir(&cfg.data_dir)?;
+    let (instance_id, instance_restored) = agent::load_instance_id(&cfg.data_dir)?;
     let spool = Spool::open(&cfg.data_dir)
         .with_context(|| format!("cannot create the spool in {}", cfg.data_dir.display()))?;
     // Temp dirs of tasks that ran when the agent died may hold secrets: remove them.
@@ -167,7 +168,8 @@ pub async fn run_with(
         active: ActiveTasks::default(),
         slots: Slots::new(cfg.concurrency),
         health,
-        instance_id: agent::new_instance_id(),
+        instance_id,
+        instance_restored,
         hostname: agent::hostname(),
         cfg,
         data_dir_lock,

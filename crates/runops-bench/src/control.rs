@@ -184,6 +184,8 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
                 instance_id: format!("bench-sim-{}-{i}", std::process::id()),
                 concurrency: SLOTS,
                 standby: false,
+                restarted: false,
+                spooled: Vec::new(),
             })
             .await?;
         sessions.push((client, session));

@@ -220,6 +220,8 @@ impl IdleAgents {
                     instance_id: format!("bench-{}-{prefix}-{i}", std::process::id()),
                     concurrency: 1,
                     standby: false,
+                    restarted: false,
+                    spooled: Vec::new(),
                 })
                 .await
                 .with_context(|| format!("simulated agent {i} cannot connect"))?;

@@ -19,8 +19,11 @@
 //! - Logs are one byte stream per task. A chunk carries its offset; the server appends
 //!   the part it does not have yet and answers with its stored size, so resends are
 //!   harmless and gaps are detected (`409 log_gap` with the stored size).
-//! - Reconnecting with the same `instance_id` and tags resumes the session (after a
-//!   server restart, a network cut), instead of being refused as a second agent.
+//! - Reconnecting with the same `instance_id`, token and tags resumes the session (after
+//!   a server restart, a network cut), instead of being refused as a second agent. The
+//!   agent keeps its `instance_id` in its data dir, so a restarted agent (after a crash
+//!   or SIGKILL) takes its session back at once (`restarted`), rather than waiting for
+//!   the old lease to expire.
 
 use crate::status::{FailureReason, TaskStatus};
 use serde::{Deserialize, Serialize};
@@ -39,6 +42,15 @@ pub struct ConnectRequest {
     /// Wait for the tags to become free instead of failing with 409 (`--standby`).
     #[serde(default)]
     pub standby: bool,
+    /// The first connect of a restarted agent process whose `instance_id` was kept in
+    /// its data dir: the server hands it its session back at once, failing the tasks
+    /// the old process ran but did not spool (`spooled`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
+    /// With `restarted`: the tasks whose results the agent's spool still holds (it
+    /// reports them next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spooled: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

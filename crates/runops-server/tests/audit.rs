@@ -42,6 +42,8 @@ fn connect_req(instance: &str, tags: Option<&str>) -> ConnectRequest {
         instance_id: instance.into(),
         concurrency: 1,
         standby: false,
+        restarted: false,
+        spooled: Vec::new(),
     }
 }
 

@@ -67,6 +67,8 @@ fn connect_req(instance: &str) -> ConnectRequest {
         instance_id: instance.into(),
         concurrency: 4,
         standby: false,
+        restarted: false,
+        spooled: Vec::new(),
     }
 }
 

@@ -114,6 +114,8 @@ fn connect_req(tags: Option<&str>, instance: &str) -> ConnectRequest {
         instance_id: instance.into(),
         concurrency: 4,
         standby: false,
+        restarted: false,
+        spooled: Vec::new(),
     }
 }
 
@@ -1542,5 +1544,60 @@ async fn a_task_cannot_switch_its_target_to_a_more_powerful_type() {
         })
         .await
         .unwrap();
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_takes_its_session_back_and_only_spooled_tasks_stay_running() {
+    let env = Env::new().await;
+    env.target("demo", None).await;
+    let agent = env.agent_client().await;
+    let s = agent
+        .agent_connect(&connect_req(None, "box"))
+        .await
+        .unwrap()
+        .session_id;
+    let spooled = env.task("demo", "a").await;
+    let forgotten = env.task("demo", "b").await;
+    let got = poll(&agent, &poll_req(&s, vec![], 2)).await;
+    assert_eq!(got.offers.len(), 2);
+    agent.agent_start(spooled, &s).await.unwrap();
+    agent.agent_start(forgotten, &s).await.unwrap();
+    let offered = env.task("demo", "c").await;
+    let got = poll(&agent, &poll_req(&s, vec![spooled, forgotten], 1)).await;
+    assert_eq!(got.offers[0].task_id, offered);
+
+    // Another process with the same instance id but on another host is not a restart.
+    let mut other = connect_req(None, "box");
+    other.restarted = true;
+    other.hostname = "elsewhere".into();
+    assert_eq!(
+        api_err(agent.agent_connect(&other).await.unwrap_err()).1,
+        "tags_taken"
+    );
+
+    // The same agent restarts: its session comes back at once, without waiting for
+    // the lease.
+    let mut again = connect_req(None, "box");
+    again.restarted = true;
+    again.spooled = vec![spooled];
+    let c = agent.agent_connect(&again).await.unwrap();
+    assert!(c.resumed);
+    assert_eq!(c.session_id, s);
+    assert_eq!(
+        env.admin.get_task(spooled).await.unwrap().status,
+        TaskStatus::Running
+    );
+    let t = env.admin.get_task(forgotten).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Failure);
+    assert_eq!(t.failure_reason, Some(FailureReason::AgentLost));
+    assert!(
+        t.failure_message.unwrap_or_default().contains("restarted"),
+        "the message says why"
+    );
+    assert_eq!(
+        env.admin.get_task(offered).await.unwrap().status,
+        TaskStatus::Ready
+    );
     env.server.shutdown().await;
 }

@@ -229,6 +229,52 @@ fn agent_killed_mid_task_ends_agent_lost_and_the_task_never_runs_again() {
 }
 
 #[test]
+fn an_agent_restarted_after_sigkill_takes_its_session_back_at_once() {
+    // A lease far longer than the test: the restart must not wait for it to expire.
+    let (sb, server, mut agent, token) = setup(600, &[]);
+    server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+    let marker = sb.path("runs");
+    let id = server.submit(
+        "sh",
+        &format!("echo run >> {}; sleep 600.44", marker.display()),
+    );
+    server.wait_status(id, "running");
+    wait_for("the task to start", || marker.exists().then_some(()));
+
+    agent.child.kill().unwrap(); // SIGKILL
+    agent.child.wait().unwrap();
+    // The same agent (same data dir, same token) starts again at once.
+    let restarted = Agent::start(&sb, "a", &token, None, &[]);
+    let t = server.wait_final(id);
+    assert_eq!(t["status"], "failure", "{t}\n{}", restarted.log());
+    let reason = t["failure_reason"].as_str().unwrap_or_default();
+    assert!(reason == "agent-lost" || reason == "agent-error", "{t}");
+    server.cli_ok(&["targets", "create", "--name", "probe", "--type", "bash"]);
+    assert_eq!(
+        server
+            .cli_ok(&["tasks", "create", "-t", "probe", "-s", "echo alive"])
+            .trim(),
+        "alive"
+    );
+    // The log may be coloured: compare without escape sequences.
+    let log: String = restarted
+        .log()
+        .split('\x1b')
+        .map(|part| match part.strip_prefix('[') {
+            Some(rest) => rest.split_once('m').map(|(_, t)| t).unwrap_or(rest),
+            None => part,
+        })
+        .collect();
+    assert!(!log.contains("already connected"), "{log}");
+    assert!(log.contains("resumed=true"), "{log}");
+    // Never run twice, and nothing of the killed run is left.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\n");
+    wait_for("the killed run's processes to be gone", || {
+        (!process_running("sleep 600.44")).then_some(())
+    });
+}
+
+#[test]
 fn server_restart_mid_task_loses_nothing() {
     let (sb, mut server, _agent, _) = setup(10, &[]);
     server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);

@@ -29,7 +29,7 @@ pub async fn run_loop(
     mut shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
     let client = agent.link.client.clone();
-    let request = agent.connect_request();
+    let request = agent.first_connect_request().await;
     let first = {
         let mut s = shutdown.clone();
         connect(&client, &request, async move { s.reached(DRAIN).await }).await?

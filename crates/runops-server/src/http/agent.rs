@@ -128,6 +128,7 @@ pub async fn end_session(
         SessionEnd::Disconnected => "agent.disconnect",
         SessionEnd::Lost { .. } => "agent.lost",
         SessionEnd::TokenRevoked => "agent.token-revoked",
+        SessionEnd::Restarted => "agent.restarted",
     };
     let detail = serde_json::json!({
         "hostname": ended.hostname,
@@ -223,10 +224,19 @@ pub async fn connect(
         let now = now_ms();
         let live = st.store.find_live_session(org_id, tags.as_deref()).await?;
         let blocker = match live {
-            Some(s) if s.instance_id == req.instance_id && s.token_id == auth.token.id => {
+            // The same agent (its instance id, token, and, after a restart, host) takes
+            // its session back; anybody else waits for the lease.
+            Some(s)
+                if s.instance_id == req.instance_id
+                    && s.token_id == auth.token.id
+                    && (!req.restarted || s.hostname == req.hostname) =>
+            {
                 st.store
                     .resume_session(&s.id, &req.hostname, &req.version, req.concurrency, now)
                     .await?;
+                if req.restarted {
+                    recover_restarted(&st, &s, &req.spooled).await?;
+                }
                 tracing::info!(session = %s.id, hostname = %req.hostname, tags = tags.as_deref().unwrap_or(""), "agent resumed its session");
                 let detail = connect_detail(&req, tags.as_deref(), auth.token.id, true);
                 audit::record(
@@ -314,6 +324,40 @@ pub async fn connect(
             }
         }
     }
+}
+
+/// A restarted agent process took its session back: what the old process ran and
+/// did not spool is over (never re-run), what it was offered goes to the queue again.
+async fn recover_restarted(
+    st: &AppState,
+    session: &SessionRecord,
+    spooled: &[i64],
+) -> Result<(), StoreError> {
+    if spooled.len() > MAX_RUNNING_LISTED {
+        // Keep everything: the spool reports each of them, and the lease rules stand.
+        return Ok(());
+    }
+    let r = st
+        .store
+        .recover_restarted_session(&session.id, spooled, now_ms())
+        .await?;
+    for task in &r.failed {
+        st.metrics
+            .task_finished(TaskStatus::Failure, Some(FailureReason::AgentLost));
+        tracing::info!(task, status = "failure", reason = "agent-lost", hostname = %session.hostname, "task state changed: its agent restarted");
+        st.hub.wake_log(*task);
+    }
+    for task in &r.requeued {
+        tracing::info!(
+            task,
+            status = "ready",
+            "offer returned to the queue: its agent restarted"
+        );
+    }
+    if !r.requeued.is_empty() {
+        st.hub.wake_work(session.org_id, session.tags.as_deref());
+    }
+    Ok(())
 }
 
 /// `403`: the agent's `TAGS` are not the tag set its token was made for.

@@ -131,6 +131,9 @@ pub enum SessionEnd {
     Lost { lease_secs: u64 },
     /// Its agent token was revoked.
     TokenRevoked,
+    /// The agent process restarted (same data dir) and took its session back; what the
+    /// old process ran and did not spool is over.
+    Restarted,
 }
 
 impl SessionEnd {
@@ -139,6 +142,7 @@ impl SessionEnd {
             SessionEnd::Disconnected => "disconnected",
             SessionEnd::Lost { .. } => "lost",
             SessionEnd::TokenRevoked => "token-revoked",
+            SessionEnd::Restarted => "restarted",
         }
     }
 
@@ -153,6 +157,9 @@ impl SessionEnd {
             ),
             SessionEnd::TokenRevoked => format!(
                 "the token of agent {hostname} was revoked while the task ran; it was not re-run"
+            ),
+            SessionEnd::Restarted => format!(
+                "agent {hostname} restarted while the task ran and kept no record of it; it was not re-run"
             ),
         }
     }
@@ -379,6 +386,14 @@ pub trait Store: Send + Sync + 'static {
         tags: Option<&str>,
     ) -> StoreResult<Option<SessionRecord>>;
     /// Refreshes a resumed session's details and `last_seen`.
+    /// A restarted agent process takes its session back: running tasks it did not
+    /// spool (`keep`) fail `agent-lost`, offers it never started go back to `ready`.
+    async fn recover_restarted_session(
+        &self,
+        id: &str,
+        keep: &[i64],
+        now_ms: i64,
+    ) -> StoreResult<EndedSession>;
     async fn resume_session(
         &self,
         id: &str,

@@ -1141,6 +1141,54 @@ impl Store for SqliteStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
+    async fn recover_restarted_session(
+        &self,
+        id: &str,
+        keep: &[i64],
+        now_ms: i64,
+    ) -> StoreResult<EndedSession> {
+        let mut tx = self.writer.begin().await?;
+        let row =
+            sqlx::query("SELECT org_id, tags, hostname, ended_at FROM agent_sessions WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Ok(EndedSession::default());
+        };
+        let mut recovered = EndedSession {
+            ended_now: false,
+            org_id: row.try_get("org_id")?,
+            tags: row.try_get("tags")?,
+            hostname: row.try_get("hostname")?,
+            failed: Vec::new(),
+            requeued: Vec::new(),
+        };
+        let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
+        recovered.failed = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
+             WHERE session_id = ? AND status = 'running' AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id",
+        )
+        .bind(SessionEnd::Restarted.running_task_message(&recovered.hostname))
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .bind(&keep)
+        .fetch_all(&mut *tx)
+        .await?;
+        recovered.requeued = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+             WHERE session_id = ? AND status = 'dispatched' RETURNING id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        recovered.failed.sort_unstable();
+        recovered.requeued.sort_unstable();
+        Ok(recovered)
+    }
+
     async fn resume_session(
         &self,
         id: &str,
