@@ -467,3 +467,73 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An S3 stand-in answering every request with `status` and an error document
+    /// `code`; returns a store pointed at it and the request count.
+    async fn refusing_s3(
+        status: u16,
+        code: &'static str,
+    ) -> (S3LogStore, Arc<AtomicUsize>, tempfile::TempDir) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let app = axum::Router::new().fallback(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    format!("<Error><Code>{code}</Code><Message>m</Message></Error>"),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let aws = AwsEnv::from_pairs(
+            [
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let settings = S3Settings {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint,
+        };
+        (S3LogStore::new(settings, aws, dir.path()), count, dir)
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_retried_and_server_trouble_is() {
+        for (status, code, retried) in [
+            (403, "AccessDenied", false),
+            (404, "NoSuchBucket", false),
+            (503, "SlowDown", true),
+        ] {
+            let (store, count, dir) = refusing_s3(status, code).await;
+            let log = dir.path().join("task.log");
+            std::fs::write(&log, "a line\n").unwrap();
+            let e = store.upload_task_log(1, &log).await.unwrap_err();
+            assert!(
+                e.contains("S3 refused the upload to http://127.0.0.1:"),
+                "{e}"
+            );
+            assert!(e.contains(code), "{e}");
+            let expected = if retried {
+                S3_UPLOAD_ATTEMPTS as usize
+            } else {
+                1
+            };
+            assert_eq!(count.load(Ordering::SeqCst), expected, "{code}: {e}");
+            assert_eq!(e.contains("tried"), retried, "{e}");
+        }
+    }
+}
