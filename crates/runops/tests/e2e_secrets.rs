@@ -576,6 +576,371 @@ fn aws_provider_reads_secrets_manager_with_env_and_profile_credentials() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// aws: the agent's credentials from the container endpoint, credential_process and web
+// identity, seen by Secrets Manager. Moto does not check signatures, so a recording proxy
+// in front of it notes the access key id each request was signed with (`Credential=`)
+// and answers for two special keys: one refused (`AccessDeniedException`), one throttled
+// once.
+
+/// A key the proxy refuses, as an IAM policy without `secretsmanager:GetSecretValue` would.
+const DENIED_KEY: &str = "AKIADENIEDE2E";
+/// A key whose first request the proxy answers `ThrottlingException`.
+const THROTTLED_KEY: &str = "AKIATHROTTLEDE2E";
+
+/// One HTTP/1.1 request or response head (up to the blank line) and its body
+/// (`Content-Length` bytes; to the end of the stream without one).
+fn read_http(s: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let mut body = Vec::new();
+    match len {
+        Some(n) => {
+            body.resize(n, 0);
+            s.read_exact(&mut body).ok()?;
+        }
+        None if head.starts_with("HTTP/") => {
+            s.read_to_end(&mut body).ok()?;
+        }
+        None => {}
+    }
+    Some((head, body))
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// `head` with its `Connection` header replaced by `Connection: close`.
+fn closing(head: &str) -> String {
+    let mut out: String = head
+        .trim_end()
+        .lines()
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn respond(s: &mut std::net::TcpStream, status: &str, body: &str) {
+    use std::io::Write;
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Serves each connection of `listener` on its own thread with `handle` (one request per
+/// connection: every answer says `Connection: close`).
+fn serve(
+    listener: std::net::TcpListener,
+    handle: impl Fn(&mut std::net::TcpStream, String, Vec<u8>) + Send + Sync + 'static,
+) {
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                if let Some((head, body)) = read_http(&mut conn) {
+                    handle(&mut conn, head, body);
+                }
+            });
+        }
+    });
+}
+
+/// The access key ids of the requests the proxy saw, in order.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A proxy to moto on `moto_port` recording each request's signing key id.
+fn recording_proxy(moto_port: u16) -> (u16, Seen) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Default::default();
+    let log = seen.clone();
+    serve(listener, move |client, head, body| {
+        use std::io::{Read, Write};
+        let key = header(&head, "authorization")
+            .and_then(|a| {
+                let c = a.split("Credential=").nth(1)?;
+                Some(c.split('/').next()?.to_string())
+            })
+            .unwrap_or_default();
+        let earlier = {
+            let mut seen = log.lock().unwrap();
+            let n = seen.iter().filter(|k| **k == key).count();
+            seen.push(key.clone());
+            n
+        };
+        if key == DENIED_KEY {
+            return respond(
+                client,
+                "400 Bad Request",
+                r#"{"__type":"AccessDeniedException","Message":"User is not authorized to perform: secretsmanager:GetSecretValue"}"#,
+            );
+        }
+        if key == THROTTLED_KEY && earlier == 0 {
+            return respond(
+                client,
+                "400 Bad Request",
+                r#"{"__type":"ThrottlingException","Message":"Rate exceeded"}"#,
+            );
+        }
+        let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", moto_port)) else {
+            return respond(client, "502 Bad Gateway", "{}");
+        };
+        let _ = up.write_all(closing(&head).as_bytes());
+        let _ = up.write_all(&body);
+        let mut answer = Vec::new();
+        let _ = up.read_to_end(&mut answer);
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(answer.len(), |i| i + 4);
+        let (resp_head, resp_body) = answer.split_at(split);
+        let _ = client.write_all(closing(&String::from_utf8_lossy(resp_head)).as_bytes());
+        let _ = client.write_all(resp_body);
+    });
+    (port, seen)
+}
+
+/// The container credentials endpoint (`GET /v1/credentials`, answering only with
+/// `Authorization: <token>`) and STS (`POST /`, `AssumeRoleWithWebIdentity` answering
+/// XML whose values use character references). Counts the credentials it handed out.
+fn credentials_stand_in(
+    token: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handed: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let log = handed.clone();
+    serve(listener, move |conn, head, body| {
+        use std::io::Write;
+        let body = String::from_utf8_lossy(&body).to_string();
+        if head.starts_with("GET /v1/credentials ") {
+            if header(&head, "authorization").as_deref() != Some(token) {
+                log.lock().unwrap().push("container-refused".into());
+                return respond(conn, "403 Forbidden", r#"{"code":"AccessDenied"}"#);
+            }
+            log.lock().unwrap().push("container".into());
+            return respond(
+                conn,
+                "200 OK",
+                r#"{"AccessKeyId":"ASIACONTAINERE2E","SecretAccessKey":"container+secret/key","Token":"container-token","Expiration":"2099-01-01T00:00:00Z"}"#,
+            );
+        }
+        if head.starts_with("POST / ")
+            && body.contains("Action=AssumeRoleWithWebIdentity")
+            && body.contains("WebIdentityToken=e2e-web-identity-jwt")
+        {
+            log.lock().unwrap().push("sts".into());
+            let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIA&#87;EB&#x49;DENTITYE2E</AccessKeyId><SecretAccessKey>web&#43;secret&#x2F;key&amp;</SecretAccessKey><SessionToken>web&#x2B;token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+            return;
+        }
+        respond(conn, "404 Not Found", "{}");
+    });
+    (port, handed)
+}
+
+#[test]
+fn aws_provider_uses_container_process_and_web_identity_credentials_and_classifies_errors() {
+    let sb = Sandbox::new();
+    let Some(moto) = start_moto(&sb) else {
+        return;
+    };
+    boto(
+        moto.port,
+        r#"sm.create_secret(Name='prod/app', SecretString='{"DB_USER": "aws-db-user"}')"#,
+    );
+    let (proxy, seen) = recording_proxy(moto.port);
+    let (creds_port, handed) = credentials_stand_in("eks-pod-identity-token");
+    let keys_seen = |key: &str| seen.lock().unwrap().iter().filter(|k| *k == key).count();
+    let server = Server::start(&sb, 10);
+    let token = server.create_agent_token();
+    let base = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{proxy}")),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        env
+    };
+    // EKS Pod Identity: the full URI and a token file (with the trailing newline
+    // Kubernetes writes).
+    let token_file = sb.path("eks-pod-identity-token");
+    std::fs::write(&token_file, "eks-pod-identity-token\n").unwrap();
+    let container_env = base(&[
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://127.0.0.1:{creds_port}/v1/credentials"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.to_str().unwrap().to_string(),
+        ),
+    ]);
+    // credential_process in a named profile of the config file; the helper notes each run.
+    let helper = sb.path("credential-helper.sh");
+    let runs = sb.path("credential-helper.runs");
+    std::fs::write(
+        &helper,
+        "echo run >> \"$1\"\necho 'helper diagnostics go to stderr' >&2\nprintf '%s\\n' '{\"Version\": 1, \"AccessKeyId\": \"ASIAPROCESSE2E\", \"SecretAccessKey\": \"process/secret+key\", \"SessionToken\": \"process-token\", \"Expiration\": \"2099-01-01T00:00:00Z\"}'\n",
+    )
+    .unwrap();
+    let config = sb.path("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nregion = us-east-1\n\n[profile ci]\ncredential_process = sh \"{}\" \"{}\"\n",
+            helper.display(),
+            runs.display()
+        ),
+    )
+    .unwrap();
+    let process_env = base(&[
+        ("AWS_CONFIG_FILE", config.to_str().unwrap().to_string()),
+        ("AWS_PROFILE", "ci".to_string()),
+    ]);
+    // Web identity with an STS stand-in whose XML uses character references.
+    let jwt = sb.path("web-identity-token");
+    std::fs::write(&jwt, "e2e-web-identity-jwt\n").unwrap();
+    let webid_env = base(&[
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            jwt.to_str().unwrap().to_string(),
+        ),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/runops-agent".to_string(),
+        ),
+        (
+            "AWS_ENDPOINT_URL_STS",
+            format!("http://127.0.0.1:{creds_port}"),
+        ),
+    ]);
+    let key_env = |key: &str| {
+        base(&[
+            ("AWS_ACCESS_KEY_ID", key.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ])
+    };
+    let denied_env = key_env(DENIED_KEY);
+    let throttled_env = key_env(THROTTLED_KEY);
+    let _agents: Vec<Agent> = [
+        ("container", &container_env),
+        ("process", &process_env),
+        ("webid", &webid_env),
+        ("denied", &denied_env),
+        ("throttled", &throttled_env),
+    ]
+    .into_iter()
+    .map(|(name, env)| {
+        bash_target(
+            &server,
+            &format!("aws-{name}"),
+            &[
+                "--secret-provider",
+                "aws",
+                "--secret-path",
+                "prod/app",
+                "--tags",
+                name,
+            ],
+        );
+        Agent::start(&sb, name, &token, Some(name), &env_refs(env))
+    })
+    .collect();
+    let script = sees("DB_USER", "aws-db-user");
+
+    // The container endpoint, asked once with the token; its key signed the request.
+    let log = run_ok(&server, "aws-container", &script);
+    assert!(log.contains("DB_USER-ok"), "{log}");
+    assert_eq!(
+        keys_seen("ASIACONTAINERE2E"),
+        1,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    run_ok(&server, "aws-container", &script);
+    assert_eq!(keys_seen("ASIACONTAINERE2E"), 2);
+    let container_calls = |h: &[String]| h.iter().filter(|x| *x == "container").count();
+    assert_eq!(
+        container_calls(&handed.lock().unwrap()),
+        1,
+        "cached until it expires: {:?}",
+        handed.lock().unwrap()
+    );
+    assert!(
+        !handed
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|x| x == "container-refused")
+    );
+
+    // credential_process: run once, its key signed both requests.
+    run_ok(&server, "aws-process", &script);
+    run_ok(&server, "aws-process", &script);
+    assert_eq!(keys_seen("ASIAPROCESSE2E"), 2, "{:?}", seen.lock().unwrap());
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+
+    // Web identity: the decoded key id (`&#87;` is W, `&#x49;` is I) signed the request.
+    run_ok(&server, "aws-webid", &script);
+    assert_eq!(
+        keys_seen("ASIAWEBIDENTITYE2E"),
+        1,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // AccessDeniedException: the task fails at once, one request, no retry.
+    run_fails_secrets(
+        &server,
+        "aws-denied",
+        &[
+            "aws secrets manager, secret `prod/app`: access denied (AccessDeniedException); check the agent's AWS credentials",
+        ],
+    );
+    assert_eq!(keys_seen(DENIED_KEY), 1, "{:?}", seen.lock().unwrap());
+
+    // ThrottlingException: retried with back-off, and the task gets its secrets.
+    let log = run_ok(&server, "aws-throttled", &script);
+    assert!(log.contains("DB_USER-ok"), "{log}");
+    assert_eq!(keys_seen(THROTTLED_KEY), 2, "{:?}", seen.lock().unwrap());
+    // No secret key of any source reached a message or log on the way.
+    for (name, _) in [("container", ()), ("process", ()), ("webid", ())] {
+        let agent_log =
+            std::fs::read_to_string(sb.path(&format!("agent-{name}.log"))).unwrap_or_default();
+        assert!(!agent_log.contains("secret+key"), "{agent_log}");
+    }
+}
+
 #[test]
 fn s3_log_storage_uploads_the_redacted_log_and_the_task_records_its_location() {
     let sb = Sandbox::new();

@@ -8,13 +8,15 @@
 //!
 //! The log is read from the spool a part at a time ([`S3_PART_BYTES`]): one `PUT` when it
 //! fits in a part, a multipart upload otherwise, so it is never held whole in memory.
-//! Failed uploads are retried with back-off; when they still fail, the task's log says so
+//! Uploads that fail transiently (timeouts, 5xx, throttling) are retried with back-off;
+//! refused credentials and wrong settings (`AccessDenied`, `NoSuchBucket`) are not. When
+//! an upload fails, the task's log says so
 //! and a hard link to the log is kept in `<data_dir>/s3-pending/`, retried every
 //! [`S3_RETRY_INTERVAL`] until it is stored.
 
-use crate::aws::AwsEnv;
 use crate::aws::credentials::{CredentialChain, xml_tag};
 use crate::aws::sigv4::{SignRequest, sha256_hex, sign, uri_encode};
+use crate::aws::{AwsEnv, AwsError, AwsErrorKind, classify};
 use crate::backoff::Backoff;
 use crate::config::{S3_PART_BYTES, S3_REQUEST_TIMEOUT, S3_RETRY_INTERVAL, S3_UPLOAD_ATTEMPTS};
 use std::path::{Path, PathBuf};
@@ -144,8 +146,8 @@ impl S3LogStore {
         format!("s3://{}/{key}", self.settings.bucket)
     }
 
-    /// Uploads a task's finished log, retrying with back-off; the `s3://` location on
-    /// success, the last error otherwise.
+    /// Uploads a task's finished log, retrying transient failures with back-off; the
+    /// `s3://` location on success, the last error otherwise.
     pub async fn upload_task_log(&self, task_id: i64, log: &Path) -> Result<String, String> {
         let key = self.key(task_id);
         let mut backoff = Backoff::new();
@@ -153,7 +155,10 @@ impl S3LogStore {
         loop {
             match self.upload_file(log, &key).await {
                 Ok(()) => return Ok(self.location(&key)),
-                Err(e) if attempt >= S3_UPLOAD_ATTEMPTS => return Err(e),
+                Err(e) if !e.is_transient() => return Err(e.message),
+                Err(e) if attempt >= S3_UPLOAD_ATTEMPTS => {
+                    return Err(format!("{e} (tried {S3_UPLOAD_ATTEMPTS} times)"));
+                }
                 Err(e) => {
                     tracing::warn!(task_id, attempt, "the S3 log upload failed, retrying: {e}");
                     attempt += 1;
@@ -220,7 +225,7 @@ impl S3LogStore {
         }
     }
 
-    fn object_url(&self, key: &str, query: &str) -> Result<reqwest::Url, String> {
+    fn object_url(&self, key: &str, query: &str) -> Result<reqwest::Url, AwsError> {
         let mut url = format!(
             "{}/{}/{}",
             self.settings.endpoint,
@@ -231,16 +236,33 @@ impl S3LogStore {
             url.push('?');
             url.push_str(query);
         }
-        reqwest::Url::parse(&url).map_err(|e| format!("bad S3 URL {url}: {e}"))
+        reqwest::Url::parse(&url)
+            .map_err(|e| AwsError::misconfigured(format!("bad S3 URL {url}: {e}")))
     }
 
-    /// One signed request; the answer's headers and body on 2xx, a sentence otherwise.
+    /// One signed request; the answer's headers and body on 2xx, a classified error
+    /// otherwise (refused credentials are forgotten, so the next upload asks the chain).
     async fn request(
         &self,
         method: reqwest::Method,
         url: &reqwest::Url,
         body: Vec<u8>,
-    ) -> Result<(reqwest::header::HeaderMap, String), String> {
+    ) -> Result<(reqwest::header::HeaderMap, String), AwsError> {
+        let result = self.request_once(method, url, body).await;
+        if let Err(e) = &result
+            && e.kind == AwsErrorKind::Denied
+        {
+            self.creds.invalidate().await;
+        }
+        result
+    }
+
+    async fn request_once(
+        &self,
+        method: reqwest::Method,
+        url: &reqwest::Url,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::header::HeaderMap, String), AwsError> {
         let creds = self.creds.get().await?;
         let signed = sign(
             &SignRequest {
@@ -262,31 +284,35 @@ impl S3LogStore {
         let resp = req
             .send()
             .await
-            .map_err(|e| crate::secrets::http::transport_error(&e, &where_))?;
+            .map_err(|e| AwsError::from_transport(&e, &where_))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| AwsError::from_transport(&e, &where_))?;
         if !status.is_success() {
-            let code = xml_tag(&text, "Code").unwrap_or("no error code");
-            let hint = match code {
+            let code = xml_tag(&text, "Code").unwrap_or_else(|| "no error code".into());
+            let hint = match code.as_str() {
                 "NoSuchBucket" => "; create the bucket or fix LOGS_S3_BUCKET",
                 "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
                     "; check the agent's AWS credentials and its s3:PutObject permission on the prefix"
                 }
                 _ => "",
             };
-            return Err(format!(
-                "S3 refused the upload to {where_} (HTTP {status}, {code}){hint}"
+            return Err(AwsError::new(
+                classify(status, &code),
+                format!("S3 refused the upload to {where_} (HTTP {status}, {code}){hint}"),
             ));
         }
         Ok((headers, text))
     }
 
     /// Uploads `path` to `key`: one PUT, or a multipart upload for logs over a part.
-    pub async fn upload_file(&self, path: &Path, key: &str) -> Result<(), String> {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
+    pub async fn upload_file(&self, path: &Path, key: &str) -> Result<(), AwsError> {
+        let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+            AwsError::misconfigured(format!("cannot open the log {}: {e}", path.display()))
+        })?;
         let first = read_part(&mut file, path).await?;
         if first.len() < S3_PART_BYTES {
             let url = self.object_url(key, "")?;
@@ -297,9 +323,9 @@ impl S3LogStore {
         let (_, text) = self
             .request(reqwest::Method::POST, &url, Vec::new())
             .await?;
-        let upload_id = xml_tag(&text, "UploadId")
-            .ok_or("S3 answered the multipart upload without an UploadId")?
-            .to_string();
+        let upload_id = xml_tag(&text, "UploadId").ok_or_else(|| {
+            AwsError::transient("S3 answered the multipart upload without an UploadId")
+        })?;
         let result = self
             .upload_parts(&mut file, path, key, &upload_id, first)
             .await;
@@ -322,7 +348,7 @@ impl S3LogStore {
         key: &str,
         upload_id: &str,
         first: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AwsError> {
         let id = uri_encode(upload_id, true);
         let mut etags = Vec::new();
         let mut part = first;
@@ -333,7 +359,7 @@ impl S3LogStore {
             let etag = headers
                 .get("etag")
                 .and_then(|v| v.to_str().ok())
-                .ok_or("S3 answered a part upload without an ETag")?
+                .ok_or_else(|| AwsError::transient("S3 answered a part upload without an ETag"))?
                 .to_string();
             etags.push((number, etag));
             number += 1;
@@ -353,9 +379,10 @@ impl S3LogStore {
             .await?;
         // S3 may answer 200 with an error document for the completion.
         if text.contains("<Error>") {
-            let code = xml_tag(&text, "Code").unwrap_or("no error code");
-            return Err(format!(
-                "S3 refused to complete the multipart upload ({code})"
+            let code = xml_tag(&text, "Code").unwrap_or_else(|| "no error code".into());
+            return Err(AwsError::new(
+                classify(reqwest::StatusCode::OK, &code),
+                format!("S3 refused to complete the multipart upload ({code})"),
             ));
         }
         Ok(())
@@ -363,13 +390,15 @@ impl S3LogStore {
 }
 
 /// Up to [`S3_PART_BYTES`] of `file`; shorter only at its end.
-async fn read_part(file: &mut tokio::fs::File, path: &Path) -> Result<Vec<u8>, String> {
+async fn read_part(file: &mut tokio::fs::File, path: &Path) -> Result<Vec<u8>, AwsError> {
     let mut buf = Vec::with_capacity(S3_PART_BYTES);
     (&mut *file)
         .take(S3_PART_BYTES as u64)
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| format!("cannot read the log {}: {e}", path.display()))?;
+        .map_err(|e| {
+            AwsError::misconfigured(format!("cannot read the log {}: {e}", path.display()))
+        })?;
     Ok(buf)
 }
 
@@ -436,5 +465,75 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:9/b/p/q/acme/42.log?uploads"
         );
+    }
+}
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An S3 stand-in answering every request with `status` and an error document
+    /// `code`; returns a store pointed at it and the request count.
+    async fn refusing_s3(
+        status: u16,
+        code: &'static str,
+    ) -> (S3LogStore, Arc<AtomicUsize>, tempfile::TempDir) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let app = axum::Router::new().fallback(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    format!("<Error><Code>{code}</Code><Message>m</Message></Error>"),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let aws = AwsEnv::from_pairs(
+            [
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let settings = S3Settings {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint,
+        };
+        (S3LogStore::new(settings, aws, dir.path()), count, dir)
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_retried_and_server_trouble_is() {
+        for (status, code, retried) in [
+            (403, "AccessDenied", false),
+            (404, "NoSuchBucket", false),
+            (503, "SlowDown", true),
+        ] {
+            let (store, count, dir) = refusing_s3(status, code).await;
+            let log = dir.path().join("task.log");
+            std::fs::write(&log, "a line\n").unwrap();
+            let e = store.upload_task_log(1, &log).await.unwrap_err();
+            assert!(
+                e.contains("S3 refused the upload to http://127.0.0.1:"),
+                "{e}"
+            );
+            assert!(e.contains(code), "{e}");
+            let expected = if retried {
+                S3_UPLOAD_ATTEMPTS as usize
+            } else {
+                1
+            };
+            assert_eq!(count.load(Ordering::SeqCst), expected, "{code}: {e}");
+            assert_eq!(e.contains("tried"), retried, "{e}");
+        }
     }
 }
