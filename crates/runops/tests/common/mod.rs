@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod guard;
+pub use guard::require;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
