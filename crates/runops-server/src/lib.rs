@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod http;
@@ -83,6 +84,15 @@ pub struct ServerArgs {
     /// Public URL written into agent tokens (default http://<listen>).
     #[arg(long, env = "RUNOPS_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Open connections at most; more wait in the kernel's queue [default: 10000, lowered to fit the open-files limit].
+    #[arg(long, env = "RUNOPS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (from connecting, or from the first byte of a next request).
+    #[arg(long, env = "RUNOPS_HEADER_READ_TIMEOUT_SECS", default_value_t = conn::DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit with no request; long-polls and log follows are requests, never idle.
+    #[arg(long, env = "RUNOPS_IDLE_TIMEOUT_SECS", default_value_t = conn::DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
 }
@@ -97,6 +107,9 @@ impl ServerArgs {
             offer_timeout_secs: 30,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             public_url: None,
+            max_connections: None,
+            header_read_timeout_secs: conn::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
             auth: identity::AuthArgs::default(),
         }
     }
@@ -109,7 +122,7 @@ pub struct Server {
     generated_admin_token: Option<String>,
     state: AppState,
     stop: tokio::sync::oneshot::Sender<()>,
-    serve: JoinHandle<std::io::Result<()>>,
+    serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
 }
 
@@ -130,6 +143,25 @@ impl Server {
         if args.offer_timeout_secs == 0 {
             anyhow::bail!("--offer-timeout-secs must be at least 1");
         }
+        if args.header_read_timeout_secs == 0 {
+            anyhow::bail!("--header-read-timeout-secs must be at least 1");
+        }
+        if args.idle_timeout_secs == 0 {
+            anyhow::bail!("--idle-timeout-secs must be at least 1");
+        }
+        let limits = conn::ConnLimits {
+            max_connections: conn::connection_cap(
+                args.max_connections,
+                conn::raise_nofile_limit(),
+            )?,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        };
+        // Bind before touching the data dir: a port already taken must not leave a
+        // half-made first start behind (an org and an admin whose token nobody saw).
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         create_data_dir(&args.data_dir).await?;
         let sealer = Arc::new(sealed::ConfigSealer::load(
             std::env::var(sealed::SECRET_KEY_ENV).ok().as_deref(),
@@ -152,9 +184,6 @@ impl Server {
                 "agent sessions from the last run get a fresh lease to come back"
             );
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let url = args
             .public_url
@@ -178,26 +207,15 @@ impl Server {
         };
         let app = http::router(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // TCP_NODELAY: without it a small write (the end of a followed log, a short JSON
-        // answer) waits for the peer's delayed ACK, ~40 ms on Linux, on every exchange.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-            }
-        });
-        let serve = tokio::spawn(async move {
-            // Connect info: the peer address the audit log records.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let serve = tokio::spawn(conn::serve(listener, app, limits, stopped));
         let reaper = tokio::spawn(reaper::run(state.clone()));
-        tracing::info!(%addr, %url, data_dir = %args.data_dir.display(), "runops server listening");
+        tracing::info!(
+            %addr,
+            %url,
+            data_dir = %args.data_dir.display(),
+            max_connections = limits.max_connections,
+            "runops server listening"
+        );
         Ok(Server {
             addr,
             url,
@@ -235,8 +253,7 @@ impl Server {
         let _ = self.stop.send(());
         let mut serve = self.serve;
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => {
                 tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; dropping them");
