@@ -49,6 +49,13 @@ use crate::store::{NewUser, Store};
 /// enough that one runaway task cannot fill the disk.
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default bytes of log the whole server keeps: one busy org cannot fill a small disk,
+/// and it is far above what the retention period usually leaves.
+pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Default days a task's log is kept after the task ends.
+pub const DEFAULT_LOG_RETENTION_DAYS: u64 = 90;
+
 /// After `shutdown` stops accepting, in-flight requests get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -81,6 +88,15 @@ pub struct ServerArgs {
     /// Bytes of log kept per task; beyond: still acknowledged, not stored, a note appended.
     #[arg(long, env = "RUNOPS_LOG_CAP_BYTES", default_value_t = DEFAULT_LOG_CAP_BYTES)]
     pub log_cap_bytes: u64,
+    /// Bytes of task logs the whole server keeps (0 = no quota); beyond: acknowledged, not stored, a note appended.
+    #[arg(long, env = "RUNOPS_LOG_QUOTA_BYTES", default_value_t = DEFAULT_LOG_QUOTA_BYTES)]
+    pub log_quota_bytes: u64,
+    /// Bytes of task logs one organisation keeps (0 = only the server's quota).
+    #[arg(long, env = "RUNOPS_ORG_LOG_QUOTA_BYTES", default_value_t = 0)]
+    pub org_log_quota_bytes: u64,
+    /// Days a task's log is kept after the task ends; then a background job deletes it (0 = forever).
+    #[arg(long, env = "RUNOPS_LOG_RETENTION_DAYS", default_value_t = DEFAULT_LOG_RETENTION_DAYS)]
+    pub log_retention_days: u64,
     /// Public URL written into agent tokens (default http://<listen>).
     #[arg(long, env = "RUNOPS_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -107,6 +123,9 @@ impl ServerArgs {
             offer_timeout_secs: 30,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             public_url: None,
+            log_quota_bytes: DEFAULT_LOG_QUOTA_BYTES,
+            org_log_quota_bytes: 0,
+            log_retention_days: DEFAULT_LOG_RETENTION_DAYS,
             max_connections: None,
             header_read_timeout_secs: conn::DEFAULT_HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
@@ -124,6 +143,7 @@ pub struct Server {
     stop: tokio::sync::oneshot::Sender<()>,
     serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    retention: JoinHandle<()>,
 }
 
 /// Poll hold: well under the lease (the poll is the heartbeat), at most 25 s.
@@ -167,7 +187,13 @@ impl Server {
             std::env::var(sealed::SECRET_KEY_ENV).ok().as_deref(),
             &args.data_dir,
         )?);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir).await?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&args.data_dir).await?.with_log_quotas(
+                store::sqlite::LogQuotas {
+                    server_bytes: args.log_quota_bytes,
+                    org_bytes: args.org_log_quota_bytes,
+                },
+            ));
         let generated_admin_token = bootstrap(store.as_ref(), admin_token).await?;
         let default_org_id = match store.first_admin().await? {
             Some(admin) => store.find_org_id(&admin.org).await?,
@@ -209,6 +235,10 @@ impl Server {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = tokio::spawn(conn::serve(listener, app, limits, stopped));
         let reaper = tokio::spawn(reaper::run(state.clone()));
+        let retention = tokio::spawn(reaper::run_retention(
+            state.clone(),
+            args.log_retention_days,
+        ));
         tracing::info!(
             %addr,
             %url,
@@ -224,6 +254,7 @@ impl Server {
             stop,
             serve,
             reaper,
+            retention,
         })
     }
 
@@ -247,6 +278,11 @@ impl Server {
         self.state.store.clone()
     }
 
+    /// One log-retention pass as of `now_ms` (tests, tools); see [`reaper::purge_expired_logs`].
+    pub async fn purge_expired_logs(&self, days: u64, now_ms: i64) -> anyhow::Result<u64> {
+        reaper::purge_expired_logs(&self.state, days, now_ms).await
+    }
+
     /// Graceful: stop accepting, let in-flight requests finish (bounded), close the store.
     pub async fn shutdown(self) {
         self.state.hub.begin_shutdown();
@@ -262,6 +298,8 @@ impl Server {
         }
         self.reaper.abort();
         let _ = self.reaper.await;
+        self.retention.abort();
+        let _ = self.retention.await;
         self.state.store.close().await;
         tracing::info!("runops server stopped");
     }

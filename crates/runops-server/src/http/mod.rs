@@ -125,14 +125,20 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
-        .hint("the API lives under /v1 (see `runops --help`); check the URL")
+    ApiError::not_found(format!(
+        "no such route: {method} {}",
+        crate::error::echo(uri.path())
+    ))
+    .hint("the API lives under /v1 (see `runops --help`); check the URL")
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("method {method} is not allowed on {}", uri.path()),
+        format!(
+            "method {method} is not allowed on {}",
+            crate::error::echo(uri.path())
+        ),
     )
 }
