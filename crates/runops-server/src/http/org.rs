@@ -132,7 +132,7 @@ pub async fn revoke_agent_token(
 ) -> ApiResult<StatusCode> {
     let not_found = || {
         ApiError::not_found(format!("agent token {raw} not found"))
-            .hint("run `runops agents list-tokens` to see the ids")
+            .hint("run `runops agents tokens` to see the ids")
     };
     let id: i64 = raw.parse().map_err(|_| not_found())?;
     let sessions = st
