@@ -23,3 +23,9 @@ WHERE EXISTS (
     WHERE older.org_id = users.org_id AND lower(older.email) = lower(users.email) AND older.id < users.id
 );
 CREATE UNIQUE INDEX users_email_nocase ON users (org_id, lower(email));
+
+-- When a token first authenticated a request; tells a lost first-admin token (never
+-- used) from one in use. Only the first admin token is tracked (one write, ever).
+ALTER TABLE tokens ADD COLUMN first_used_at INTEGER;
+-- Tokens that existed before this column was added may have been used: count them as used.
+UPDATE tokens SET first_used_at = created_at;

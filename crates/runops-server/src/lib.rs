@@ -194,7 +194,22 @@ impl Server {
                     org_bytes: args.org_log_quota_bytes,
                 },
             ));
+        secure_data_dir(&args.data_dir)?;
         let generated_admin_token = bootstrap(store.as_ref(), admin_token).await?;
+        let unused_first_admin_token = match store.first_admin_token().await? {
+            Some((id, false)) => {
+                if generated_admin_token.is_none() {
+                    tracing::warn!(
+                        "the first admin ({BOOTSTRAP_ADMIN_EMAIL}) has never used its API token; \
+                         if it was lost, stop the server and start it once with \
+                         RUNOPS_ADMIN_TOKEN=<a new token of your choice>: that value replaces \
+                         the unused one (which is revoked)"
+                    );
+                }
+                id
+            }
+            _ => 0,
+        };
         let default_org_id = match store.first_admin().await? {
             Some(admin) => store.find_org_id(&admin.org).await?,
             None => store.find_org_id(DEFAULT_ORG).await?,
@@ -223,6 +238,9 @@ impl Server {
             sealer,
             identity,
             jwts: Arc::new(identity::HeldTokens::default()),
+            unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
+                unused_first_admin_token,
+            )),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -305,22 +323,55 @@ impl Server {
     }
 }
 
-/// Creates the data dir if needed; a new one is private (0700): it holds scripts,
-/// logs and token hashes.
+/// Creates the data dir if needed and makes it private (0700): it holds scripts, logs,
+/// token hashes and the config key. The database file is created 0600 before SQLite
+/// opens it (SQLite gives its -wal and -shm files the database file's mode).
 async fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    let existed = tokio::fs::metadata(dir).await.is_ok();
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     #[cfg(unix)]
-    if !existed {
-        use std::os::unix::fs::PermissionsExt;
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .await
             .with_context(|| format!("cannot make the data dir {} private", dir.display()))?;
+        let db = dir.join(store::sqlite::DB_FILE);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&db)
+            .with_context(|| format!("cannot create the database {}", db.display()))?;
     }
-    #[cfg(not(unix))]
-    let _ = existed;
+    Ok(())
+}
+
+/// Every file in the data dir 0600 and every dir 0700, whatever an older version or
+/// the umask left (run after the database is open, so its -wal/-shm exist).
+fn secure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the data dir {}", dir.display()))?
+        {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            let mode = if ty.is_dir() {
+                secure_data_dir(&entry.path())?;
+                0o700
+            } else if ty.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot make {} private", entry.path().display()))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -360,7 +411,7 @@ async fn bootstrap(
                 org_id,
                 TokenKind::User,
                 Some(admin.id),
-                Some("bootstrap admin"),
+                Some(store::sqlite::FIRST_ADMIN_TOKEN_NAME),
                 &auth::hash_token(&token),
                 now,
             )
@@ -399,7 +450,8 @@ async fn bootstrap(
                 .find_org_id(&admin.org)
                 .await?
                 .context("the admin's organisation vanished")?;
-            store
+            let unused_first = store.first_admin_token().await?.filter(|(_, used)| !used);
+            let new_id = store
                 .create_token(
                     org_id,
                     TokenKind::User,
@@ -410,6 +462,41 @@ async fn bootstrap(
                 )
                 .await?;
             tracing::info!(admin = %admin.email, "registered RUNOPS_ADMIN_TOKEN as an admin token");
+            if let Some((old_id, _)) = unused_first {
+                // The recovery path for a first admin token that was lost before anyone
+                // used it: the new value replaces it, so a copy found later is worthless.
+                store.revoke_token_by_id(old_id, now).await?;
+                for (action, id, detail) in [
+                    (
+                        "token.create",
+                        new_id,
+                        serde_json::json!({ "name": "RUNOPS_ADMIN_TOKEN", "user": admin.email }),
+                    ),
+                    (
+                        "token.revoke",
+                        old_id,
+                        serde_json::json!({ "reason": "replaced by RUNOPS_ADMIN_TOKEN before its first use" }),
+                    ),
+                ] {
+                    store
+                        .record_audit(&store::NewAuditEvent {
+                            org_id,
+                            at_ms: now,
+                            actor_email: None,
+                            actor_kind: "system",
+                            action,
+                            object_kind: Some("token"),
+                            object_id: Some(id.to_string()),
+                            remote_addr: None,
+                            detail,
+                        })
+                        .await?;
+                }
+                tracing::warn!(
+                    token_id = old_id,
+                    "revoked the first admin's token, never used, in favour of RUNOPS_ADMIN_TOKEN"
+                );
+            }
         }
     }
     Ok(None)

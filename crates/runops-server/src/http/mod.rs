@@ -56,6 +56,9 @@ pub struct AppState {
     pub identity: Option<Arc<crate::identity::IdentityProvider>>,
     /// Creator JWTs of tasks not started yet (memory only).
     pub jwts: Arc<crate::identity::HeldTokens>,
+    /// Id of the first admin's token while it was never used (0 once it was): its first
+    /// use is recorded, so later starts stop telling how to recover a lost one.
+    pub unused_first_admin_token: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -323,6 +323,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<AppendOutcome>;
     /// Up to `max` kept log bytes of a task from `offset`.
     async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+    /// The first admin's token (created by the first start): `(token id, ever used)`,
+    /// while it is not revoked.
+    async fn first_admin_token(&self) -> StoreResult<Option<(i64, bool)>>;
+    /// Records that a token authenticated a request (first time only).
+    async fn mark_token_used(&self, token_id: i64, now_ms: i64) -> StoreResult<()>;
+    /// Revokes a token (no org check: start-up only).
+    async fn revoke_token_by_id(&self, token_id: i64, now_ms: i64) -> StoreResult<()>;
     /// Log retention: replaces the kept log of up to `limit` tasks that finished before
     /// `finished_before_ms` with `note`, once per task; returns how many tasks were
     /// looked at (fewer than `limit`: none left) and what was purged, per org.

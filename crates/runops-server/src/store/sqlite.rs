@@ -45,6 +45,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// The name the first start gives the first admin's token.
+pub const FIRST_ADMIN_TOKEN_NAME: &str = "bootstrap admin";
+
 /// Log quotas beyond the per-task cap; 0 = none.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogQuotas {
@@ -1022,6 +1025,36 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    async fn first_admin_token(&self) -> StoreResult<Option<(i64, bool)>> {
+        let row = sqlx::query(
+            "SELECT id, first_used_at FROM tokens WHERE kind = 'user' AND name = ? AND revoked_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .bind(FIRST_ADMIN_TOKEN_NAME)
+        .fetch_optional(&self.writer)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let used: Option<i64> = row.try_get("first_used_at")?;
+        Ok(Some((row.try_get("id")?, used.is_some())))
+    }
+
+    async fn mark_token_used(&self, token_id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET first_used_at = ? WHERE id = ? AND first_used_at IS NULL")
+            .bind(now_ms)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_token_by_id(&self, token_id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn purge_logs(
