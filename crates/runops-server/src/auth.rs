@@ -78,7 +78,23 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiE
     if found.revoked {
         return Err(ApiError::unauthorized("this token was revoked"));
     }
+    note_first_admin_use(state, found.id).await;
     Ok(found)
+}
+
+/// Records the first use of the first admin's token (one atomic load per request
+/// otherwise).
+async fn note_first_admin_use(state: &AppState, token_id: i64) {
+    use std::sync::atomic::Ordering;
+    let unused = &state.unused_first_admin_token;
+    if unused.load(Ordering::Relaxed) == token_id
+        && unused
+            .compare_exchange(token_id, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        && let Err(e) = state.store.mark_token_used(token_id, crate::now_ms()).await
+    {
+        tracing::warn!(error = %e, "cannot record the first use of the admin token");
+    }
 }
 
 /// How a user proved who they are.

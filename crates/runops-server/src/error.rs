@@ -8,6 +8,59 @@ use runops_proto::api::ApiErrorBody;
 
 use crate::store::StoreError;
 
+/// Longest client value an error quotes: longer ones are shortened by [`echo`] (and, as
+/// a last guard, by [`clip_message`] on every answer), so a 10 KB name or a huge
+/// JSON string never comes back whole.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// Characters of a shortened value kept before the ellipsis: enough to recognise it.
+const ECHO_HEAD_CHARS: usize = 60;
+
+/// Longest error or hint text sent; no message of ours comes close, with its quoted
+/// values already shortened.
+pub const MAX_MESSAGE_CHARS: usize = 2 * MAX_ECHO_CHARS;
+
+/// A client value as an error may quote it: unchanged up to [`MAX_ECHO_CHARS`]
+/// characters, else its start and its length.
+pub fn echo(value: &str) -> std::borrow::Cow<'_, str> {
+    let n = value.chars().count();
+    if n <= MAX_ECHO_CHARS {
+        return value.into();
+    }
+    let head: String = value.chars().take(ECHO_HEAD_CHARS).collect();
+    format!("{head}… ({n} characters)").into()
+}
+
+/// The last guard on every error and hint: each whitespace-free run (a quoted value,
+/// serde's `"..."`) is shortened by [`echo`], and the whole text is cut at
+/// [`MAX_MESSAGE_CHARS`].
+pub fn clip_message(msg: String) -> String {
+    if msg.chars().count() <= MAX_ECHO_CHARS {
+        return msg;
+    }
+    let mut out = String::with_capacity(MAX_MESSAGE_CHARS);
+    let mut word = String::new();
+    let flush = |out: &mut String, word: &mut String| {
+        out.push_str(&echo(word));
+        word.clear();
+    };
+    for c in msg.chars() {
+        if c.is_whitespace() {
+            flush(&mut out, &mut word);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut out, &mut word);
+    if out.chars().count() > MAX_MESSAGE_CHARS {
+        let mut cut: String = out.chars().take(MAX_ECHO_CHARS).collect();
+        cut.push_str("… (message cut)");
+        return cut;
+    }
+    out
+}
+
 /// The hint of every authentication failure.
 pub const LOGIN_HINT: &str =
     "pass a token with `runops login --url URL --token TOKEN` or RUNOPS_TOKEN";
@@ -95,13 +148,39 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = serde_json::to_value(ApiErrorBody {
             code: self.code.to_string(),
-            error: self.error,
-            hint: self.hint,
+            error: clip_message(self.error),
+            hint: self.hint.map(clip_message),
         })
         .unwrap_or_default();
         if let (Some(stored), Some(obj)) = (self.stored, body.as_object_mut()) {
             obj.insert("stored".into(), stored.into());
         }
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_never_come_back_whole() {
+        let long = "x".repeat(10_000);
+        assert_eq!(echo("short"), "short");
+        let e = echo(&long);
+        assert!(
+            e.chars().count() < MAX_ECHO_CHARS && e.contains("10000 characters"),
+            "{e}"
+        );
+        let m = clip_message(format!("target `{long}` not found"));
+        assert!(
+            m.starts_with("target `xxx") && m.ends_with("not found") && !m.contains(&long[..201]),
+            "{m}"
+        );
+        let spaced = "ab ".repeat(5_000);
+        let m = clip_message(format!("invalid: {spaced}"));
+        assert!(m.chars().count() <= MAX_ECHO_CHARS + 20, "{m}");
+        let ok = "a normal message with `a-value` in it".to_string();
+        assert_eq!(clip_message(ok.clone()), ok);
     }
 }

@@ -71,7 +71,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     "unsupported_media_type",
                     format!(
                         "content type `{}` is not JSON; the body must be JSON",
-                        v.unwrap_or("(not text)")
+                        crate::error::echo(v.unwrap_or("(not text)"))
                     ),
                 )
                 .hint("send `content-type: application/json`"));
@@ -134,6 +134,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 
 /// A task id from the path, with an error naming the bad value.
 pub fn parse_task_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .map_err(|_| ApiError::bad_request(format!("task id `{raw}` is not a number")))
+    raw.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "task id `{}` is not a number",
+            crate::error::echo(raw)
+        ))
+    })
 }

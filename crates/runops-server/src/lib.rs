@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod http;
@@ -47,6 +48,13 @@ use crate::store::{NewUser, Store};
 /// Default bytes of log kept per task: big enough for any readable output, small
 /// enough that one runaway task cannot fill the disk.
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default bytes of log the whole server keeps: one busy org cannot fill a small disk,
+/// and it is far above what the retention period usually leaves.
+pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Default days a task's log is kept after the task ends.
+pub const DEFAULT_LOG_RETENTION_DAYS: u64 = 90;
 
 /// After `shutdown` stops accepting, in-flight requests get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -80,9 +88,27 @@ pub struct ServerArgs {
     /// Bytes of log kept per task; beyond: still acknowledged, not stored, a note appended.
     #[arg(long, env = "RUNOPS_LOG_CAP_BYTES", default_value_t = DEFAULT_LOG_CAP_BYTES)]
     pub log_cap_bytes: u64,
+    /// Bytes of task logs the whole server keeps (0 = no quota); beyond: acknowledged, not stored, a note appended.
+    #[arg(long, env = "RUNOPS_LOG_QUOTA_BYTES", default_value_t = DEFAULT_LOG_QUOTA_BYTES)]
+    pub log_quota_bytes: u64,
+    /// Bytes of task logs one organisation keeps (0 = only the server's quota).
+    #[arg(long, env = "RUNOPS_ORG_LOG_QUOTA_BYTES", default_value_t = 0)]
+    pub org_log_quota_bytes: u64,
+    /// Days a task's log is kept after the task ends; then a background job deletes it (0 = forever).
+    #[arg(long, env = "RUNOPS_LOG_RETENTION_DAYS", default_value_t = DEFAULT_LOG_RETENTION_DAYS)]
+    pub log_retention_days: u64,
     /// Public URL written into agent tokens (default http://<listen>).
     #[arg(long, env = "RUNOPS_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Open connections at most; more wait in the kernel's queue [default: 10000, lowered to fit the open-files limit].
+    #[arg(long, env = "RUNOPS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (from connecting, or from the first byte of a next request).
+    #[arg(long, env = "RUNOPS_HEADER_READ_TIMEOUT_SECS", default_value_t = conn::DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit with no request; long-polls and log follows are requests, never idle.
+    #[arg(long, env = "RUNOPS_IDLE_TIMEOUT_SECS", default_value_t = conn::DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
 }
@@ -97,6 +123,12 @@ impl ServerArgs {
             offer_timeout_secs: 30,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             public_url: None,
+            log_quota_bytes: DEFAULT_LOG_QUOTA_BYTES,
+            org_log_quota_bytes: 0,
+            log_retention_days: DEFAULT_LOG_RETENTION_DAYS,
+            max_connections: None,
+            header_read_timeout_secs: conn::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
             auth: identity::AuthArgs::default(),
         }
     }
@@ -109,8 +141,9 @@ pub struct Server {
     generated_admin_token: Option<String>,
     state: AppState,
     stop: tokio::sync::oneshot::Sender<()>,
-    serve: JoinHandle<std::io::Result<()>>,
+    serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    retention: JoinHandle<()>,
 }
 
 /// Poll hold: well under the lease (the poll is the heartbeat), at most 25 s.
@@ -130,13 +163,53 @@ impl Server {
         if args.offer_timeout_secs == 0 {
             anyhow::bail!("--offer-timeout-secs must be at least 1");
         }
+        if args.header_read_timeout_secs == 0 {
+            anyhow::bail!("--header-read-timeout-secs must be at least 1");
+        }
+        if args.idle_timeout_secs == 0 {
+            anyhow::bail!("--idle-timeout-secs must be at least 1");
+        }
+        let limits = conn::ConnLimits {
+            max_connections: conn::connection_cap(
+                args.max_connections,
+                conn::raise_nofile_limit(),
+            )?,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        };
+        // Bind before touching the data dir: a port already taken must not leave a
+        // half-made first start behind (an org and an admin whose token nobody saw).
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         create_data_dir(&args.data_dir).await?;
         let sealer = Arc::new(sealed::ConfigSealer::load(
             std::env::var(sealed::SECRET_KEY_ENV).ok().as_deref(),
             &args.data_dir,
         )?);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir).await?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&args.data_dir).await?.with_log_quotas(
+                store::sqlite::LogQuotas {
+                    server_bytes: args.log_quota_bytes,
+                    org_bytes: args.org_log_quota_bytes,
+                },
+            ));
+        secure_data_dir(&args.data_dir)?;
         let generated_admin_token = bootstrap(store.as_ref(), admin_token).await?;
+        let unused_first_admin_token = match store.first_admin_token().await? {
+            Some((id, false)) => {
+                if generated_admin_token.is_none() {
+                    tracing::warn!(
+                        "the first admin ({BOOTSTRAP_ADMIN_EMAIL}) has never used its API token; \
+                         if it was lost, stop the server and start it once with \
+                         RUNOPS_ADMIN_TOKEN=<a new token of your choice>: that value replaces \
+                         the unused one (which is revoked)"
+                    );
+                }
+                id
+            }
+            _ => 0,
+        };
         let default_org_id = match store.first_admin().await? {
             Some(admin) => store.find_org_id(&admin.org).await?,
             None => store.find_org_id(DEFAULT_ORG).await?,
@@ -152,9 +225,6 @@ impl Server {
                 "agent sessions from the last run get a fresh lease to come back"
             );
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let url = args
             .public_url
@@ -168,6 +238,9 @@ impl Server {
             sealer,
             identity,
             jwts: Arc::new(identity::HeldTokens::default()),
+            unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
+                unused_first_admin_token,
+            )),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -178,26 +251,19 @@ impl Server {
         };
         let app = http::router(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // TCP_NODELAY: without it a small write (the end of a followed log, a short JSON
-        // answer) waits for the peer's delayed ACK, ~40 ms on Linux, on every exchange.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-            }
-        });
-        let serve = tokio::spawn(async move {
-            // Connect info: the peer address the audit log records.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let serve = tokio::spawn(conn::serve(listener, app, limits, stopped));
         let reaper = tokio::spawn(reaper::run(state.clone()));
-        tracing::info!(%addr, %url, data_dir = %args.data_dir.display(), "runops server listening");
+        let retention = tokio::spawn(reaper::run_retention(
+            state.clone(),
+            args.log_retention_days,
+        ));
+        tracing::info!(
+            %addr,
+            %url,
+            data_dir = %args.data_dir.display(),
+            max_connections = limits.max_connections,
+            "runops server listening"
+        );
         Ok(Server {
             addr,
             url,
@@ -206,6 +272,7 @@ impl Server {
             stop,
             serve,
             reaper,
+            retention,
         })
     }
 
@@ -229,14 +296,18 @@ impl Server {
         self.state.store.clone()
     }
 
+    /// One log-retention pass as of `now_ms` (tests, tools); see [`reaper::purge_expired_logs`].
+    pub async fn purge_expired_logs(&self, days: u64, now_ms: i64) -> anyhow::Result<u64> {
+        reaper::purge_expired_logs(&self.state, days, now_ms).await
+    }
+
     /// Graceful: stop accepting, let in-flight requests finish (bounded), close the store.
     pub async fn shutdown(self) {
         self.state.hub.begin_shutdown();
         let _ = self.stop.send(());
         let mut serve = self.serve;
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => {
                 tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; dropping them");
@@ -245,27 +316,62 @@ impl Server {
         }
         self.reaper.abort();
         let _ = self.reaper.await;
+        self.retention.abort();
+        let _ = self.retention.await;
         self.state.store.close().await;
         tracing::info!("runops server stopped");
     }
 }
 
-/// Creates the data dir if needed; a new one is private (0700): it holds scripts,
-/// logs and token hashes.
+/// Creates the data dir if needed and makes it private (0700): it holds scripts, logs,
+/// token hashes and the config key. The database file is created 0600 before SQLite
+/// opens it (SQLite gives its -wal and -shm files the database file's mode).
 async fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    let existed = tokio::fs::metadata(dir).await.is_ok();
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     #[cfg(unix)]
-    if !existed {
-        use std::os::unix::fs::PermissionsExt;
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .await
             .with_context(|| format!("cannot make the data dir {} private", dir.display()))?;
+        let db = dir.join(store::sqlite::DB_FILE);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&db)
+            .with_context(|| format!("cannot create the database {}", db.display()))?;
     }
-    #[cfg(not(unix))]
-    let _ = existed;
+    Ok(())
+}
+
+/// Every file in the data dir 0600 and every dir 0700, whatever an older version or
+/// the umask left (run after the database is open, so its -wal/-shm exist).
+fn secure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the data dir {}", dir.display()))?
+        {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            let mode = if ty.is_dir() {
+                secure_data_dir(&entry.path())?;
+                0o700
+            } else if ty.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot make {} private", entry.path().display()))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -305,7 +411,7 @@ async fn bootstrap(
                 org_id,
                 TokenKind::User,
                 Some(admin.id),
-                Some("bootstrap admin"),
+                Some(store::sqlite::FIRST_ADMIN_TOKEN_NAME),
                 &auth::hash_token(&token),
                 now,
             )
@@ -344,7 +450,8 @@ async fn bootstrap(
                 .find_org_id(&admin.org)
                 .await?
                 .context("the admin's organisation vanished")?;
-            store
+            let unused_first = store.first_admin_token().await?.filter(|(_, used)| !used);
+            let new_id = store
                 .create_token(
                     org_id,
                     TokenKind::User,
@@ -355,6 +462,41 @@ async fn bootstrap(
                 )
                 .await?;
             tracing::info!(admin = %admin.email, "registered RUNOPS_ADMIN_TOKEN as an admin token");
+            if let Some((old_id, _)) = unused_first {
+                // The recovery path for a first admin token that was lost before anyone
+                // used it: the new value replaces it, so a copy found later is worthless.
+                store.revoke_token_by_id(old_id, now).await?;
+                for (action, id, detail) in [
+                    (
+                        "token.create",
+                        new_id,
+                        serde_json::json!({ "name": "RUNOPS_ADMIN_TOKEN", "user": admin.email }),
+                    ),
+                    (
+                        "token.revoke",
+                        old_id,
+                        serde_json::json!({ "reason": "replaced by RUNOPS_ADMIN_TOKEN before its first use" }),
+                    ),
+                ] {
+                    store
+                        .record_audit(&store::NewAuditEvent {
+                            org_id,
+                            at_ms: now,
+                            actor_email: None,
+                            actor_kind: "system",
+                            action,
+                            object_kind: Some("token"),
+                            object_id: Some(id.to_string()),
+                            remote_addr: None,
+                            detail,
+                        })
+                        .await?;
+                }
+                tracing::warn!(
+                    token_id = old_id,
+                    "revoked the first admin's token, never used, in favour of RUNOPS_ADMIN_TOKEN"
+                );
+            }
         }
     }
     Ok(None)

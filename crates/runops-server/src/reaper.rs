@@ -53,3 +53,84 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How often the log retention job looks for logs past their retention.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Tasks purged per transaction: keeps each write short so the log and dispatch paths
+/// never wait long for the single writer.
+const PURGE_BATCH: usize = 500;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Log retention: at start-up and then every [`RETENTION_INTERVAL`], replaces the logs of
+/// tasks that ended more than `days` days ago with a note. `days == 0` keeps logs forever.
+pub async fn run_retention(st: AppState, days: u64) {
+    if days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = purge_expired_logs(&st, days, now_ms()).await {
+            tracing::warn!(error = %e, "log retention job failed; retrying in an hour");
+        }
+    }
+}
+
+/// One retention pass as of `now_ms`; returns how many task logs were purged. Each
+/// organisation's purge is audited (`log.purge` by the system). Public for tests.
+pub async fn purge_expired_logs(st: &AppState, days: u64, now_ms: i64) -> anyhow::Result<u64> {
+    let days_i = i64::try_from(days).unwrap_or(i64::MAX / DAY_MS);
+    let cutoff = now_ms.saturating_sub(days_i.saturating_mul(DAY_MS));
+    let date = chrono::DateTime::from_timestamp_millis(now_ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    let note = format!(
+        "[runops: log purged on {date}: logs are kept {days} days after their task ends (--log-retention-days)]\n"
+    );
+    let mut by_org: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    loop {
+        let (seen, purged) = st
+            .store
+            .purge_logs(cutoff, now_ms, &note, PURGE_BATCH)
+            .await?;
+        for p in purged {
+            let e = by_org.entry(p.org_id).or_default();
+            e.0 += p.tasks;
+            e.1 += p.bytes;
+        }
+        if seen < PURGE_BATCH {
+            break;
+        }
+    }
+    let mut total = 0;
+    for (org_id, (tasks, bytes)) in by_org {
+        total += tasks;
+        tracing::info!(
+            org_id,
+            tasks,
+            bytes,
+            retention_days = days,
+            "purged task logs past their retention"
+        );
+        crate::audit::record(
+            st,
+            org_id,
+            &crate::audit::Actor::system(),
+            "log.purge",
+            "logs",
+            format!("finished before {}", cutoff_date(cutoff)),
+            serde_json::json!({ "tasks": tasks, "bytes": bytes, "retention_days": days }),
+        )
+        .await;
+    }
+    Ok(total)
+}
+
+fn cutoff_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}

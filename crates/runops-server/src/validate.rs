@@ -61,7 +61,8 @@ pub fn target_name(name: &str) -> Result<(), ApiError> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > MAX_TARGET_NAME_LEN || !valid_first || !valid_rest {
         return Err(ApiError::bad_request(format!(
-            "invalid target name `{name}`: use 1 to {MAX_TARGET_NAME_LEN} letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+            "invalid target name `{}`: use 1 to {MAX_TARGET_NAME_LEN} letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+            crate::error::echo(name)
         )));
     }
     Ok(())
@@ -76,7 +77,8 @@ pub fn target_type(kind: &str) -> Result<(), ApiError> {
     }
     if !TARGET_TYPES.contains(&kind) {
         return Err(ApiError::bad_request(format!(
-            "unknown target type `{kind}`; use one of: {}",
+            "unknown target type `{}`; use one of: {}",
+            crate::error::echo(kind),
             TARGET_TYPES.join(", ")
         )));
     }
@@ -88,7 +90,8 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid {field} `{value}`; use one of: {}",
+            "invalid {field} `{}`; use one of: {}",
+            crate::error::echo(value),
             allowed.join(", ")
         )))
     }
@@ -160,7 +163,9 @@ pub fn secret_mapping(
     for (k, v) in &map {
         if !v.is_string() {
             return Err(ApiError::bad_request(format!(
-                "secret_mapping value of `{k}` must be a string (the key to read from the secret), not {v}"
+                "secret_mapping value of `{}` must be a string (the key to read from the secret), not {}",
+                crate::error::echo(k),
+                crate::error::echo(&v.to_string())
             )));
         }
         if k.is_empty() {
@@ -368,7 +373,8 @@ pub fn target_config(
     for (key, value) in config {
         if key.trim().is_empty() || key.len() > MAX_NAME_LEN || key.chars().any(char::is_control) {
             return Err(ApiError::bad_request(format!(
-                "config key {key:?} is not valid: keys are 1 to {MAX_NAME_LEN} printable characters"
+                "config key {:?} is not valid: keys are 1 to {MAX_NAME_LEN} printable characters",
+                crate::error::echo(&key)
             )));
         }
         let text = match value {
@@ -377,13 +383,15 @@ pub fn target_config(
             serde_json::Value::Bool(b) => b.to_string(),
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "config key `{key}` must be a string, number or boolean"
+                    "config key `{}` must be a string, number or boolean",
+                    crate::error::echo(&key)
                 )));
             }
         };
         if text.len() > MAX_CONFIG_VALUE_LEN {
             return Err(ApiError::bad_request(format!(
-                "config key `{key}` has a value longer than {MAX_CONFIG_VALUE_LEN} bytes"
+                "config key `{}` has a value longer than {MAX_CONFIG_VALUE_LEN} bytes",
+                crate::error::echo(&key)
             )));
         }
         out.insert(key, text);
@@ -404,7 +412,8 @@ pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> 
         || email.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(ApiError::bad_request(format!(
-            "invalid e-mail address `{email}`"
+            "invalid e-mail address `{}`",
+            crate::error::echo(email)
         )));
     }
     one_of("role", role, &["admin", "user"])

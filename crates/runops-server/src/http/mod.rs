@@ -56,6 +56,9 @@ pub struct AppState {
     pub identity: Option<Arc<crate::identity::IdentityProvider>>,
     /// Creator JWTs of tasks not started yet (memory only).
     pub jwts: Arc<crate::identity::HeldTokens>,
+    /// Id of the first admin's token while it was never used (0 once it was): its first
+    /// use is recorded, so later starts stop telling how to recover a lost one.
+    pub unused_first_admin_token: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -125,14 +128,20 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
-        .hint("the API lives under /v1 (see `runops --help`); check the URL")
+    ApiError::not_found(format!(
+        "no such route: {method} {}",
+        crate::error::echo(uri.path())
+    ))
+    .hint("the API lives under /v1 (see `runops --help`); check the URL")
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("method {method} is not allowed on {}", uri.path()),
+        format!(
+            "method {method} is not allowed on {}",
+            crate::error::echo(uri.path())
+        ),
     )
 }

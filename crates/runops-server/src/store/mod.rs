@@ -352,6 +352,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<AppendOutcome>;
     /// Up to `max` kept log bytes of a task from `offset`.
     async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+    /// The first admin's token (created by the first start): `(token id, ever used)`,
+    /// while it is not revoked.
+    async fn first_admin_token(&self) -> StoreResult<Option<(i64, bool)>>;
+    /// Records that a token authenticated a request (first time only).
+    async fn mark_token_used(&self, token_id: i64, now_ms: i64) -> StoreResult<()>;
+    /// Revokes a token (no org check: start-up only).
+    async fn revoke_token_by_id(&self, token_id: i64, now_ms: i64) -> StoreResult<()>;
+    /// Log retention: replaces the kept log of up to `limit` tasks that finished before
+    /// `finished_before_ms` with `note`, once per task; returns how many tasks were
+    /// looked at (fewer than `limit`: none left) and what was purged, per org.
+    async fn purge_logs(
+        &self,
+        finished_before_ms: i64,
+        now_ms: i64,
+        note: &str,
+        limit: usize,
+    ) -> StoreResult<(usize, Vec<PurgedLogs>)>;
     async fn finish_task(
         &self,
         org_id: i64,
@@ -475,6 +492,16 @@ pub struct NewAuditEvent {
     pub remote_addr: Option<String>,
     /// Never secret values.
     pub detail: serde_json::Value,
+}
+
+/// One organisation's share of a log purge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgedLogs {
+    pub org_id: i64,
+    /// Tasks whose log was replaced by the purge note.
+    pub tasks: u64,
+    /// Log bytes deleted.
+    pub bytes: u64,
 }
 
 /// What `/metrics` reads from the store (every org together).

@@ -13,6 +13,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,7 +43,42 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/0005_agent_token_tags.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/0006_disk_and_identities.sql"),
+    ),
 ];
+
+/// The name the first start gives the first admin's token.
+pub const FIRST_ADMIN_TOKEN_NAME: &str = "bootstrap admin";
+
+/// Log quotas beyond the per-task cap; 0 = none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQuotas {
+    /// Bytes of log kept by the whole server.
+    pub server_bytes: u64,
+    /// Bytes of log kept by one organisation.
+    pub org_bytes: u64,
+}
+
+/// Which limit stopped a log from being kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogLimit {
+    Task,
+    Org,
+    Server,
+}
+
+/// The note appended (once) to a log that reached an organisation's or the server's quota.
+fn quota_note(limit: LogLimit, quota: u64) -> String {
+    let (whose, env) = match limit {
+        LogLimit::Org => ("this organisation's", "RUNOPS_ORG_LOG_QUOTA_BYTES"),
+        _ => ("the server's", "RUNOPS_LOG_QUOTA_BYTES"),
+    };
+    format!(
+        "\n[runops: log truncated: {whose} log quota of {quota} bytes is used up ({env}); the rest was received but not stored]\n"
+    )
+}
 
 /// The note appended (once) to a log that reached the control plane's cap.
 fn truncation_note(cap: u64) -> String {
@@ -54,6 +90,7 @@ fn truncation_note(cap: u64) -> String {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    quotas: LogQuotas,
 }
 
 impl SqliteStore {
@@ -86,7 +123,17 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            quotas: LogQuotas::default(),
+        })
+    }
+
+    /// Enforces `quotas` on every later log append.
+    pub fn with_log_quotas(mut self, quotas: LogQuotas) -> SqliteStore {
+        self.quotas = quotas;
+        self
     }
 }
 
@@ -891,17 +938,67 @@ impl Store for SqliteStore {
         let mut kept_now = kept;
         let mut truncated_now = truncated;
         if !truncated {
-            let room = usize::try_from(cap_bytes.saturating_sub(kept)).unwrap_or(usize::MAX);
+            // The tightest of the task's cap and the org's and server's quotas.
+            let mut room = (cap_bytes.saturating_sub(kept), LogLimit::Task, cap_bytes);
+            if self.quotas.org_bytes > 0 || self.quotas.server_bytes > 0 {
+                let org_used: i64 = sqlx::query_scalar(
+                    "SELECT coalesce(max(bytes), 0) FROM log_usage WHERE org_id = ?",
+                )
+                .bind(org_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if self.quotas.org_bytes > 0 {
+                    let left = self.quotas.org_bytes.saturating_sub(u64_of(org_used));
+                    if left < room.0 {
+                        room = (left, LogLimit::Org, self.quotas.org_bytes);
+                    }
+                }
+                if self.quotas.server_bytes > 0 {
+                    let all: i64 =
+                        sqlx::query_scalar("SELECT coalesce(sum(bytes), 0) FROM log_usage")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let left = self.quotas.server_bytes.saturating_sub(u64_of(all));
+                    if left < room.0 {
+                        room = (left, LogLimit::Server, self.quotas.server_bytes);
+                    }
+                }
+            }
+            let (room, limit, limit_bytes) = room;
+            let room = usize::try_from(room).unwrap_or(usize::MAX);
             let keep = &new[..new.len().min(room)];
             if !keep.is_empty() {
                 insert_chunk(&mut tx, id, kept_now, keep).await?;
                 kept_now += keep.len() as u64;
             }
             if keep.len() < new.len() {
-                let note = truncation_note(cap_bytes);
+                let note = if limit == LogLimit::Task {
+                    truncation_note(limit_bytes)
+                } else {
+                    tracing::warn!(
+                        task = id,
+                        org_id,
+                        quota = limit_bytes,
+                        "log quota reached: {} log bytes are no longer kept (raise {} or lower --log-retention-days)",
+                        if limit == LogLimit::Org {
+                            "this organisation's"
+                        } else {
+                            "new"
+                        },
+                        if limit == LogLimit::Org {
+                            "--org-log-quota-bytes"
+                        } else {
+                            "--log-quota-bytes"
+                        },
+                    );
+                    quota_note(limit, limit_bytes)
+                };
                 insert_chunk(&mut tx, id, kept_now, note.as_bytes()).await?;
                 kept_now += note.len() as u64;
                 truncated_now = true;
+            }
+            if kept_now > kept {
+                add_log_usage(&mut tx, org_id, (kept_now - kept) as i64).await?;
             }
         }
         let received_now = received + new.len() as u64;
@@ -939,6 +1036,88 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    async fn first_admin_token(&self) -> StoreResult<Option<(i64, bool)>> {
+        let row = sqlx::query(
+            "SELECT id, first_used_at FROM tokens WHERE kind = 'user' AND name = ? AND revoked_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .bind(FIRST_ADMIN_TOKEN_NAME)
+        .fetch_optional(&self.writer)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let used: Option<i64> = row.try_get("first_used_at")?;
+        Ok(Some((row.try_get("id")?, used.is_some())))
+    }
+
+    async fn mark_token_used(&self, token_id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET first_used_at = ? WHERE id = ? AND first_used_at IS NULL")
+            .bind(now_ms)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_token_by_id(&self, token_id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_logs(
+        &self,
+        finished_before_ms: i64,
+        now_ms: i64,
+        note: &str,
+        limit: usize,
+    ) -> StoreResult<(usize, Vec<PurgedLogs>)> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, org_id, log_kept FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
+             AND log_purged_at IS NULL ORDER BY finished_at LIMIT ?",
+        )
+        .bind(finished_before_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let seen = rows.len();
+        let mut by_org: BTreeMap<i64, PurgedLogs> = BTreeMap::new();
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let org_id: i64 = row.try_get("org_id")?;
+            let kept = u64_of(row.try_get("log_kept")?);
+            let mut kept_now = 0u64;
+            if kept > 0 {
+                sqlx::query("DELETE FROM task_log_chunks WHERE task_id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_chunk(&mut tx, id, 0, note.as_bytes()).await?;
+                kept_now = note.len() as u64;
+                // The server's own note does not count against the quotas.
+                add_log_usage(&mut tx, org_id, -i64::try_from(kept).unwrap_or(i64::MAX)).await?;
+            }
+            sqlx::query("UPDATE tasks SET log_kept = ?, log_purged_at = ? WHERE id = ?")
+                .bind(kept_now as i64)
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if kept > 0 {
+                let e = by_org.entry(org_id).or_insert_with(|| PurgedLogs {
+                    org_id,
+                    ..Default::default()
+                });
+                e.tasks += 1;
+                e.bytes += kept;
+            }
+        }
+        tx.commit().await?;
+        Ok((seen, by_org.into_values().collect()))
     }
 
     async fn finish_task(
@@ -1575,6 +1754,26 @@ fn mapping_text(t: &Target) -> Option<String> {
     t.secret_mapping
         .as_ref()
         .map(|m| serde_json::Value::Object(m.clone()).to_string())
+}
+
+/// Adds `delta` (may be negative) to `org_id`'s kept log bytes.
+async fn add_log_usage(
+    tx: &mut Transaction<'_, Sqlite>,
+    org_id: i64,
+    delta: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO log_usage (org_id, bytes) VALUES (?, 0) ON CONFLICT (org_id) DO NOTHING",
+    )
+    .bind(org_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE log_usage SET bytes = max(bytes + ?, 0) WHERE org_id = ?")
+        .bind(delta)
+        .bind(org_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn insert_chunk(

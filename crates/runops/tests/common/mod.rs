@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod guard;
+#[allow(unused_imports)]
 pub use guard::require;
 
 use std::io::{Read, Write};
@@ -163,6 +164,45 @@ impl Server {
         wait_for("the server to answer /healthz", || {
             http_get(port, "/healthz").filter(|(st, _)| *st == 200)
         });
+    }
+
+    /// Like [`Server::start`], with `configure` applied to the command before it is
+    /// spawned (extra flags, environment, `pre_exec`). `restart` drops the extras.
+    pub fn start_with(
+        sb: &Sandbox,
+        lease_secs: u64,
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            data_dir: sb.path("server-data"),
+            lease_secs,
+            home: sb.home(),
+            log: sb.path("server.log"),
+            child: None,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)
+            .unwrap();
+        let mut c = base_command(&s.home);
+        c.args(["server", "--listen"])
+            .arg(format!("127.0.0.1:{}", s.port))
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .env("RUNOPS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUNOPS_AGENT_LEASE_SECS", lease_secs.to_string())
+            .env("RUNOPS_OFFER_TIMEOUT_SECS", "10")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        configure(&mut c);
+        s.child = Some(c.spawn().expect("spawn runops server"));
+        let port = s.port;
+        wait_for("the server to answer /healthz", || {
+            http_get(port, "/healthz").filter(|(st, _)| *st == 200)
+        });
+        s
     }
 
     pub fn url(&self) -> String {
