@@ -103,11 +103,6 @@ fn a_task_under_the_agents_uid_cannot_read_the_agent_nor_other_tasks() {
     wait_for("the first task's spooled log", || {
         std::fs::metadata(&first_log).ok()
     });
-    assert!(
-        agent.log().contains("task isolation:"),
-        "the agent says at start-up what holds: {}",
-        agent.log()
-    );
 
     let probes = [
         (
@@ -159,6 +154,11 @@ fn a_task_under_the_agents_uid_cannot_read_the_agent_nor_other_tasks() {
     for works in ["mine", "etc-readable", "shared-writable"] {
         assert!(out.contains(works), "{works}: {out}");
     }
+    assert!(
+        agent.log().contains("task isolation:"),
+        "the agent says at start-up what holds: {}",
+        agent.log()
+    );
     // Nothing was planted in the first task's log nor its note.
     server.cli_ok(&["tasks", "kill", &first.to_string()]);
     server.wait_final(first);
@@ -267,4 +267,155 @@ fn no_process_outlives_its_task_with_a_root_agent() {
     let token = server.create_agent_token();
     let agent = Agent::start(&sb, "root", &token, None, &[("MY_TARGET", "\"A\": \"b\",")]);
     no_process_outlives_its_task(&server, &shared, &agent);
+}
+
+/// Records its argv (NUL-separated), the content of every argument that is a file, and
+/// its working directory into `$DUMP_DIR/<its name>.*`.
+const FAKE_TOOL: &str = r#"#!/bin/sh
+name=$(basename "$0")
+out="$DUMP_DIR/$name"
+: > "$out.argv"; : > "$out.file"
+for a in "$@"; do printf '%s\0' "$a" >> "$out.argv"; if [ -f "$a" ]; then cat "$a" >> "$out.file"; fi; done
+cat > /dev/null
+pwd > "$out.cwd"
+echo "fake $name ran"
+"#;
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Modes of everything under `dir` that is not 0600 (files) or 0700 (directories).
+fn not_private(dir: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            bad.push(format!("{} is {mode:o}", p.display()));
+        }
+        if meta.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_type_that_writes_a_file_works_under_a_relative_data_dir_and_the_data_dir_is_private() {
+    let sb = Sandbox::new();
+    let bin = sb.path("fake-bin");
+    let dump = sb.path("dump");
+    let app = sb.path("app");
+    for d in [&bin, &dump, &app] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for tool in ["kubectl", "vault", "elixir", "rails"] {
+        let p = bin.join(tool);
+        std::fs::write(&p, FAKE_TOOL).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // A data dir left open by an older version (or an operator): made private at start.
+    let data = sb.path("rel-agent");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut keys = serde_json::json!({
+        "PATH": format!("{}:/usr/bin:/bin", bin.display()),
+        "DUMP_DIR": dump.to_str().unwrap(),
+        "KUBE_CONFIG_DATA": b64(b"apiVersion: v1\nkind: Config\n"),
+        "NAMESPACE": "prod-ns",
+        "DEPLOYMENT": "web",
+        "VAULT_ADDR": "http://127.0.0.1:1",
+        "VAULT_TOKEN": "hvs.fake",
+        "RAILS_ROOT": app.to_str().unwrap(),
+    });
+    let all = keys.to_string();
+    keys["K8S_EXEC_RESOURCE"] = "deploy/web".into();
+    keys["K8S_EXEC_COMMAND"] = "sh".into();
+    let exec = keys.to_string();
+
+    let server = Server::start(&sb, 10);
+    let token = server.create_agent_token();
+    let sandbox = sb.dir.path().to_path_buf();
+    let agent = Agent::start_with(
+        &sb,
+        "rel",
+        &token,
+        &[
+            ("ALL", &all),
+            ("EXEC", &exec),
+            ("RUNOPS_AGENT_DATA_DIR", "rel-agent"),
+        ],
+        |c| {
+            c.current_dir(&sandbox);
+        },
+    );
+    let types = [
+        ("k8s", "kubectl", true),
+        ("k8s-apply", "kubectl", true),
+        ("k8s-exec", "kubectl", true),
+        ("rails-console-k8s", "kubectl", true),
+        ("elixir", "elixir", true),
+        ("rails-console", "rails", true),
+        ("hashicorp-vault", "vault", false),
+    ];
+    for (kind, tool, writes_file) in types {
+        let var = if kind == "k8s-exec" { "EXEC" } else { "ALL" };
+        server.cli_ok(&[
+            "targets",
+            "create",
+            "--name",
+            kind,
+            "--type",
+            kind,
+            "--secret_path",
+            var,
+        ]);
+        let id = server.submit(kind, "puts 1");
+        let t = server.wait_final(id);
+        let log = server.logs(id);
+        assert_eq!(
+            t["status"],
+            "success",
+            "{kind}: {t}\n{log}\nagent log:\n{}",
+            agent.log()
+        );
+        let argv = std::fs::read_to_string(dump.join(format!("{tool}.argv"))).unwrap();
+        for a in argv.split_terminator('\0').filter(|a| a.contains("task-")) {
+            assert!(
+                a.starts_with('/'),
+                "{kind}: `{tool}` got a relative path: {a}"
+            );
+        }
+        if writes_file {
+            let file = std::fs::read_to_string(dump.join(format!("{tool}.file"))).unwrap();
+            assert!(
+                !file.is_empty(),
+                "{kind}: `{tool}` could not read the file the agent wrote for it; argv: {argv:?}"
+            );
+        }
+    }
+    assert_eq!(not_private(&data), Vec::<String>::new());
 }
