@@ -476,6 +476,40 @@ fn escapees(task_id: i64) -> Vec<i32> {
     found.into_iter().collect()
 }
 
+/// Kills (SIGKILL) what an earlier run of the agent on this data dir left running (it was
+/// SIGKILLed): every process whose `TMPDIR` is a task temp dir under one of `tmp_roots`.
+/// Only this agent's tasks get such a TMPDIR, and none of this run has started yet.
+/// Returns how many were killed. (With cgroups, [`Isolation::start`] empties the
+/// earlier run's cgroups as well.)
+pub fn kill_earlier_leftovers(tmp_roots: &[PathBuf]) -> usize {
+    let prefixes: Vec<Vec<u8>> = tmp_roots
+        .iter()
+        .map(|r| {
+            let mut p = b"TMPDIR=".to_vec();
+            p.extend_from_slice(r.join("task-").as_os_str().as_bytes());
+            p
+        })
+        .collect();
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for p in all_procs() {
+        if p.pid == me || p.zombie {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{}/environ", p.pid)) else {
+            continue;
+        };
+        let ours = env
+            .split(|b| *b == 0)
+            .any(|v| prefixes.iter().any(|pre| v.starts_with(pre)));
+        // SAFETY: a signal to a process found by its environment, see above.
+        if ours && unsafe { libc::kill(p.pid, libc::SIGKILL) } == 0 {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 // ---- per-process preparation ----
 
 /// What a task's process needs from [`Isolation`] between fork and exec, and the

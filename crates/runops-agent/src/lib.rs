@@ -115,10 +115,19 @@ pub async fn run_with(
             })?;
     }
     let data_dir_lock = lock_data_dir(&cfg.data_dir)?;
+    // What an earlier run left running when it was SIGKILLed goes first (the spool's
+    // process-group records below cover the main processes; this the detached ones).
+    let tmp_root = cfg.data_dir.join("tmp");
+    let earlier_roots: Vec<_> = std::iter::once(tmp_root.clone())
+        .chain(run_as::previous_tmp_root(&cfg.data_dir))
+        .collect();
+    let killed = isolation::kill_earlier_leftovers(&earlier_roots);
+    if killed > 0 {
+        tracing::info!(killed, "killed processes left running by an earlier run");
+    }
     let spool = Spool::open(&cfg.data_dir)
         .with_context(|| format!("cannot create the spool in {}", cfg.data_dir.display()))?;
     // Temp dirs of tasks that ran when the agent died may hold secrets: remove them.
-    let tmp_root = cfg.data_dir.join("tmp");
     if tmp_root.exists()
         && let Err(e) = std::fs::remove_dir_all(&tmp_root)
     {

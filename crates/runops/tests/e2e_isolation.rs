@@ -419,3 +419,95 @@ fn every_type_that_writes_a_file_works_under_a_relative_data_dir_and_the_data_di
     }
     assert_eq!(not_private(&data), Vec::<String>::new());
 }
+
+/// Makes this test process the subreaper of what a killed agent leaves (PID 1 of a
+/// container may never reap), so that a killed leftover can be reaped and seen gone.
+fn adopt_orphans() {
+    // SAFETY: prctl on this process with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+fn reaped_and_gone(pid: i32) -> bool {
+    // SAFETY: a non-blocking wait for one pid; ECHILD when it is not ours.
+    unsafe {
+        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+    }
+    gone(pid)
+}
+
+/// A task's detached daemons survive the agent's SIGKILL (the documented window) and
+/// are killed by its next start on the same data dir.
+fn the_next_start_kills_what_a_killed_agent_left(
+    sb: &Sandbox,
+    shared: &Path,
+    start: impl Fn(&str, &str) -> Agent,
+) {
+    adopt_orphans();
+    let server = Server::start(sb, 3);
+    let token = server.create_agent_token();
+    let mut agent = start(&token, "first");
+    create_bash_target(&server, "t", &[]);
+    let pids_file = shared.join("restart-pids");
+    let id = server.submit("t", &format!("{}sleep 1000", start_daemons(&pids_file)));
+    wait_for("the task's daemons", || {
+        (pids_in(&pids_file).len() == 2).then_some(())
+    });
+    agent.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    agent.child.wait().unwrap();
+    server.wait_final(id);
+    let again = start(&token, "second");
+    for pid in pids_in(&pids_file) {
+        wait_for(
+            &format!(
+                "daemon {pid} to be killed by the agent's next start; its log:\n{}",
+                again.log()
+            ),
+            || reaped_and_gone(pid).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn the_next_start_of_a_killed_root_agent_kills_what_its_tasks_left() {
+    let sb = Sandbox::new();
+    let shared = sb.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let data = sb.path("agent-kept");
+    the_next_start_kills_what_a_killed_agent_left(&sb, &shared, |token, name| {
+        Agent::start_with(
+            &sb,
+            name,
+            token,
+            &[
+                ("MY_TARGET", "\"A\": \"b\","),
+                ("RUNOPS_AGENT_DATA_DIR", data.to_str().unwrap()),
+            ],
+            |_| {},
+        )
+    });
+}
+
+#[test]
+fn the_next_start_of_a_killed_unprivileged_agent_kills_what_its_tasks_left() {
+    if !need_root() {
+        return;
+    }
+    let (sb, data, shared) = sandbox_for_unprivileged_agent("kept");
+    the_next_start_kills_what_a_killed_agent_left(&sb, &shared, |token, name| {
+        let secret = format!("\"DB_PASS\": \"{AGENT_ENV_SECRET}\",");
+        Agent::start_with(
+            &sb,
+            name,
+            token,
+            &[
+                ("MY_TARGET", &secret),
+                ("RUNOPS_AGENT_DATA_DIR", data.to_str().unwrap()),
+            ],
+            |c| {
+                c.uid(AGENT_UID).gid(AGENT_GID);
+            },
+        )
+    });
+}
