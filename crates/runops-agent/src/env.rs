@@ -7,6 +7,7 @@
 //! child also takes that user's identity (and HOME) in `apply`.
 
 use crate::config::{DEFAULT_LANG, DEFAULT_PATH};
+use crate::isolation::SharedIsolation;
 use crate::run_as::RunAs;
 use crate::secrets::Secrets;
 use runops_proto::agent::TaskOffer;
@@ -24,6 +25,8 @@ pub struct BaseEnv {
     pub lang: String,
     /// `Some`: children drop to this user (the agent runs as root).
     pub run_as: Option<RunAs>,
+    /// `Some`: children are confined (Landlock, cgroup) and cleaned up after.
+    pub isolation: Option<SharedIsolation>,
 }
 
 impl BaseEnv {
@@ -34,7 +37,14 @@ impl BaseEnv {
             home: get("HOME"),
             lang: get("LANG").unwrap_or_else(|| DEFAULT_LANG.to_string()),
             run_as: None,
+            isolation: None,
         }
+    }
+
+    /// Children are confined by `isolation`.
+    pub fn with_isolation(mut self, isolation: SharedIsolation) -> BaseEnv {
+        self.isolation = Some(isolation);
+        self
     }
 
     /// Children run as `run_as` (with its HOME).
@@ -66,6 +76,7 @@ pub struct ChildEnv {
     /// `{{KEY}}` placeholders); the pipeline tells the user.
     pub skipped: Vec<String>,
     run_as: Option<RunAs>,
+    isolation: Option<SharedIsolation>,
     /// Whether the task's temp dir was handed over to `run_as` (before its first
     /// process); shared by the clones a runner makes.
     handed_over: Arc<AtomicBool>,
@@ -92,6 +103,7 @@ impl ChildEnv {
             None => base.home.clone().unwrap_or_else(|| tmp.clone()),
         };
         env.run_as = base.run_as.clone();
+        env.isolation = base.isolation.clone();
         env.vars.insert("HOME".into(), home);
         env.vars.insert("LANG".into(), base.lang.clone());
         env.vars.insert("TMPDIR".into(), tmp);
@@ -141,6 +153,11 @@ impl ChildEnv {
         }
     }
 
+    /// How children are confined, when they are.
+    pub fn isolation(&self) -> Option<&SharedIsolation> {
+        self.isolation.as_ref()
+    }
+
     /// The user children run as, when not the agent's own.
     pub fn run_as(&self) -> Option<&RunAs> {
         self.run_as.as_ref()
@@ -177,6 +194,7 @@ mod tests {
             home: None,
             lang: "C.UTF-8".into(),
             run_as: None,
+            isolation: None,
         };
         let secrets: Secrets = [
             ("DB_PASS", "x"),

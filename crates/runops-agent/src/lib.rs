@@ -21,6 +21,7 @@ pub mod connection;
 pub mod env;
 pub mod failure;
 pub mod health;
+pub mod isolation;
 pub mod jwt;
 pub mod logs;
 pub mod pipeline;
@@ -77,7 +78,7 @@ pub async fn run(args: AgentArgs, shutdown: ShutdownSignal) -> anyhow::Result<()
 
 /// [`run`] with explicit registries (tests, embedders).
 pub async fn run_with(
-    cfg: AgentConfig,
+    mut cfg: AgentConfig,
     runners: RunnerRegistry,
     secrets: SecretsRegistry,
     shutdown: ShutdownSignal,
@@ -94,12 +95,40 @@ pub async fn run_with(
                 cfg.data_dir.display()
             )
         })?;
+    // Absolute from here on: runners hand paths under it (a kubeconfig, a script) to
+    // tools whose working directory is the task's temp dir, and Landlock rules need the
+    // real path. Private even when it existed before with wider permissions.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot resolve the agent's data dir {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| {
+                format!(
+                    "cannot make the agent's data dir {} private (0700)",
+                    cfg.data_dir.display()
+                )
+            })?;
+    }
     let data_dir_lock = lock_data_dir(&cfg.data_dir)?;
     let (instance_id, instance_restored) = agent::load_instance_id(&cfg.data_dir)?;
+    // What an earlier run left running when it was SIGKILLed goes first (the spool's
+    // process-group records below cover the main processes; this the detached ones).
+    let tmp_root = cfg.data_dir.join("tmp");
+    let earlier_roots: Vec<_> = std::iter::once(tmp_root.clone())
+        .chain(run_as::previous_tmp_root(&cfg.data_dir))
+        .collect();
+    let killed = isolation::kill_earlier_leftovers(&earlier_roots);
+    if killed > 0 {
+        tracing::info!(killed, "killed processes left running by an earlier run");
+    }
     let spool = Spool::open(&cfg.data_dir)
         .with_context(|| format!("cannot create the spool in {}", cfg.data_dir.display()))?;
     // Temp dirs of tasks that ran when the agent died may hold secrets: remove them.
-    let tmp_root = cfg.data_dir.join("tmp");
     if tmp_root.exists()
         && let Err(e) = std::fs::remove_dir_all(&tmp_root)
     {
@@ -127,6 +156,14 @@ pub async fn run_with(
         })?,
         None => tmp_root,
     };
+    let task_user = if !nix::unistd::geteuid().is_root() {
+        isolation::TaskUser::AgentsOwn
+    } else if run_as.is_some() {
+        isolation::TaskUser::Other
+    } else {
+        isolation::TaskUser::Root
+    };
+    let isolation = Arc::new(isolation::Isolation::start(&cfg.data_dir, task_user));
     // The shared root lives outside the data dir: remove it on the way out.
     let shared_tmp_root = run_as.is_some().then(|| tmp_root.clone());
     let authenticator = match &cfg.identity.jwt {
@@ -156,7 +193,9 @@ pub async fn run_with(
         ctx: PipelineContext {
             runners,
             secrets,
-            base_env: BaseEnv::from_process_env().with_run_as(run_as),
+            base_env: BaseEnv::from_process_env()
+                .with_run_as(run_as)
+                .with_isolation(isolation),
             authenticator,
             tmp_root,
             kill_grace: cfg.kill_grace,

@@ -5,6 +5,7 @@
 use crate::config::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT, PIPE_DRAIN_TIMEOUT, PIPE_READ_BYTES};
 use crate::env::ChildEnv;
 use crate::failure::TaskFailure;
+use crate::isolation;
 use crate::logs::output::TaskLog;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -81,13 +82,26 @@ pub async fn run_process(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Confinement first: joining the cgroup needs the privileges the user switch drops.
+    // Its `pre_exec` makes the standard library fork instead of using posix_spawn.
+    let mut guard = match env.isolation() {
+        Some(iso) => Some(prepare_isolation(iso.clone(), env).await?),
+        None => None,
+    };
+    if let Some(g) = &guard {
+        g.apply(&mut cmd);
+    }
     env.apply(&mut cmd);
     env.prepare_spawn().await.map_err(|e| {
         TaskFailure::agent_error(format!(
             "cannot give the task's temp dir to the user tasks run as: {e}"
         ))
     })?;
-    let mut child = cmd.spawn().map_err(|e| spawn_failure(spec, &e))?;
+    let mut child = isolation::spawn_registered(|| cmd.spawn(), Child::id)
+        .map_err(|e| spawn_failure(spec, &e))?;
+    if let Some(g) = &mut guard {
+        g.started();
+    }
     let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
         return Err(TaskFailure::agent_error(format!(
             "`{}` exited before it could be watched",
@@ -117,8 +131,13 @@ pub async fn run_process(
             status = child.wait() => status.ok(),
             _ = stop.cancelled() => None,
         };
-        // Stopped, or the main process is gone: either way nothing of the group may stay.
+        // Stopped, or the main process is gone: either way nothing of the group may stay,
+        // nor anything the task started outside it (its cgroup, or its escapees).
         let status = kill_group(&mut child, pgid, grace).await;
+        isolation::unregister_child(pgid.as_raw());
+        if let Some(g) = guard.take() {
+            g.finish().await;
+        }
         exited.or(status)
     };
     tokio::pin!(pumps, supervise);
@@ -140,6 +159,28 @@ pub async fn run_process(
             spec.program
         ))),
     }
+}
+
+/// The task's Landlock ruleset and cgroup, made off the async threads (it lists
+/// directories). Failing to confine a task refuses it: it would run with less
+/// protection than the start-up log promised.
+async fn prepare_isolation(
+    iso: isolation::SharedIsolation,
+    env: &ChildEnv,
+) -> Result<isolation::SpawnGuard, TaskFailure> {
+    let task_id = env
+        .get("RUNOPS_TASK_ID")
+        .and_then(|v| v.parse::<i64>().ok());
+    let tmp = env.get("TMPDIR").map(PathBuf::from);
+    tokio::task::spawn_blocking(move || iso.prepare(task_id, tmp.as_deref()))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| {
+            TaskFailure::agent_error(format!(
+                "cannot confine the task (Landlock rules or its cgroup): {e}"
+            ))
+        })
 }
 
 async fn record_group(record: &Path, pgid: Pid) {

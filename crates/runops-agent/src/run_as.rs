@@ -99,6 +99,14 @@ const TMP_ROOT_RECORD: &str = "task-tmp-root";
 /// Prefix of the temp roots made by [`shared_tmp_root`].
 const TMP_ROOT_PREFIX: &str = "runops-agent-tasks-";
 
+/// The temp root an earlier run recorded (it may hold leftovers of that run).
+pub fn previous_tmp_root(data_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_to_string(data_dir.join(TMP_ROOT_RECORD))
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_absolute())
+}
+
 /// The parent of the per-task temp dirs when tasks run as another user. The data dir
 /// (and its parents) may be closed to that user, so the root is a fresh directory in the
 /// system temp dir: owned by the agent, 0711 (the task's user may enter its own task's

@@ -28,9 +28,22 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let mut args = args;
+    std::fs::create_dir_all(&args.server.data_dir).with_context(|| {
+        format!(
+            "cannot create the data dir {}",
+            args.server.data_dir.display()
+        )
+    })?;
+    // Absolute from here on, for the server and the agent alike: the agent hands paths
+    // under it to tools that run in the task's temp dir.
+    args.server.data_dir = std::fs::canonicalize(&args.server.data_dir).with_context(|| {
+        format!(
+            "cannot resolve the data dir {}",
+            args.server.data_dir.display()
+        )
+    })?;
     let data_dir = args.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
 
     let admin_token = match read_secret_file(&data_dir.join("admin-token"))? {
         Some(t) => t,

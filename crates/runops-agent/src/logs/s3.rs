@@ -180,11 +180,15 @@ impl S3LogStore {
         if tokio::fs::hard_link(log, &target).await.is_err() {
             tokio::fs::copy(log, &target).await?;
         }
-        tokio::fs::write(
-            self.pending_dir.join(format!("{task_id}.key")),
-            self.key(task_id),
-        )
-        .await
+        // Private like everything in the data dir.
+        let mut key = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.pending_dir.join(format!("{task_id}.key")))
+            .await?;
+        tokio::io::AsyncWriteExt::write_all(&mut key, self.key(task_id).as_bytes()).await
     }
 
     /// Tries every pending log once; returns how many were stored.

@@ -344,6 +344,35 @@ impl Agent {
         }
     }
 
+    /// [`Agent::start`], with `customize` applied to the command last (another user
+    /// with `CommandExt::uid`, a working directory, a relative `RUNOPS_AGENT_DATA_DIR`).
+    pub fn start_with(
+        sb: &Sandbox,
+        name: &str,
+        token: &str,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let log = sb.path(&format!("agent-{name}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = base_command(&sb.home());
+        c.arg("agent")
+            .env("TOKEN", token)
+            .env("RUNOPS_AGENT_DATA_DIR", sb.path(&format!("agent-{name}")))
+            .env("RUNOPS_KILL_GRACE_SECS", "2")
+            .env("RUN_AS_USER", whoami())
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        customize(&mut c);
+        Agent {
+            child: c.spawn().expect("spawn runops agent"),
+            log,
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
