@@ -51,6 +51,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Longest wait for the integration checks before connecting: a slow tool's version
+/// probe should not delay taking work.
+const STARTUP_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `runops agent --check`: the report of which integration types can run on this machine.
 pub async fn check_report() -> String {
     let path = std::env::var("PATH").unwrap_or_default();
@@ -66,13 +70,15 @@ pub async fn check_report() -> String {
 pub async fn run(args: AgentArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args)?;
     let runners = RunnerRegistry::with_defaults();
-    // Tell the operator at start-up which integrations cannot run here (missing tools),
-    // without delaying the connection: some tools take a second to print a version.
+    // Tell the operator at start-up how many integrations can run here, before the
+    // `ready` line when the version probes are quick; never hold the connection back
+    // longer than STARTUP_CHECK_WAIT for them (the line then comes when they finish).
     let registry = runners.clone();
-    tokio::spawn(async move {
+    let mut check = tokio::spawn(async move {
         let path = std::env::var("PATH").unwrap_or_default();
         runners::check::log_checks(&runners::check::check_integrations(&registry, &path).await);
     });
+    let _ = tokio::time::timeout(STARTUP_CHECK_WAIT, &mut check).await;
     run_with(cfg, runners, SecretsRegistry::with_defaults(), shutdown).await
 }
 

@@ -32,7 +32,13 @@ pub(crate) struct Followed {
     pub task: Task,
     /// False when the output's last byte was not a newline.
     pub ended_with_newline: bool,
+    /// The last bytes written (up to [`TAIL_BYTES`]): where the agent's closing note
+    /// with the failure message is, so that it is not printed a second time.
+    pub tail: Vec<u8>,
 }
+
+/// Bytes of the log's end kept by [`follow_task`]: more than a failure note.
+const TAIL_BYTES: usize = 8 * 1024;
 
 /// Tracks an outage of the server while following: backs off, warns once, gives up
 /// after [`GIVE_UP_AFTER`].
@@ -105,6 +111,7 @@ pub(crate) async fn follow_task<W: AsyncWrite + Unpin>(
         spinner,
         bytes: 0,
         last: None,
+        tail: Vec::new(),
     };
     let mut outage = Outage::new(id);
     let mut streaming = true;
@@ -170,6 +177,7 @@ pub(crate) async fn follow_task<W: AsyncWrite + Unpin>(
     Ok(Followed {
         task,
         ended_with_newline: sink.last.is_none_or(|b| b == b'\n'),
+        tail: sink.tail,
     })
 }
 
@@ -179,6 +187,7 @@ struct Sink<'a, W> {
     spinner: Option<Spinner>,
     bytes: u64,
     last: Option<u8>,
+    tail: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> Sink<'_, W> {
@@ -193,6 +202,10 @@ impl<W: AsyncWrite + Unpin> Sink<'_, W> {
         self.out.flush().await?;
         self.bytes += chunk.len() as u64;
         self.last = chunk.last().copied();
+        self.tail
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL_BYTES)..]);
+        let excess = self.tail.len().saturating_sub(TAIL_BYTES);
+        self.tail.drain(..excess);
         Ok(())
     }
 }

@@ -1,11 +1,13 @@
-//! The commands users type: `runops login`, `targets`, `tasks`, `agents`, `users`, `tokens`,
-//! `audit`.
+//! The commands users type: `runops login`, `whoami`, `config`, `targets`, `tasks`,
+//! `agents`, `users`, `tokens`, `audit`.
 //!
 //! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
 //! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
 //! arguments and its handlers; handlers talk to the server only through
-//! `runops_client::Client`, built from the one config loader in `config.rs`
-//! (`runops login` writes it; `RUNOPS_URL` / `RUNOPS_TOKEN` override it). Output is an
+//! `runops_client::Client`, built from the one config loader in `config.rs`: named
+//! contexts (server and token) of which one is current (`runops login` adds one,
+//! `runops config use-context` switches, `--context` / `RUNOPS_CONTEXT` pick one for a
+//! command; `RUNOPS_URL` / `RUNOPS_TOKEN` override it). Output is an
 //! aligned table or a `key: value` block by default and the API's JSON with `--json`
 //! (`output.rs`). `tasks create` follows the task's log live (`follow.rs`, with a
 //! spinner on a terminal from `spinner.rs`) and exits with the task's exit code.
@@ -17,6 +19,7 @@
 mod agents;
 mod audit;
 mod config;
+mod contexts;
 mod error;
 mod follow;
 mod login;
@@ -26,15 +29,18 @@ mod targets;
 mod tasks;
 mod tokens;
 mod users;
+mod whoami;
 
 pub use agents::AgentsCmd;
 pub use audit::AuditCmd;
-pub use config::{config_path, write_config};
+pub use config::{DEFAULT_CONTEXT, ENV_CONTEXT, config_path, save_context};
+pub use contexts::ConfigCmd;
 pub use login::LoginArgs;
 pub use targets::TargetsCmd;
 pub use tasks::{EXIT_INTERRUPTED, EXIT_TIMEOUT, TasksCmd, task_exit_code};
 pub use tokens::TokensCmd;
 pub use users::UsersCmd;
+pub use whoami::WhoamiArgs;
 
 use error::{CliError, CliResult};
 use std::process::ExitCode;
@@ -47,8 +53,12 @@ pub const EXIT_ERROR: u8 = 1;
 #[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Check an API token and save it with the server URL for the next commands.
+    /// Check an API token and save it with the server URL as a context (`--context NAME`).
     Login(LoginArgs),
+    /// Show the server, context, organisation, user, role, groups and token in use.
+    Whoami(WhoamiArgs),
+    /// The contexts (servers) the CLI knows: get-contexts, use-context, current-context.
+    Config(ConfigCmd),
     /// Create, list, show, update and delete targets.
     Targets(TargetsCmd),
     /// Run scripts on targets and follow their output.
@@ -70,10 +80,19 @@ pub async fn run(cmd: Command) -> ExitCode {
     ExitCode::from(run_code(cmd).await)
 }
 
+/// [`run`] for the context given with `--context` (None: `RUNOPS_CONTEXT`, else the
+/// config file's current one).
+pub async fn run_in_context(cmd: Command, context: Option<String>) -> ExitCode {
+    config::set_context_flag(context);
+    run(cmd).await
+}
+
 /// [`run`] with the code as a number.
 pub async fn run_code(cmd: Command) -> u8 {
     let result = match cmd {
         Command::Login(a) => a.run().await,
+        Command::Whoami(a) => a.run().await,
+        Command::Config(c) => c.run().await,
         Command::Targets(c) => c.run().await,
         Command::Tasks(c) => c.run().await,
         Command::Agents(c) => c.run().await,
@@ -100,7 +119,18 @@ fn exit_code_of(result: CliResult<u8>) -> u8 {
 
 /// The client every command but `login` uses, from the config file and environment.
 pub(crate) fn connect() -> CliResult<runops_client::Client> {
-    let creds = config::load_credentials()?;
+    client_for(&config::load_credentials()?)
+}
+
+/// A client for `creds`; a token that cannot be sent is reported as malformed.
+pub(crate) fn client_for(creds: &config::Credentials) -> CliResult<runops_client::Client> {
+    let token_in_env = std::env::var(config::ENV_TOKEN).is_ok_and(|v| !v.trim().is_empty());
+    let source = match (&creds.context, token_in_env) {
+        (_, true) => "in RUNOPS_TOKEN".to_string(),
+        (Some(c), false) => format!("of context `{c}`"),
+        (None, false) => "in the config file".to_string(),
+    };
+    config::check_token_shape(&creds.token, &source)?;
     runops_client::Client::new(&creds.url, &creds.token)
         .map_err(|e| CliError::from(e).or_hint(config::LOGIN_HINT))
 }

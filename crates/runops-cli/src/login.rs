@@ -1,22 +1,36 @@
-//! `runops login --url URL --token TOKEN`: checks the token with `GET /v1/me`, then
-//! saves URL and token in the config file. TOKEN is a user API token (`rou_...`) or an
-//! identity-provider JWT; agent tokens (`roa_...`) are refused.
+//! `runops login [--context NAME] --url URL --token TOKEN | --with-token`: checks the
+//! token with `GET /v1/me`, then saves URL and token as a context of the config file
+//! and makes it the current one. TOKEN is a user API token (`rou_...`) or an
+//! identity-provider JWT; agent tokens (`roa_...`) are refused. `--with-token` reads
+//! the token from standard input, so it stays out of the shell's history.
 
 use crate::config::{self, ENV_TOKEN, ENV_URL};
 use crate::error::{CliError, CliResult};
 use crate::output;
 use runops_client::Client;
 use runops_proto::token::{TokenKind, token_kind};
+use std::io::IsTerminal;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+/// Most bytes read from standard input for `--with-token`: far above any JWT, and a
+/// bound on what a wrong pipe (`runops login --with-token < big.log`) can make us read.
+const MAX_TOKEN_INPUT_BYTES: u64 = 64 * 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
-    /// The server's root URL, e.g. `http://127.0.0.1:8080`.
+    /// The server's root URL, e.g. `http://127.0.0.1:8080` (default: the context's URL
+    /// when it exists).
     #[arg(long, env = ENV_URL, value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
     /// A user API token (`rou_...`), or a JWT from the identity provider when the server
-    /// accepts them (`runops server --auth-jwk-url`).
+    /// accepts them (`runops server --auth-jwk-url`). Prefer --with-token: a token on the
+    /// command line lands in the shell's history.
     #[arg(long, env = ENV_TOKEN, value_name = "TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// Read the token from standard input (`runops login --with-token < token.txt`);
+    /// takes the place of --token and RUNOPS_TOKEN.
+    #[arg(long = "with-token", visible_alias = "with_token")]
+    pub with_token: bool,
     /// Print the logged-in user as JSON.
     #[arg(long)]
     pub json: bool,
@@ -24,19 +38,59 @@ pub struct LoginArgs {
 
 impl LoginArgs {
     pub async fn run(self) -> CliResult<u8> {
-        if token_kind(self.token.trim()) == Some(TokenKind::Agent) {
+        let path = config::config_path().map_err(|e| CliError::new(format!("{e:#}")))?;
+        let file = config::read_config_at(&path)?;
+        let env = |k: &str| std::env::var(k).ok();
+        let context = config::requested_context(&env)
+            .or_else(|| file.current_context.clone())
+            .unwrap_or_else(|| config::DEFAULT_CONTEXT.to_string());
+        config::check_context_name(&context)?;
+        let known = file.contexts.get(&context);
+
+        let url = match self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(u) => u.to_string(),
+            None => match known {
+                Some(c) => c.url.clone(),
+                None => {
+                    return Err(
+                        CliError::new(format!("no server URL for context `{context}`"))
+                            .with_hint("pass it with `--url URL` (e.g. http://127.0.0.1:8080)"),
+                    );
+                }
+            },
+        };
+        let (token, source) = if self.with_token {
+            (read_token_from_stdin().await?, "from standard input")
+        } else {
+            match self
+                .token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                Some(t) => (t.to_string(), "given"),
+                None => {
+                    return Err(CliError::new("no token given").with_hint(
+                        "pipe it in with `runops login --with-token < token.txt` \
+                         (or pass --token TOKEN)",
+                    ));
+                }
+            }
+        };
+        if token_kind(&token) == Some(TokenKind::Agent) {
             return Err(CliError::new("this is an agent token, not a user API token")
                 .with_hint("agent tokens (`roa_...`) are for `runops agent`; log in with a user token (`rou_...`)"));
         }
-        let client = Client::new(&self.url, &self.token)?;
+        config::check_token_shape(&token, source)?;
+        let client = Client::new(&url, &token)?;
         let me = client.me().await?;
-        let path = config::write_config(client.base_url(), &self.token)
+        let path = config::save_context(&context, client.base_url(), &token)
             .map_err(|e| CliError::new(format!("{e:#}")))?;
         if self.json {
             output::print_json(&me)?;
         } else {
             output::print(&format!(
-                "logged in to {} as {}\n",
+                "logged in to {} as {} (context `{context}`)\n",
                 client.base_url(),
                 output::cell(&me.email)
             ))?;
@@ -44,6 +98,31 @@ impl LoginArgs {
         }
         Ok(0)
     }
+}
+
+/// The token piped in: the first non-empty line. On a terminal, one typed line.
+async fn read_token_from_stdin() -> CliResult<String> {
+    let mut text = String::new();
+    let read = if std::io::stdin().is_terminal() {
+        output::note("paste the token and press Enter:");
+        tokio::io::BufReader::new(tokio::io::stdin().take(MAX_TOKEN_INPUT_BYTES))
+            .read_line(&mut text)
+            .await
+    } else {
+        tokio::io::stdin()
+            .take(MAX_TOKEN_INPUT_BYTES)
+            .read_to_string(&mut text)
+            .await
+    };
+    read.map_err(|e| CliError::new(format!("cannot read the token from standard input: {e}")))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(String::from)
+        .ok_or_else(|| {
+            CliError::new("--with-token read no token from standard input")
+                .with_hint("pipe the token in: `runops login --with-token < token.txt`")
+        })
 }
 
 #[cfg(test)]
@@ -62,8 +141,12 @@ mod tests {
         ]) else {
             panic!("not login")
         };
-        assert_eq!(a.url, "http://127.0.0.1:8080");
-        assert_eq!(a.token, "rou_x");
+        assert_eq!(a.url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(a.token.as_deref(), Some("rou_x"));
+        let Command::Login(a) = parse(&["login", "--url", "http://x", "--with-token"]) else {
+            panic!("not login")
+        };
+        assert!(a.with_token);
     }
 
     #[test]
@@ -72,7 +155,7 @@ mod tests {
         let Command::Login(a) = parse(&["login", "--url", "http://x", "--token", jwt]) else {
             panic!("not login")
         };
-        assert_eq!(a.token, jwt);
+        assert_eq!(a.token.as_deref(), Some(jwt));
         assert_ne!(
             runops_proto::token::token_kind(jwt),
             Some(runops_proto::token::TokenKind::Agent),

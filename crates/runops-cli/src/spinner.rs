@@ -1,6 +1,8 @@
-//! The spinner `tasks create` shows on a terminal while a task waits for review or
-//! for an agent, saying what it waits for (and when no matching agent is connected,
-//! how to start one). Nothing is drawn when stderr is not a terminal.
+//! The spinner `tasks create` and `tasks logs -f` show on a terminal while a task
+//! waits for review or for an agent, saying what it waits for (and when no matching
+//! agent is connected, how to start one), then `running` until the first output.
+//! When stderr is not a terminal nothing is drawn: the reasons for a wait (pending
+//! review, no agent with the target's tags) are each written once as a plain line.
 
 use runops_client::Client;
 use runops_proto::TaskStatus;
@@ -67,14 +69,18 @@ pub(crate) struct Spinner {
 }
 
 impl Spinner {
-    /// Starts a spinner for `task` when stderr is a terminal and the task has not
-    /// started yet.
+    /// Starts a spinner for `task` when it has not started yet: drawn when stderr is a
+    /// terminal, else one line per reason for the wait.
     pub(crate) fn start(client: &Client, task: &Task) -> Option<Spinner> {
-        if !std::io::stderr().is_terminal() || !waiting(task.status) {
+        if !waiting(task.status) {
             return None;
         }
         let (stop, stop_rx) = oneshot::channel();
-        let handle = tokio::spawn(spin(client.clone(), task.clone(), stop_rx));
+        let handle = if std::io::stderr().is_terminal() {
+            tokio::spawn(spin(client.clone(), task.clone(), stop_rx))
+        } else {
+            tokio::spawn(explain_wait(client.clone(), task.clone(), stop_rx))
+        };
         Some(Spinner {
             stop: Some(stop),
             handle,
@@ -132,6 +138,7 @@ fn norm_tags(t: Option<&str>) -> Option<&str> {
 pub(crate) fn wait_message(s: &WaitState) -> String {
     let id = s.task_id;
     match s.status {
+        TaskStatus::Running => format!("task {id} is running…"),
         TaskStatus::PendingReview => format!("task {id} is waiting for review…"),
         TaskStatus::Dispatched => match &s.agent {
             Some(a) => format!("task {id} was handed to agent {a}, starting…"),
@@ -176,13 +183,16 @@ async fn spin(client: Client, task: Task, mut stop: oneshot::Receiver<()>) {
             _ = &mut stop => break,
             _ = ticker.tick() => {}
         }
-        if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL) {
+        let refresh_due = last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL);
+        // A running task only changes again by ending, which following notices.
+        if refresh_due && state.status != TaskStatus::Running {
             last_refresh = Some(Instant::now());
             tokio::select! {
                 _ = &mut stop => break,
                 _ = refresh(&client, &task.target, &mut state) => {}
             }
-            if !waiting(state.status) {
+            // Running: say so until the first output stops the spinner.
+            if !waiting(state.status) && state.status != TaskStatus::Running {
                 break;
             }
         }
@@ -198,6 +208,54 @@ async fn spin(client: Client, task: Task, mut stop: oneshot::Receiver<()>) {
         let _ = err.flush();
     }
     clear_line();
+}
+
+/// Why the task waits, when that is worth a line without a terminal: review, or no
+/// agent that could take it. Plain waiting for a busy agent is not.
+pub(crate) fn wait_reason(s: &WaitState) -> Option<String> {
+    let id = s.task_id;
+    match s.status {
+        TaskStatus::PendingReview => Some(format!(
+            "task {id} is waiting for review by the target's reviewers"
+        )),
+        _ if waiting(s.status) && s.agent_connected == Some(false) => {
+            let line = wait_message(s);
+            Some(format!("task {id} is waiting: {line}"))
+        }
+        _ => None,
+    }
+}
+
+/// Without a terminal: writes each new reason for the wait once on stderr, until
+/// the task runs or `stop` fires.
+async fn explain_wait(client: Client, task: Task, mut stop: oneshot::Receiver<()>) {
+    let mut state = WaitState {
+        task_id: task.id,
+        status: task.status,
+        tags: None,
+        agent_connected: None,
+        agent: task.agent.clone(),
+    };
+    let mut said: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = refresh(&client, &task.target, &mut state) => {}
+        }
+        if !waiting(state.status) {
+            return;
+        }
+        if let Some(reason) = wait_reason(&state)
+            && !said.contains(&reason)
+        {
+            crate::output::note(&reason);
+            said.push(reason);
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+        }
+    }
 }
 
 /// Updates the state from the server; failures leave it as it was (the spinner is
@@ -241,6 +299,29 @@ mod tests {
         assert_eq!(cut.chars().count(), 39);
         assert!(cut.ends_with('…'));
         assert_eq!(fit("abc", 0), "…");
+    }
+
+    #[test]
+    fn without_a_terminal_only_review_and_missing_agents_are_explained() {
+        let mut s = state(TaskStatus::Ready);
+        assert_eq!(wait_reason(&s), None);
+        s.agent_connected = Some(true);
+        assert_eq!(wait_reason(&s), None);
+        s.agent_connected = Some(false);
+        assert_eq!(
+            wait_reason(&s).unwrap(),
+            "task 4 is waiting: no agent with tags `prod` is connected; start one: TAGS=prod runops agent"
+        );
+        assert!(
+            wait_reason(&state(TaskStatus::PendingReview))
+                .unwrap()
+                .starts_with("task 4 is waiting for review")
+        );
+        assert_eq!(wait_reason(&state(TaskStatus::Running)), None);
+        assert_eq!(
+            wait_message(&state(TaskStatus::Running)),
+            "task 4 is running…"
+        );
     }
 
     #[test]

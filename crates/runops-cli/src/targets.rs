@@ -7,6 +7,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{self, cell, or_dash};
 use chrono::Utc;
 use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use std::io::IsTerminal;
 
 #[derive(clap::Args, Debug)]
 pub struct TargetsCmd {
@@ -28,9 +29,67 @@ pub enum TargetsSub {
     Show(TargetName),
     /// Change some fields of a target (only the flags given change).
     Update(TargetUpdateArgs),
-    /// Delete a target.
+    /// Delete a target (asks first on a terminal; --yes does not ask).
     #[command(visible_alias = "rm")]
-    Delete(TargetName),
+    Delete(TargetDeleteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TargetDeleteArgs {
+    #[command(flatten)]
+    pub name: TargetName,
+    /// Delete without asking for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// Types that connect to a database with credentials from the target's secrets; one
+/// without any secret source cannot run (the agent's runners list what they need).
+const DATABASE_TYPES: &[&str] = &[
+    "postgres",
+    "postgres-csv",
+    "mysql",
+    "mysql-csv",
+    "mongodb",
+    "sql-server",
+];
+
+/// The warning for a database target created without a secret source.
+fn missing_secret_source_warning(req: &TargetCreate) -> Option<String> {
+    let has_source = req.secret_path.is_some()
+        || req.secret_provider.is_some()
+        || req.config.as_ref().is_some_and(|c| !c.is_empty());
+    if has_source || !DATABASE_TYPES.contains(&req.kind.trim()) {
+        return None;
+    }
+    Some(format!(
+        "warning: target {} of type {} has no secret source, so its tasks cannot connect\n\
+         hint: give it one with `runops targets update --name {} --secret_path VAR` \
+         (or --secret_provider, or --config for secrets kept by runops)",
+        cell(&req.name),
+        cell(&req.kind),
+        cell(&req.name)
+    ))
+}
+
+/// Asks on the terminal whether to delete `name`; true for `y` or `yes`.
+fn confirm_delete(name: &str) -> CliResult<bool> {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    write!(
+        err,
+        "delete target {}? its tasks keep their history [y/N] ",
+        cell(name)
+    )?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::new(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// A target named either as `NAME` or `--name NAME`.
@@ -290,6 +349,9 @@ impl TargetsCmd {
                 req.config = args.fields.config()?;
                 let client = crate::connect()?;
                 let target = client.create_target(&req).await?;
+                if let Some(w) = missing_secret_source_warning(&req) {
+                    output::note(&w);
+                }
                 if json {
                     output::print_json(&target)?;
                 } else {
@@ -348,8 +410,15 @@ impl TargetsCmd {
                     output::print(&format!("updated target {}\n", cell(&target.name)))?;
                 }
             }
-            TargetsSub::Delete(name) => {
+            TargetsSub::Delete(TargetDeleteArgs { name, yes }) => {
                 let client = crate::connect()?;
+                if !yes && std::io::stdin().is_terminal() && !confirm_delete(name.get())? {
+                    return Err(CliError::new(format!(
+                        "target {} was not deleted",
+                        cell(name.get())
+                    ))
+                    .with_hint("answer `y` to delete it, or pass --yes to skip the question"));
+                }
                 client.delete_target(name.get()).await?;
                 if json {
                     output::print_json(&serde_json::json!({ "deleted": name.get() }))?;
@@ -653,12 +722,41 @@ mod tests {
             &["delete", "--name", "demo-db"][..],
         ] {
             match targets(args).cmd {
-                TargetsSub::Show(n) | TargetsSub::Delete(n) => assert_eq!(n.get(), "demo-db"),
+                TargetsSub::Show(n) | TargetsSub::Delete(TargetDeleteArgs { name: n, .. }) => {
+                    assert_eq!(n.get(), "demo-db")
+                }
                 other => panic!("{other:?}"),
             }
         }
         assert!(parse_err(&["targets", "show"]).contains("NAME"));
         parse_err(&["targets", "delete", "a", "--name", "b"]);
+        assert!(matches!(
+            targets(&["delete", "demo-db", "--yes"]).cmd,
+            TargetsSub::Delete(TargetDeleteArgs { yes: true, .. })
+        ));
+    }
+
+    #[test]
+    fn database_target_without_secret_source_warns() {
+        let warn = |args: &[&str]| missing_secret_source_warning(&create(args));
+        let w = warn(&["--name", "db", "--type", "mysql"]).unwrap();
+        assert!(
+            w.starts_with("warning: target db of type mysql has no secret source"),
+            "{w}"
+        );
+        assert!(warn(&["--name", "db", "--type", "mysql", "--secret_path", "X"]).is_none());
+        assert!(
+            warn(&[
+                "--name",
+                "db",
+                "--type",
+                "postgres",
+                "--secret_provider",
+                "aws"
+            ])
+            .is_none()
+        );
+        assert!(warn(&["--name", "b", "--type", "bash"]).is_none());
     }
 
     #[test]

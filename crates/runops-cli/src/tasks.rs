@@ -74,6 +74,11 @@ pub struct TaskCreateArgs {
     pub no_wait: bool,
 }
 
+/// Tasks `tasks list` shows when --limit is not given (the server's default too).
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+/// The most tasks the server returns for one list request.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
 #[derive(clap::Args, Debug)]
 pub struct TaskListArgs {
     /// Only tasks in this status (created, pending-review, ready, running, success, failure, ...).
@@ -82,9 +87,51 @@ pub struct TaskListArgs {
     /// Only tasks of this target.
     #[arg(long, short = 't', value_name = "TARGET")]
     pub target: Option<String>,
-    /// At most this many tasks (server default 100).
-    #[arg(long, short = 'n', value_name = "N")]
+    /// At most this many tasks, newest first (default 100, at most 1000).
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT as i64))]
     pub limit: Option<u32>,
+    /// Only tasks older than task ID: the next page after a cut list.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
+    /// Only your own tasks.
+    #[arg(long, conflicts_with = "user")]
+    pub mine: bool,
+    /// Only tasks created by this user (e-mail).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    /// Only tasks created in this last span of time: `30m`, `1h`, `2d`, `1w` (or since an
+    /// RFC 3339 time such as `2026-01-31T08:00:00Z`).
+    #[arg(long, value_name = "AGE", value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<Utc>>,
+}
+
+/// `--since`: an age (`90s`, `30m`, `1h`, `2d`, `1w`) back from now, or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<chrono::DateTime<Utc>, String> {
+    let t = text.trim();
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let bad = || {
+        format!(
+            "`{t}` is not an age or a time: write e.g. `30m`, `1h`, `2d`, `1w` or `2026-01-31T08:00:00Z`"
+        )
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = t.split_at(split);
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let secs_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let span = n
+        .checked_mul(secs_per)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(bad)?;
+    Utc::now().checked_sub_signed(span).ok_or_else(bad)
 }
 
 #[derive(clap::Args, Debug)]
@@ -119,8 +166,24 @@ pub fn task_exit_code(task: &Task) -> u8 {
     }
 }
 
-/// Why a final task did not succeed, as a CLI error (None when it succeeded).
-pub(crate) fn task_failure(task: &Task) -> Option<CliError> {
+/// True when the followed log ends with the agent's note of `task`'s failure message
+/// (`runops: <message>`), which then needs no repeating.
+fn failure_shown_in_log(task: &Task, tail: &[u8]) -> bool {
+    /// Enough of the message to recognise it, even if the server shortened it.
+    const RECOGNISED_CHARS: usize = 200;
+    let Some(message) = task.failure_message.as_deref().map(str::trim) else {
+        return false;
+    };
+    if message.is_empty() {
+        return false;
+    }
+    let head: String = message.chars().take(RECOGNISED_CHARS).collect();
+    String::from_utf8_lossy(tail).contains(&format!("runops: {head}"))
+}
+
+/// Why a final task did not succeed, as a CLI error (None when it succeeded). With
+/// `message_shown`, the failure message is left out: the log just printed it.
+pub(crate) fn task_failure(task: &Task, message_shown: bool) -> Option<CliError> {
     let id = task.id;
     match task.status {
         TaskStatus::Success => None,
@@ -135,7 +198,11 @@ pub(crate) fn task_failure(task: &Task) -> Option<CliError> {
                 (_, Some(c)) => format!("exit code {c}"),
                 _ => "no details were reported".to_string(),
             };
-            let err = CliError::new(format!("task {id} failed ({reason}): {detail}"));
+            let err = if message_shown {
+                CliError::new(format!("task {id} failed ({reason})"))
+            } else {
+                CliError::new(format!("task {id} failed ({reason}): {detail}"))
+            };
             let target = &task.target;
             Some(match task.failure_reason {
                 Some(FailureReason::Timeout) => err.with_hint(format!(
@@ -233,24 +300,7 @@ impl TasksCmd {
         let json = self.json;
         match self.cmd {
             TasksSub::Create(args) => create(args, json).await,
-            TasksSub::List(args) => {
-                let client = crate::connect()?;
-                let q = TaskListQuery {
-                    status: args.status,
-                    target: args.target,
-                    limit: args.limit,
-                    before: None,
-                };
-                let tasks = client.list_tasks(&q).await?;
-                if json {
-                    output::print_json(&tasks)?;
-                } else if tasks.is_empty() {
-                    output::note("no tasks found");
-                } else {
-                    output::print(&tasks_table(&tasks, Utc::now()))?;
-                }
-                Ok(0)
-            }
+            TasksSub::List(args) => list(args, json).await,
             TasksSub::Show(TaskId { id }) => {
                 let client = crate::connect()?;
                 let task = client.get_task(id).await?;
@@ -274,6 +324,77 @@ impl TasksCmd {
             }
         }
     }
+}
+
+/// `tasks list`: the newest tasks matching the filters; when more match than shown,
+/// says so on stderr with the command for the next page.
+async fn list(args: TaskListArgs, json: bool) -> CliResult<u8> {
+    let client = crate::connect()?;
+    let user = if args.mine {
+        Some(client.me().await?.email)
+    } else {
+        args.user.clone()
+    };
+    let limit = args.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    // One more than shown tells whether the list was cut.
+    let q = TaskListQuery {
+        status: args.status,
+        target: args.target.clone(),
+        limit: Some((limit + 1).min(MAX_LIST_LIMIT)),
+        before: args.before,
+        user,
+        since: args.since,
+    };
+    let mut tasks = client.list_tasks(&q).await?;
+    let cut =
+        tasks.len() > limit as usize || (limit == MAX_LIST_LIMIT && tasks.len() == limit as usize);
+    tasks.truncate(limit as usize);
+    if json {
+        output::print_json(&tasks)?;
+    } else if tasks.is_empty() {
+        output::note("no tasks found");
+    } else {
+        output::print(&tasks_table(&tasks, Utc::now()))?;
+    }
+    if cut && let Some(oldest) = tasks.last() {
+        output::note(&cut_note(&args, limit, oldest.id));
+    }
+    Ok(0)
+}
+
+/// `showing the newest 100 tasks; older ones: runops tasks list --before 57 ...`.
+fn cut_note(args: &TaskListArgs, limit: u32, oldest_id: i64) -> String {
+    let mut filters = String::new();
+    if let Some(s) = args.status {
+        filters.push_str(&format!(" --status {s}"));
+    }
+    if let Some(t) = &args.target {
+        filters.push_str(&format!(" -t {}", cell(t)));
+    }
+    if args.mine {
+        filters.push_str(" --mine");
+    }
+    if let Some(u) = &args.user {
+        filters.push_str(&format!(" --user {}", cell(u)));
+    }
+    if let Some(s) = args.since {
+        filters.push_str(&format!(
+            " --since {}",
+            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    let more = if limit < MAX_LIST_LIMIT {
+        format!(
+            ", or more at once with --limit {}",
+            (limit * 5).min(MAX_LIST_LIMIT)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "showing the newest {limit} matching tasks; see older ones with \
+         `runops tasks list --before {oldest_id}{filters}`{more}"
+    )
 }
 
 async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
@@ -312,7 +433,7 @@ async fn wait_for(client: &Client, task: Task, json: bool) -> CliResult<u8> {
         output::print_json(&task)?;
         return Ok(task_exit_code(&task));
     }
-    if let Some(err) = task_failure(&task) {
+    if let Some(err) = task_failure(&task, failure_shown_in_log(&task, &followed.tail)) {
         if !followed.ended_with_newline && std::io::stdout().is_terminal() {
             // Keep the error off the end of the task's last line.
             output::note("");
@@ -344,7 +465,12 @@ async fn logs(args: TaskLogsArgs, json: bool) -> CliResult<u8> {
     }
     if args.follow {
         let fut = async {
-            follow_task(&client, id, &mut tokio::io::stdout(), None).await?;
+            // Says why the task waits (a spinner on a terminal, a line otherwise).
+            let spinner = match client.get_task(id).await {
+                Ok(task) => Spinner::start(&client, &task),
+                Err(_) => None,
+            };
+            follow_task(&client, id, &mut tokio::io::stdout(), spinner).await?;
             Ok(0)
         };
         return until_interrupted(id, fut).await;
@@ -359,6 +485,17 @@ fn status_cell(t: &Task) -> String {
     match t.failure_reason {
         Some(r) if t.status == TaskStatus::Failure => format!("failure ({r})"),
         _ => t.status.to_string(),
+    }
+}
+
+/// The script's first line; `…` marks a script with more lines.
+fn script_cell(script: &str) -> String {
+    let mut lines = script.trim().lines();
+    let first = cell(lines.next().unwrap_or(""));
+    if lines.next().is_some() && !first.ends_with('…') {
+        format!("{first}…")
+    } else {
+        first
     }
 }
 
@@ -379,7 +516,7 @@ pub(crate) fn tasks_table(tasks: &[Task], now: chrono::DateTime<Utc>) -> String 
                 t.elapsed_ms
                     .map(output::elapsed)
                     .unwrap_or_else(|| "-".into()),
-                cell(t.script.lines().next().unwrap_or("")),
+                script_cell(&t.script),
             ]
         })
         .collect();
@@ -623,21 +760,59 @@ mod tests {
 
     #[test]
     fn failures_are_explained_with_reason_and_message() {
-        assert!(task_failure(&sample_task(TaskStatus::Success)).is_none());
+        assert!(task_failure(&sample_task(TaskStatus::Success), false).is_none());
         let mut t = failed(FailureReason::Secrets, None);
         t.failure_message = Some("environment variable `MY_TARGET` is not set".into());
-        let e = task_failure(&t).unwrap();
+        let e = task_failure(&t, false).unwrap();
         assert_eq!(
             e.message,
             "task 42 failed (secrets): environment variable `MY_TARGET` is not set"
         );
         assert!(e.hint.unwrap().contains("runops targets show demo"));
-        let e = task_failure(&failed(FailureReason::ExitCode, Some(2))).unwrap();
+        let e = task_failure(&failed(FailureReason::ExitCode, Some(2)), false).unwrap();
         assert_eq!(e.message, "task 42 failed (exit-code): exit code 2");
-        let e = task_failure(&failed(FailureReason::Timeout, None)).unwrap();
+        let e = task_failure(&failed(FailureReason::Timeout, None), false).unwrap();
         assert!(e.hint.unwrap().contains("--timeout"));
-        let e = task_failure(&sample_task(TaskStatus::Rejected)).unwrap();
+        let e = task_failure(&sample_task(TaskStatus::Rejected), false).unwrap();
         assert_eq!(e.message, "task 42 was rejected in review");
+    }
+
+    #[test]
+    fn a_failure_message_already_in_the_log_is_not_repeated() {
+        let mut t = failed(FailureReason::Secrets, None);
+        t.failure_message = Some("environment variable `X` is not set".into());
+        let tail = b"some output\nrunops: environment variable `X` is not set\n";
+        assert!(failure_shown_in_log(&t, tail));
+        assert!(!failure_shown_in_log(&t, b"some output\n"));
+        let e = task_failure(&t, true).unwrap();
+        assert_eq!(e.message, "task 42 failed (secrets)");
+        assert!(e.hint.unwrap().contains("runops targets show demo"));
+    }
+
+    #[test]
+    fn list_filters_parse_and_a_cut_list_says_how_to_see_more() {
+        let TasksSub::List(l) = tasks(&["list", "--mine", "--since", "1h", "--before", "57"]).cmd
+        else {
+            panic!("not list")
+        };
+        assert!(l.mine && l.before == Some(57));
+        let age = Utc::now() - l.since.unwrap();
+        assert!((3590..=3610).contains(&age.num_seconds()), "{age}");
+        assert!(parse_err(&["tasks", "list", "--since", "soon"]).contains("not an age or a time"));
+        assert!(
+            parse_err(&["tasks", "list", "--mine", "--user", "a@b"]).contains("cannot be used")
+        );
+        assert!(parse_err(&["tasks", "list", "--limit", "0"]).contains("--limit"));
+        let e = parse_err(&["tasks", "list", "--status", "failed"]);
+        assert!(e.contains("did you mean `failure`?"), "{e}");
+        let TasksSub::List(l) = tasks(&["list", "--status", "success", "-t", "db"]).cmd else {
+            panic!("not list")
+        };
+        assert_eq!(
+            cut_note(&l, 100, 57),
+            "showing the newest 100 matching tasks; see older ones with \
+             `runops tasks list --before 57 --status success -t db`, or more at once with --limit 500"
+        );
     }
 
     #[test]
@@ -651,7 +826,7 @@ mod tests {
         assert!(lines[0].starts_with("ID  TARGET  TYPE  STATUS"));
         assert!(lines[1].starts_with("42  demo    bash  success "));
         assert!(
-            lines[1].ends_with("5m ago   2.0s     echo hi"),
+            lines[1].ends_with("5m ago   2.0s     echo hi…"),
             "{}",
             lines[1]
         );

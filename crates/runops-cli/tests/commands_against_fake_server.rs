@@ -196,8 +196,9 @@ fn commands_talk_to_the_server_and_exit_with_the_right_codes() {
         assert_eq!(mode, 0o600);
         let saved: Value =
             serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-        assert_eq!(saved["url"], url.as_str());
-        assert_eq!(saved["token"], GOOD_TOKEN);
+        assert_eq!(saved["current_context"], "default");
+        assert_eq!(saved["contexts"]["default"]["url"], url.as_str());
+        assert_eq!(saved["contexts"]["default"]["token"], GOOD_TOKEN);
 
         // An agent token is refused before any request.
         assert_eq!(

@@ -25,6 +25,11 @@ impl Client {
         self.get_json("/v1/me").await
     }
 
+    /// `GET /v1/me` with the credential's kind and expiry (`runops whoami`).
+    pub async fn whoami(&self) -> Result<Me> {
+        self.get_json("/v1/me").await
+    }
+
     pub async fn create_target(&self, t: &TargetCreate) -> Result<Target> {
         self.post_json("/v1/targets", t, None).await
     }

@@ -3,7 +3,7 @@
 //! | method and path                 | body → answer                                  |
 //! |---------------------------------|------------------------------------------------|
 //! | `GET /healthz`, `GET /readyz`   | `200 ok` / `503` when the store is unreachable |
-//! | `GET /v1/me`                    | → [`User`]                                     |
+//! | `GET /v1/me`                    | → [`Me`] (a [`User`] and the credential used)  |
 //! | `POST /v1/targets`              | [`TargetCreate`] → `201` [`Target`]            |
 //! | `GET /v1/targets`               | → `[`[`Target`]`]`                             |
 //! | `GET /v1/targets/{name}`        | → [`Target`]                                   |
@@ -59,6 +59,30 @@ pub struct User {
     pub role: String,
     pub org: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// Answer to `GET /v1/me`: the caller, and how the request was authenticated. The
+/// user's fields are at the top level, so a client that reads a [`User`] reads it too.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Me {
+    #[serde(flatten)]
+    pub user: User,
+    /// The credential of this request (absent from servers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<MeToken>,
+}
+
+/// The credential a request was made with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeToken {
+    /// `api-token` (`rou_...`) or `identity-provider` (a JWT).
+    pub kind: String,
+    /// The API token's id (`runops tokens list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// When the token stops being accepted; API tokens do not expire (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +264,12 @@ pub struct TaskListQuery {
     /// Only tasks with an id below this one (paging backwards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<i64>,
+    /// Only tasks created by the user with this e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Only tasks created at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// Query of `GET /v1/tasks/{id}/logs`.

@@ -67,18 +67,68 @@ impl fmt::Display for TaskStatus {
 
 impl FromStr for TaskStatus {
     type Err = String;
+    /// Exact names only; the error lists them and, for a near miss (`failed`,
+    /// `sucess`, `pending`), suggests the one meant.
     fn from_str(s: &str) -> Result<Self, String> {
         TaskStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                let hint = match TaskStatus::closest(s) {
+                    Some(c) => format!("did you mean `{c}`? "),
+                    None => String::new(),
+                };
                 format!(
-                    "unknown task status `{s}` (expected one of: {})",
+                    "unknown task status `{s}`: {hint}expected one of: {}",
                     names.join(", ")
                 )
             })
     }
+}
+
+impl TaskStatus {
+    /// The status a mistyped name most likely meant: a few edits away, or sharing
+    /// its first four letters (`failed` → `failure`, `pending` → `pending-review`).
+    pub fn closest(typed: &str) -> Option<TaskStatus> {
+        let typed = typed.trim().to_ascii_lowercase().replace('_', "-");
+        if typed.is_empty() {
+            return None;
+        }
+        // Up to a third of the letters wrong, at least two: catches typos, not words.
+        let max_edits = (typed.chars().count() / 3).max(2);
+        let by_edits = TaskStatus::ALL
+            .into_iter()
+            .map(|st| (edit_distance(&typed, st.as_str()), st))
+            .filter(|(d, _)| *d <= max_edits)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, st)| st);
+        by_edits.or_else(|| {
+            let head: String = typed.chars().take(4).collect();
+            (head.chars().count() == 4)
+                .then(|| {
+                    TaskStatus::ALL
+                        .into_iter()
+                        .find(|st| st.as_str().starts_with(&head))
+                })
+                .flatten()
+        })
+    }
+}
+
+/// Levenshtein distance, for suggestions between short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Why a task ended `failure`. A fixed list, so that automation can rely on it.
@@ -148,6 +198,30 @@ impl FromStr for FailureReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mistyped_statuses_get_a_suggestion() {
+        assert_eq!(TaskStatus::closest("failed"), Some(TaskStatus::Failure));
+        assert_eq!(TaskStatus::closest("sucess"), Some(TaskStatus::Success));
+        assert_eq!(
+            TaskStatus::closest("pending"),
+            Some(TaskStatus::PendingReview)
+        );
+        assert_eq!(TaskStatus::closest("Running"), Some(TaskStatus::Running));
+        assert_eq!(TaskStatus::closest("banana"), None);
+        let e = "failed".parse::<TaskStatus>().unwrap_err();
+        assert!(
+            e.starts_with(
+                "unknown task status `failed`: did you mean `failure`? expected one of: created,"
+            ),
+            "{e}"
+        );
+        let e = "xyz".parse::<TaskStatus>().unwrap_err();
+        assert!(
+            e.starts_with("unknown task status `xyz`: expected one of"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn status_names_round_trip_through_serde_and_from_str() {

@@ -3,12 +3,13 @@
 //! - `runops server` runs the control plane (`runops-server`);
 //! - `runops agent` runs the agent (`runops-agent`);
 //! - `runops up` runs both in one process with a ready `local` target (see [`up`]);
+//! - `runops completion SHELL` prints a shell completion script;
 //! - every other subcommand is the CLI (`runops-cli`).
 
 mod logging;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -22,6 +23,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Role,
+    /// Use this context of the config file (`runops config get-contexts`) instead of the
+    /// current one; for `runops up`, the name of the context it adds (default `local`).
+    #[arg(long, global = true, env = runops_cli::ENV_CONTEXT, value_name = "NAME")]
+    context: Option<String>,
 }
 
 // Parsed once per process; boxing the variants would buy nothing.
@@ -34,6 +39,18 @@ enum Role {
     Agent(runops_agent::AgentArgs),
     /// Run server and agent in one process on ./.runops, with a ready `local` bash target
     Up(up::UpArgs),
+    /// Print a completion script for SHELL: subcommands and flags (see `--help`)
+    #[command(
+        long_about = "Print a completion script for SHELL, completing subcommands and flags.\n\n\
+        bash:       runops completion bash > ~/.local/share/bash-completion/completions/runops\n\
+        zsh:        runops completion zsh > \"${fpath[1]}/_runops\"\n\
+        fish:       runops completion fish > ~/.config/fish/completions/runops.fish\n\
+        powershell: runops completion powershell | Out-String | Invoke-Expression"
+    )]
+    Completion {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     User(runops_cli::Command),
 }
@@ -41,6 +58,22 @@ enum Role {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if let Role::Completion { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "runops", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    // `--context` names a context of the CLI's config; the services have none.
+    if cli.context.is_some() && matches!(cli.command, Role::Server(_) | Role::Agent(_)) {
+        let cli_only = std::env::var_os(runops_cli::ENV_CONTEXT).is_none();
+        if cli_only {
+            eprintln!(
+                "error: --context applies to CLI commands and `runops up`, not to `runops server` or `runops agent`\n\
+                 hint: drop --context"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,13 +100,14 @@ fn main() -> ExitCode {
                 report(runops_agent::run(args, shutdown).await)
             }
             Role::Up(args) => {
-                logging::init(logging::Mode::Service);
-                report(up::run(args).await)
+                logging::init(logging::Mode::Cli);
+                report(up::run(args, cli.context).await)
             }
             Role::User(cmd) => {
                 logging::init(logging::Mode::Cli);
-                runops_cli::run(cmd).await
+                runops_cli::run_in_context(cmd, cli.context).await
             }
+            Role::Completion { .. } => ExitCode::SUCCESS,
         }
     })
 }

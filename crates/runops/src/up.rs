@@ -1,9 +1,11 @@
 //! `runops up`: the all-in-one local mode.
 //!
 //! One process runs the control plane on SQLite in `./.runops/` and an untagged
-//! agent, makes sure a `local` bash target exists, and logs the CLI in. The admin
-//! and agent tokens are kept in the data dir (0600) so that a second `runops up`
-//! reuses the same data and the CLI stays logged in.
+//! agent, makes sure a `local` bash target exists, and logs the CLI in: it adds (or
+//! refreshes) its own context, `local` unless `--context NAME`, and makes it current;
+//! other contexts stay as they were. The admin and agent tokens are kept in the data
+//! dir (0600) so that a second `runops up` reuses the same data and the CLI stays
+//! logged in. Its output is a few lines, the integrations in one, `ready` last.
 
 use anyhow::Context;
 use runops_client::Client;
@@ -14,6 +16,8 @@ use std::path::Path;
 
 /// The target `runops up` creates for trying things out.
 const LOCAL_TARGET: &str = "local";
+/// The CLI context `runops up` adds when `--context` does not name one.
+const UP_CONTEXT: &str = "local";
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -27,7 +31,15 @@ pub struct UpArgs {
     identity: runops_agent::config::IdentityArgs,
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs, context: Option<String>) -> anyhow::Result<()> {
+    let context = context.unwrap_or_else(|| UP_CONTEXT.to_string());
+    // The same probes the agent runs, for the start-up line; they run meanwhile.
+    let integrations = tokio::spawn(async {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let registry = runops_agent::runners::RunnerRegistry::with_defaults();
+        let checks = runops_agent::runners::check::check_integrations(&registry, &path).await;
+        runops_agent::runners::check::checks_summary(&checks)
+    });
     let mut args = args;
     std::fs::create_dir_all(&args.server.data_dir).with_context(|| {
         format!(
@@ -89,7 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    let config = runops_cli::write_config(&url, &admin_token)?;
+    let config = runops_cli::save_context(&context, &url, &admin_token)?;
 
     let (signals_tx, signals_rx) = tokio::sync::watch::channel(0u8);
     let agent_args = runops_agent::AgentArgs {
@@ -110,10 +122,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         runops_agent::ShutdownSignal::from_watch(signals_rx),
     ));
 
+    let integrations = integrations
+        .await
+        .unwrap_or_else(|_| "the integration check failed; runops agent --check".to_string());
     println!("runops is up at {url}");
     println!("  data:   {}", data_dir.display());
     println!("  token:  {admin_token}");
-    println!("  CLI:    logged in ({})", config.display());
+    println!(
+        "  CLI:    context `{context}` is current ({}); others are kept: runops config get-contexts",
+        config.display()
+    );
+    println!("  {integrations}");
     println!("ready: try `runops tasks create -t local -s 'echo hello'` (Ctrl-C stops)");
     let _ = std::io::stdout().flush();
 

@@ -157,7 +157,7 @@ fn announce(agent: &Agent, session: &ConnectResponse) {
         org = %session.org,
         resumed = session.resumed,
         concurrency = agent.cfg.concurrency,
-        "connected"
+        "connected; ready"
     );
 }
 

@@ -191,21 +191,35 @@ pub fn format_checks(checks: &[IntegrationCheck]) -> String {
     out
 }
 
-/// Logs the checks (start-up): one info line per ready type, a warning per unavailable one.
+/// One line for start-up: `13 of 21 integration types ready; runops agent --check
+/// lists them`. Start-up output stays short; the details are one command away.
+pub fn checks_summary(checks: &[IntegrationCheck]) -> String {
+    let ready = checks
+        .iter()
+        .filter(|c| !matches!(c.status, CheckStatus::Unavailable { .. }))
+        .count();
+    format!(
+        "{ready} of {} integration types ready; runops agent --check lists them",
+        checks.len()
+    )
+}
+
+/// Logs [`checks_summary`] at info, and each integration at debug (`RUST_LOG=debug`).
 pub fn log_checks(checks: &[IntegrationCheck]) {
+    tracing::info!("{}", checks_summary(checks));
     for c in checks {
         match &c.status {
             CheckStatus::Unavailable { why } => {
-                tracing::warn!(integration = %c.kind, "cannot run `{}` tasks: {why}", c.kind)
+                tracing::debug!(integration = %c.kind, "cannot run `{}` tasks: {why}", c.kind)
             }
-            CheckStatus::Ready { tool, version } => tracing::info!(
+            CheckStatus::Ready { tool, version } => tracing::debug!(
                 integration = %c.kind,
                 tool = %tool.display(),
                 version = version.as_deref().unwrap_or("unknown"),
                 "integration ready"
             ),
             CheckStatus::BuiltIn | CheckStatus::PerTarget => {
-                tracing::info!(integration = %c.kind, "integration ready")
+                tracing::debug!(integration = %c.kind, "integration ready")
             }
         }
     }

@@ -62,12 +62,15 @@ impl SecretsProvider for EnvVarProvider {
     }
 }
 
-/// Parses a JSON object of secrets, with or without its braces. The error completes
-/// "secret `X` ..." (e.g. "is not a JSON object: expected `:` at line 2 column 14").
+/// Parses a JSON object of secrets, with or without its braces. One trailing comma
+/// after the last entry is accepted in both forms (the docs' lines end with one, and
+/// people add braces around them). The error completes "secret `X` ..." and names the
+/// position and the likely fix (e.g. "is not a JSON object: expected `:` at line 2
+/// column 14; separate each key from its value with `:`").
 pub fn parse_secret_object(text: &str) -> Result<Secrets, String> {
     let braced = text.trim_start().starts_with('{');
     let parsed: Result<Value, serde_json::Error> = if braced {
-        serde_json::from_str(text)
+        serde_json::from_str(&without_trailing_comma(text))
     } else {
         // `"K": "V",` lines: drop one trailing comma and add the braces. Only one
         // character is added before the text, on its first line.
@@ -82,10 +85,11 @@ pub fn parse_secret_object(text: &str) -> Result<Secrets, String> {
         }
         let full = e.to_string();
         let what = full.split(" at line ").next().unwrap_or(&full);
+        let fix = suggested_fix(what, braced);
         if line == 0 {
-            format!("is not a JSON object: {what}")
+            format!("is not a JSON object: {what}; {fix}")
         } else {
-            format!("is not a JSON object: {what} at line {line} column {column}")
+            format!("is not a JSON object: {what} at line {line} column {column}; {fix}")
         }
     })?;
     let Value::Object(map) = value else {
@@ -110,6 +114,49 @@ pub fn parse_secret_object(text: &str) -> Result<Secrets, String> {
         secrets.insert(key, text);
     }
     Ok(secrets)
+}
+
+/// `{"A": "1",}` → `{"A": "1" }`: one comma right before the closing brace becomes a
+/// space, so every other character keeps its line and column for error messages.
+fn without_trailing_comma(text: &str) -> String {
+    let trimmed = text.trim_end();
+    let Some(inner) = trimmed.strip_suffix('}') else {
+        return text.to_string();
+    };
+    let inner_end = inner.trim_end();
+    match inner_end.strip_suffix(',') {
+        Some(before) => {
+            let mut out = String::with_capacity(text.len());
+            out.push_str(before);
+            out.push(' ');
+            out.push_str(&text[inner_end.len()..]);
+            out
+        }
+        None => text.to_string(),
+    }
+}
+
+/// What to change, from serde_json's description of a syntax error.
+fn suggested_fix(what: &str, braced: bool) -> &'static str {
+    if what.starts_with("key must be a string") {
+        "put each key in double quotes: \"KEY\": \"value\""
+    } else if what.starts_with("expected `:`") {
+        "separate each key from its value with `:`"
+    } else if what.starts_with("expected `,` or `}`") {
+        "separate the entries with `,` and put text values in double quotes"
+    } else if what.starts_with("trailing comma") {
+        "remove the extra `,`"
+    } else if what.starts_with("EOF while parsing") && braced {
+        "close the object with `}` and every text value with `\"`"
+    } else if what.starts_with("EOF while parsing") {
+        "close every text value with `\"`"
+    } else if what.starts_with("expected value") {
+        "put text values in double quotes: \"KEY\": \"value\""
+    } else if what.starts_with("invalid escape") || what.starts_with("control character") {
+        "escape `\\` as `\\\\` and write line breaks as `\\n` inside values"
+    } else {
+        "write it as \"KEY\": \"value\" entries separated by `,`, with or without `{}` around them"
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -138,6 +185,18 @@ mod tests {
         assert_eq!(s["MYSQL_DB"], "demo");
         assert_eq!(s["MYSQL_PASS"], "GtK23d<ejkLy0ST2");
         assert_eq!(s["MYSQL_USER"], "demo-user");
+    }
+
+    #[test]
+    fn braced_docs_form_with_trailing_comma_is_accepted() {
+        let s = parse_secret_object(&format!("{{\n{DOCS_FORM}}}\n")).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s["MYSQL_USER"], "demo-user");
+        let s = parse_secret_object("{\"A\": \"1\", }").unwrap();
+        assert_eq!(s["A"], "1");
+        // An error after the removed comma keeps its position.
+        let e = parse_secret_object("{\"A\": \"1\",\n\"B\" 2,\n}").unwrap_err();
+        assert!(e.contains("at line 2 column 5"), "{e}");
     }
 
     #[test]
@@ -171,14 +230,25 @@ mod tests {
         // Missing `:` on line 2, right after the key (column 14 of the original text).
         let e =
             parse_secret_object("\"MYSQL_DB\": \"demo\",\n\"MYSQL_PASS\" \"x\",\n").unwrap_err();
-        assert_eq!(e, "is not a JSON object: expected `:` at line 2 column 14");
+        assert_eq!(
+            e,
+            "is not a JSON object: expected `:` at line 2 column 14; separate each key from its value with `:`"
+        );
         // On line 1 the added brace must not shift the column.
         let e = parse_secret_object("\"A\" \"b\"").unwrap_err();
-        assert_eq!(e, "is not a JSON object: expected `:` at line 1 column 5");
+        assert!(
+            e.starts_with("is not a JSON object: expected `:` at line 1 column 5;"),
+            "{e}"
+        );
         let braced = parse_secret_object("{\"A\" \"b\"}").unwrap_err();
-        assert_eq!(
-            braced,
-            "is not a JSON object: expected `:` at line 1 column 6"
+        assert!(
+            braced.starts_with("is not a JSON object: expected `:` at line 1 column 6;"),
+            "{braced}"
+        );
+        let unquoted = parse_secret_object("{A: \"b\"}").unwrap_err();
+        assert!(
+            unquoted.ends_with("put each key in double quotes: \"KEY\": \"value\""),
+            "{unquoted}"
         );
     }
 
@@ -208,7 +278,7 @@ mod tests {
         assert_eq!(e.reason, FailureReason::Secrets);
         assert_eq!(
             e.message,
-            "secret `MY_TARGET` (environment variable of the agent) is not a JSON object: expected `:` at line 2 column 14"
+            "secret `MY_TARGET` (environment variable of the agent) is not a JSON object: expected `:` at line 2 column 14; separate each key from its value with `:`"
         );
     }
 }

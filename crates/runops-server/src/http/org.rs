@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use runops_proto::api::{
     Agent, AgentToken, AgentTokenCreate, AgentTokenCreated, AgentTokenListQuery, AuditEvent,
-    AuditQuery, TokenListQuery, User, UserCreate, UserCreated, UserToken, UserTokenCreate,
-    UserTokenCreated,
+    AuditQuery, Me, MeToken, TokenListQuery, User, UserCreate, UserCreated, UserToken,
+    UserTokenCreate, UserTokenCreated,
 };
 use runops_proto::token::{TokenKind, format_agent_token, format_user_token};
 use serde_json::json;
@@ -30,13 +30,31 @@ fn internal(e: anyhow::Error) -> ApiError {
 
 /// `GET /v1/me`: who the caller is. `runops login` calls it to check its token, so
 /// it is what the audit log records as a `login`.
-pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<User> {
-    let via = match auth.via {
-        Credential::ApiToken { id } => json!({"via": "api-token", "token_id": id}),
-        Credential::IdentityToken(_) => json!({"via": "identity-provider"}),
+pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<Me> {
+    let (via, token) = match &auth.via {
+        Credential::ApiToken { id } => (
+            json!({"via": "api-token", "token_id": id}),
+            MeToken {
+                kind: "api-token".into(),
+                id: Some(*id),
+                expires_at: None,
+            },
+        ),
+        Credential::IdentityToken(jwt) => (
+            json!({"via": "identity-provider"}),
+            MeToken {
+                kind: "identity-provider".into(),
+                id: None,
+                expires_at: crate::identity::token_expiry_ms(jwt)
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+            },
+        ),
     };
     audit::by_user(&st, &auth, "login", "user", &auth.user.email, via).await;
-    Json(auth.user)
+    Json(Me {
+        user: auth.user,
+        token: Some(token),
+    })
 }
 
 pub async fn create_user(

@@ -102,11 +102,53 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(rec.task)))
 }
 
+/// [`TaskListQuery`] as sent: the status stays text here so that a mistyped one gets
+/// a suggestion instead of serde's generic "unknown variant". (Not `flatten`ed: query
+/// strings then lose their numbers.)
+#[derive(serde::Deserialize)]
+pub struct RawTaskListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 pub async fn list(
     State(st): State<AppState>,
     auth: UserAuth,
-    ApiQuery(q): ApiQuery<TaskListQuery>,
+    ApiQuery(raw): ApiQuery<RawTaskListQuery>,
 ) -> ApiResult<Json<Vec<Task>>> {
+    let status = match raw
+        .status
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(s.parse::<TaskStatus>().map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    let q = TaskListQuery {
+        status,
+        target: raw.target,
+        limit: raw.limit,
+        before: raw.before,
+        user: raw.user,
+        since: raw.since,
+    };
+    // An unknown target is a mistake worth naming, not an empty list.
+    if let Some(name) = q.target.as_deref()
+        && st.store.get_target(auth.org_id(), name).await?.is_none()
+    {
+        return Err(target_not_found(name));
+    }
     Ok(Json(st.store.list_tasks(auth.org_id(), &q).await?))
 }
 

@@ -763,11 +763,12 @@ impl Store for SqliteStore {
 
     async fn list_tasks(&self, org_id: i64, q: &TaskListQuery) -> StoreResult<Vec<Task>> {
         let status = q.status.map(|s| s.as_str());
+        let since_ms = q.since.map(|t| t.timestamp_millis());
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
         let rows = sqlx::query(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE org_id = ? AND (? IS NULL OR status = ?) AND (? IS NULL OR target_name = ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+            " FROM tasks WHERE org_id = ? AND (? IS NULL OR status = ?) AND (? IS NULL OR target_name = ?) AND (? IS NULL OR id < ?) AND (? IS NULL OR user_email = ?) AND (? IS NULL OR created_at >= ?) ORDER BY id DESC LIMIT ?"
         ))
         .bind(org_id)
         .bind(status)
@@ -776,6 +777,10 @@ impl Store for SqliteStore {
         .bind(&q.target)
         .bind(q.before)
         .bind(q.before)
+        .bind(&q.user)
+        .bind(&q.user)
+        .bind(since_ms)
+        .bind(since_ms)
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
