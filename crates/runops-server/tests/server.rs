@@ -1601,3 +1601,64 @@ async fn a_restarted_agent_takes_its_session_back_and_only_spooled_tasks_stay_ru
     );
     env.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn queued_tasks_get_the_current_config_and_only_on_the_targets_current_tags() {
+    let env = Env::new().await;
+    let config = |v: &str| {
+        let mut m = serde_json::Map::new();
+        m.insert("DB_PASSWORD".into(), v.into());
+        Some(m)
+    };
+    env.admin
+        .create_target(&TargetCreate {
+            name: "db".into(),
+            kind: "bash".into(),
+            tags: Some("prod".into()),
+            secret_provider: Some("runops".into()),
+            config: config("old-password-1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rotated = env.task("db", "echo 1").await;
+    // The password is rotated while the task waits: the task runs with the new one.
+    env.admin
+        .update_target(
+            "db",
+            &TargetUpdate {
+                config: config("new-password-2"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let prod = env.agent_client_for(Some("prod")).await;
+    let s = prod
+        .agent_connect(&connect_req(Some("prod"), "p"))
+        .await
+        .unwrap()
+        .session_id;
+    let got = poll(&prod, &poll_req(&s, vec![], 1)).await;
+    assert_eq!(got.offers[0].task_id, rotated);
+    let offered = got.offers[0].config.clone().unwrap_or_default();
+    assert_eq!(offered["DB_PASSWORD"], "new-password-2");
+
+    // The target moves to other agents while a task waits: the task still goes where it
+    // was created for (its snapshot), but the config no longer goes with it.
+    let moved = env.task("db", "echo 2").await;
+    env.admin
+        .update_target(
+            "db",
+            &TargetUpdate {
+                tags: Some("prod-eu".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got = poll(&prod, &poll_req(&s, vec![rotated], 1)).await;
+    assert_eq!(got.offers[0].task_id, moved);
+    assert!(got.offers[0].config.is_none(), "{:?}", got.offers[0].config);
+    env.server.shutdown().await;
+}
