@@ -15,6 +15,8 @@ pub const ENV_CONFIG: &str = "RUNOPS_CONFIG";
 pub const ENV_URL: &str = "RUNOPS_URL";
 /// Overrides the API token of the config file, for every command.
 pub const ENV_TOKEN: &str = "RUNOPS_TOKEN";
+/// Overrides the key file that signs task proofs (`runops login --dpop-key`).
+pub const ENV_DPOP_KEY: &str = "RUNOPS_DPOP_KEY";
 
 /// Only the owner may read the token.
 const CONFIG_FILE_MODE: u32 = 0o600;
@@ -28,6 +30,9 @@ pub struct ConfigFile {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The private key a key-bound JWT (`cnf.jkt`) belongs to: path of its PEM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<String>,
 }
 
 /// The server and token a command talks to.
@@ -76,6 +81,51 @@ pub fn write_config(url: &str, token: &str) -> anyhow::Result<PathBuf> {
 /// the file is written 0600 under a temporary name and renamed over the old one, so a
 /// reader never sees half a file and the token is never readable by others.
 pub(crate) fn write_config_at(path: &Path, url: &str, token: &str) -> anyhow::Result<()> {
+    write_config_file_at(
+        path,
+        &ConfigFile {
+            url: Some(url.to_string()),
+            token: Some(token.to_string()),
+            dpop_key: None,
+        },
+    )
+}
+
+/// `runops login`: URL, token and the task-proof key file, when given.
+pub(crate) fn write_login(
+    url: &str,
+    token: &str,
+    dpop_key: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let path = config_path()?;
+    write_config_file_at(
+        &path,
+        &ConfigFile {
+            url: Some(url.to_string()),
+            token: Some(token.to_string()),
+            dpop_key: dpop_key.map(|p| p.display().to_string()),
+        },
+    )?;
+    Ok(path)
+}
+
+/// The key file that signs task proofs: `RUNOPS_DPOP_KEY`, else the config file's.
+pub(crate) fn dpop_key_path() -> Result<Option<PathBuf>, CliError> {
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some(p) = env(ENV_DPOP_KEY).filter(|p| !p.trim().is_empty()) {
+        return Ok(Some(PathBuf::from(p.trim())));
+    }
+    let Ok(path) = config_path_from(env) else {
+        return Ok(None);
+    };
+    Ok(read_config_at(&path)?.dpop_key.map(PathBuf::from))
+}
+
+fn write_config_file_at(path: &Path, file: &ConfigFile) -> anyhow::Result<()> {
+    let (url, token) = (
+        file.url.as_deref().unwrap_or_default(),
+        file.token.as_deref().unwrap_or_default(),
+    );
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -91,6 +141,7 @@ pub(crate) fn write_config_at(path: &Path, url: &str, token: &str) -> anyhow::Re
     let body = ConfigFile {
         url: Some(url.trim().trim_end_matches('/').to_string()),
         token: Some(token.trim().to_string()),
+        dpop_key: file.dpop_key.clone(),
     };
     let mut text = serde_json::to_string_pretty(&body).context("cannot encode the config")?;
     text.push('\n');
@@ -268,6 +319,7 @@ mod tests {
         let file = ConfigFile {
             url: Some("http://file".into()),
             token: Some("file-token".into()),
+            dpop_key: None,
         };
         let none = resolve_credentials(file.clone(), env_of(&[])).unwrap();
         assert_eq!(none.url, "http://file");

@@ -1,8 +1,10 @@
 //! `runops login --url URL --token TOKEN`: checks the token with `GET /v1/me`, then
 //! saves URL and token in the config file. TOKEN is a user API token (`rou_...`) or an
-//! identity-provider JWT; agent tokens (`roa_...`) are refused.
+//! identity-provider JWT; agent tokens (`roa_...`) are refused. `--dpop-key FILE` names
+//! the private key a JWT bound to a key (`cnf.jkt`) belongs to; `tasks create` signs its
+//! task proofs with it (see `proof.rs`).
 
-use crate::config::{self, ENV_TOKEN, ENV_URL};
+use crate::config::{self, ENV_DPOP_KEY, ENV_TOKEN, ENV_URL};
 use crate::error::{CliError, CliResult};
 use crate::output;
 use runops_client::Client;
@@ -17,6 +19,11 @@ pub struct LoginArgs {
     /// accepts them (`runops server --auth-jwk-url`).
     #[arg(long, env = ENV_TOKEN, value_name = "TOKEN", hide_env_values = true)]
     pub token: String,
+    /// The private key (unencrypted PKCS#8 PEM, P-256) your identity token is bound to
+    /// (`cnf.jkt`, DPoP): tasks you create are proven with it. Remembered until the next
+    /// login.
+    #[arg(long = "dpop-key", env = ENV_DPOP_KEY, value_name = "FILE")]
+    pub dpop_key: Option<std::path::PathBuf>,
     /// Print the logged-in user as JSON.
     #[arg(long)]
     pub json: bool,
@@ -28,9 +35,28 @@ impl LoginArgs {
             return Err(CliError::new("this is an agent token, not a user API token")
                 .with_hint("agent tokens (`roa_...`) are for `runops agent`; log in with a user token (`rou_...`)"));
         }
+        let bound = crate::proof::bound_key(&self.token);
+        let dpop_key = match &self.dpop_key {
+            Some(file) => {
+                let key = crate::proof::load_key(file)?;
+                if let Some(jkt) = &bound
+                    && jkt != key.thumbprint()
+                {
+                    return Err(CliError::new(format!(
+                        "the token is bound to key {jkt}, but {} is key {}",
+                        file.display(),
+                        key.thumbprint()
+                    ))
+                    .with_hint("pass the private key the identity provider bound the token to"));
+                }
+                // Absolute, so that commands run from elsewhere find it.
+                Some(std::path::absolute(file).unwrap_or_else(|_| file.clone()))
+            }
+            None => None,
+        };
         let client = Client::new(&self.url, &self.token)?;
         let me = client.me().await?;
-        let path = config::write_config(client.base_url(), &self.token)
+        let path = config::write_login(client.base_url(), &self.token, dpop_key.as_deref())
             .map_err(|e| CliError::new(format!("{e:#}")))?;
         if self.json {
             output::print_json(&me)?;
@@ -41,6 +67,11 @@ impl LoginArgs {
                 output::cell(&me.email)
             ))?;
             output::note(&format!("saved in {}", path.display()));
+        }
+        if let (Some(jkt), None) = (&bound, &dpop_key) {
+            output::note(&format!(
+                "warning: this token is bound to key {jkt} (`cnf.jkt`): tasks you create need a proof signed with it; log in again with --dpop-key FILE or set RUNOPS_DPOP_KEY"
+            ));
         }
         Ok(0)
     }
