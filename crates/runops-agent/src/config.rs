@@ -65,6 +65,9 @@ pub struct IdentityArgs {
     /// with JWK_URL: the claim holding the user's e-mail, matched against the task's creator (default `email`)
     #[arg(long, env = "JWT_EMAIL_CLAIM")]
     pub jwt_email_claim: Option<String>,
+    /// with JWK_URL: refuse tokens issued (`iat`) more than this many seconds ago, whatever their expiry (default 3600)
+    #[arg(long, env = "JWT_MAX_AGE_SECS", value_name = "SECS")]
+    pub jwt_max_age_secs: Option<u64>,
     /// when the agent runs as root, run tasks as this user (default: `runops` if that user exists; `root` keeps root)
     #[arg(long, env = "RUN_AS_USER")]
     pub run_as_user: Option<String>,
@@ -115,11 +118,26 @@ impl IdentityConfig {
                 audience: clean(&args.jwt_audience),
                 email_claim: clean(&args.jwt_email_claim)
                     .unwrap_or_else(|| crate::jwt::DEFAULT_EMAIL_CLAIM.to_string()),
+                max_age_secs: match args.jwt_max_age_secs {
+                    None => crate::jwt::DEFAULT_MAX_AGE_SECS,
+                    Some(0) => anyhow::bail!(
+                        "JWT_MAX_AGE_SECS is 0: no token could ever be young enough; set it to the oldest token age to accept in seconds (default {})",
+                        crate::jwt::DEFAULT_MAX_AGE_SECS
+                    ),
+                    Some(s) if s > crate::jwt::MAX_MAX_AGE_SECS => anyhow::bail!(
+                        "JWT_MAX_AGE_SECS is {s}, more than a week ({} s): is it in milliseconds? set it in seconds",
+                        crate::jwt::MAX_MAX_AGE_SECS
+                    ),
+                    Some(s) => s,
+                },
             }),
             None => {
-                if clean(&args.jwt_issuer).is_some() || clean(&args.jwt_audience).is_some() {
+                if clean(&args.jwt_issuer).is_some()
+                    || clean(&args.jwt_audience).is_some()
+                    || args.jwt_max_age_secs.is_some()
+                {
                     anyhow::bail!(
-                        "JWT_ISSUER / JWT_AUDIENCE are set but JWK_URL is not: tokens would not be checked at all; set JWK_URL to the identity provider's JWKS URL"
+                        "JWT_ISSUER / JWT_AUDIENCE / JWT_MAX_AGE_SECS are set but JWK_URL is not: tokens would not be checked at all; set JWK_URL to the identity provider's JWKS URL"
                     );
                 }
                 None
@@ -289,5 +307,35 @@ mod redact_info_types_tests {
         );
         let e = parse_redact_info_types(Some(",")).unwrap_err().to_string();
         assert!(e.contains("names no info type"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod jwt_max_age_tests {
+    use super::{IdentityArgs, IdentityConfig};
+
+    fn with(jwk_url: Option<&str>, max_age: Option<u64>) -> anyhow::Result<IdentityConfig> {
+        IdentityConfig::from_args(&IdentityArgs {
+            jwk_url: jwk_url.map(str::to_string),
+            jwt_max_age_secs: max_age,
+            ..IdentityArgs::default()
+        })
+    }
+
+    #[test]
+    fn jwt_max_age_defaults_to_an_hour_and_nonsense_is_a_start_up_error() {
+        let url = Some("https://idp.example/jwks.json");
+        let age = |c: IdentityConfig| c.jwt.unwrap().max_age_secs;
+        assert_eq!(
+            age(with(url, None).unwrap()),
+            crate::jwt::DEFAULT_MAX_AGE_SECS
+        );
+        assert_eq!(age(with(url, Some(900)).unwrap()), 900);
+        let e = with(url, Some(0)).unwrap_err().to_string();
+        assert!(e.contains("JWT_MAX_AGE_SECS is 0"), "{e}");
+        let e = with(url, Some(3_600_000)).unwrap_err().to_string();
+        assert!(e.contains("milliseconds"), "{e}");
+        let e = with(None, Some(900)).unwrap_err().to_string();
+        assert!(e.contains("JWK_URL is not"), "{e}");
     }
 }

@@ -247,6 +247,8 @@ fn offer(task_id: i64, script: &str) -> TaskOffer {
         user_email: "ana@example.com".into(),
         user_groups: vec![],
         user_jwt: None,
+        user_jwt_proof: None,
+        created_at_ms: None,
         config: None,
         start_deadline_ms: 5000,
     }

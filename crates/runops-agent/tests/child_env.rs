@@ -50,6 +50,8 @@ async fn child_environment_holds_none_of_the_agents_variables() {
         user_email: "ana@example.com".into(),
         user_groups: vec![],
         user_jwt: None,
+        user_jwt_proof: None,
+        created_at_ms: None,
         config: None,
         start_deadline_ms: 1000,
     };

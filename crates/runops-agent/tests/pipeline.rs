@@ -70,6 +70,8 @@ fn offer(task_id: i64, kind: &str, script: &str) -> TaskOffer {
         user_email: "ana@example.com".into(),
         user_groups: vec!["dba".into(), "ops".into()],
         user_jwt: None,
+        user_jwt_proof: None,
+        created_at_ms: None,
         config: None,
         start_deadline_ms: 5000,
     }

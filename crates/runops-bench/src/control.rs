@@ -174,8 +174,8 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let (all_done, mut all_done_rx) = watch::channel(false);
     let all_done = Arc::new(all_done);
     let mut sessions = Vec::new();
-    for i in 0..AGENTS {
-        let client = Client::new(&server.url, &tokens[i])?;
+    for (i, token) in tokens.iter().enumerate() {
+        let client = Client::new(&server.url, token)?;
         let session = client
             .agent_connect(&ConnectRequest {
                 tags: Some(target(i)),

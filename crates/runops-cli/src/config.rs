@@ -27,6 +27,8 @@ pub const ENV_CONFIG: &str = "RUNOPS_CONFIG";
 pub const ENV_URL: &str = "RUNOPS_URL";
 /// Overrides the API token of the config file, for every command.
 pub const ENV_TOKEN: &str = "RUNOPS_TOKEN";
+/// Overrides the key file that signs task proofs (`runops login --dpop-key`).
+pub const ENV_DPOP_KEY: &str = "RUNOPS_DPOP_KEY";
 /// Picks the context instead of the file's current one (like `--context`).
 pub const ENV_CONTEXT: &str = "RUNOPS_CONTEXT";
 /// The context a config without contexts (older versions, first login) uses.
@@ -42,6 +44,9 @@ const CONFIG_DIR_MODE: u32 = 0o700;
 pub struct ContextEntry {
     pub url: String,
     pub token: String,
+    /// The private key a key-bound JWT (`cnf.jkt`) belongs to: path of its PEM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<String>,
 }
 
 /// What `runops login` and `runops up` store.
@@ -70,6 +75,7 @@ impl ConfigFile {
                 ContextEntry {
                     url: url.unwrap_or_default(),
                     token: token.unwrap_or_default(),
+                    dpop_key: None,
                 },
             );
             if self.current_context.is_none() {
@@ -108,6 +114,8 @@ pub struct Credentials {
     pub token: String,
     /// The context they came from (None when the environment gave both).
     pub context: Option<String>,
+    /// The context's task-proof key, when its token came from the context.
+    pub dpop_key: Option<String>,
 }
 
 /// The context chosen with `--context` for this process; set once by `run`.
@@ -165,11 +173,34 @@ pub fn save_context(name: &str, url: &str, token: &str) -> anyhow::Result<PathBu
     Ok(path)
 }
 
+/// Like [`save_context`], also remembering the key a key-bound JWT belongs to (or
+/// forgetting the context's earlier one): `runops login`.
+pub(crate) fn save_login_context(
+    name: &str,
+    url: &str,
+    token: &str,
+    dpop_key: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let path = config_path()?;
+    save_context_with_key_at(&path, name, url, token, dpop_key)?;
+    Ok(path)
+}
+
 pub(crate) fn save_context_at(
     path: &Path,
     name: &str,
     url: &str,
     token: &str,
+) -> anyhow::Result<()> {
+    save_context_with_key_at(path, name, url, token, None)
+}
+
+fn save_context_with_key_at(
+    path: &Path,
+    name: &str,
+    url: &str,
+    token: &str,
+    dpop_key: Option<&Path>,
 ) -> anyhow::Result<()> {
     check_context_name(name)
         .map_err(|e| anyhow::anyhow!("{}", e.render().trim_start_matches("error: ")))?;
@@ -179,6 +210,7 @@ pub(crate) fn save_context_at(
         ContextEntry {
             url: url.trim().trim_end_matches('/').to_string(),
             token: token.trim().to_string(),
+            dpop_key: dpop_key.map(|p| p.display().to_string()),
         },
     );
     file.current_context = Some(name.to_string());
@@ -298,9 +330,9 @@ pub(crate) fn resolve_credentials(
             (name.filter(|_| entry.is_some()), entry)
         }
     };
-    let (file_url, file_token) = match entry {
-        Some(e) => (Some(e.url), Some(e.token)),
-        None => (None, None),
+    let (file_url, file_token, file_key) = match entry {
+        Some(e) => (Some(e.url), Some(e.token), e.dpop_key),
+        None => (None, None, None),
     };
     let from_env = |var: &str| {
         env(var)
@@ -310,6 +342,8 @@ pub(crate) fn resolve_credentials(
     let url_env = from_env(ENV_URL);
     let token_env = from_env(ENV_TOKEN);
     let context = context.filter(|_| url_env.is_none() || token_env.is_none());
+    // The context's key belongs to the context's token, not to one from the environment.
+    let dpop_key = file_key.filter(|_| token_env.is_none());
     let pick = |env_value: Option<String>, from_file: Option<String>| {
         env_value.or(from_file.filter(|v| !v.trim().is_empty()))
     };
@@ -318,9 +352,21 @@ pub(crate) fn resolve_credentials(
             url,
             token,
             context,
+            dpop_key,
         }),
         _ => Err(CliError::new("not logged in").with_hint(LOGIN_HINT)),
     }
+}
+
+/// The key file that signs task proofs: `RUNOPS_DPOP_KEY`, else the context's.
+pub(crate) fn dpop_key_path() -> Result<Option<PathBuf>, CliError> {
+    if let Some(p) = std::env::var(ENV_DPOP_KEY)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    {
+        return Ok(Some(PathBuf::from(p.trim())));
+    }
+    Ok(load_credentials()?.dpop_key.map(PathBuf::from))
 }
 
 /// The credentials every command but `login` uses.
@@ -393,6 +439,7 @@ mod tests {
                         ContextEntry {
                             url: u.to_string(),
                             token: t.to_string(),
+                            dpop_key: None,
                         },
                     )
                 })

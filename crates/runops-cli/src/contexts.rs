@@ -151,6 +151,7 @@ mod tests {
                 config::ContextEntry {
                     url: u.into(),
                     token: "rou_secret".into(),
+                    dpop_key: None,
                 },
             );
         }

@@ -24,6 +24,7 @@ mod error;
 mod follow;
 mod login;
 mod output;
+mod proof;
 mod spinner;
 mod targets;
 mod tasks;

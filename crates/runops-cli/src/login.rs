@@ -3,8 +3,10 @@
 //! and makes it the current one. TOKEN is a user API token (`rou_...`) or an
 //! identity-provider JWT; agent tokens (`roa_...`) are refused. `--with-token` reads
 //! the token from standard input, so it stays out of the shell's history.
+//! `--dpop-key FILE` names the private key a JWT bound to a key (`cnf.jkt`) belongs to;
+//! `tasks create` signs its task proofs with it (see `proof.rs`).
 
-use crate::config::{self, ENV_TOKEN, ENV_URL};
+use crate::config::{self, ENV_DPOP_KEY, ENV_TOKEN, ENV_URL};
 use crate::error::{CliError, CliResult};
 use crate::output;
 use runops_client::Client;
@@ -31,6 +33,11 @@ pub struct LoginArgs {
     /// takes the place of --token and RUNOPS_TOKEN.
     #[arg(long = "with-token", visible_alias = "with_token")]
     pub with_token: bool,
+    /// The private key (unencrypted PKCS#8 PEM, P-256) your identity token is bound to
+    /// (`cnf.jkt`, DPoP): tasks you create are proven with it. Remembered in the context
+    /// until the next login.
+    #[arg(long = "dpop-key", env = ENV_DPOP_KEY, value_name = "FILE")]
+    pub dpop_key: Option<std::path::PathBuf>,
     /// Print the logged-in user as JSON.
     #[arg(long)]
     pub json: bool,
@@ -82,10 +89,30 @@ impl LoginArgs {
                 .with_hint("agent tokens (`roa_...`) are for `runops agent`; log in with a user token (`rou_...`)"));
         }
         config::check_token_shape(&token, source)?;
+        let bound = crate::proof::bound_key(&token);
+        let dpop_key = match &self.dpop_key {
+            Some(file) => {
+                let key = crate::proof::load_key(file)?;
+                if let Some(jkt) = &bound
+                    && jkt != key.thumbprint()
+                {
+                    return Err(CliError::new(format!(
+                        "the token is bound to key {jkt}, but {} is key {}",
+                        file.display(),
+                        key.thumbprint()
+                    ))
+                    .with_hint("pass the private key the identity provider bound the token to"));
+                }
+                // Absolute, so that commands run from elsewhere find it.
+                Some(std::path::absolute(file).unwrap_or_else(|_| file.clone()))
+            }
+            None => None,
+        };
         let client = Client::new(&url, &token)?;
         let me = client.me().await?;
-        let path = config::save_context(&context, client.base_url(), &token)
-            .map_err(|e| CliError::new(format!("{e:#}")))?;
+        let path =
+            config::save_login_context(&context, client.base_url(), &token, dpop_key.as_deref())
+                .map_err(|e| CliError::new(format!("{e:#}")))?;
         if self.json {
             output::print_json(&me)?;
         } else {
@@ -95,6 +122,11 @@ impl LoginArgs {
                 output::cell(&me.email)
             ))?;
             output::note(&format!("saved in {}", path.display()));
+        }
+        if let (Some(jkt), None) = (&bound, &dpop_key) {
+            output::note(&format!(
+                "warning: this token is bound to key {jkt} (`cnf.jkt`): tasks you create need a proof signed with it; log in again with --dpop-key FILE or set RUNOPS_DPOP_KEY"
+            ));
         }
         Ok(0)
     }

@@ -407,6 +407,12 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         kind: args.kind.clone(),
     };
     let task = client.create_task(&req).await?;
+    // A JWT bound to a key: the task waits for our proof before any agent gets it.
+    let task = if task.status == TaskStatus::Created {
+        crate::proof::prove_created_task(&client, &req, task).await?
+    } else {
+        task
+    };
     let id = task.id;
     if args.no_wait {
         if json {

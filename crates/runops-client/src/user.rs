@@ -67,6 +67,15 @@ impl Client {
         self.get_json(&format!("/v1/tasks/{id}")).await
     }
 
+    /// Sends the creator's proof of a task waiting in `created` (key-bound JWT).
+    pub async fn prove_task(&self, id: i64, proof: &str) -> Result<Task> {
+        let body = TaskProof {
+            proof: proof.to_string(),
+        };
+        self.post_json(&format!("/v1/tasks/{id}/proof"), &body, None)
+            .await
+    }
+
     pub async fn kill_task(&self, id: i64) -> Result<Task> {
         self.post_json(
             &format!("/v1/tasks/{id}/kill"),

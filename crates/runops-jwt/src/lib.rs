@@ -13,10 +13,16 @@
 //! configured. Every refusal is a [`JwtError`] whose message says why in words a user can
 //! act on. Nothing here stores a token anywhere.
 //!
+//! A header with `crit` is refused (RFC 7515 section 4.1.11: this verifier implements no
+//! extension). [`VerifiedToken::confirmation_jkt`] reads the key a sender-constrained
+//! token is bound to (`cnf.jkt`, RFC 9449), and [`proof`] makes and checks the task
+//! proofs signed with that key.
+//!
 //! With the `testing` feature, [`testing`] generates keys (with the `openssl` CLI),
 //! serves a JWKS on loopback and signs tokens, for the tests of every crate.
 
 mod jwks;
+pub mod proof;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -101,6 +107,12 @@ pub enum JwtError {
     WrongAudience { expected: String },
     #[error("cannot get the identity provider's key set from {url}: {detail}")]
     JwksUnavailable { url: String, detail: String },
+    #[error(
+        "the token's header marks {0} as critical (`crit`), an extension this verifier does not implement, so the token must be refused (RFC 7515 section 4.1.11)"
+    )]
+    Critical(String),
+    #[error("the token's `cnf` (confirmation) claim cannot be enforced: {0}")]
+    Confirmation(String),
 }
 
 impl JwtError {
@@ -119,6 +131,8 @@ impl JwtError {
             JwtError::WrongIssuer { .. } => "wrong-issuer",
             JwtError::WrongAudience { .. } => "wrong-audience",
             JwtError::JwksUnavailable { .. } => "jwks-unavailable",
+            JwtError::Critical(_) => "critical-header",
+            JwtError::Confirmation(_) => "confirmation",
         }
     }
 }
@@ -166,6 +180,63 @@ impl VerifiedToken {
     pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         time_claim(&self.claims, "exp")
     }
+
+    /// `iat` (when the provider issued the token) in seconds since the epoch, when it is
+    /// a number.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.claims
+            .get("iat")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite())
+            .map(|t| t as i64)
+    }
+
+    /// The SHA-256 JWK thumbprint the token is bound to (`cnf.jkt`, RFC 9449), see
+    /// [`confirmation_jkt`].
+    pub fn confirmation_jkt(&self) -> Result<Option<String>, JwtError> {
+        confirmation_jkt(&self.claims)
+    }
+}
+
+/// The key a sender-constrained token is bound to: `Ok(None)` without a `cnf` claim,
+/// `Ok(Some(jkt))` for a `cnf.jkt` (RFC 9449 DPoP: the base64url SHA-256 thumbprint of
+/// the holder's public key, RFC 7638). Any other confirmation method (an mTLS
+/// certificate's `x5t#S256`, a raw `jwk`...) cannot be checked here, so such a token is
+/// refused rather than treated as a plain bearer token.
+pub fn confirmation_jkt(claims: &Map<String, Value>) -> Result<Option<String>, JwtError> {
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(None);
+    };
+    let Some(cnf) = cnf.as_object() else {
+        return Err(JwtError::Confirmation("it is not a JSON object".into()));
+    };
+    match cnf.get("jkt") {
+        Some(Value::String(jkt)) if is_sha256_thumbprint(jkt) => Ok(Some(jkt.clone())),
+        Some(_) => Err(JwtError::Confirmation(
+            "its `jkt` is not a base64url SHA-256 key thumbprint".into(),
+        )),
+        None => {
+            let methods: Vec<&str> = cnf.keys().map(String::as_str).collect();
+            Err(JwtError::Confirmation(format!(
+                "it binds the token with `{}`; only `jkt` (a DPoP key thumbprint) is supported",
+                methods.join("`, `")
+            )))
+        }
+    }
+}
+
+/// 32 bytes in unpadded base64url: 43 characters of the URL-safe alphabet.
+fn is_sha256_thumbprint(s: &str) -> bool {
+    s.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode(s)
+            .is_ok_and(|bytes| bytes.len() == 32)
+}
+
+/// The claims of a token *without* verifying it: only for a token that was verified
+/// already (the server reads `cnf` of the token it authenticated a request with).
+pub fn claims_of_verified_token(token: &str) -> Map<String, Value> {
+    unverified_claims(token)
 }
 
 /// True when `token` has the shape of a JWT: three non-empty base64url parts separated
@@ -191,6 +262,29 @@ pub fn looks_like_jwt(token: &str) -> bool {
 struct Header {
     alg: String,
     kid: Option<String>,
+    /// `typ`, when a string.
+    typ: Option<String>,
+    /// The embedded public key (`jwk`), used by task proofs only.
+    jwk: Option<Value>,
+}
+
+/// Refuses a header with `crit` (RFC 7515 section 4.1.11): its recipient must understand
+/// every extension it lists, and this verifier implements none, so any `crit` means the
+/// token's meaning depends on rules we would silently ignore.
+fn check_crit(header: &Map<String, Value>) -> Result<(), JwtError> {
+    let Some(crit) = header.get("crit") else {
+        return Ok(());
+    };
+    let names: Option<Vec<&str>> = crit
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .and_then(|a| a.iter().map(Value::as_str).collect());
+    match names {
+        Some(names) => Err(JwtError::Critical(format!("`{}`", names.join("`, `")))),
+        None => Err(JwtError::Malformed(
+            "its `crit` header is not a non-empty list of names".into(),
+        )),
+    }
 }
 
 fn parse_header(token: &str) -> Result<Header, JwtError> {
@@ -221,7 +315,16 @@ fn parse_header(token: &str) -> Result<Header, JwtError> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(JwtError::Malformed("its `kid` is not a string".into())),
     };
-    Ok(Header { alg, kid })
+    check_crit(&header)?;
+    Ok(Header {
+        alg,
+        kid,
+        typ: header
+            .get("typ")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        jwk: header.get("jwk").cloned(),
+    })
 }
 
 /// The claims, read *without* verification: only to word error messages.

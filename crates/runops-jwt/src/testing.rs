@@ -26,6 +26,8 @@ pub struct TestKey {
     pub jwk: Value,
     /// The public key in PEM, as an attacker would find it (for HS256 confusion).
     pub public_pem: Vec<u8>,
+    /// The private key as unencrypted PKCS#8 PEM (what `runops login --dpop-key` reads).
+    pub private_pem: Vec<u8>,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
@@ -66,12 +68,14 @@ impl TestKey {
             .expect("utf8");
         let n = hex(modulus.trim().trim_start_matches("Modulus="));
         let public_pem = openssl(d, &["rsa", "-in", "k.pem", "-pubout"]);
+        let private_pem = openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem"]);
         TestKey {
             kid: kid.to_string(),
             alg: Algorithm::RS256,
             encoding: EncodingKey::from_rsa_der(&der),
             jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(&n), "e": "AQAB"}),
             public_pem,
+            private_pem,
         }
     }
 
@@ -102,12 +106,14 @@ impl TestKey {
         let point = &spki[spki.len() - 65..];
         assert_eq!(point[0], 4, "uncompressed EC point");
         let public_pem = openssl(d, &["pkey", "-in", "k.pem", "-pubout"]);
+        let private_pem = openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem"]);
         TestKey {
             kid: kid.to_string(),
             alg: Algorithm::ES256,
             encoding: EncodingKey::from_ec_der(&der),
             jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])}),
             public_pem,
+            private_pem,
         }
     }
 
@@ -116,6 +122,31 @@ impl TestKey {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
+    }
+
+    /// The RFC 7638 thumbprint of the public key: the `cnf.jkt` of a token bound to it.
+    pub fn thumbprint(&self) -> String {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.jwk.clone()).expect("jwk");
+        crate::proof::jwk_thumbprint(&jwk).expect("thumbprint")
+    }
+
+    /// This key as a task-proof key (P-256 keys only).
+    pub fn proof_key(&self) -> crate::proof::ProofKey {
+        crate::proof::ProofKey::from_pem(std::str::from_utf8(&self.private_pem).expect("pem"))
+            .expect("a P-256 key")
+    }
+
+    /// Signs `claims` under exactly `header` (which must name this key's algorithm):
+    /// for headers the `jsonwebtoken` encoder would not write (a malformed `crit`).
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let message = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.alg).expect("sign");
+        format!("{message}.{signature}")
     }
 
     /// Signs `claims` with this key but names `kid` in the header.

@@ -191,3 +191,78 @@ async fn an_unreachable_key_set_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_header_with_crit_is_refused_whatever_it_names() {
+    let rsa = TestKey::rsa("rsa-1");
+    let ec = TestKey::ec("ec-1");
+    let jwks = JwksServer::start(&[&rsa, &ec]);
+    let v = verifier(&jwks, None, None);
+    let ana = claims_for("ana@example.com", 300);
+    // Correctly signed in every other way: only `crit` makes them fail.
+    let plain = rsa.sign_with_header(&json!({"alg": "RS256", "kid": "rsa-1"}), &ana);
+    assert!(v.verify(&plain).await.is_ok());
+    let err = v
+        .verify(&rsa.sign_with_header(
+            &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}),
+            &ana,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err, JwtError::Critical("`exp`".into()));
+    assert!(err.to_string().contains("RFC 7515"), "{err}");
+    let err = v
+        .verify(&ec.sign_with_header(
+            &json!({"alg": "ES256", "kid": "ec-1", "crit": ["b64", "http://example.com/x"], "b64": false}),
+            &ana,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        JwtError::Critical("`b64`, `http://example.com/x`".into())
+    );
+    for bad in [json!([]), json!("exp"), json!([1]), json!(null)] {
+        let token =
+            rsa.sign_with_header(&json!({"alg": "RS256", "kid": "rsa-1", "crit": bad}), &ana);
+        let err = v.verify(&token).await.unwrap_err();
+        assert!(
+            matches!(&err, JwtError::Malformed(m) if m.contains("`crit`")),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_key_a_token_is_bound_to_is_read_from_cnf_jkt() {
+    let rsa = TestKey::rsa("rsa-1");
+    let jwks = JwksServer::start(&[&rsa]);
+    let v = verifier(&jwks, None, None);
+    let holder = TestKey::ec("holder");
+    let mut bound = claims_for("ana@example.com", 300);
+    bound["cnf"] = json!({"jkt": holder.thumbprint()});
+    let t = v.verify(&rsa.sign(&bound)).await.unwrap();
+    assert_eq!(t.confirmation_jkt().unwrap(), Some(holder.thumbprint()));
+    assert!(t.issued_at().is_some());
+
+    let plain = v
+        .verify(&rsa.sign(&claims_for("ana@example.com", 300)))
+        .await
+        .unwrap();
+    assert_eq!(plain.confirmation_jkt().unwrap(), None);
+
+    for (cnf, why) in [
+        (json!({"x5t#S256": "abc"}), "only `jkt`"),
+        (json!({"jkt": "short"}), "not a base64url SHA-256"),
+        (json!("jkt"), "not a JSON object"),
+    ] {
+        let mut c = claims_for("ana@example.com", 300);
+        c["cnf"] = cnf;
+        let t = v.verify(&rsa.sign(&c)).await.unwrap();
+        let err = t.confirmation_jkt().unwrap_err();
+        assert!(
+            matches!(&err, JwtError::Confirmation(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+}

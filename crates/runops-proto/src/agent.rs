@@ -107,6 +107,14 @@ pub struct TaskOffer {
     /// The creator's identity-provider JWT, when the task was created with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_jwt: Option<String>,
+    /// When `user_jwt` is bound to a key (`cnf.jkt`): the creator's proof, signed with
+    /// that key over this task (see `runops_jwt::proof`). Memory only, like the JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_jwt_proof: Option<String>,
+    /// When the task was created (ms since the epoch): the agent refuses a JWT issued
+    /// after it. Absent from servers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_ms: Option<i64>,
     /// The target's write-only config (`runops` secrets provider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, String>>,

@@ -9,7 +9,8 @@
 //! | `GET /v1/targets/{name}`        | → [`Target`]                                   |
 //! | `PUT /v1/targets/{name}`        | [`TargetUpdate`] → [`Target`]                  |
 //! | `DELETE /v1/targets/{name}`     | → `204`                                        |
-//! | `POST /v1/tasks`                | [`TaskCreate`] → `201` [`Task`]                |
+//! | `POST /v1/tasks`                | [`TaskCreate`] → `201` [`Task`]; status `created` when the caller's JWT is bound to a key (`cnf.jkt`): the task waits for its proof |
+//! | `POST /v1/tasks/{id}/proof`     | [`TaskProof`] → [`Task`] (`ready`); only for a `created` task of yours |
 //! | `GET /v1/tasks`                 | query [`TaskListQuery`] → `[`[`Task`]`]` newest first |
 //! | `GET /v1/tasks/{id}`            | → [`Task`]                                     |
 //! | `GET /v1/tasks/{id}/logs`       | query [`LogsQuery`] → `text/plain` bytes; with `follow=true` the body streams until the task ends |
@@ -249,6 +250,15 @@ pub struct TaskCreate {
     /// Overrides the target's type.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+}
+
+/// `POST /v1/tasks/{id}/proof`: the creator's proof for a task created with a JWT
+/// bound to a key (`cnf.jkt`), a JWS signed with that key over the task (see
+/// `runops_jwt::proof`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskProof {
+    pub proof: String,
 }
 
 /// Query of `GET /v1/tasks`.

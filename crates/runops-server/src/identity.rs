@@ -14,6 +14,12 @@
 //! created with one. After a restart that memory is gone, and such a task fails
 //! `unauthenticated` when it is dispatched ([`LOST_TOKEN_MESSAGE`]) instead of reaching
 //! an agent without its token.
+//!
+//! A JWT bound to a key (`cnf.jkt`, RFC 9449) creates its task in status `created`: it
+//! waits there (at most [`PROOF_WAIT`]) for the creator's proof, a JWS signed with that
+//! key over the task (`POST /v1/tasks/{id}/proof`, see `runops_jwt::proof`). The proof is
+//! checked here, held in memory next to the token, never stored, and goes to the agent
+//! with the offer; the agent checks it again on its own.
 
 use crate::auth::{Credential, UserAuth};
 use crate::error::ApiError;
@@ -45,6 +51,19 @@ pub const MAX_HELD_TOKENS: usize = 10_000;
 /// long for it: the creating request registers the token right after inserting the
 /// task, and a poll may claim the task in between.
 const TOKEN_HANDOFF_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a task created with a key-bound JWT (`cnf.jkt`) waits in `created` for its
+/// creator's proof. The CLI sends it right after creating the task; two minutes cover a
+/// slow network or machine without leaving unproven tasks around.
+pub const PROOF_WAIT: Duration = Duration::from_secs(120);
+
+/// The failure message of a task whose proof did not come within [`PROOF_WAIT`].
+pub fn proof_missing_message() -> String {
+    format!(
+        "the identity token this task was created with is bound to a key (`cnf.jkt`), and no proof signed with that key arrived within {} s; nothing ran. create the task with the runops CLI holding that key (`runops login --dpop-key FILE`, or RUNOPS_DPOP_KEY)",
+        PROOF_WAIT.as_secs()
+    )
+}
 
 /// A held token is dropped this long after it expires (its task could not pass an
 /// agent's check any more anyway).
@@ -163,6 +182,11 @@ pub async fn authenticate_jwt(
             "sign in to your identity provider again and pass the new token (`runops login --url URL --token JWT`)",
         )
     })?;
+    // A binding this server cannot check would make the token a plain bearer token.
+    verified.confirmation_jkt().map_err(|e| {
+        ApiError::unauthorized(format!("the identity token was refused: {e}"))
+            .hint("ask your identity provider for a token bound with DPoP (`cnf.jkt`) or not bound at all")
+    })?;
     let claim = &idp.email_claim;
     let email = verified.string_claim(claim).ok_or_else(|| {
         ApiError::unauthorized(format!(
@@ -252,6 +276,10 @@ struct Held {
     token: String,
     /// Dropped after this (ms since the epoch).
     drop_after_ms: i64,
+    /// The creator's proof, for a token bound to a key.
+    proof: Option<String>,
+    /// `(org id, deadline in ms)` while the task waits in `created` for its proof.
+    awaiting_proof: Option<(i64, i64)>,
 }
 
 impl HeldTokens {
@@ -277,13 +305,59 @@ impl HeldTokens {
             Held {
                 token: token.to_string(),
                 drop_after_ms,
+                proof: None,
+                awaiting_proof: None,
             },
         );
         self.registered.notify_waiters();
     }
 
-    fn get(&self, task_id: i64) -> Option<String> {
+    fn get(&self, task_id: i64) -> Option<(String, Option<String>)> {
+        self.lock()
+            .get(&task_id)
+            .map(|h| (h.token.clone(), h.proof.clone()))
+    }
+
+    /// The token held for `task_id`.
+    pub fn token(&self, task_id: i64) -> Option<String> {
         self.lock().get(&task_id).map(|h| h.token.clone())
+    }
+
+    /// The task of a held token waits for its creator's proof until `due_ms`.
+    pub fn await_proof(&self, task_id: i64, org_id: i64, due_ms: i64) {
+        if let Some(h) = self.lock().get_mut(&task_id) {
+            h.awaiting_proof = Some((org_id, due_ms));
+        }
+    }
+
+    /// Holds the creator's proof next to the token; false when the task no longer
+    /// waits for one (its wait ran out, or it was killed).
+    pub fn set_proof(&self, task_id: i64, proof: &str) -> bool {
+        match self.lock().get_mut(&task_id) {
+            Some(h) if h.awaiting_proof.is_some() => {
+                h.awaiting_proof = None;
+                h.proof = Some(proof.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tasks whose proof did not come by `now_ms`, as `(org id, task id)`; their
+    /// tokens are dropped (the caller fails the tasks).
+    pub fn overdue_proofs(&self, now_ms: i64) -> Vec<(i64, i64)> {
+        let mut held = self.lock();
+        let overdue: Vec<(i64, i64)> = held
+            .iter()
+            .filter_map(|(id, h)| match h.awaiting_proof {
+                Some((org, due)) if due <= now_ms => Some((org, *id)),
+                _ => None,
+            })
+            .collect();
+        for (_, id) in &overdue {
+            held.remove(id);
+        }
+        overdue
     }
 
     /// The task started (or ended): its token is not needed any more.
@@ -302,7 +376,7 @@ impl HeldTokens {
 
     /// The token of `task_id`, waiting up to [`TOKEN_HANDOFF_WAIT`] for it to be
     /// registered by the request that created the task.
-    async fn wait_for(&self, task_id: i64) -> Option<String> {
+    async fn wait_for(&self, task_id: i64) -> Option<(String, Option<String>)> {
         let deadline = tokio::time::Instant::now() + TOKEN_HANDOFF_WAIT;
         loop {
             let registered = self.registered.notified();
@@ -341,7 +415,10 @@ pub async fn attach_tokens(
             continue;
         }
         match st.jwts.wait_for(offer.task_id).await {
-            Some(token) => offer.user_jwt = Some(token),
+            Some((token, proof)) => {
+                offer.user_jwt = Some(token);
+                offer.user_jwt_proof = proof;
+            }
             None => lost.push(offer.task_id),
         }
     }
@@ -378,6 +455,13 @@ pub fn creator_token(auth: &UserAuth) -> Option<&str> {
     }
 }
 
+/// The key thumbprint (`cnf.jkt`) of a token already verified at authentication.
+pub fn bound_key(token: &str) -> Option<String> {
+    runops_jwt::confirmation_jkt(&runops_jwt::claims_of_verified_token(token))
+        .ok()
+        .flatten()
+}
+
 /// The `exp` of a token already verified at authentication, in ms.
 pub fn token_expiry_ms(token: &str) -> Option<i64> {
     use base64::Engine;
@@ -405,9 +489,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             later.hold(7, "a.b.c", None);
         });
-        assert_eq!(held.wait_for(7).await.as_deref(), Some("a.b.c"));
+        assert_eq!(
+            held.wait_for(7).await.map(|(t, _)| t).as_deref(),
+            Some("a.b.c")
+        );
         held.release(7);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_task_waits_for_its_proof_until_its_deadline() {
+        let held = HeldTokens::default();
+        held.hold(1, "a.b.c", None);
+        held.await_proof(1, 9, 1000);
+        held.hold(2, "d.e.f", None);
+        held.await_proof(2, 9, 1000);
+        assert!(held.set_proof(2, "proof"));
+        assert!(!held.set_proof(2, "again"), "a task is proven once");
+        assert!(held.overdue_proofs(999).is_empty());
+        assert_eq!(held.overdue_proofs(1000), vec![(9, 1)]);
+        assert!(
+            held.token(1).is_none(),
+            "an unproven task's token is dropped"
+        );
+        assert!(!held.set_proof(1, "late"), "too late");
+        assert_eq!(held.get(2), Some(("d.e.f".into(), Some("proof".into()))));
     }
 
     #[tokio::test]

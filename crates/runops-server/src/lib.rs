@@ -218,6 +218,16 @@ impl Server {
             identity::IdentityProvider::from_args(&args.auth, store.as_ref(), default_org_id)
                 .await?
                 .map(Arc::new);
+        // Tasks waiting for their creator's proof lost the token they need (memory only).
+        let unproven = store
+            .fail_tasks_awaiting_proof(identity::LOST_TOKEN_MESSAGE, now_ms())
+            .await?;
+        if unproven > 0 {
+            tracing::warn!(
+                tasks = unproven,
+                "tasks waiting for their creator's proof failed: their identity tokens were lost in the restart"
+            );
+        }
         let resumed = store.extend_live_sessions(now_ms()).await?;
         if resumed > 0 {
             tracing::info!(

@@ -1,6 +1,7 @@
 //! The lease reaper: once a second it ends the sessions whose lease expired (their
 //! running tasks fail `agent-lost`, never re-run) and puts offers that were not
-//! started in time back to `ready`.
+//! started in time back to `ready`. It also fails the tasks whose creator's proof did not
+//! come in time (key-bound identity tokens, see `identity`).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use crate::http::AppState;
 use crate::http::agent::end_session;
 use crate::now_ms;
 use crate::store::SessionEnd;
+use runops_proto::FailureReason;
 
 /// How often leases and offer deadlines are checked; bounds how late a lost agent
 /// or an expired offer is noticed beyond its deadline.
@@ -50,6 +52,25 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
             "offer expired before start; back in the queue"
         );
         st.hub.wake_work(r.org_id, r.tags.as_deref());
+    }
+    let overdue = st.jwts.overdue_proofs(now);
+    if !overdue.is_empty() {
+        let message = crate::identity::proof_missing_message();
+        for (org_id, id) in overdue {
+            let failed = st
+                .store
+                .fail_unstarted_task(org_id, id, FailureReason::Unauthenticated, &message, now)
+                .await?;
+            if failed {
+                tracing::warn!(
+                    task = id,
+                    status = "failure",
+                    reason = "unauthenticated",
+                    "no proof came for a task created with a key-bound identity token"
+                );
+                st.hub.wake_log(id);
+            }
+        }
     }
     Ok(())
 }

@@ -728,3 +728,95 @@ async fn a_task_whose_jwt_was_lost_in_a_restart_fails_instead_of_running_unauthe
     assert_eq!(t.failure_message.as_deref(), Some(LOST_TOKEN_MESSAGE));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_of_a_key_bound_jwt_waits_for_its_creators_proof_which_goes_to_the_agent() {
+    use runops_jwt::proof::TaskBinding;
+    let idp = TestKey::rsa("k");
+    let jwks = JwksServer::start(&[&idp]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some((&jwks, UnknownUsers::Create))).await;
+    let admin = Client::new(&server.url(), ADMIN).unwrap();
+    admin
+        .create_target(&TargetCreate {
+            name: "db".into(),
+            kind: "bash".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let agent_tok = admin.create_agent_token(None).await.unwrap().token;
+    let laptop = TestKey::ec("laptop");
+    let mut claims = claims_for("erin@example.com", 600);
+    claims["cnf"] = json!({"jkt": laptop.thumbprint()});
+    let jwt = idp.sign(&claims);
+    let erin = Client::new(&server.url(), &jwt).unwrap();
+    let req = TaskCreate {
+        target: "db".into(),
+        script: "id".into(),
+        ..Default::default()
+    };
+    let create = || erin.create_task(&req);
+    let proven = create().await.unwrap();
+    assert_eq!(proven.status, TaskStatus::Created);
+    let binding = TaskBinding {
+        task_id: proven.id,
+        target: "db",
+        kind: "bash",
+        script: "id",
+    };
+    let forged = TestKey::ec("attacker")
+        .proof_key()
+        .sign(&jwt, &binding)
+        .unwrap();
+    let err = erin.prove_task(proven.id, &forged).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("bound to key"), "{err}");
+    // Another user (the admin) cannot prove it either.
+    let proof = laptop.proof_key().sign(&jwt, &binding).unwrap();
+    let err = admin.prove_task(proven.id, &proof).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let unproven = create().await.unwrap();
+
+    let t = erin.prove_task(proven.id, &proof).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Ready);
+    let err = erin.prove_task(proven.id, &proof).await.unwrap_err();
+    assert_eq!(err.code(), Some("not_awaiting_proof"), "{err}");
+
+    let agent = Client::new(&server.url(), &agent_tok).unwrap();
+    let session = agent
+        .agent_connect(&connect_req("p-1"))
+        .await
+        .unwrap()
+        .session_id;
+    let offers = agent
+        .agent_poll(
+            &PollRequest {
+                session_id: session,
+                running: vec![],
+                free_slots: 5,
+            },
+            PATIENCE,
+        )
+        .await
+        .unwrap()
+        .offers;
+    let ids: Vec<i64> = offers.iter().map(|o| o.task_id).collect();
+    assert_eq!(ids, vec![proven.id], "only the proven task is offered");
+    assert_eq!(offers[0].user_jwt.as_deref(), Some(jwt.as_str()));
+    assert_eq!(offers[0].user_jwt_proof.as_deref(), Some(proof.as_str()));
+    assert_eq!(
+        offers[0].created_at_ms,
+        Some(proven.created_at.timestamp_millis())
+    );
+    server.shutdown().await;
+
+    // The proof never came, and the restart took the token: the task fails.
+    let server = start(dir.path(), Some((&jwks, UnknownUsers::Create))).await;
+    let admin = Client::new(&server.url(), ADMIN).unwrap();
+    let t = admin.get_task(unproven.id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Failure);
+    assert_eq!(t.failure_reason, Some(FailureReason::Unauthenticated));
+    assert_eq!(t.failure_message.as_deref(), Some(LOST_TOKEN_MESSAGE));
+    server.shutdown().await;
+}

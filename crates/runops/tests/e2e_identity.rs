@@ -471,3 +471,166 @@ fn a_task_running_as_runops_cannot_read_the_agents_spool() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(meta.uid(), 0, "the spool belongs to the agent (root)");
 }
+
+/// A minimal HTTP POST of JSON on loopback with a bearer token: what someone who
+/// captured a token can do by hand. Returns (status, body).
+fn http_post(port: u16, path: &str, bearer: &str, body: &Value) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap();
+    (status, body)
+}
+
+#[test]
+fn a_dpop_bound_token_runs_tasks_only_with_proofs_from_the_cli_holding_its_key() {
+    use runops_jwt::proof::TaskBinding;
+    let sb = Sandbox::new();
+    let idp = TestKey::rsa("idp");
+    let jwks = JwksServer::start(&[&idp]);
+    let server = IdpServer::start(&sb, &jwks.url);
+    let agent_token = server
+        .admin_ok(&["agents", "create-token"])
+        .trim()
+        .to_string();
+    let _agent = Agent::start(
+        &sb,
+        "a",
+        &agent_token,
+        None,
+        &[
+            ("MY_TARGET", "\"DB_NAME\": \"demo\","),
+            ("JWK_URL", &jwks.url),
+            ("RUN_AS_USER", "root"),
+        ],
+    );
+    server.admin_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "ok",
+        "--type",
+        "bash",
+        "--secret_path",
+        "MY_TARGET",
+    ]);
+    // The identity provider bound the token to the key on the user's laptop.
+    let laptop = TestKey::ec("laptop");
+    let key_file = sb.path("laptop.pem");
+    std::fs::write(&key_file, &laptop.private_pem).unwrap();
+    let mut claims = claims_for(CREATOR, 600);
+    claims["cnf"] = json!({"jkt": laptop.thumbprint()});
+    let jwt = idp.sign(&claims);
+
+    // The CLI holding the key: its tasks run.
+    let login = base_command(&server.home)
+        .args([
+            "login",
+            "--url",
+            &server.url(),
+            "--token",
+            &jwt,
+            "--dpop-key",
+        ])
+        .arg(&key_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{}", stderr(&login));
+    let create = |script: &str| {
+        base_command(&server.home)
+            .args(["tasks", "create", "-t", "ok", "-s", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = create("echo \"proven db=$DB_NAME\"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "proven db=demo");
+
+    // The same token replayed by hand: the task waits for a proof and never runs.
+    let marker = sb.path("ran");
+    let script = format!("touch '{}'", marker.display());
+    let (status, body) = http_post(
+        server.port,
+        "/v1/tasks",
+        &jwt,
+        &json!({"target": "ok", "script": script}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let task: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(task["status"], "created", "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let binding = |task_id: i64| TaskBinding {
+        task_id,
+        target: "ok",
+        kind: "bash",
+        script: &script,
+    };
+    // A proof made with the attacker's own key...
+    let attacker = TestKey::ec("attacker").proof_key();
+    let forged = attacker.sign(&jwt, &binding(id)).unwrap();
+    let (status, body) = http_post(
+        server.port,
+        &format!("/v1/tasks/{id}/proof"),
+        &jwt,
+        &json!({"proof": forged}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("the identity token is bound to key"),
+        "{body}"
+    );
+    // ...or a real proof captured from another task: refused too.
+    let captured = laptop.proof_key().sign(&jwt, &binding(id - 1)).unwrap();
+    let (status, body) = http_post(
+        server.port,
+        &format!("/v1/tasks/{id}/proof"),
+        &jwt,
+        &json!({"proof": captured}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&format!("not task {id}")), "{body}");
+    // The CLI on another machine, without the key, says what is missing.
+    let out = base_command(&sb.path("elsewhere"))
+        .args(["tasks", "create", "-t", "ok", "-s", &script, "--no-wait"])
+        .env("RUNOPS_URL", server.url())
+        .env("RUNOPS_TOKEN", &jwt)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("waits for a proof signed with the key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--dpop-key"), "{}", stderr(&out));
+
+    // Proven tasks created after them run: the agent polls, the unproven ones wait.
+    let out = create("echo after");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "after");
+    let waiting: Vec<Value> =
+        serde_json::from_str(&server.admin_ok(&["tasks", "list", "--status", "created", "--json"]))
+            .unwrap();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    for t in waiting {
+        let id = t["id"].as_i64().unwrap();
+        server.admin_ok(&["tasks", "kill", &id.to_string()]);
+        let t = server.wait_final(id);
+        assert_eq!(t["failure_reason"], "cancelled", "{t}");
+    }
+    assert!(!marker.exists(), "a replayed token ran its script");
+}

@@ -144,6 +144,8 @@ pub(crate) mod tests {
             user_email: "ana@example.com".into(),
             user_groups: vec![],
             user_jwt: None,
+            user_jwt_proof: None,
+            created_at_ms: None,
             config: None,
             start_deadline_ms: 5000,
         }

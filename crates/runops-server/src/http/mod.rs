@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
         .route("/v1/tasks/{id}/kill", post(tasks::kill))
+        .route("/v1/tasks/{id}/proof", post(tasks::proof))
         .route("/v1/agents", get(org::list_agents))
         .route(
             "/v1/agent-tokens",

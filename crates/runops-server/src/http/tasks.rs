@@ -1,4 +1,5 @@
-//! `/v1/tasks`: create, list, show, kill, and read or follow a task's log.
+//! `/v1/tasks`: create (and prove, for key-bound identity tokens), list, show, kill, and
+//! read or follow a task's log.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -6,7 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runops_proto::TaskStatus;
-use runops_proto::api::{LogsQuery, Task, TaskCreate, TaskListQuery};
+use runops_proto::api::{LogsQuery, Task, TaskCreate, TaskListQuery, TaskProof};
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_SCRIPT_BYTES};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,14 @@ pub async fn create(
         )
         .hint("try again when some of them have started"));
     }
+    // A token bound to a key (`cnf.jkt`) alone does not make the task runnable: it
+    // waits in `created` for its creator's proof (see `proof` below).
+    let awaits_proof = creator_token.and_then(crate::identity::bound_key).is_some();
+    let status = if awaits_proof {
+        TaskStatus::Created
+    } else {
+        TaskStatus::Ready
+    };
     // TODO(review issue): targets with review != none should start `pending-review`.
     let new = NewTask {
         target,
@@ -87,19 +96,106 @@ pub async fn create(
         script: req.script,
         message: req.message.filter(|m| !m.is_empty()),
         user: auth.user.clone(),
-        status: TaskStatus::Ready,
+        status,
         created_with_jwt: creator_token.is_some(),
     };
-    let rec = st.store.create_task(auth.org_id(), &new, now_ms()).await?;
+    let now = now_ms();
+    let rec = st.store.create_task(auth.org_id(), &new, now).await?;
     if let Some(token) = creator_token {
         st.jwts
             .hold(rec.task.id, token, crate::identity::token_expiry_ms(token));
+        if awaits_proof {
+            let wait_ms = i64::try_from(crate::identity::PROOF_WAIT.as_millis()).unwrap_or(0);
+            st.jwts
+                .await_proof(rec.task.id, auth.org_id(), now.saturating_add(wait_ms));
+        }
     }
-    tracing::info!(task = rec.task.id, target = %rec.task.target, status = "ready", by = %auth.user.email, "task created");
-    let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind});
+    tracing::info!(task = rec.task.id, target = %rec.task.target, status = %status, by = %auth.user.email, "task created");
+    let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind, "awaits_proof": awaits_proof});
     audit::by_user(&st, &auth, "task.create", "task", rec.task.id, detail).await;
-    st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
+    if !awaits_proof {
+        st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
+    }
     Ok((StatusCode::CREATED, Json(rec.task)))
+}
+
+/// `POST /v1/tasks/{id}/proof`: the creator's proof for a task created with a JWT bound
+/// to a key. Checked here (cheaply: key thumbprint, signature, task, script) so that a
+/// wrong proof is told to the CLI at once; the agent checks it again and trusts nothing
+/// of this. The proof is held in memory next to the token, never stored.
+pub async fn proof(
+    State(st): State<AppState>,
+    auth: UserAuth,
+    ApiPath(raw): ApiPath<String>,
+    ApiJson(req): ApiJson<TaskProof>,
+) -> ApiResult<Json<Task>> {
+    let id = parse_task_id(&raw)?;
+    let rec = st
+        .store
+        .get_task(auth.org_id(), id)
+        .await?
+        .ok_or_else(|| ApiError::task_not_found(id))?;
+    if !rec.task.user.eq_ignore_ascii_case(&auth.user.email) {
+        return Err(ApiError::forbidden(format!(
+            "task {id} was created by another user; only its creator can prove it"
+        )));
+    }
+    if rec.task.status != TaskStatus::Created {
+        return Err(ApiError::conflict(
+            "not_awaiting_proof",
+            format!("task {id} is {}, not waiting for a proof", rec.task.status),
+        ));
+    }
+    let token = st.jwts.token(id);
+    let Some((token, jkt)) = token.and_then(|t| crate::identity::bound_key(&t).map(|k| (t, k)))
+    else {
+        return Err(ApiError::conflict(
+            "not_awaiting_proof",
+            format!("task {id} does not wait for a proof any more (its wait ran out, or the control plane restarted)"),
+        )
+        .hint("create the task again"));
+    };
+    let check = runops_jwt::proof::ProofCheck {
+        jkt: &jkt,
+        token: &token,
+        binding: runops_jwt::proof::TaskBinding {
+            task_id: id,
+            target: &rec.task.target,
+            kind: &rec.task.kind,
+            script: &rec.task.script,
+        },
+        not_before: Some(rec.task.created_at.timestamp()),
+        max_age_secs: crate::identity::PROOF_WAIT.as_secs(),
+    };
+    runops_jwt::proof::verify_task_proof(&req.proof, &check).map_err(|e| {
+        tracing::info!(task = id, refusal = e.kind(), "task proof refused");
+        ApiError::bad_request(format!("{e}")).hint(
+            "sign the proof with the key your identity token is bound to (`runops login --dpop-key FILE`)",
+        )
+    })?;
+    if !st.jwts.set_proof(id, &req.proof) || !st.store.ready_proven_task(auth.org_id(), id).await? {
+        return Err(ApiError::conflict(
+            "not_awaiting_proof",
+            format!(
+                "task {id} does not wait for a proof any more (its wait ran out, or it was killed)"
+            ),
+        )
+        .hint("create the task again"));
+    }
+    tracing::info!(task = id, status = "ready", by = %auth.user.email, "task proven by its creator's key");
+    audit::by_user(
+        &st,
+        &auth,
+        "task.prove",
+        "task",
+        id,
+        serde_json::json!({"jkt": jkt}),
+    )
+    .await;
+    st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
+    let mut task = rec.task;
+    task.status = TaskStatus::Ready;
+    Ok(Json(task))
 }
 
 /// [`TaskListQuery`] as sent: the status stays text here so that a mistyped one gets

@@ -466,6 +466,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
+    /// A task created with a key-bound JWT got its creator's proof: `created` → `ready`.
+    /// False when it is not (any more) a task waiting for a proof (killed meanwhile).
+    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<bool>;
+    /// Server start: tasks still waiting for their creator's proof lost the JWT they
+    /// were created with (memory only); they fail `unauthenticated` with `message`.
+    /// Returns how many. Scans the tasks once, so it is for start-up only.
+    async fn fail_tasks_awaiting_proof(&self, message: &str, now_ms: i64) -> StoreResult<u64>;
+
     // --- audit ------------------------------------------------------------------------
     /// Appends one event to the org's audit log; returns its id.
     async fn record_audit(&self, event: &NewAuditEvent) -> StoreResult<i64>;

@@ -804,7 +804,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE tasks SET status = 'dispatched', session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
              WHERE id IN (SELECT id FROM tasks WHERE status = 'ready' AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
-             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, user_email, user_groups_json",
+             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, user_email, user_groups_json, created_at",
         )
         .bind(&session.id)
         .bind(&session.hostname)
@@ -834,6 +834,8 @@ impl Store for SqliteStore {
                     user_email: r.try_get("user_email")?,
                     user_groups: json_list(&r.try_get::<String, _>("user_groups_json")?)?,
                     user_jwt: None,
+                    user_jwt_proof: None,
+                    created_at_ms: Some(r.try_get("created_at")?),
                     config: None,
                     start_deadline_ms,
                 })
@@ -1596,6 +1598,29 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'ready' WHERE org_id = ? AND id = ? AND status = 'created' AND created_with_jwt = 1",
+        )
+        .bind(org_id)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn fail_tasks_awaiting_proof(&self, message: &str, now_ms: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'failure', failure_reason = 'unauthenticated', failure_message = ?, finished_at = ? \
+             WHERE status = 'created' AND created_with_jwt = 1",
+        )
+        .bind(message)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     async fn list_live_agents(&self, org_id: i64) -> StoreResult<Vec<Agent>> {
