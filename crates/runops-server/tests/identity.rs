@@ -745,7 +745,7 @@ async fn a_task_of_a_key_bound_jwt_waits_for_its_creators_proof_which_goes_to_th
         })
         .await
         .unwrap();
-    let agent_tok = admin.create_agent_token(None).await.unwrap().token;
+    let agent_tok = admin.create_agent_token(None, None).await.unwrap().token;
     let laptop = TestKey::ec("laptop");
     let mut claims = claims_for("erin@example.com", 600);
     claims["cnf"] = json!({"jkt": laptop.thumbprint()});
