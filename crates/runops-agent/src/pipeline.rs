@@ -109,6 +109,8 @@ pub async fn run_task(
         Ok(p) => run_prepared(ctx, offer, stop, &log, spool, p).await,
         Err(f) => Err(f),
     };
+    // The task's output is complete: what the redactor held back goes before any note.
+    log.end_output().await;
     // Give back what the secrets fetch took (a Vault lease), whatever the outcome.
     ctx.secrets.release(offer).await;
     let mut failure = match outcome {

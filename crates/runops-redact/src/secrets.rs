@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 
-use crate::encodings::secret_forms;
+use crate::encodings::{secret_forms, wrapped_base64_forms};
 use crate::{MAX_PATTERN_LEN, MIN_SECRET_LEN, MIN_SECRET_LEN_SECRET_KEY, key_looks_secret};
 
 /// Bits of the gram hash: a 2^20-bit (128 KiB) filter keeps random hits rare with
@@ -71,16 +71,24 @@ impl SecretMatcher {
             } else {
                 MIN_SECRET_LEN
             };
-            for form in secret_forms(value, min) {
-                for piece in split_long(&form) {
+            let marker = format!("[REDACTED:{key}]");
+            let mut add = |form: &[u8], replacement: &str| {
+                for piece in split_long(form) {
                     // Two keys with the same value: the first one names it.
                     if index.contains_key(piece) {
                         continue;
                     }
                     index.insert(piece.to_vec(), patterns.len());
                     patterns.push(piece.to_vec());
-                    replacements.push(format!("[REDACTED:{key}]").into_bytes().into());
+                    replacements.push(replacement.as_bytes().into());
                 }
+            };
+            for form in secret_forms(value, min) {
+                add(&form, &marker);
+            }
+            // Wrapped base64 keeps its line breaks, so the output keeps its lines.
+            for (form, breaks) in wrapped_base64_forms(value, min) {
+                add(&form, &format!("{marker}{}", "\n".repeat(breaks)));
             }
         }
         if patterns.is_empty() {

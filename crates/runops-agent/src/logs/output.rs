@@ -1,6 +1,13 @@
 //! [`TaskLog`]: the single destination of a task's output. Every byte (stdout, stderr,
-//! the agent's own `runops: ...` notes) goes through the task's one redactor stream,
-//! in arrival order, and only the redacted bytes are appended to the spool file.
+//! the agent's own `runops: ...` notes) goes through the task's redactor, and only the
+//! redacted bytes are appended to the spool file, in arrival order.
+//!
+//! stdout and stderr each have their own redactor stream: a secret printed in two
+//! halves on stdout with stderr bytes between them (a progress line) is whole in its
+//! own stream, so it is caught; one stream over the merged bytes would see it split.
+//! What a stream holds back (a tail that may still begin a secret) is written when
+//! that stream decides it, after whatever the other stream wrote meanwhile. Notes are
+//! complete lines from the agent and are redacted at once.
 
 use runops_redact::{Redactor, StreamRedactor};
 use tokio::io::AsyncWriteExt;
@@ -15,13 +22,22 @@ pub struct LogProgress {
     pub done: bool,
 }
 
+/// Where output comes from: each source has its own redactor stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Stdout,
+    Stderr,
+}
+
 pub struct TaskLog {
     inner: Mutex<Inner>,
     progress: watch::Sender<LogProgress>,
 }
 
 struct Inner {
-    stream: StreamRedactor,
+    redactor: Redactor,
+    stdout: StreamRedactor,
+    stderr: StreamRedactor,
     file: tokio::fs::File,
     written: u64,
     /// Redacted bytes ready to be written (reused between writes).
@@ -36,7 +52,9 @@ impl TaskLog {
     pub fn new(file: tokio::fs::File, redactor: &Redactor) -> TaskLog {
         TaskLog {
             inner: Mutex::new(Inner {
-                stream: redactor.stream(),
+                redactor: redactor.clone(),
+                stdout: redactor.stream(),
+                stderr: redactor.stream(),
                 file,
                 written: 0,
                 buf: Vec::new(),
@@ -52,20 +70,56 @@ impl TaskLog {
         self.progress.subscribe()
     }
 
-    /// Adds output of the task.
+    /// Adds output of the task (its stdout, or output the agent formats for it).
     pub async fn write(&self, bytes: &[u8]) {
+        self.write_from(Source::Stdout, bytes).await;
+    }
+
+    /// Adds output of the task from `source`.
+    pub async fn write_from(&self, source: Source, bytes: &[u8]) {
         let mut inner = self.inner.lock().await;
         if inner.finished {
             return;
         }
-        let Inner { stream, buf, .. } = &mut *inner;
-        stream.push(bytes, buf);
+        let Inner {
+            stdout,
+            stderr,
+            buf,
+            ..
+        } = &mut *inner;
+        match source {
+            Source::Stdout => stdout.push(bytes, buf),
+            Source::Stderr => stderr.push(bytes, buf),
+        }
         self.flush(&mut inner).await;
     }
 
     /// Adds a line from the agent itself (`runops: <note>`), on a line of its own.
     pub async fn note(&self, note: &str) {
-        self.write(format!("runops: {note}\n").as_bytes()).await;
+        let mut inner = self.inner.lock().await;
+        if inner.finished {
+            return;
+        }
+        let line = inner
+            .redactor
+            .redact(format!("runops: {note}\n").as_bytes());
+        inner.buf.extend_from_slice(&line);
+        self.flush(&mut inner).await;
+    }
+
+    /// The task's own output is over (its process ended): writes what the streams
+    /// held back, so that notes written after it follow the output.
+    pub async fn end_output(&self) {
+        let mut inner = self.inner.lock().await;
+        let Inner {
+            stdout,
+            stderr,
+            buf,
+            ..
+        } = &mut *inner;
+        stdout.finish(buf);
+        stderr.finish(buf);
+        self.flush(&mut inner).await;
     }
 
     /// Ends the log: flushes what the redactor held back and syncs the file.
@@ -73,8 +127,14 @@ impl TaskLog {
     pub async fn finish(&self) -> Result<u64, String> {
         let mut inner = self.inner.lock().await;
         if !inner.finished {
-            let Inner { stream, buf, .. } = &mut *inner;
-            stream.finish(buf);
+            let Inner {
+                stdout,
+                stderr,
+                buf,
+                ..
+            } = &mut *inner;
+            stdout.finish(buf);
+            stderr.finish(buf);
             self.flush(&mut inner).await;
             inner.finished = true;
             if let Err(e) = inner.file.sync_data().await
