@@ -97,14 +97,21 @@ fn wrap(text: &str, width: usize) -> String {
         .join("\n")
 }
 
-/// bash's `printf %q` for printable text.
+/// bash's `printf %q` for printable text: `#` and `~` are escaped at the start of the
+/// word, `~` also after `=` and `:`.
 fn printf_q(value: &str) -> String {
     let mut out = String::new();
-    for (i, c) in value.chars().enumerate() {
-        if " \t\n'\"\\|&;()<>!{}*[?]^$`,".contains(c) || (i == 0 && (c == '#' || c == '~')) {
+    let mut prev = None;
+    for c in value.chars() {
+        let word_start = match prev {
+            None => c == '#' || c == '~',
+            Some(p) => c == '~' && (p == '=' || p == ':'),
+        };
+        if " \t\n'\"\\|&;()<>!{}*[?]^$`,".contains(c) || word_start {
             out.push('\\');
         }
         out.push(c);
+        prev = Some(c);
     }
     out
 }
