@@ -333,4 +333,32 @@ mod tests {
         s.finish(&mut out);
         assert_eq!(out.len(), 200 * 1000);
     }
+
+    #[test]
+    fn only_a_tail_that_could_begin_a_secret_is_held_back() {
+        for personal_data in [false, true] {
+            let r = Redactor::new(&RedactConfig {
+                secrets: vec![("API_TOKEN".into(), "tok_live_8f3Kq2Lm9Xw7Vb1N".into())],
+                personal_data,
+                ..Default::default()
+            });
+            let mut s = r.stream();
+            let mut out = Vec::new();
+            // A complete line leaves at once.
+            s.push(b"step1\n", &mut out);
+            assert_eq!(out, b"step1\n");
+            // An incomplete line ending in a secret's first half: the flush releases the
+            // line up to the half and keeps the half.
+            s.push(b"half=tok_live_8f3", &mut out);
+            s.flush(&mut out);
+            assert_eq!(String::from_utf8_lossy(&out), "step1\nhalf=");
+            s.flush(&mut out);
+            s.push(b"Kq2Lm9Xw7Vb1N done\n", &mut out);
+            s.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "step1\nhalf=[REDACTED:API_TOKEN] done\n"
+            );
+        }
+    }
 }

@@ -352,3 +352,61 @@ proptest! {
         prop_assert!(contains(&merged, b"[REDACTED:API_TOKEN]"));
     }
 }
+
+/// Like [`stream_in_chunks`], with a flush (output paused) after the pushes `flushes`
+/// marks.
+fn stream_with_pauses(r: &Redactor, input: &[u8], cuts: &[usize], flushes: &[bool]) -> Vec<u8> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (k, c) in cuts.into_iter().enumerate() {
+        s.push(&input[at..c], &mut out);
+        if flushes.get(k).copied().unwrap_or(false) {
+            s.flush(&mut out);
+        }
+        assert!(s.held_back() <= r.max_held_back());
+        at = c;
+    }
+    s.push(&input[at..], &mut out);
+    s.finish(&mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Flushing when output pauses never releases the start of a secret that later
+    /// completes, and without personal data (where flushes cannot cut a finding)
+    /// paused streams still equal the one-shot redaction.
+    #[test]
+    fn flushes_never_release_a_secret_prefix(
+        values in prop::collection::vec(secret_value(), 1..4),
+        uses in prop::collection::vec((0usize..4, any::<u8>(), "[a-zA-Z:]{0,5}"), 1..8),
+        filler in prop::collection::vec(piece(), 0..20),
+        personal_data in any::<bool>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+        flushes in prop::collection::vec(any::<bool>(), 0..16),
+    ) {
+        let secrets: Vec<(String, String)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("API_TOKEN_{i}"), v.clone()))
+            .collect();
+        let mut text = String::new();
+        for (k, (which, how, prefix)) in uses.iter().enumerate() {
+            text.push_str(&filler.get(k).cloned().unwrap_or_default());
+            text.push(' ');
+            text.push_str(&spelled(&values[which % values.len()], *how, prefix));
+        }
+        let r = Redactor::new(&config(&secrets, personal_data));
+        let out = stream_with_pauses(&r, text.as_bytes(), &cuts, &flushes);
+        for v in &values {
+            prop_assert!(!contains(&out, v.as_bytes()), "{:?} survived in {:?}", v, String::from_utf8_lossy(&out));
+        }
+        if !personal_data {
+            prop_assert_eq!(out, r.redact(text.as_bytes()));
+        }
+    }
+}
