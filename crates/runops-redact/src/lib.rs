@@ -71,6 +71,39 @@ const SECRET_KEY_MARKERS: &[&str] = &[
     "SIGNATURE",
 ];
 
+/// Suffixes of key names that say where to connect (`PG_HOST`, `AWS_REGION`): their
+/// values are not secret and are not redacted unless the target lists the key in its
+/// `redact_keys`. A key equal to a suffix without its `_` (`HOST`) counts too.
+pub const PUBLIC_KEY_SUFFIXES: &[&str] = &[
+    "_HOST",
+    "_HOSTNAME",
+    "_PORT",
+    "_DB",
+    "_DATABASE",
+    "_USER",
+    "_USERNAME",
+    "_REGION",
+    "_NAMESPACE",
+    "_CLUSTER",
+    "_CONTEXT",
+];
+
+/// True when the value of secret key `key` is redacted: a key in `public_keys` is not,
+/// a key in `redact_keys` is; otherwise every key is except those ending in one of
+/// [`PUBLIC_KEY_SUFFIXES`] (connection settings). Names compare case-insensitively.
+pub fn key_is_redacted(key: &str, redact_keys: &[String], public_keys: &[String]) -> bool {
+    if public_keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+        return false;
+    }
+    if redact_keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+        return true;
+    }
+    let up = key.to_ascii_uppercase();
+    !PUBLIC_KEY_SUFFIXES
+        .iter()
+        .any(|s| up.ends_with(s) || up == s[1..])
+}
+
 /// What to remove.
 #[derive(Debug, Clone, Default)]
 pub struct RedactConfig {
@@ -224,6 +257,40 @@ mod tests {
             r.redact_str("pass=GtK23d<ejkLy0ST2!"),
             "pass=[REDACTED:MYSQL_PASS]!"
         );
+    }
+
+    #[test]
+    fn connection_settings_are_public_unless_listed() {
+        let none: Vec<String> = Vec::new();
+        for key in [
+            "PG_HOST",
+            "pg_hostname",
+            "MYSQL_PORT",
+            "PG_DB",
+            "PG_DATABASE",
+            "PG_USER",
+            "DB_USERNAME",
+            "AWS_REGION",
+            "K8S_NAMESPACE",
+            "EKS_CLUSTER",
+            "KUBE_CONTEXT",
+            "HOST",
+        ] {
+            assert!(!key_is_redacted(key, &none, &none), "{key}");
+        }
+        for key in [
+            "PG_PASS",
+            "API_TOKEN",
+            "PG_HOST_KEY",
+            "USERDATA",
+            "DBX",
+            "DATABASE_URL",
+        ] {
+            assert!(key_is_redacted(key, &none, &none), "{key}");
+        }
+        let listed = vec!["pg_host".to_string()];
+        assert!(key_is_redacted("PG_HOST", &listed, &none));
+        assert!(!key_is_redacted("PG_PASS", &none, &["PG_PASS".to_string()]));
     }
 
     #[test]
