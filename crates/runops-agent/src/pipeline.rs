@@ -20,7 +20,7 @@ use crate::secrets::{Secrets, SecretsRegistry, mapping::apply_mapping};
 use runops_proto::agent::TaskOffer;
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use runops_proto::{FailureReason, TaskStatus};
-use runops_redact::{InfoType, RedactConfig, Redactor};
+use runops_redact::{InfoType, RedactConfig, Redactor, key_is_redacted};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -109,6 +109,8 @@ pub async fn run_task(
         Ok(p) => run_prepared(ctx, offer, stop, &log, spool, p).await,
         Err(f) => Err(f),
     };
+    // The task's output is complete: what the redactor held back goes before any note.
+    log.end_output().await;
     // Give back what the secrets fetch took (a Vault lease), whatever the outcome.
     ctx.secrets.release(offer).await;
     let mut failure = match outcome {
@@ -232,11 +234,16 @@ fn failed(f: TaskFailure, exit_code: Option<i32>, log_size: u64, started: Instan
     }
 }
 
-/// The task's redactor: the values of its secrets always (also with `redact=none`), and
-/// personal data unless the target says `redact=none`, limited to `REDACT_INFO_TYPES`
-/// when set. The creator's identity token counts as a secret: it never reaches a log.
+/// The task's redactor: the values of its secrets always (also with `redact=none`)
+/// except connection settings (`PG_HOST`, `PG_USER`...; the target's `redact_keys` and
+/// `public_keys` adjust the rule, see `runops_redact::key_is_redacted`), and personal
+/// data unless the target says `redact=none`, limited to `REDACT_INFO_TYPES` when set.
+/// The creator's identity token counts as a secret: it never reaches a log.
 fn task_redactor(ctx: &PipelineContext, offer: &TaskOffer, secrets: Secrets) -> Redactor {
-    let mut secrets: Vec<(String, String)> = secrets.into_iter().collect();
+    let mut secrets: Vec<(String, String)> = secrets
+        .into_iter()
+        .filter(|(k, _)| key_is_redacted(k, &offer.redact_keys, &offer.public_keys))
+        .collect();
     if let Some(jwt) = &offer.user_jwt {
         secrets.push(("USER_JWT".to_string(), jwt.clone()));
     }

@@ -6,7 +6,7 @@ use crate::config::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT, PIPE_DRAIN_TIMEOUT, P
 use crate::env::ChildEnv;
 use crate::failure::TaskFailure;
 use crate::isolation;
-use crate::logs::output::TaskLog;
+use crate::logs::output::{Source, TaskLog};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -124,7 +124,10 @@ pub async fn run_process(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let pumps = async {
-        tokio::join!(pump(stdout, output), pump(stderr, output));
+        tokio::join!(
+            pump(stdout, output, Source::Stdout),
+            pump(stderr, output, Source::Stderr)
+        );
     };
     let supervise = async {
         let exited = tokio::select! {
@@ -250,13 +253,13 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-async fn pump(pipe: Option<impl AsyncRead + Unpin>, output: &TaskLog) {
+async fn pump(pipe: Option<impl AsyncRead + Unpin>, output: &TaskLog, source: Source) {
     let Some(mut pipe) = pipe else { return };
     let mut buf = vec![0u8; PIPE_READ_BYTES];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => output.write(&buf[..n]).await,
+            Ok(n) => output.write_from(source, &buf[..n]).await,
         }
     }
 }

@@ -242,6 +242,8 @@ fn offer(task_id: i64, script: &str) -> TaskOffer {
         secret_path: None,
         secret_mapping: None,
         redact: "all".into(),
+        redact_keys: Vec::new(),
+        public_keys: Vec::new(),
         custom_command: None,
         timeout_secs: 60,
         user_email: "ana@example.com".into(),

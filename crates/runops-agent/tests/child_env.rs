@@ -45,6 +45,8 @@ async fn child_environment_holds_none_of_the_agents_variables() {
         secret_path: Some("MY_TARGET".into()),
         secret_mapping: None,
         redact: "none".into(),
+        redact_keys: Vec::new(),
+        public_keys: Vec::new(),
         custom_command: None,
         timeout_secs: 30,
         user_email: "ana@example.com".into(),

@@ -114,6 +114,8 @@ impl Harness {
             secret_path: Some("MY_TARGET".into()),
             secret_mapping: None,
             redact: "none".into(),
+            redact_keys: Vec::new(),
+            public_keys: Vec::new(),
             custom_command: None,
             timeout_secs: 60,
             user_email: CREATOR.into(),

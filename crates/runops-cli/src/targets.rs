@@ -184,6 +184,21 @@ pub struct TargetFields {
     /// Remove personal data from the output too (`all`, default) or only secrets (`none`).
     #[arg(long, value_name = "MODE", value_parser = ["all", "none"])]
     pub redact: Option<String>,
+    /// Secret keys to redact although they name where to connect (keys ending in _HOST,
+    /// _PORT, _DB, _USER... are shown by default), comma-separated; "" clears the list.
+    #[arg(
+        long = "redact-keys",
+        visible_alias = "redact_keys",
+        value_name = "KEYS"
+    )]
+    pub redact_keys: Option<String>,
+    /// Secret keys never to redact, comma-separated; "" clears the list.
+    #[arg(
+        long = "public-keys",
+        visible_alias = "public_keys",
+        value_name = "KEYS"
+    )]
+    pub public_keys: Option<String>,
     /// Review before running: none (default), anyone, team.
     #[arg(long, value_name = "MODE", value_parser = ["none", "anyone", "team"])]
     pub review: Option<String>,
@@ -307,6 +322,8 @@ impl TargetCreateArgs {
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
             config: None,
+            redact_keys: f.redact_keys.as_deref().map(key_names),
+            public_keys: f.public_keys.as_deref().map(key_names),
         }
     }
 }
@@ -328,8 +345,28 @@ impl TargetUpdateArgs {
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
             config: None,
+            redact_keys: f.redact_keys.as_deref().map(key_names),
+            public_keys: f.public_keys.as_deref().map(key_names),
         }
     }
+}
+
+/// A key list for `targets show`.
+fn key_list_cell(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "-".to_string()
+    } else {
+        cell(&keys.join(", "))
+    }
+}
+
+/// `A, B` as `["A", "B"]`; blank input as an empty list (which clears it).
+fn key_names(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// True when an update would change nothing.
@@ -500,6 +537,8 @@ fn target_details(t: &Target) -> String {
         ("secret mapping", output::printable(&mapping)),
         ("runner provider", text(&t.runner_provider)),
         ("redact", cell(&t.redact)),
+        ("redact keys", key_list_cell(&t.redact_keys)),
+        ("public keys", key_list_cell(&t.public_keys)),
         ("review", cell(&t.review)),
         ("reviewers", reviewers),
         ("custom command", text(&t.custom_command)),
@@ -797,6 +836,8 @@ mod tests {
             created_at: t0,
             updated_at: t0,
             config_keys: vec![],
+            redact_keys: vec![],
+            public_keys: vec![],
         }
     }
 

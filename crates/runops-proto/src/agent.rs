@@ -100,6 +100,13 @@ pub struct TaskOffer {
     pub secret_mapping: Option<String>,
     /// `all` or `none`.
     pub redact: String,
+    /// The target's keys to redact although they name where to connect (snapshot at
+    /// task creation). Absent from older servers.
+    #[serde(default)]
+    pub redact_keys: Vec<String>,
+    /// The target's keys never to redact.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
     pub custom_command: Option<String>,
     pub timeout_secs: u64,
     pub user_email: String,

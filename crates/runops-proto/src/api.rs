@@ -133,6 +133,13 @@ pub struct Target {
     /// never returned by any read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_keys: Vec<String>,
+    /// Secret keys whose values are redacted although their name says where to connect
+    /// (`PG_HOST`); see `docs/redaction.md`.
+    #[serde(default)]
+    pub redact_keys: Vec<String>,
+    /// Secret keys whose values are never redacted.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
 }
 
 /// `POST /v1/targets`. `secret_mapping` may be a JSON object or a string holding one
@@ -170,6 +177,12 @@ pub struct TargetCreate {
     /// secrets of the `runops` provider, and extra keys for the others. Stored encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Keys redacted even when they name where to connect (`["PG_HOST"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_keys: Option<Vec<String>>,
+    /// Keys never redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<Vec<String>>,
 }
 
 /// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
@@ -201,6 +214,12 @@ pub struct TargetUpdate {
     pub custom_command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Replaces the list; an empty list clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_keys: Option<Vec<String>>,
+    /// Replaces the list; an empty list clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<Vec<String>>,
     /// Replaces the write-only config; an empty object removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,

@@ -71,6 +71,39 @@ const SECRET_KEY_MARKERS: &[&str] = &[
     "SIGNATURE",
 ];
 
+/// Suffixes of key names that say where to connect (`PG_HOST`, `AWS_REGION`): their
+/// values are not secret and are not redacted unless the target lists the key in its
+/// `redact_keys`. A key equal to a suffix without its `_` (`HOST`) counts too.
+pub const PUBLIC_KEY_SUFFIXES: &[&str] = &[
+    "_HOST",
+    "_HOSTNAME",
+    "_PORT",
+    "_DB",
+    "_DATABASE",
+    "_USER",
+    "_USERNAME",
+    "_REGION",
+    "_NAMESPACE",
+    "_CLUSTER",
+    "_CONTEXT",
+];
+
+/// True when the value of secret key `key` is redacted: a key in `public_keys` is not,
+/// a key in `redact_keys` is; otherwise every key is except those ending in one of
+/// [`PUBLIC_KEY_SUFFIXES`] (connection settings). Names compare case-insensitively.
+pub fn key_is_redacted(key: &str, redact_keys: &[String], public_keys: &[String]) -> bool {
+    if public_keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+        return false;
+    }
+    if redact_keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+        return true;
+    }
+    let up = key.to_ascii_uppercase();
+    !PUBLIC_KEY_SUFFIXES
+        .iter()
+        .any(|s| up.ends_with(s) || up == s[1..])
+}
+
 /// What to remove.
 #[derive(Debug, Clone, Default)]
 pub struct RedactConfig {
@@ -227,6 +260,40 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings_are_public_unless_listed() {
+        let none: Vec<String> = Vec::new();
+        for key in [
+            "PG_HOST",
+            "pg_hostname",
+            "MYSQL_PORT",
+            "PG_DB",
+            "PG_DATABASE",
+            "PG_USER",
+            "DB_USERNAME",
+            "AWS_REGION",
+            "K8S_NAMESPACE",
+            "EKS_CLUSTER",
+            "KUBE_CONTEXT",
+            "HOST",
+        ] {
+            assert!(!key_is_redacted(key, &none, &none), "{key}");
+        }
+        for key in [
+            "PG_PASS",
+            "API_TOKEN",
+            "PG_HOST_KEY",
+            "USERDATA",
+            "DBX",
+            "DATABASE_URL",
+        ] {
+            assert!(key_is_redacted(key, &none, &none), "{key}");
+        }
+        let listed = vec!["pg_host".to_string()];
+        assert!(key_is_redacted("PG_HOST", &listed, &none));
+        assert!(!key_is_redacted("PG_PASS", &none, &["PG_PASS".to_string()]));
+    }
+
+    #[test]
     fn short_values_of_plain_keys_stay() {
         let r = redactor(&[("MYSQL_DB", "demo"), ("DB_PASS", "abc")]);
         assert_eq!(r.redact_str("demo abc"), "demo [REDACTED:DB_PASS]");
@@ -332,5 +399,33 @@ mod tests {
         }
         s.finish(&mut out);
         assert_eq!(out.len(), 200 * 1000);
+    }
+
+    #[test]
+    fn only_a_tail_that_could_begin_a_secret_is_held_back() {
+        for personal_data in [false, true] {
+            let r = Redactor::new(&RedactConfig {
+                secrets: vec![("API_TOKEN".into(), "tok_live_8f3Kq2Lm9Xw7Vb1N".into())],
+                personal_data,
+                ..Default::default()
+            });
+            let mut s = r.stream();
+            let mut out = Vec::new();
+            // A complete line leaves at once.
+            s.push(b"step1\n", &mut out);
+            assert_eq!(out, b"step1\n");
+            // An incomplete line ending in a secret's first half: the flush releases the
+            // line up to the half and keeps the half.
+            s.push(b"half=tok_live_8f3", &mut out);
+            s.flush(&mut out);
+            assert_eq!(String::from_utf8_lossy(&out), "step1\nhalf=");
+            s.flush(&mut out);
+            s.push(b"Kq2Lm9Xw7Vb1N done\n", &mut out);
+            s.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "step1\nhalf=[REDACTED:API_TOKEN] done\n"
+            );
+        }
     }
 }

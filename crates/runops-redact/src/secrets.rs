@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 
-use crate::encodings::secret_forms;
+use crate::encodings::{secret_forms, wrapped_base64_forms};
 use crate::{MAX_PATTERN_LEN, MIN_SECRET_LEN, MIN_SECRET_LEN_SECRET_KEY, key_looks_secret};
 
 /// Bits of the gram hash: a 2^20-bit (128 KiB) filter keeps random hits rare with
@@ -46,6 +46,11 @@ pub(crate) struct SecretMatcher {
     window_grams: Filter,
     /// Grams a pattern starts with.
     first_grams: Filter,
+    /// Every pattern, sorted: the ones a text is a prefix of form one run from the
+    /// first pattern not below the text.
+    sorted: Vec<Box<[u8]>>,
+    /// Bytes some pattern starts with.
+    first_bytes: [bool; 256],
 }
 
 impl std::fmt::Debug for SecretMatcher {
@@ -71,16 +76,24 @@ impl SecretMatcher {
             } else {
                 MIN_SECRET_LEN
             };
-            for form in secret_forms(value, min) {
-                for piece in split_long(&form) {
+            let marker = format!("[REDACTED:{key}]");
+            let mut add = |form: &[u8], replacement: &str| {
+                for piece in split_long(form) {
                     // Two keys with the same value: the first one names it.
                     if index.contains_key(piece) {
                         continue;
                     }
                     index.insert(piece.to_vec(), patterns.len());
                     patterns.push(piece.to_vec());
-                    replacements.push(format!("[REDACTED:{key}]").into_bytes().into());
+                    replacements.push(replacement.as_bytes().into());
                 }
+            };
+            for form in secret_forms(value, min) {
+                add(&form, &marker);
+            }
+            // Wrapped base64 keeps its line breaks, so the output keeps its lines.
+            for (form, breaks) in wrapped_base64_forms(value, min) {
+                add(&form, &format!("{marker}{}", "\n".repeat(breaks)));
             }
         }
         if patterns.is_empty() {
@@ -99,6 +112,12 @@ impl SecretMatcher {
                 set_bit(&mut window_grams, gram_hash(p, offset, gram_len));
             }
         }
+        let mut first_bytes = [false; 256];
+        for p in &patterns {
+            first_bytes[usize::from(p[0])] = true;
+        }
+        let mut sorted: Vec<Box<[u8]>> = patterns.iter().map(|p| p.as_slice().into()).collect();
+        sorted.sort_unstable();
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .start_kind(StartKind::Anchored)
@@ -113,7 +132,33 @@ impl SecretMatcher {
             stride,
             window_grams,
             first_grams,
+            sorted,
+            first_bytes,
         })
+    }
+
+    /// True when `text` is the start of some pattern (or a whole one): more input could
+    /// make a match start where `text` starts.
+    fn is_pattern_start(&self, text: &[u8]) -> bool {
+        if !text
+            .first()
+            .is_some_and(|&b| self.first_bytes[usize::from(b)])
+        {
+            return false;
+        }
+        let at = self.sorted.partition_point(|p| &p[..] < text);
+        self.sorted.get(at).is_some_and(|p| p.starts_with(text))
+    }
+
+    /// Where the undecided tail of `hay` begins: the first position from which the rest
+    /// of `hay` could still grow into a match (`hay.len()` when none). Every position
+    /// before it has all the patterns that could start there in view.
+    fn undecided_from(&self, hay: &[u8]) -> usize {
+        let len = hay.len();
+        let from = len.saturating_sub(self.longest.saturating_sub(1));
+        (from..len)
+            .find(|&i| self.is_pattern_start(&hay[i..]))
+            .unwrap_or(len)
     }
 
     /// Longest pattern in bytes.
@@ -127,17 +172,21 @@ impl SecretMatcher {
     }
 
     /// Redacts `hay` into `out` as far as it is final and returns how many bytes of
-    /// `hay` were consumed. Unless `at_end`, a position is final only when the longest
-    /// pattern starting there would fit in `hay`; the rest must be offered again with
-    /// more input after it.
+    /// `hay` were consumed. Unless `at_end`, the tail from the first position where the
+    /// rest of `hay` is the start of a pattern is not final (nor an incomplete UTF-8
+    /// character); it must be offered again with more input after it.
     pub(crate) fn redact(&self, hay: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
         let len = hay.len();
+        // Only a tail that could still begin a match waits for more input: the rest is
+        // final now, so output is not held back longer than a secret could need.
         let mut limit = if at_end {
             len
         } else {
-            (len + 1).saturating_sub(self.longest)
+            self.undecided_from(hay)
         };
         if !at_end {
+            // Never end inside a character, also when nothing else is held back.
+            limit = limit.min(crate::stream::complete_chars_len(hay));
             limit = crate::stream::char_boundary_at_or_before(hay, limit);
         }
         // No pattern fits in the last `window - 1` bytes.

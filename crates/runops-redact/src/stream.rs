@@ -2,7 +2,10 @@
 //! what redacting it whole would give.
 //!
 //! Two stages run in order. The secrets stage holds back fewer bytes than the longest
-//! secret pattern: only a tail that could still be the start of a match. The personal
+//! secret pattern: only a tail that could still be the start of a match (from the first
+//! position where the rest of the input begins some spelling of a secret), so complete
+//! lines leave at once. [`StreamRedactor::flush`] releases an incomplete line when the
+//! output pauses. The personal
 //! data stage works on segments: a line (up to and including `\n`), or, for a line
 //! longer than [`LINE_CAP`], its first `LINE_CAP` bytes cut after the last whitespace
 //! in the final [`CAP_CUT_SEARCH`] bytes (else at a character boundary). Segment
@@ -37,7 +40,7 @@ pub(crate) fn char_boundary_at_or_before(buf: &[u8], at: usize) -> usize {
 }
 
 /// Length of `buf` without a UTF-8 character left incomplete at its end.
-fn complete_chars_len(buf: &[u8]) -> usize {
+pub(crate) fn complete_chars_len(buf: &[u8]) -> usize {
     let len = buf.len();
     for back in 1..=3.min(len) {
         let b = buf[len - back];
@@ -90,6 +93,32 @@ impl StreamRedactor {
     /// Ends the stream: appends everything still held back, redacted.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.run(&[], true, out);
+    }
+
+    /// Output paused: appends what waits only for the end of its line (the incomplete
+    /// line the personal-data stage holds, scanned as if it ended here). What still
+    /// stays is the shortest tail that could begin a secret in one of its spellings,
+    /// and an incomplete UTF-8 character. A secret is caught whatever the pauses; a
+    /// personal-data finding cut by a pause inside its line is seen as two pieces.
+    /// Without flushes the output equals the one-shot redaction.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        let Some(pii) = self.redactor.inner.pii.as_ref() else {
+            return;
+        };
+        if self.line_tail.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.line_tail);
+        let complete = complete_chars_len(&buf);
+        let used = redact_segments(
+            pii,
+            &mut self.pii_state,
+            &mut self.hits,
+            &buf[..complete],
+            true,
+            out,
+        );
+        self.line_tail = buf[used..].to_vec();
     }
 
     /// Bytes received but not yet emitted. Never more than

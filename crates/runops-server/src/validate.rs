@@ -175,8 +175,54 @@ pub fn secret_mapping(
     Ok(Some(map))
 }
 
+/// Most keys in a target's `redact_keys` or `public_keys`: a secret has a few dozen.
+pub const MAX_REDACTION_KEYS: usize = 200;
+/// Longest key name in those lists.
+const MAX_KEY_NAME_LEN: usize = 128;
+
+/// Normalizes a `redact_keys`/`public_keys` list: items may hold comma-separated names,
+/// blanks are dropped, duplicates removed; each must be a name like an environment
+/// variable's.
+fn key_list(field: &str, v: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in v
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let valid = key.len() <= MAX_KEY_NAME_LEN
+            && key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ApiError::bad_request(format!(
+                "{field}: `{key}` is not a key name; use names like environment variables (letters, digits and `_`, not starting with a digit, at most {MAX_KEY_NAME_LEN} characters), e.g. PG_HOST"
+            )));
+        }
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+    if keys.len() > MAX_REDACTION_KEYS {
+        return Err(ApiError::bad_request(format!(
+            "{field} lists {} keys; at most {MAX_REDACTION_KEYS} are allowed",
+            keys.len()
+        )));
+    }
+    Ok(keys)
+}
+
 /// Checks the fields every target must satisfy (create and after an update).
 fn check_target(t: &Target) -> Result<(), ApiError> {
+    if let Some(both) = t.redact_keys.iter().find(|k| t.public_keys.contains(k)) {
+        return Err(ApiError::bad_request(format!(
+            "`{both}` is in both redact_keys and public_keys; a key is either redacted or not, remove it from one list"
+        )));
+    }
     target_name(&t.name)?;
     target_type(&t.kind)?;
     if let Some(p) = &t.secret_provider {
@@ -298,6 +344,8 @@ pub fn new_target(
         created_at: now,
         updated_at: now,
         config_keys: Vec::new(),
+        redact_keys: key_list("redact_keys", req.redact_keys)?,
+        public_keys: key_list("public_keys", req.public_keys)?,
     };
     check_target(&t)?;
     Ok(t)
@@ -347,6 +395,12 @@ pub fn apply_update(
     }
     if let Some(v) = u.timeout {
         t.timeout = v;
+    }
+    if let Some(v) = u.redact_keys {
+        t.redact_keys = key_list("redact_keys", Some(v))?;
+    }
+    if let Some(v) = u.public_keys {
+        t.public_keys = key_list("public_keys", Some(v))?;
     }
     t.updated_at = now;
     check_target(&t)?;

@@ -615,13 +615,14 @@ fn postgres_failures_are_clear_and_fast() {
     assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
     assert!(text.contains("refused"), "{text}");
 
-    // Unknown database: the server's message (the name is a secret value: redacted).
+    // Unknown database: the server's message, with the database's name (a connection
+    // setting, not a secret: `PG_DB` is shown).
     let out = runops_task(&env, "nodb", "select 1");
     assert_eq!(out.status.code(), Some(2));
     let text = stdout(&out);
     assert!(text.contains("cannot connect to PostgreSQL at "), "{text}");
     assert!(
-        text.contains("FATAL: database \"[REDACTED:PG_DB]\" does not exist"),
+        text.contains("FATAL: database \"rt_no_such_db\" does not exist"),
         "{text}"
     );
 
@@ -1444,5 +1445,154 @@ fn mongodb_without_mongosh_is_a_clear_error() {
             "`mongosh` was not found on the agent's PATH; install it with `npm install -g mongosh`"
         ),
         "{t}"
+    );
+}
+
+/// Connection settings (`PG_HOST`, `PG_DB`, `PG_USER`) show in errors and results; the
+/// password stays redacted; `--redact_keys` makes a setting secret again and
+/// `--public_keys` shows any key; a key in both lists is refused.
+#[test]
+fn postgres_connection_settings_show_and_redact_keys_hides_them_again() {
+    if !postgres_up() {
+        return;
+    }
+    let nodb = pg_secret().replace(r#""PG_DB": "test""#, r#""PG_DB": "rt_no_such_db""#);
+    let env = start(
+        &[("PG_T", pg_secret()), ("PG_NODB", nodb)],
+        &[
+            &[
+                "--name",
+                "pg",
+                "--type",
+                "postgres",
+                "--secret_path",
+                "PG_T",
+            ],
+            &[
+                "--name",
+                "nodb",
+                "--type",
+                "postgres",
+                "--secret_path",
+                "PG_NODB",
+            ],
+            &[
+                "--name",
+                "pg-hidden",
+                "--type",
+                "postgres",
+                "--secret_path",
+                "PG_T",
+                "--redact_keys",
+                "PG_HOST,PG_USER",
+            ],
+            &[
+                "--name",
+                "nodb-hidden",
+                "--type",
+                "postgres",
+                "--secret_path",
+                "PG_NODB",
+                "--redact_keys",
+                "PG_HOST, PG_DB",
+            ],
+            &[
+                "--name",
+                "pg-open",
+                "--type",
+                "postgres",
+                "--secret_path",
+                "PG_T",
+                "--public_keys",
+                "PG_PASS",
+            ],
+        ],
+    );
+    let query = "select current_user as u, 'trust-auth-ignores-it' as p;";
+    let out = runops_task(&env, "pg", query);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "u\tp\npostgres\t[REDACTED:PG_PASS]\n(1 row)\n"
+    );
+
+    let out = runops_task(&env, "nodb", "select 1");
+    let text = stdout(&out);
+    assert!(
+        text.contains("cannot connect to PostgreSQL at 127.0.0.1:5432"),
+        "{text}"
+    );
+    assert!(
+        text.contains("database \"rt_no_such_db\" does not exist"),
+        "{text}"
+    );
+    assert!(!text.contains("REDACTED"), "{text}");
+
+    // Listed in redact_keys: redacted again, whatever their length.
+    let out = runops_task(&env, "pg-hidden", query);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "u\tp\n[REDACTED:PG_USER]\t[REDACTED:PG_PASS]\n(1 row)\n"
+    );
+    let out = runops_task(&env, "nodb-hidden", "select 1");
+    let text = stdout(&out);
+    assert!(
+        text.contains("cannot connect to PostgreSQL at [REDACTED:PG_HOST]:5432"),
+        "{text}"
+    );
+    assert!(text.contains("database \"[REDACTED:PG_DB]\""), "{text}");
+    assert!(
+        !text.contains("rt_no_such_db") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+
+    // Listed in public_keys: shown even though it is a password.
+    let out = runops_task(&env, "pg-open", query);
+    assert_eq!(
+        stdout(&out),
+        "u\tp\npostgres\ttrust-auth-ignores-it\n(1 row)\n"
+    );
+
+    let shown = env.server.cli_ok(&["targets", "show", "pg-hidden"]);
+    assert!(shown.contains("PG_HOST, PG_USER"), "{shown}");
+
+    // Bad lists are refused with the reason.
+    let both = env.server.cli(&[
+        "targets",
+        "create",
+        "--name",
+        "both",
+        "--type",
+        "postgres",
+        "--secret_path",
+        "PG_T",
+        "--redact_keys",
+        "PG_HOST",
+        "--public_keys",
+        "PG_HOST",
+    ]);
+    assert!(!both.status.success());
+    assert!(
+        stderr(&both).contains("`PG_HOST` is in both redact_keys and public_keys"),
+        "{}",
+        stderr(&both)
+    );
+    let bad = env
+        .server
+        .cli(&["targets", "update", "pg", "--redact_keys", "PG-HOST"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("`PG-HOST` is not a key name"),
+        "{}",
+        stderr(&bad)
+    );
+    // An update that clears the list shows the setting again.
+    env.server
+        .cli_ok(&["targets", "update", "pg-hidden", "--redact_keys", ""]);
+    let out = runops_task(&env, "pg-hidden", query);
+    assert_eq!(
+        stdout(&out),
+        "u\tp\npostgres\t[REDACTED:PG_PASS]\n(1 row)\n"
     );
 }

@@ -385,3 +385,230 @@ fn redact_info_types_on_the_agent_narrows_personal_data_and_unknown_names_stop_i
         "[EMAIL_ADDRESS] +44 20 7946 0958 [REDACTED:API_TOKEN]"
     );
 }
+
+// What tools print by default: wrapped base64, bash's quoting, upper-case `\u` JSON, and
+// a secret whose halves reach the log with stderr bytes between them.
+
+/// Quotes, shell metacharacters, a leading `~` (escaped by `printf %q` only there).
+const QUOTED: &str = "~s3c'r\"e$t`x\\y z!#&";
+/// A control character: bash prints it in the ANSI-C `$'...'` form.
+const CTRL: &str = "tab\there'x9";
+/// Non-ASCII and HTML-sensitive characters: `\u00E4`-style JSON, C-locale octal.
+const UNI: &str = "pässwörd-Ünï<&>";
+
+fn tool_secret_json() -> String {
+    let json = serde_json::json!({
+        "API_TOKEN": API_TOKEN,
+        "DB_PASSWORD": DB_PASSWORD,
+        "QUOTED": QUOTED,
+        "CTRL": CTRL,
+        "UNI": UNI,
+    });
+    json.to_string()
+}
+
+/// Base64 offsets of the token (bytes of `a` before it): across a whole 76-column line.
+const WRAP_OFFSETS: std::ops::Range<usize> = 0..60;
+/// Offsets of the password in 64-column (PEM-style) base64.
+const PEM_OFFSETS: [usize; 4] = [0, 20, 40, 47];
+/// How much of the token stdout prints before stderr's progress line.
+const TOKEN_SPLIT: usize = 12;
+
+fn tools_script(gate1: &Path, gate2: &Path) -> String {
+    format!(
+        r#"
+export LC_ALL=C.UTF-8
+pad=$(printf 'x%.0s' {{1..300}})
+for n in $(seq {w0} {w1}); do {{ head -c "$n" /dev/zero | tr '\0' a; printf %s "$API_TOKEN"; }} | base64; done
+for n in {pem}; do {{ head -c "$n" /dev/zero | tr '\0' a; printf %s "$DB_PASSWORD"; }} | base64 -w 64; done
+( set -x; : "$QUOTED"; : "$CTRL"; : "$UNI" )
+printf '%q\n' "$QUOTED" "$CTRL" "$UNI" "x=$QUOTED"
+LC_ALL=C printf '%q\n' "$UNI"
+declare -p QUOTED CTRL UNI
+jsonu() {{
+  local s="$1" i c n
+  for ((i=0; i<${{#s}}; i++)); do
+    c="${{s:i:1}}"; n=$(printf '%d' "'$c")
+    case "$c" in
+      [\<\>\&\'+\`\"]) printf '\\u%04X' "$n" ;;
+      [\\]) printf '%s' '\\' ;;
+      *) if [ "$n" -gt 127 ]; then printf '\\u%04X' "$n"; else printf '%s' "$c"; fi ;;
+    esac
+  done
+}}
+echo "{{\"password\":\"$(jsonu "$UNI")\",\"quoted\":\"$(jsonu "$QUOTED")\"}}"
+printf 'before\n%s\n%s' "$pad" "${{API_TOKEN:0:{split}}}"
+while [ ! -e '{gate1}' ]; do sleep 0.05; done
+printf 'progress\n%s\n' "$pad" >&2
+while [ ! -e '{gate2}' ]; do sleep 0.05; done
+printf '%s\n' "${{API_TOKEN:{split}}}"
+echo TOOLS-DONE
+"#,
+        w0 = WRAP_OFFSETS.start,
+        w1 = WRAP_OFFSETS.end - 1,
+        pem = PEM_OFFSETS.map(|n| n.to_string()).join(" "),
+        split = TOKEN_SPLIT,
+        gate1 = gate1.display(),
+        gate2 = gate2.display(),
+    )
+}
+
+/// The base64 run that only `value` decides when `prefix_len` bytes precede it.
+fn base64_core(prefix_len: usize, value: &str) -> String {
+    let mut bytes = vec![b'a'; prefix_len];
+    bytes.extend_from_slice(value.as_bytes());
+    let encoded = base64(&bytes);
+    encoded[(8 * prefix_len).div_ceil(6)..8 * (prefix_len + value.len()) / 6].to_string()
+}
+
+/// .NET-style JSON escaping, as the script's `jsonu` does it.
+fn json_upper(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| match c {
+            '<' | '>' | '&' | '\'' | '+' | '`' | '"' => format!("\\u{:04X}", c as u32),
+            '\\' => "\\\\".to_string(),
+            c if !c.is_ascii() => format!("\\u{:04X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Every spelling the script prints: the values, bash's quoted forms, the JSON forms,
+/// both halves of the split token.
+fn tool_spellings() -> Vec<String> {
+    let mut forms: Vec<String> = [API_TOKEN, DB_PASSWORD, QUOTED, CTRL, UNI]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    forms.extend([
+        // set -x
+        QUOTED.replace('\'', r"'\''"),
+        CTRL.replace('\'', r"'\''"),
+        // printf %q
+        r#"\~s3c\'r\"e\$t\`x\\y\ z\!#\&"#.to_string(),
+        r#"~s3c\'r\"e\$t\`x\\y\ z\!#\&"#.to_string(),
+        r"tab\there\'x9".to_string(),
+        r"p\303\244ssw\303\266rd-\303\234n\303\257<&>".to_string(),
+        r"p\303\244ssw\303\266rd-\303\234n\303\257\<\&\>".to_string(),
+        // declare -p
+        r#"~s3c'r\"e\$t\`x\\y z!#&"#.to_string(),
+        // JSON
+        json_upper(UNI),
+        json_upper(QUOTED),
+        API_TOKEN[..TOKEN_SPLIT].to_string(),
+        API_TOKEN[TOKEN_SPLIT..].to_string(),
+    ]);
+    forms
+}
+
+/// The base64 runs of the wrapped output: looked for with the line breaks removed.
+fn wrapped_cores() -> Vec<String> {
+    let mut cores: Vec<String> = WRAP_OFFSETS.map(|n| base64_core(n, API_TOKEN)).collect();
+    cores.extend(PEM_OFFSETS.map(|n| base64_core(n, DB_PASSWORD)));
+    cores
+}
+
+fn assert_no_tool_spelling_in(place: &str, hay: &[u8]) {
+    assert_none_in(place, hay, &tool_spellings());
+    let joined: Vec<u8> = hay.iter().copied().filter(|&b| b != b'\n').collect();
+    assert_none_in(
+        &format!("{place} (line breaks removed)"),
+        &joined,
+        &wrapped_cores(),
+    );
+}
+
+#[test]
+fn what_tools_print_by_default_never_leaves_the_agent() {
+    let sb = Sandbox::new();
+    let server = Server::start(&sb, 10);
+    let token = server.create_agent_token();
+    let secret = tool_secret_json();
+    let _agent = Agent::start(&sb, "t", &token, None, &[("MY_TARGET", &secret)]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "tools",
+        "--type",
+        "bash",
+        "--secret_path",
+        "MY_TARGET",
+    ]);
+    let (gate1, gate2) = (sb.path("gate1"), sb.path("gate2"));
+    let script_file = sb.path("tools.sh");
+    std::fs::write(&script_file, tools_script(&gate1, &gate2)).unwrap();
+    let cli = server
+        .cli_cmd(&[
+            "tasks",
+            "create",
+            "-t",
+            "tools",
+            "-f",
+            &script_file.display().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the task to be created", || {
+        task_ids(&server).first().copied()
+    });
+    let spool_log = sb
+        .path("agent-t")
+        .join("spool")
+        .join(id.to_string())
+        .join("log");
+    let spool_has = |marker: &str| {
+        std::fs::read(&spool_log)
+            .ok()
+            .filter(|l| contains(l, marker))
+    };
+    // The reads are ordered by the gates: stdout's first half (after `before` and a
+    // line longer than any secret spelling, so `before` is decided), then stderr's
+    // progress line, then stdout's second half.
+    wait_for("stdout's first half to be read", || spool_has("before\n"));
+    std::fs::write(&gate1, "").unwrap();
+    let on_disk = wait_for("stderr's progress line", || spool_has("progress\n"));
+    assert_no_tool_spelling_in("the spool", &on_disk);
+    std::fs::write(&gate2, "").unwrap();
+
+    let out = cli.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(printed.contains("TOOLS-DONE"), "{printed}");
+    assert_no_tool_spelling_in("the CLI's stdout", &out.stdout);
+    assert_no_tool_spelling_in("the CLI's stderr", &out.stderr);
+
+    let task = server.wait_final(id);
+    assert_eq!(task["status"], "success", "{task}");
+    let logs = server.logs(id);
+    assert_no_tool_spelling_in("`runops tasks logs`", logs.as_bytes());
+    for marker in [
+        "[REDACTED:API_TOKEN]",
+        "[REDACTED:DB_PASSWORD]",
+        "[REDACTED:QUOTED]",
+        "[REDACTED:CTRL]",
+        "[REDACTED:UNI]",
+    ] {
+        assert!(logs.contains(marker), "{marker} missing:\n{logs}");
+    }
+    // The split token: the progress lines, then the whole token as one marker.
+    assert!(
+        logs.contains("xxx\n[REDACTED:API_TOKEN]\nTOOLS-DONE"),
+        "the split token should be one marker after the progress line:\n{logs}"
+    );
+    let mut store = Vec::new();
+    for name in ["runops.db", "runops.db-wal"] {
+        let path = server.data_dir.join(name);
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert_no_tool_spelling_in(&format!("the server's {}", path.display()), &bytes);
+            store.extend_from_slice(&bytes);
+        }
+    }
+    assert!(
+        contains(&store, "TOOLS-DONE"),
+        "the task's log was not found in the server's SQLite files"
+    );
+}

@@ -1,10 +1,28 @@
 //! [`TaskLog`]: the single destination of a task's output. Every byte (stdout, stderr,
-//! the agent's own `runops: ...` notes) goes through the task's one redactor stream,
-//! in arrival order, and only the redacted bytes are appended to the spool file.
+//! the agent's own `runops: ...` notes) goes through the task's redactor, and only the
+//! redacted bytes are appended to the spool file, in arrival order.
+//!
+//! stdout and stderr each have their own redactor stream: a secret printed in two
+//! halves on stdout with stderr bytes between them (a progress line) is whole in its
+//! own stream, so it is caught; one stream over the merged bytes would see it split.
+//! What a stream holds back (a tail that may still begin a secret) is written when
+//! that stream decides it, after whatever the other stream wrote meanwhile. Notes are
+//! complete lines from the agent and are redacted at once.
+//!
+//! Output is live: the redactor releases complete lines at once, and a background
+//! flusher releases an incomplete line once it has waited [`HOLD_RELEASE_AFTER`]
+//! (a prompt, a progress bar): only the shortest tail that could still begin a secret
+//! in one of its spellings stays until more output decides it.
 
 use runops_redact::{Redactor, StreamRedactor};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
+
+/// How long output the redactor holds back may wait before it is released anyway
+/// (all but a possible secret's start): well under the 1 s a watching human notices.
+pub const HOLD_RELEASE_AFTER: Duration = Duration::from_millis(250);
 
 /// How much of a task's log is on disk, and whether more can come.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,13 +33,29 @@ pub struct LogProgress {
     pub done: bool,
 }
 
+/// Where output comes from: each source has its own redactor stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Stdout,
+    Stderr,
+}
+
 pub struct TaskLog {
+    shared: Arc<Shared>,
+    flusher: tokio::task::AbortHandle,
+}
+
+struct Shared {
     inner: Mutex<Inner>,
     progress: watch::Sender<LogProgress>,
+    /// A write left bytes held back: the flusher releases them after a pause.
+    held: Arc<Notify>,
 }
 
 struct Inner {
-    stream: StreamRedactor,
+    redactor: Redactor,
+    stdout: StreamRedactor,
+    stderr: StreamRedactor,
     file: tokio::fs::File,
     written: u64,
     /// Redacted bytes ready to be written (reused between writes).
@@ -31,12 +65,21 @@ struct Inner {
     finished: bool,
 }
 
+impl Drop for TaskLog {
+    fn drop(&mut self) {
+        self.flusher.abort();
+    }
+}
+
 impl TaskLog {
-    /// `file` is the spool log opened for appending (and empty).
+    /// `file` is the spool log opened for appending (and empty). Must be called within
+    /// a tokio runtime (it starts the log's flusher).
     pub fn new(file: tokio::fs::File, redactor: &Redactor) -> TaskLog {
-        TaskLog {
+        let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                stream: redactor.stream(),
+                redactor: redactor.clone(),
+                stdout: redactor.stream(),
+                stderr: redactor.stream(),
                 file,
                 written: 0,
                 buf: Vec::new(),
@@ -44,38 +87,91 @@ impl TaskLog {
                 finished: false,
             }),
             progress: watch::channel(LogProgress::default()).0,
-        }
+            held: Arc::new(Notify::new()),
+        });
+        let flusher = tokio::spawn(release_held_output(
+            Arc::downgrade(&shared),
+            shared.held.clone(),
+        ))
+        .abort_handle();
+        TaskLog { shared, flusher }
     }
 
     /// Follows the log's progress (the uploader does).
     pub fn subscribe(&self) -> watch::Receiver<LogProgress> {
-        self.progress.subscribe()
+        self.shared.progress.subscribe()
     }
 
-    /// Adds output of the task.
+    /// Adds output of the task (its stdout, or output the agent formats for it).
     pub async fn write(&self, bytes: &[u8]) {
-        let mut inner = self.inner.lock().await;
+        self.write_from(Source::Stdout, bytes).await;
+    }
+
+    /// Adds output of the task from `source`.
+    pub async fn write_from(&self, source: Source, bytes: &[u8]) {
+        let mut inner = self.shared.inner.lock().await;
         if inner.finished {
             return;
         }
-        let Inner { stream, buf, .. } = &mut *inner;
+        let Inner {
+            stdout,
+            stderr,
+            buf,
+            ..
+        } = &mut *inner;
+        let stream = match source {
+            Source::Stdout => stdout,
+            Source::Stderr => stderr,
+        };
         stream.push(bytes, buf);
-        self.flush(&mut inner).await;
+        if stream.held_back() > 0 {
+            self.shared.held.notify_one();
+        }
+        self.shared.write_out(&mut inner).await;
     }
 
     /// Adds a line from the agent itself (`runops: <note>`), on a line of its own.
     pub async fn note(&self, note: &str) {
-        self.write(format!("runops: {note}\n").as_bytes()).await;
+        let mut inner = self.shared.inner.lock().await;
+        if inner.finished {
+            return;
+        }
+        let line = inner
+            .redactor
+            .redact(format!("runops: {note}\n").as_bytes());
+        inner.buf.extend_from_slice(&line);
+        self.shared.write_out(&mut inner).await;
+    }
+
+    /// The task's own output is over (its process ended): writes what the streams
+    /// held back, so that notes written after it follow the output.
+    pub async fn end_output(&self) {
+        let mut inner = self.shared.inner.lock().await;
+        let Inner {
+            stdout,
+            stderr,
+            buf,
+            ..
+        } = &mut *inner;
+        stdout.finish(buf);
+        stderr.finish(buf);
+        self.shared.write_out(&mut inner).await;
     }
 
     /// Ends the log: flushes what the redactor held back and syncs the file.
     /// Returns the log's size, or the first write error.
     pub async fn finish(&self) -> Result<u64, String> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.shared.inner.lock().await;
         if !inner.finished {
-            let Inner { stream, buf, .. } = &mut *inner;
-            stream.finish(buf);
-            self.flush(&mut inner).await;
+            let Inner {
+                stdout,
+                stderr,
+                buf,
+                ..
+            } = &mut *inner;
+            stdout.finish(buf);
+            stderr.finish(buf);
+            self.shared.write_out(&mut inner).await;
             inner.finished = true;
             if let Err(e) = inner.file.sync_data().await
                 && inner.error.is_none()
@@ -93,22 +189,55 @@ impl TaskLog {
     /// then). `redacted_note` must already have gone through the task's redactor.
     /// Returns the log's new size.
     pub async fn append_note_after_finish(&self, redacted_note: &str) -> u64 {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.shared.inner.lock().await;
         inner.buf.clear();
         inner
             .buf
             .extend_from_slice(format!("runops: {redacted_note}\n").as_bytes());
-        self.flush(&mut inner).await;
+        self.shared.write_out(&mut inner).await;
         let _ = inner.file.sync_data().await;
         inner.written
     }
 
     /// Tells the uploader that the log is complete and the result stored.
     pub fn mark_done(&self) {
-        self.progress.send_modify(|p| p.done = true);
+        self.shared.progress.send_modify(|p| p.done = true);
     }
 
-    async fn flush(&self, inner: &mut Inner) {
+    /// Bytes written so far.
+    pub async fn written(&self) -> u64 {
+        self.shared.inner.lock().await.written
+    }
+}
+
+/// The flusher of one log: after a write left bytes held back, waits
+/// [`HOLD_RELEASE_AFTER`] and releases what the streams no longer need to hold (an
+/// incomplete line; never a possible secret's start). Ends with the log.
+async fn release_held_output(shared: std::sync::Weak<Shared>, held: Arc<Notify>) {
+    loop {
+        held.notified().await;
+        tokio::time::sleep(HOLD_RELEASE_AFTER).await;
+        let Some(log) = shared.upgrade() else { return };
+        let mut inner = log.inner.lock().await;
+        if inner.finished {
+            return;
+        }
+        let Inner {
+            stdout,
+            stderr,
+            buf,
+            ..
+        } = &mut *inner;
+        stdout.flush(buf);
+        stderr.flush(buf);
+        log.write_out(&mut inner).await;
+    }
+}
+
+impl Shared {
+    /// Appends the redacted bytes in `inner.buf` to the spool file and tells the
+    /// uploader.
+    async fn write_out(&self, inner: &mut Inner) {
         if inner.buf.is_empty() || inner.error.is_some() {
             inner.buf.clear();
             return;
@@ -128,10 +257,5 @@ impl TaskLog {
             Err(e) => inner.error = Some(format!("cannot save the task's log: {e}")),
         }
         inner.buf.clear();
-    }
-
-    /// Bytes written so far.
-    pub async fn written(&self) -> u64 {
-        self.inner.lock().await.written
     }
 }

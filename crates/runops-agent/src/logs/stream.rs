@@ -43,18 +43,24 @@ pub async fn report_task(
     let task_id = spool.task_id();
     let mut backoff = Backoff::new();
     let mut acked = spool.acked().await.min(progress.borrow().written);
+    let mut last_upload: Option<tokio::time::Instant> = None;
     loop {
         // Upload until everything written is acknowledged and the log is complete.
         let current = *progress.borrow_and_update();
         if acked < current.written {
-            if !current.done && current.written - acked < UPLOAD_FLUSH_BYTES {
-                // Let a little more output join this chunk.
-                let _ = tokio::time::timeout(
-                    UPLOAD_INTERVAL,
+            if !current.done
+                && current.written - acked < UPLOAD_FLUSH_BYTES
+                && let Some(last) = last_upload
+            {
+                // Output that keeps coming is sent at most once per interval; the
+                // first bytes after a quiet spell go at once (a line is live).
+                let _ = tokio::time::timeout_at(
+                    last + UPLOAD_INTERVAL,
                     progress.wait_for(|p| p.done || p.written - acked >= UPLOAD_FLUSH_BYTES),
                 )
                 .await;
             }
+            last_upload = Some(tokio::time::Instant::now());
             let written = progress.borrow().written;
             match upload_chunk(&link, &spool, acked, written).await {
                 Answer::Ok(stored) => {

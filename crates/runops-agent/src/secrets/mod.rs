@@ -139,6 +139,8 @@ pub(crate) mod tests {
             secret_path: path.map(str::to_string),
             secret_mapping: None,
             redact: "all".into(),
+            redact_keys: Vec::new(),
+            public_keys: Vec::new(),
             custom_command: None,
             timeout_secs: 60,
             user_email: "ana@example.com".into(),

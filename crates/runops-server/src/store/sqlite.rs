@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/0006_disk_and_identities.sql"),
     ),
+    (7, include_str!("../../migrations/0007_redact_keys.sql")),
 ];
 
 /// The name the first start gives the first admin's token.
@@ -207,7 +208,7 @@ macro_rules! user_cols {
 
 macro_rules! target_cols {
     () => {
-        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json"
+        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json"
     };
 }
 
@@ -237,6 +238,8 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
         config_keys: json_list(&row.try_get::<String, _>("config_keys_json")?)?,
+        redact_keys: json_list(&row.try_get::<String, _>("redact_keys_json")?)?,
+        public_keys: json_list(&row.try_get::<String, _>("public_keys_json")?)?,
     })
 }
 
@@ -585,7 +588,7 @@ impl Store for SqliteStore {
 
     async fn create_target(&self, org_id: i64, t: &Target) -> StoreResult<Target> {
         let r = sqlx::query(
-            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(org_id)
         .bind(&t.name)
@@ -603,6 +606,8 @@ impl Store for SqliteStore {
         .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
         .bind(t.created_at.timestamp_millis())
         .bind(t.updated_at.timestamp_millis())
+        .bind(to_json_list(&t.redact_keys))
+        .bind(to_json_list(&t.public_keys))
         .execute(&self.writer)
         .await;
         match r {
@@ -642,7 +647,7 @@ impl Store for SqliteStore {
 
     async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
         let r = sqlx::query(
-            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ? WHERE org_id = ? AND name = ?",
+            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ?, redact_keys_json = ?, public_keys_json = ? WHERE org_id = ? AND name = ?",
         )
         .bind(&t.kind)
         .bind(&t.description)
@@ -657,6 +662,8 @@ impl Store for SqliteStore {
         .bind(&t.custom_command)
         .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
         .bind(t.updated_at.timestamp_millis())
+        .bind(to_json_list(&t.redact_keys))
+        .bind(to_json_list(&t.public_keys))
         .bind(org_id)
         .bind(&t.name)
         .execute(&self.writer)
@@ -717,7 +724,7 @@ impl Store for SqliteStore {
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
         let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(org_id)
         .bind(&target.name)
@@ -738,6 +745,8 @@ impl Store for SqliteStore {
         .bind(t.status.as_str())
         .bind(now_ms)
         .bind(t.created_with_jwt)
+        .bind(to_json_list(&target.redact_keys))
+        .bind(to_json_list(&target.public_keys))
         .execute(&self.writer)
         .await?
         .last_insert_rowid();
@@ -804,7 +813,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE tasks SET status = 'dispatched', session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
              WHERE id IN (SELECT id FROM tasks WHERE status = 'ready' AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
-             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, user_email, user_groups_json, created_at",
+             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, created_at",
         )
         .bind(&session.id)
         .bind(&session.hostname)
@@ -829,6 +838,8 @@ impl Store for SqliteStore {
                     secret_path: r.try_get("secret_path")?,
                     secret_mapping: r.try_get("secret_mapping")?,
                     redact: r.try_get("redact")?,
+                    redact_keys: json_list(&r.try_get::<String, _>("redact_keys_json")?)?,
+                    public_keys: json_list(&r.try_get::<String, _>("public_keys_json")?)?,
                     custom_command: r.try_get("custom_command")?,
                     timeout_secs: u64_of(r.try_get("timeout_secs")?),
                     user_email: r.try_get("user_email")?,
