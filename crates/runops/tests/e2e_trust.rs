@@ -249,3 +249,20 @@ fn a_user_cannot_redirect_a_target_to_an_agent_they_run() {
     assert_eq!(t["tags"], "prod");
     assert_eq!(t["secret_path"], "PROD_SECRETS");
 }
+
+#[test]
+fn a_case_variant_of_an_existing_e_mail_is_refused() {
+    let sb = Sandbox::new();
+    let server = Server::start(&sb, 30);
+    user_token(&server, "bob@example.com");
+    let out = server.cli(&[
+        "users",
+        "create",
+        "--name",
+        "bob2",
+        "--email",
+        "Bob@Example.COM",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already"), "{}", stderr(&out));
+}
