@@ -68,11 +68,10 @@ fn secret_problems_fail_fast_with_reason_secrets() {
 
     let out = server.cli(&["tasks", "create", "-t", "missing", "-s", "echo hi"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("NOT_SET_ANYWHERE"),
-        "{}",
-        stderr(&out)
-    );
+    // Said once: in the followed log (the agent's note), not repeated on stderr.
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("NOT_SET_ANYWHERE"), "{all}");
+    assert!(stderr(&out).contains("failed (secrets)"), "{all}");
     let id = last_task_id(&server);
     assert_failed(&server.task(id), "secrets", "NOT_SET_ANYWHERE");
 

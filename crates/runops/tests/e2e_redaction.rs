@@ -336,12 +336,11 @@ fn redact_none_keeps_personal_data_but_still_removes_secret_values() {
 fn redact_info_types_on_the_agent_narrows_personal_data_and_unknown_names_stop_it() {
     let sb = Sandbox::new();
     let server = Server::start(&sb, 10);
-    let token = server.create_agent_token();
 
     let mut bad = Agent::start(
         &sb,
         "bad",
-        &token,
+        &server.create_agent_token_for("bad"),
         Some("bad"),
         &[("REDACT_INFO_TYPES", "EMAIL_ADDRESS,PASSPORT")],
     );
@@ -359,7 +358,7 @@ fn redact_info_types_on_the_agent_narrows_personal_data_and_unknown_names_stop_i
     let _agent = Agent::start(
         &sb,
         "e",
-        &token,
+        &server.create_agent_token_for("emails"),
         Some("emails"),
         &[
             ("MY_TARGET", &secret),

@@ -473,7 +473,7 @@ fn aws_provider_reads_secrets_manager_with_env_and_profile_credentials() {
     let _profile_agent = Agent::start(
         &sb,
         "profile",
-        &token,
+        &server.create_agent_token_for("profile"),
         Some("profile"),
         &env_refs(&profile_env),
     );
@@ -1202,7 +1202,7 @@ fn vault_kv_v1_and_v2_with_token_and_approle_auth() {
     let _approle_agent = Agent::start(
         &sb,
         "approle",
-        &token,
+        &server.create_agent_token_for("approle"),
         Some("approle"),
         &[
             ("VAULT_ADDR", &addr),
@@ -1214,14 +1214,14 @@ fn vault_kv_v1_and_v2_with_token_and_approle_auth() {
     let _bad_token_agent = Agent::start(
         &sb,
         "bad",
-        &token,
+        &server.create_agent_token_for("badtoken"),
         Some("badtoken"),
         &[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "not-a-valid-token")],
     );
     let _bad_approle_agent = Agent::start(
         &sb,
         "badrole",
-        &token,
+        &server.create_agent_token_for("badrole"),
         Some("badrole"),
         &[
             ("VAULT_ADDR", &addr),

@@ -1345,44 +1345,19 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<EndedSession> {
         let mut tx = self.writer.begin().await?;
-        let row =
-            sqlx::query("SELECT org_id, tags, hostname, ended_at FROM agent_sessions WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(row) = row else {
+        let Some((mut recovered, _)) = session_head(&mut tx, id).await? else {
             return Ok(EndedSession::default());
         };
-        let mut recovered = EndedSession {
-            ended_now: false,
-            org_id: row.try_get("org_id")?,
-            tags: row.try_get("tags")?,
-            hostname: row.try_get("hostname")?,
-            failed: Vec::new(),
-            requeued: Vec::new(),
-        };
-        let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
-        recovered.failed = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
-             WHERE session_id = ? AND status = 'running' AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id",
+        release_session_tasks(
+            &mut tx,
+            id,
+            &mut recovered,
+            &SessionEnd::Restarted,
+            keep,
+            now_ms,
         )
-        .bind(SessionEnd::Restarted.running_task_message(&recovered.hostname))
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .bind(&keep)
-        .fetch_all(&mut *tx)
-        .await?;
-        recovered.requeued = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
-             WHERE session_id = ? AND status = 'dispatched' RETURNING id",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        recovered.failed.sort_unstable();
-        recovered.requeued.sort_unstable();
         Ok(recovered)
     }
 
@@ -1425,23 +1400,10 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<EndedSession> {
         let mut tx = self.writer.begin().await?;
-        let row =
-            sqlx::query("SELECT org_id, tags, hostname, ended_at FROM agent_sessions WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(row) = row else {
+        let Some((mut ended, already)) = session_head(&mut tx, id).await? else {
             return Ok(EndedSession::default());
         };
-        let mut ended = EndedSession {
-            ended_now: false,
-            org_id: row.try_get("org_id")?,
-            tags: row.try_get("tags")?,
-            hostname: row.try_get("hostname")?,
-            failed: Vec::new(),
-            requeued: Vec::new(),
-        };
-        if row.try_get::<Option<i64>, _>("ended_at")?.is_some() {
+        if already {
             return Ok(ended);
         }
         sqlx::query("UPDATE agent_sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
@@ -1450,28 +1412,8 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        // A task that started is never run again: it fails.
-        ended.failed = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
-             WHERE session_id = ? AND status = 'running' RETURNING id",
-        )
-        .bind(how.running_task_message(&ended.hostname))
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        // An offer that was not started never ran: it can go to the next agent.
-        ended.requeued = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
-             WHERE session_id = ? AND status = 'dispatched' RETURNING id",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
+        release_session_tasks(&mut tx, id, &mut ended, how, &[], now_ms).await?;
         tx.commit().await?;
-        ended.failed.sort_unstable();
-        ended.requeued.sort_unstable();
         ended.ended_now = true;
         Ok(ended)
     }
@@ -1834,5 +1776,67 @@ async fn insert_chunk(
     .bind(data)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// A session's org, tags and hostname (for [`EndedSession`]) and whether it had already
+/// ended; `None` when it does not exist.
+async fn session_head(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+) -> StoreResult<Option<(EndedSession, bool)>> {
+    let row =
+        sqlx::query("SELECT org_id, tags, hostname, ended_at FROM agent_sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let head = EndedSession {
+        ended_now: false,
+        org_id: row.try_get("org_id")?,
+        tags: row.try_get("tags")?,
+        hostname: row.try_get("hostname")?,
+        failed: Vec::new(),
+        requeued: Vec::new(),
+    };
+    Ok(Some((
+        head,
+        row.try_get::<Option<i64>, _>("ended_at")?.is_some(),
+    )))
+}
+
+/// What a session's end (or its agent's restart) does to its tasks: a task that
+/// started is never run again, so the running ones (but `keep`, which the agent still
+/// reports) fail `agent-lost`; an offer that was not started never ran, so it goes
+/// back to `ready` for the next agent.
+async fn release_session_tasks(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    ended: &mut EndedSession,
+    how: &SessionEnd,
+    keep: &[i64],
+    now_ms: i64,
+) -> StoreResult<()> {
+    let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
+    ended.failed = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
+         WHERE session_id = ? AND status = 'running' AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id",
+    )
+    .bind(how.running_task_message(&ended.hostname))
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(id)
+    .bind(&keep)
+    .fetch_all(&mut *conn)
+    .await?;
+    ended.requeued = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+         WHERE session_id = ? AND status = 'dispatched' RETURNING id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    ended.failed.sort_unstable();
+    ended.requeued.sort_unstable();
     Ok(())
 }

@@ -32,6 +32,53 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// A CLI command that runs longer than this is stuck (a task waiting for an agent
+/// that never comes): it is killed and the test fails, instead of hanging the suite.
+pub const CLI_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to completion like `Command::output`, but kills it and panics naming
+/// `what` when it is still running after `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the CLI") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "`{what}` was still running after {limit:?}; killed. stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after [`WAIT`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -224,7 +271,11 @@ impl Server {
 
     /// Runs a CLI command as the admin user against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_cmd(args).output().expect("run runops cli")
+        output_within(
+            self.cli_cmd(args),
+            CLI_LIMIT,
+            &format!("runops {}", args.join(" ")),
+        )
     }
 
     /// Runs a CLI command and asserts it succeeded; returns stdout.
