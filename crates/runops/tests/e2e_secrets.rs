@@ -770,7 +770,6 @@ fn aws_provider_uses_container_process_and_web_identity_credentials_and_classifi
     let (creds_port, handed) = credentials_stand_in("eks-pod-identity-token");
     let keys_seen = |key: &str| seen.lock().unwrap().iter().filter(|k| *k == key).count();
     let server = Server::start(&sb, 10);
-    let token = server.create_agent_token();
     let base = |extra: &[(&'static str, String)]| {
         let mut env = vec![
             ("AWS_REGION", "us-east-1".to_string()),
@@ -862,7 +861,13 @@ fn aws_provider_uses_container_process_and_web_identity_credentials_and_classifi
                 name,
             ],
         );
-        Agent::start(&sb, name, &token, Some(name), &env_refs(env))
+        Agent::start(
+            &sb,
+            name,
+            &server.create_agent_token_for(name),
+            Some(name),
+            &env_refs(env),
+        )
     })
     .collect();
     let script = sees("DB_USER", "aws-db-user");
