@@ -222,13 +222,23 @@ async fn another_organisation_sees_none_of_this_ones_objects_on_any_endpoint() {
     let listings = [
         "/v1/targets",
         "/v1/tasks",
-        "/v1/tasks?target=secret-db",
         "/v1/agents",
         "/v1/agent-tokens",
         "/v1/users",
         "/v1/tokens",
         "/v1/tokens?all=true",
     ];
+    // Filtering by another org's target answers exactly like a target that exists nowhere.
+    for target in ["secret-db", "no-such-target-anywhere"] {
+        let path = format!("/v1/tasks?target={target}");
+        let (status, answer) = call(&url, OTHER_ADMIN, Method::GET, &path, None).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert_eq!(
+            answer["error"],
+            format!("target `{target}` not found"),
+            "{path}: {answer}"
+        );
+    }
     for path in listings {
         let (status, answer) = call(&url, OTHER_ADMIN, Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}: {answer}");
