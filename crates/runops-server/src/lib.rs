@@ -26,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod reaper;
 pub mod sealed;
 pub mod store;
