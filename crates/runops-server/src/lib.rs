@@ -25,6 +25,7 @@ pub mod extract;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod reaper;
