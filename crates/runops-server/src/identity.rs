@@ -433,15 +433,16 @@ pub async fn attach_tokens(
                 now_ms(),
             )
             .await?;
-        if failed {
+        if failed.outcome {
             tracing::warn!(
                 task = id,
                 status = "failure",
                 reason = "unauthenticated",
                 "task lost its creator's identity token in a restart"
             );
-            st.hub.wake_log(*id);
         }
+        let system = crate::audit::Actor::system();
+        crate::effects::apply(st, &system, failed.effects.as_ref()).await;
     }
     offers.retain(|o| !lost.contains(&o.task_id));
     Ok(())

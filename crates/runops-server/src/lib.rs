@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod auth;
 pub mod conn;
+pub mod effects;
 pub mod error;
 pub mod extract;
 pub mod http;

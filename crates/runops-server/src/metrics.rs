@@ -12,7 +12,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use runops_proto::prometheus::{
     CONTENT_TYPE, Exposition, HTTP_SECONDS_BUCKETS, Histogram, MetricType, TASK_SECONDS_BUCKETS,
 };
@@ -106,9 +105,9 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// A task started on its agent: observes the time since it was created.
-    pub fn task_started(&self, created_at: DateTime<Utc>, started_at: DateTime<Utc>) {
-        let secs = (started_at - created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    /// A task started on its agent `waited_ms` after it was created.
+    pub fn task_started(&self, waited_ms: i64) {
+        let secs = waited_ms.max(0) as f64 / 1000.0;
         self.lock().dispatch_latency.observe(secs);
     }
 

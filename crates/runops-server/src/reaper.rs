@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::http::AppState;
 use crate::http::agent::end_session;
-use crate::now_ms;
 use crate::store::SessionEnd;
+use crate::{effects, lifecycle, now_ms};
 use runops_proto::FailureReason;
 
 /// How often leases and offer deadlines are checked; bounds how late a lost agent
@@ -45,13 +45,15 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
         )
         .await?;
     }
+    let system = crate::audit::Actor::system();
     for r in st.store.requeue_expired_offers(now).await? {
         tracing::info!(
             task = r.task_id,
             status = "ready",
             "offer expired before start; back in the queue"
         );
-        st.hub.wake_work(r.org_id, r.tags.as_deref());
+        let rule = &lifecycle::OFFER_EXPIRED;
+        effects::apply_rule(st, &system, rule, r.org_id, r.tags.as_deref(), &[r.task_id]).await;
     }
     let overdue = st.jwts.overdue_proofs(now);
     if !overdue.is_empty() {
@@ -61,15 +63,15 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
                 .store
                 .fail_unstarted_task(org_id, id, FailureReason::Unauthenticated, &message, now)
                 .await?;
-            if failed {
+            if failed.outcome {
                 tracing::warn!(
                     task = id,
                     status = "failure",
                     reason = "unauthenticated",
                     "no proof came for a task created with a key-bound identity token"
                 );
-                st.hub.wake_log(id);
             }
+            effects::apply(st, &system, failed.effects.as_ref()).await;
         }
     }
     Ok(())

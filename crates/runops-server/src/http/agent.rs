@@ -4,12 +4,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use runops_proto::TaskStatus;
 use runops_proto::agent::{
     ConnectRequest, ConnectResponse, DisconnectRequest, FinishRequest, FinishResponse, LogAck,
     LogChunkQuery, PollRequest, PollResponse, StartRequest, StartResponse,
 };
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
-use runops_proto::{FailureReason, TaskStatus};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -19,9 +19,10 @@ use crate::auth::{AgentAuth, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, LogChunkBody, parse_task_id};
 use crate::store::{
-    AppendOutcome, FinishOutcome, NewSession, SessionEnd, SessionRecord, StartOutcome, StoreError,
+    AppendOutcome, EndedSession, FinishOutcome, NewSession, SessionEnd, SessionRecord,
+    StartOutcome, StoreError,
 };
-use crate::{now_ms, validate};
+use crate::{effects, lifecycle, now_ms, validate};
 
 /// A standby connect is held at most this long, then answered `409 tags_taken` so
 /// the agent asks again (keeps the request under proxies' idle timeouts).
@@ -145,22 +146,17 @@ pub async fn end_session(
         "agent session ended"
     );
     for task in &ended.failed {
-        st.metrics
-            .task_finished(TaskStatus::Failure, Some(FailureReason::AgentLost));
         tracing::info!(
             task,
             status = "failure",
             reason = "agent-lost",
             "task state changed"
         );
-        st.hub.wake_log(*task);
     }
     for task in &ended.requeued {
         tracing::info!(task, status = "ready", "offer returned to the queue");
     }
-    if !ended.requeued.is_empty() {
-        st.hub.wake_work(ended.org_id, ended.tags.as_deref());
-    }
+    apply_session_rules(st, by, &ended).await;
     st.hub.forget_session(id);
     st.hub.wake_tags_freed(ended.org_id, ended.tags.as_deref());
     Ok(())
@@ -235,7 +231,7 @@ pub async fn connect(
                     .resume_session(&s.id, &req.hostname, &req.version, req.concurrency, now)
                     .await?;
                 if req.restarted {
-                    recover_restarted(&st, &s, &req.spooled).await?;
+                    recover_restarted(&st, &s, &req.spooled, &Actor::agent(&auth)).await?;
                 }
                 tracing::info!(session = %s.id, hostname = %req.hostname, tags = tags.as_deref().unwrap_or(""), "agent resumed its session");
                 let detail = connect_detail(&req, tags.as_deref(), auth.token.id, true);
@@ -332,6 +328,7 @@ async fn recover_restarted(
     st: &AppState,
     session: &SessionRecord,
     spooled: &[i64],
+    by: &Actor,
 ) -> Result<(), StoreError> {
     if spooled.len() > MAX_RUNNING_LISTED {
         // Keep everything: the spool reports each of them, and the lease rules stand.
@@ -342,10 +339,7 @@ async fn recover_restarted(
         .recover_restarted_session(&session.id, spooled, now_ms())
         .await?;
     for task in &r.failed {
-        st.metrics
-            .task_finished(TaskStatus::Failure, Some(FailureReason::AgentLost));
         tracing::info!(task, status = "failure", reason = "agent-lost", hostname = %session.hostname, "task state changed: its agent restarted");
-        st.hub.wake_log(*task);
     }
     for task in &r.requeued {
         tracing::info!(
@@ -354,10 +348,17 @@ async fn recover_restarted(
             "offer returned to the queue: its agent restarted"
         );
     }
-    if !r.requeued.is_empty() {
-        st.hub.wake_work(session.org_id, session.tags.as_deref());
-    }
+    apply_session_rules(st, by, &r).await;
     Ok(())
+}
+
+/// The lifecycle's effects on the tasks of an ended (or recovered) session.
+async fn apply_session_rules(st: &AppState, by: &Actor, ended: &EndedSession) {
+    let (org_id, tags) = (ended.org_id, ended.tags.as_deref());
+    let running = &lifecycle::SESSION_ENDED_RUNNING;
+    effects::apply_rule(st, by, running, org_id, tags, &ended.failed).await;
+    let offered = &lifecycle::SESSION_ENDED_OFFERED;
+    effects::apply_rule(st, by, offered, org_id, tags, &ended.requeued).await;
 }
 
 /// `403`: the agent's `TAGS` are not the tag set its token was made for.
@@ -489,35 +490,25 @@ pub async fn start(
 ) -> ApiResult<Json<StartResponse>> {
     let id = parse_task_id(&raw)?;
     let session = live_session(&st, &auth, &req.session_id, "start").await?;
-    let now = now_ms();
-    match st
+    let d = st
         .store
-        .start_task(session.org_id, id, &session.id, now)
-        .await?
-    {
+        .start_task(session.org_id, id, &session.id, now_ms())
+        .await?;
+    // Running now: the creator's token went out with the offer and is dropped here; a
+    // late start put the offer back in the queue.
+    effects::apply(&st, &Actor::agent(&auth), d.effects.as_ref()).await;
+    match d.outcome {
         StartOutcome::Started(rec) => {
-            // Running now: the creator's token went out with the offer; drop our copy.
-            st.jwts.release(id);
-            // A resent start answers `Started` again with the first start's time.
-            if let Some(started) = rec.task.started_at
-                && started.timestamp_millis() == now
-            {
-                st.metrics.task_started(rec.task.created_at, started);
-            }
             tracing::info!(task = id, status = "running", hostname = %session.hostname, "task state changed");
-            st.hub.wake_log(id);
             Ok(Json(StartResponse {
                 task_id: id,
                 status: rec.task.status,
             }))
         }
-        StartOutcome::OfferExpired => {
-            st.hub.wake_work(session.org_id, session.tags.as_deref());
-            Err(ApiError::conflict(
-                "offer_expired",
-                format!("the offer of task {id} expired or went to another agent; do not run it"),
-            ))
-        }
+        StartOutcome::OfferExpired => Err(ApiError::conflict(
+            "offer_expired",
+            format!("the offer of task {id} expired or went to another agent; do not run it"),
+        )),
         StartOutcome::Ended(status) => Err(ApiError::conflict(
             "task_ended",
             format!("task {id} already ended ({status}); do not run it"),
@@ -536,7 +527,7 @@ pub async fn upload_log(
     let id = parse_task_id(&raw)?;
     // Ended sessions still deliver what they have (the store refuses ended tasks).
     owned_session(&st, &auth, &q.session_id, "logs").await?;
-    let outcome = st
+    let d = st
         .store
         .append_log(
             auth.token.org_id,
@@ -547,12 +538,9 @@ pub async fn upload_log(
             st.settings.log_cap_bytes,
         )
         .await?;
-    match outcome {
-        AppendOutcome::Stored(stored) => {
-            st.metrics.log_bytes_received(bytes.len() as u64);
-            st.hub.wake_log(id);
-            Ok(Json(LogAck { stored }))
-        }
+    effects::apply(&st, &Actor::agent(&auth), d.effects.as_ref()).await;
+    match d.outcome {
+        AppendOutcome::Stored(stored) => Ok(Json(LogAck { stored })),
         AppendOutcome::Gap(stored) => {
             let mut e = ApiError::conflict(
                 "log_gap",
@@ -601,14 +589,13 @@ pub async fn finish(
     }
     req.failure_message = req.failure_message.map(truncate_message);
     owned_session(&st, &auth, &req.session_id, "finish").await?;
-    match st
+    let d = st
         .store
         .finish_task(auth.token.org_id, id, &req, now_ms())
-        .await?
-    {
+        .await?;
+    effects::apply(&st, &Actor::agent(&auth), d.effects.as_ref()).await;
+    match d.outcome {
         FinishOutcome::Finished(rec) => {
-            st.metrics
-                .task_finished(rec.task.status, rec.task.failure_reason);
             tracing::info!(
                 task = id,
                 status = %rec.task.status,
@@ -616,7 +603,6 @@ pub async fn finish(
                 exit_code = rec.task.exit_code,
                 "task state changed"
             );
-            st.hub.wake_log(id);
             Ok(Json(FinishResponse {
                 task_id: id,
                 status: rec.task.status,

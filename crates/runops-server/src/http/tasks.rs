@@ -15,12 +15,12 @@ use tokio::sync::Notify;
 
 use super::AppState;
 use super::targets::target_not_found;
-use crate::audit;
+use crate::audit::{self, Actor};
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
-use crate::store::{KillOutcome, NewTask};
-use crate::{now_ms, validate};
+use crate::store::{Decided, KillOutcome, NewTask, TaskEffects};
+use crate::{effects, lifecycle, now_ms, validate};
 
 /// Bytes read from the store per piece of a log answer: bounds the memory of one
 /// reader whatever the log's size.
@@ -84,12 +84,9 @@ pub async fn create(
     // A token bound to a key (`cnf.jkt`) alone does not make the task runnable: it
     // waits in `created` for its creator's proof (see `proof` below).
     let awaits_proof = creator_token.and_then(crate::identity::bound_key).is_some();
-    let status = if awaits_proof {
-        TaskStatus::Created
-    } else {
-        TaskStatus::Ready
-    };
-    // TODO(review issue): targets with review != none should start `pending-review`.
+    // TODO(reviews, issue 13): `needs_review` is true when the target's review is not
+    // `none`; until reviews are built, every task is created runnable.
+    let (status, created) = lifecycle::initial_status(false, awaits_proof);
     let new = NewTask {
         target,
         kind,
@@ -113,9 +110,8 @@ pub async fn create(
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = %status, by = %auth.user.email, "task created");
     let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind, "awaits_proof": awaits_proof});
     audit::by_user(&st, &auth, "task.create", "task", rec.task.id, detail).await;
-    if !awaits_proof {
-        st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
-    }
+    let fx = TaskEffects::for_task(&rec, created);
+    effects::apply(&st, &Actor::user(&auth), fx.as_ref()).await;
     Ok((StatusCode::CREATED, Json(rec.task)))
 }
 
@@ -173,7 +169,11 @@ pub async fn proof(
             "sign the proof with the key your identity token is bound to (`runops login --dpop-key FILE`)",
         )
     })?;
-    if !st.jwts.set_proof(id, &req.proof) || !st.store.ready_proven_task(auth.org_id(), id).await? {
+    let proven = match st.jwts.set_proof(id, &req.proof) {
+        true => st.store.ready_proven_task(auth.org_id(), id).await?,
+        false => Decided::only(false),
+    };
+    if !proven.outcome {
         return Err(ApiError::conflict(
             "not_awaiting_proof",
             format!(
@@ -192,7 +192,7 @@ pub async fn proof(
         serde_json::json!({"jkt": jkt}),
     )
     .await;
-    st.hub.wake_work(auth.org_id(), rec.tags.as_deref());
+    effects::apply(&st, &Actor::user(&auth), proven.effects.as_ref()).await;
     let mut task = rec.task;
     task.status = TaskStatus::Ready;
     Ok(Json(task))
@@ -268,26 +268,16 @@ pub async fn kill(
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let id = parse_task_id(&raw)?;
     let by = &auth.user.email;
-    match st.store.kill_task(auth.org_id(), id, by, now_ms()).await? {
+    let d = st.store.kill_task(auth.org_id(), id, by, now_ms()).await?;
+    // Audited, counted, and the agent running it told (see `lifecycle`).
+    effects::apply(&st, &Actor::user(&auth), d.effects.as_ref()).await;
+    match d.outcome {
         KillOutcome::CancelledBeforeStart(rec) => {
-            st.jwts.release(id);
-            st.metrics
-                .task_finished(rec.task.status, rec.task.failure_reason);
             tracing::info!(task = id, status = "failure", reason = "cancelled", by = %by, "task killed before it started");
-            let detail =
-                serde_json::json!({"target": rec.task.target, "outcome": "cancelled-before-start"});
-            audit::by_user(&st, &auth, "task.kill", "task", id, detail).await;
-            st.hub.wake_log(id);
             Ok((StatusCode::ACCEPTED, Json(rec.task)))
         }
-        KillOutcome::CancelRequested { task, session_id } => {
+        KillOutcome::CancelRequested { task, .. } => {
             tracing::info!(task = id, by = %by, "kill requested for a running task");
-            let detail =
-                serde_json::json!({"target": task.task.target, "outcome": "cancel-requested"});
-            audit::by_user(&st, &auth, "task.kill", "task", id, detail).await;
-            if let Some(s) = session_id {
-                st.hub.wake_session(&s);
-            }
             Ok((StatusCode::ACCEPTED, Json(task.task)))
         }
         KillOutcome::AlreadyEnded(status) => Err(ApiError::conflict(

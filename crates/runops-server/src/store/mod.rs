@@ -9,6 +9,7 @@
 
 pub mod sqlite;
 
+use crate::lifecycle::Effect;
 use async_trait::async_trait;
 use runops_proto::agent::{FinishRequest, TaskOffer};
 use runops_proto::api::{
@@ -187,6 +188,60 @@ pub struct RequeuedOffer {
     pub tags: Option<String>,
 }
 
+/// The task a state change was decided for, as its effects need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    pub id: i64,
+    pub org_id: i64,
+    pub tags: Option<String>,
+    /// `None` for tasks changed in bulk (the statement returns only ids).
+    pub target: Option<String>,
+    /// The session the task is offered to or runs on (before the change).
+    pub session_id: Option<String>,
+}
+
+/// The effects the lifecycle decided for one task; the handler applies them
+/// (`crate::effects::apply`) after the store wrote the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEffects {
+    pub task: TaskRef,
+    pub effects: Vec<Effect>,
+}
+
+impl TaskEffects {
+    /// `effects` for the task `rec`; `None` when there are none.
+    pub fn for_task(rec: &TaskRecord, effects: Vec<Effect>) -> Option<TaskEffects> {
+        (!effects.is_empty()).then(|| TaskEffects {
+            task: TaskRef {
+                id: rec.task.id,
+                org_id: rec.org_id,
+                tags: rec.tags.clone(),
+                target: Some(rec.task.target.clone()),
+                session_id: rec.session_id.clone(),
+            },
+            effects,
+        })
+    }
+}
+
+/// What a state-changing call on one task did: its outcome and the effects to apply
+/// (`None` when there are none: a refusal, a resend).
+#[derive(Debug, Clone)]
+pub struct Decided<T> {
+    pub outcome: T,
+    pub effects: Option<TaskEffects>,
+}
+
+impl<T> Decided<T> {
+    /// An outcome without effects.
+    pub fn only(outcome: T) -> Decided<T> {
+        Decided {
+            outcome,
+            effects: None,
+        }
+    }
+}
+
 /// Result of `start`.
 #[derive(Debug, Clone)]
 pub enum StartOutcome {
@@ -338,7 +393,7 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         session_id: &str,
         now_ms: i64,
-    ) -> StoreResult<StartOutcome>;
+    ) -> StoreResult<Decided<StartOutcome>>;
     /// Appends the part of `bytes` (which starts at `offset`) beyond what is stored;
     /// beyond `cap_bytes` bytes are acknowledged but not kept, and a note says so.
     async fn append_log(
@@ -349,7 +404,7 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         bytes: &[u8],
         cap_bytes: u64,
-    ) -> StoreResult<AppendOutcome>;
+    ) -> StoreResult<Decided<AppendOutcome>>;
     /// Up to `max` kept log bytes of a task from `offset`.
     async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
     /// The first admin's token (created by the first start): `(token id, ever used)`,
@@ -375,14 +430,14 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         req: &FinishRequest,
         now_ms: i64,
-    ) -> StoreResult<FinishOutcome>;
+    ) -> StoreResult<Decided<FinishOutcome>>;
     async fn kill_task(
         &self,
         org_id: i64,
         id: i64,
         by_email: &str,
         now_ms: i64,
-    ) -> StoreResult<KillOutcome>;
+    ) -> StoreResult<Decided<KillOutcome>>;
     /// Tasks a poll must tell its agent to stop: running tasks of the session with a
     /// cancel request, and the ids of `running` that already ended on the server.
     async fn cancels_for(
@@ -464,11 +519,11 @@ pub trait Store: Send + Sync + 'static {
         reason: FailureReason,
         message: &str,
         now_ms: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Decided<bool>>;
 
     /// A task created with a key-bound JWT got its creator's proof: `created` → `ready`.
     /// False when it is not (any more) a task waiting for a proof (killed meanwhile).
-    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<bool>;
+    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<Decided<bool>>;
     /// Server start: tasks still waiting for their creator's proof lost the JWT they
     /// were created with (memory only); they fail `unauthenticated` with `message`.
     /// Returns how many. Scans the tasks once, so it is for start-up only.

@@ -5,6 +5,7 @@
 //! transaction. Reads use a separate small pool that WAL lets run beside the writer.
 
 use super::*;
+use crate::lifecycle::{self, Event, LogLimit, LogRoom, Refusal, TaskState, Write};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
@@ -15,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Name of the database file inside the data dir.
@@ -60,32 +62,6 @@ pub struct LogQuotas {
     pub server_bytes: u64,
     /// Bytes of log kept by one organisation.
     pub org_bytes: u64,
-}
-
-/// Which limit stopped a log from being kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LogLimit {
-    Task,
-    Org,
-    Server,
-}
-
-/// The note appended (once) to a log that reached an organisation's or the server's quota.
-fn quota_note(limit: LogLimit, quota: u64) -> String {
-    let (whose, env) = match limit {
-        LogLimit::Org => ("this organisation's", "RUNOPS_ORG_LOG_QUOTA_BYTES"),
-        _ => ("the server's", "RUNOPS_LOG_QUOTA_BYTES"),
-    };
-    format!(
-        "\n[runops: log truncated: {whose} log quota of {quota} bytes is used up ({env}); the rest was received but not stored]\n"
-    )
-}
-
-/// The note appended (once) to a log that reached the control plane's cap.
-fn truncation_note(cap: u64) -> String {
-    format!(
-        "\n[runops: log truncated: the control plane keeps at most {cap} bytes per task (RUNOPS_LOG_CAP_BYTES); the rest was received but not stored]\n"
-    )
 }
 
 pub struct SqliteStore {
@@ -245,7 +221,7 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
 
 macro_rules! task_cols {
     () => {
-        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms"
+        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt"
     };
 }
 
@@ -322,34 +298,6 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
         last_seen_ms: row.try_get("last_seen")?,
         ended_at_ms: row.try_get("ended_at")?,
     })
-}
-
-/// Re-reads a task this transaction just updated: it must still be there.
-async fn task_updated_in_tx(
-    tx: &mut Transaction<'_, Sqlite>,
-    org_id: i64,
-    id: i64,
-) -> StoreResult<TaskRecord> {
-    task_in_tx(tx, org_id, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))
-}
-
-async fn task_in_tx(
-    tx: &mut Transaction<'_, Sqlite>,
-    org_id: i64,
-    id: i64,
-) -> StoreResult<Option<TaskRecord>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        task_cols!(),
-        " FROM tasks WHERE org_id = ? AND id = ?"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(task_from_row).transpose()
 }
 
 #[async_trait]
@@ -810,20 +758,17 @@ impl Store for SqliteStore {
         }
         // One statement: the select and the update are atomic, and the partial index
         // `tasks_ready` finds the oldest ready tasks without a scan.
-        let rows = sqlx::query(
-            "UPDATE tasks SET status = 'dispatched', session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE status = 'ready' AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
-             RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, created_at",
-        )
-        .bind(&session.id)
-        .bind(&session.hostname)
-        .bind(deadline_ms)
-        .bind(now_ms)
-        .bind(session.org_id)
-        .bind(tag_key(session.tags.as_deref()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
+        let rows = sqlx::query(CLAIM_SQL.as_str())
+            .bind(lifecycle::CLAIM.to.as_str())
+            .bind(&session.id)
+            .bind(&session.hostname)
+            .bind(deadline_ms)
+            .bind(now_ms)
+            .bind(session.org_id)
+            .bind(tag_key(session.tags.as_deref()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await?;
         let start_deadline_ms = u64_of(deadline_ms - now_ms);
         let mut offers = rows
             .iter()
@@ -862,48 +807,27 @@ impl Store for SqliteStore {
         id: i64,
         session_id: &str,
         now_ms: i64,
-    ) -> StoreResult<StartOutcome> {
+    ) -> StoreResult<Decided<StartOutcome>> {
         let mut tx = self.writer.begin().await?;
-        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
-            return Ok(StartOutcome::NotFound);
+        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
+            return Ok(Decided::only(StartOutcome::NotFound));
         };
-        let status = rec.task.status;
-        let mine = rec.session_id.as_deref() == Some(session_id);
-        if status.is_final() {
-            return Ok(StartOutcome::Ended(status));
-        }
-        if status == TaskStatus::Running && mine {
-            // A resent start (the first answer was lost): the task runs once.
-            return Ok(StartOutcome::Started(Box::new(rec)));
-        }
-        if status != TaskStatus::Dispatched || !mine {
-            return Ok(StartOutcome::OfferExpired);
-        }
-        let deadline: Option<i64> =
-            sqlx::query_scalar("SELECT offer_deadline FROM tasks WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if deadline.is_some_and(|d| now_ms > d) {
-            sqlx::query(
-                "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL WHERE id = ?",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(StartOutcome::OfferExpired);
-        }
-        sqlx::query(
-            "UPDATE tasks SET status = 'running', started_at = ?, offer_deadline = NULL WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let rec = task_updated_in_tx(&mut tx, org_id, id).await?;
+        let d = match lifecycle::decide(&state, &Event::Start { session_id, now_ms }) {
+            Ok(d) => d,
+            Err(Refusal::Ended(status)) => return Ok(Decided::only(StartOutcome::Ended(status))),
+            Err(_) => return Ok(Decided::only(StartOutcome::OfferExpired)),
+        };
+        let after = write_task(&mut tx, id, &d.write, now_ms).await?;
         tx.commit().await?;
-        Ok(StartOutcome::Started(Box::new(rec)))
+        let outcome = match (&d.write, after) {
+            (Write::Start, Some(after)) => StartOutcome::Started(Box::new(after)),
+            (Write::Nothing, _) => StartOutcome::Started(Box::new(rec.clone())),
+            _ => StartOutcome::OfferExpired,
+        };
+        Ok(Decided {
+            outcome,
+            effects: TaskEffects::for_task(&rec, d.effects),
+        })
     }
 
     async fn append_log(
@@ -914,103 +838,115 @@ impl Store for SqliteStore {
         offset: u64,
         bytes: &[u8],
         cap_bytes: u64,
-    ) -> StoreResult<AppendOutcome> {
+    ) -> StoreResult<Decided<AppendOutcome>> {
         let mut tx = self.writer.begin().await?;
+        // Only the columns the log path needs (a chunk comes many times a second).
         let row = sqlx::query(
-            "SELECT status, session_id, log_received, log_kept, log_truncated FROM tasks WHERE org_id = ? AND id = ?",
+            "SELECT id, org_id, target_name, tags, status, session_id, offer_deadline, cancel_requested, failure_reason, log_received, log_kept, log_truncated, created_with_jwt, created_at \
+             FROM tasks WHERE org_id = ? AND id = ?",
         )
         .bind(org_id)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(AppendOutcome::NotFound);
+            return Ok(Decided::only(AppendOutcome::NotFound));
         };
-        let status = parse_status(&row.try_get::<String, _>("status")?)?;
-        let owner: Option<String> = row.try_get("session_id")?;
-        let received = u64_of(row.try_get("log_received")?);
+        let state = TaskState {
+            status: parse_status(&row.try_get::<String, _>("status")?)?,
+            session_id: row.try_get("session_id")?,
+            offer_deadline_ms: row.try_get("offer_deadline")?,
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            failure_reason: parse_reason(row.try_get("failure_reason")?)?,
+            log_received: u64_of(row.try_get("log_received")?),
+            created_with_jwt: row.try_get::<i64, _>("created_with_jwt")? != 0,
+            created_at_ms: row.try_get("created_at")?,
+        };
+        let task = TaskRef {
+            id,
+            org_id,
+            tags: row.try_get("tags")?,
+            target: Some(row.try_get("target_name")?),
+            session_id: state.session_id.clone(),
+        };
         let kept = u64_of(row.try_get("log_kept")?);
         let truncated = row.try_get::<i64, _>("log_truncated")? != 0;
-        let len = bytes.len() as u64;
-        if owner.as_deref() != Some(session_id) {
-            return Ok(AppendOutcome::Ended(status));
-        }
-        if status.is_final() {
-            // A resend of bytes we already have is fine; anything new is too late.
-            if offset.saturating_add(len) <= received {
-                return Ok(AppendOutcome::Stored(received));
+        let chunk = Event::LogChunk {
+            session_id,
+            offset,
+            len: bytes.len() as u64,
+        };
+        let d = match lifecycle::decide(&state, &chunk) {
+            Ok(d) => d,
+            Err(Refusal::LogGap { stored }) => {
+                return Ok(Decided::only(AppendOutcome::Gap(stored)));
             }
-            return Ok(AppendOutcome::Ended(status));
-        }
-        if !matches!(status, TaskStatus::Running | TaskStatus::Dispatched) {
-            return Ok(AppendOutcome::Ended(status));
-        }
-        if offset > received {
-            return Ok(AppendOutcome::Gap(received));
-        }
-        let skip = usize::try_from(received - offset).unwrap_or(usize::MAX);
-        if skip >= bytes.len() {
-            return Ok(AppendOutcome::Stored(received));
-        }
-        let new = &bytes[skip..];
+            Err(
+                Refusal::Ended(status) | Refusal::NotYours(status) | Refusal::WrongStatus(status),
+            ) => return Ok(Decided::only(AppendOutcome::Ended(status))),
+            Err(r) => {
+                return Ok(Decided::only(AppendOutcome::Ended(refused_status(
+                    r, &state,
+                ))));
+            }
+        };
+        let effects = (!d.effects.is_empty()).then(|| TaskEffects {
+            task,
+            effects: d.effects,
+        });
+        let Write::AppendLog { skip } = d.write else {
+            // A resend of bytes already stored.
+            return Ok(Decided {
+                outcome: AppendOutcome::Stored(state.log_received),
+                effects,
+            });
+        };
+        let new = &bytes[usize::try_from(skip).unwrap_or(usize::MAX).min(bytes.len())..];
         let mut kept_now = kept;
         let mut truncated_now = truncated;
         if !truncated {
-            // The tightest of the task's cap and the org's and server's quotas.
-            let mut room = (cap_bytes.saturating_sub(kept), LogLimit::Task, cap_bytes);
-            if self.quotas.org_bytes > 0 || self.quotas.server_bytes > 0 {
-                let org_used: i64 = sqlx::query_scalar(
+            let mut room = LogRoom {
+                task: (cap_bytes, kept),
+                org: None,
+                server: None,
+            };
+            if self.quotas.org_bytes > 0 {
+                let used: i64 = sqlx::query_scalar(
                     "SELECT coalesce(max(bytes), 0) FROM log_usage WHERE org_id = ?",
                 )
                 .bind(org_id)
                 .fetch_one(&mut *tx)
                 .await?;
-                if self.quotas.org_bytes > 0 {
-                    let left = self.quotas.org_bytes.saturating_sub(u64_of(org_used));
-                    if left < room.0 {
-                        room = (left, LogLimit::Org, self.quotas.org_bytes);
-                    }
-                }
-                if self.quotas.server_bytes > 0 {
-                    let all: i64 =
-                        sqlx::query_scalar("SELECT coalesce(sum(bytes), 0) FROM log_usage")
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    let left = self.quotas.server_bytes.saturating_sub(u64_of(all));
-                    if left < room.0 {
-                        room = (left, LogLimit::Server, self.quotas.server_bytes);
-                    }
-                }
+                room.org = Some((self.quotas.org_bytes, u64_of(used)));
             }
-            let (room, limit, limit_bytes) = room;
-            let room = usize::try_from(room).unwrap_or(usize::MAX);
-            let keep = &new[..new.len().min(room)];
+            if self.quotas.server_bytes > 0 {
+                let used: i64 = sqlx::query_scalar("SELECT coalesce(sum(bytes), 0) FROM log_usage")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                room.server = Some((self.quotas.server_bytes, u64_of(used)));
+            }
+            let plan = lifecycle::log_keep(new.len() as u64, &room);
+            let keep = &new[..usize::try_from(plan.keep)
+                .unwrap_or(usize::MAX)
+                .min(new.len())];
             if !keep.is_empty() {
                 insert_chunk(&mut tx, id, kept_now, keep).await?;
                 kept_now += keep.len() as u64;
             }
-            if keep.len() < new.len() {
-                let note = if limit == LogLimit::Task {
-                    truncation_note(limit_bytes)
-                } else {
+            if let Some(note) = plan.note {
+                if let Some((limit @ (LogLimit::Org | LogLimit::Server), quota)) = plan.limit {
+                    let (whose, flag) = if limit == LogLimit::Org {
+                        ("this organisation's", "--org-log-quota-bytes")
+                    } else {
+                        ("new", "--log-quota-bytes")
+                    };
                     tracing::warn!(
                         task = id,
                         org_id,
-                        quota = limit_bytes,
-                        "log quota reached: {} log bytes are no longer kept (raise {} or lower --log-retention-days)",
-                        if limit == LogLimit::Org {
-                            "this organisation's"
-                        } else {
-                            "new"
-                        },
-                        if limit == LogLimit::Org {
-                            "--org-log-quota-bytes"
-                        } else {
-                            "--log-quota-bytes"
-                        },
+                        quota,
+                        "log quota reached: {whose} log bytes are no longer kept (raise {flag} or lower --log-retention-days)",
                     );
-                    quota_note(limit, limit_bytes)
-                };
+                }
                 insert_chunk(&mut tx, id, kept_now, note.as_bytes()).await?;
                 kept_now += note.len() as u64;
                 truncated_now = true;
@@ -1019,7 +955,7 @@ impl Store for SqliteStore {
                 add_log_usage(&mut tx, org_id, (kept_now - kept) as i64).await?;
             }
         }
-        let received_now = received + new.len() as u64;
+        let received_now = d.next.log_received;
         sqlx::query(
             "UPDATE tasks SET log_received = ?, log_kept = ?, log_truncated = ? WHERE id = ?",
         )
@@ -1030,7 +966,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(AppendOutcome::Stored(received_now))
+        Ok(Decided {
+            outcome: AppendOutcome::Stored(received_now),
+            effects,
+        })
     }
 
     async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
@@ -1144,43 +1083,39 @@ impl Store for SqliteStore {
         id: i64,
         req: &FinishRequest,
         now_ms: i64,
-    ) -> StoreResult<FinishOutcome> {
+    ) -> StoreResult<Decided<FinishOutcome>> {
         let mut tx = self.writer.begin().await?;
-        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
-            return Ok(FinishOutcome::NotFound);
+        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
+            return Ok(Decided::only(FinishOutcome::NotFound));
         };
-        let mine = rec.session_id.as_deref() == Some(req.session_id.as_str());
-        let status = rec.task.status;
-        if status.is_final() {
-            let same = mine
-                && status == req.status
-                && (status == TaskStatus::Success || rec.task.failure_reason == req.failure_reason);
-            return Ok(if same {
-                FinishOutcome::AlreadyFinished(Box::new(rec))
-            } else {
-                FinishOutcome::Ended(status)
-            });
-        }
-        if !mine || !matches!(status, TaskStatus::Running | TaskStatus::Dispatched) {
-            return Ok(FinishOutcome::NotYours);
-        }
-        if req.log_location.is_none() && rec.log_received < req.log_size {
-            return Ok(FinishOutcome::LogIncomplete {
-                stored: rec.log_received,
-            });
-        }
-        let reason = match req.status {
-            TaskStatus::Success => None,
-            _ => Some(req.failure_reason.unwrap_or(FailureReason::AgentError)),
+        let event = Event::Finish {
+            session_id: &req.session_id,
+            status: req.status,
+            failure_reason: req.failure_reason,
+            log_size: req.log_size,
+            log_elsewhere: req.log_location.is_some(),
         };
-        let message = match req.status {
+        let d = match lifecycle::decide(&state, &event) {
+            Ok(d) => d,
+            Err(Refusal::Ended(status)) => return Ok(Decided::only(FinishOutcome::Ended(status))),
+            Err(Refusal::LogIncomplete { stored }) => {
+                return Ok(Decided::only(FinishOutcome::LogIncomplete { stored }));
+            }
+            Err(_) => return Ok(Decided::only(FinishOutcome::NotYours)),
+        };
+        let Write::Finish { status, reason } = d.write else {
+            // The same result again: the first one stays.
+            return Ok(Decided::only(FinishOutcome::AlreadyFinished(Box::new(rec))));
+        };
+        let message = match status {
             TaskStatus::Success => None,
             _ => req.failure_message.clone(),
         };
-        sqlx::query(
-            "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ?",
-        )
-        .bind(req.status.as_str())
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
+            task_cols!()
+        ))
+        .bind(status.as_str())
         .bind(req.exit_code)
         .bind(reason.map(|r| r.as_str()))
         .bind(message)
@@ -1190,11 +1125,14 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(i64::try_from(req.elapsed_ms).unwrap_or(i64::MAX))
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let rec = task_updated_in_tx(&mut tx, org_id, id).await?;
+        let after = task_from_row(&row)?;
         tx.commit().await?;
-        Ok(FinishOutcome::Finished(Box::new(rec)))
+        Ok(Decided {
+            outcome: FinishOutcome::Finished(Box::new(after)),
+            effects: TaskEffects::for_task(&rec, d.effects),
+        })
     }
 
     async fn kill_task(
@@ -1203,39 +1141,33 @@ impl Store for SqliteStore {
         id: i64,
         by_email: &str,
         now_ms: i64,
-    ) -> StoreResult<KillOutcome> {
+    ) -> StoreResult<Decided<KillOutcome>> {
         let mut tx = self.writer.begin().await?;
-        let Some(rec) = task_in_tx(&mut tx, org_id, id).await? else {
-            return Ok(KillOutcome::NotFound);
+        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
+            return Ok(Decided::only(KillOutcome::NotFound));
         };
-        let status = rec.task.status;
-        if status.is_final() {
-            return Ok(KillOutcome::AlreadyEnded(status));
-        }
-        if status == TaskStatus::Running {
-            sqlx::query("UPDATE tasks SET cancel_requested = 1 WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query(
-                "UPDATE tasks SET status = 'failure', failure_reason = 'cancelled', failure_message = ?, finished_at = ?, offer_deadline = NULL WHERE id = ?",
-            )
-            .bind(format!("killed by {by_email} before it started"))
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let after = task_updated_in_tx(&mut tx, org_id, id).await?;
+        let d = match lifecycle::decide(&state, &Event::Kill { by: by_email }) {
+            Ok(d) => d,
+            Err(r) => {
+                return Ok(Decided::only(KillOutcome::AlreadyEnded(refused_status(
+                    r, &state,
+                ))));
+            }
+        };
+        let after = write_task(&mut tx, id, &d.write, now_ms)
+            .await?
+            .unwrap_or_else(|| rec.clone());
         tx.commit().await?;
-        Ok(if status == TaskStatus::Running {
-            KillOutcome::CancelRequested {
+        let outcome = match d.write {
+            Write::RequestCancel => KillOutcome::CancelRequested {
                 session_id: after.session_id.clone(),
                 task: Box::new(after),
-            }
-        } else {
-            KillOutcome::CancelledBeforeStart(Box::new(after))
+            },
+            _ => KillOutcome::CancelledBeforeStart(Box::new(after)),
+        };
+        Ok(Decided {
+            outcome,
+            effects: TaskEffects::for_task(&rec, d.effects),
         })
     }
 
@@ -1245,19 +1177,18 @@ impl Store for SqliteStore {
         org_id: i64,
         running: &[i64],
     ) -> StoreResult<Vec<i64>> {
-        let mut ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE session_id = ? AND status = 'running' AND cancel_requested = 1",
-        )
-        .bind(session_id)
-        .fetch_all(&self.reader)
-        .await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(CANCELS_SQL.as_str())
+            .bind(session_id)
+            .fetch_all(&self.reader)
+            .await?;
         if !running.is_empty() {
             let list = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
             let ended: Vec<i64> = sqlx::query_scalar(
-                "SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.status IN ('success', 'failure', 'rejected')",
+                "SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.status IN (SELECT value FROM json_each(?))",
             )
             .bind(list)
             .bind(org_id)
+            .bind(status_list(&lifecycle::FINAL))
             .fetch_all(&self.reader)
             .await?;
             ids.extend(ended);
@@ -1268,10 +1199,13 @@ impl Store for SqliteStore {
     }
 
     async fn requeue_expired_offers(&self, now_ms: i64) -> StoreResult<Vec<RequeuedOffer>> {
+        let rule = lifecycle::OFFER_EXPIRED;
         let rows = sqlx::query(
-            "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
-             WHERE status = 'dispatched' AND offer_deadline < ? RETURNING id, org_id, tags",
+            "UPDATE tasks SET status = ?, session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+             WHERE status = ? AND offer_deadline < ? RETURNING id, org_id, tags",
         )
+        .bind(rule.to.as_str())
+        .bind(rule.from.as_str())
         .bind(now_ms)
         .fetch_all(&self.writer)
         .await?;
@@ -1538,39 +1472,26 @@ impl Store for SqliteStore {
         reason: FailureReason,
         message: &str,
         now_ms: i64,
-    ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE tasks SET status = 'failure', failure_reason = ?, failure_message = ?, finished_at = ?, offer_deadline = NULL \
-             WHERE org_id = ? AND id = ? AND status IN ('created', 'pending-review', 'approved', 'ready', 'dispatched')",
-        )
-        .bind(reason.as_str())
-        .bind(message)
-        .bind(now_ms)
-        .bind(org_id)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() > 0)
+    ) -> StoreResult<Decided<bool>> {
+        let event = Event::FailUnstarted { reason, message };
+        self.decide_and_write(org_id, id, &event, now_ms).await
     }
 
-    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE tasks SET status = 'ready' WHERE org_id = ? AND id = ? AND status = 'created' AND created_with_jwt = 1",
-        )
-        .bind(org_id)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() > 0)
+    async fn ready_proven_task(&self, org_id: i64, id: i64) -> StoreResult<Decided<bool>> {
+        self.decide_and_write(org_id, id, &Event::Proven, 0).await
     }
 
     async fn fail_tasks_awaiting_proof(&self, message: &str, now_ms: i64) -> StoreResult<u64> {
+        let rule = lifecycle::PROOF_LOST;
         let r = sqlx::query(
-            "UPDATE tasks SET status = 'failure', failure_reason = 'unauthenticated', failure_message = ?, finished_at = ? \
-             WHERE status = 'created' AND created_with_jwt = 1",
+            "UPDATE tasks SET status = ?, failure_reason = ?, failure_message = ?, finished_at = ? \
+             WHERE status = ? AND created_with_jwt = 1",
         )
+        .bind(rule.to.as_str())
+        .bind(rule.reason.map(|r| r.as_str()))
         .bind(message)
         .bind(now_ms)
+        .bind(rule.from.as_str())
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected())
@@ -1589,9 +1510,10 @@ impl Store for SqliteStore {
         for row in &rows {
             let s = session_from_row(row)?;
             let running: Vec<i64> = sqlx::query_scalar(
-                "SELECT id FROM tasks WHERE session_id = ? AND status = 'running' ORDER BY id",
+                "SELECT id FROM tasks WHERE session_id = ? AND status = ? ORDER BY id",
             )
             .bind(&s.id)
+            .bind(TaskStatus::Running.as_str())
             .fetch_all(&self.reader)
             .await?;
             agents.push(Agent {
@@ -1681,6 +1603,181 @@ impl Store for SqliteStore {
             live_agents: u64::try_from(live).unwrap_or(0),
         })
     }
+}
+
+impl SqliteStore {
+    /// One task, one event: reads the row in the write transaction, asks the lifecycle,
+    /// writes what it decided. `true` when the event applied.
+    async fn decide_and_write(
+        &self,
+        org_id: i64,
+        id: i64,
+        event: &Event<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Decided<bool>> {
+        let mut tx = self.writer.begin().await?;
+        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
+            return Ok(Decided::only(false));
+        };
+        let Ok(d) = lifecycle::decide(&state, event) else {
+            return Ok(Decided::only(false));
+        };
+        write_task(&mut tx, id, &d.write, now_ms).await?;
+        tx.commit().await?;
+        Ok(Decided {
+            outcome: true,
+            effects: TaskEffects::for_task(&rec, d.effects),
+        })
+    }
+}
+
+/// A task row and its lifecycle state, read in the write transaction: the single
+/// writer connection holds it until the decided change is written.
+async fn locked_task(
+    tx: &mut Transaction<'_, Sqlite>,
+    org_id: i64,
+    id: i64,
+) -> StoreResult<Option<(TaskRecord, TaskState)>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        task_cols!(),
+        " FROM tasks WHERE org_id = ? AND id = ?"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let rec = task_from_row(&row)?;
+    let state = TaskState {
+        status: rec.task.status,
+        session_id: rec.session_id.clone(),
+        offer_deadline_ms: row.try_get("offer_deadline")?,
+        cancel_requested: rec.cancel_requested,
+        failure_reason: rec.task.failure_reason,
+        log_received: rec.log_received,
+        created_with_jwt: row.try_get::<i64, _>("created_with_jwt")? != 0,
+        created_at_ms: rec.task.created_at.timestamp_millis(),
+    };
+    Ok(Some((rec, state)))
+}
+
+/// Writes a change the lifecycle decided for one task and returns the task as it is
+/// now; `None` when nothing changes. (Log appends and agent results carry data of
+/// their own: `append_log` and `finish_task` write those.)
+async fn write_task(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    write: &Write,
+    now_ms: i64,
+) -> StoreResult<Option<TaskRecord>> {
+    let row = match write {
+        Write::Nothing => return Ok(None),
+        Write::Status(status) => {
+            sqlx::query(concat!(
+                "UPDATE tasks SET status = ? WHERE id = ? RETURNING ",
+                task_cols!()
+            ))
+            .bind(status.as_str())
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Write::Requeue => {
+            sqlx::query(concat!(
+                "UPDATE tasks SET status = ?, session_id = NULL, agent_hostname = NULL, offer_deadline = NULL WHERE id = ? RETURNING ",
+                task_cols!()
+            ))
+            .bind(TaskStatus::Ready.as_str())
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Write::Start => {
+            sqlx::query(concat!(
+                "UPDATE tasks SET status = ?, started_at = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
+                task_cols!()
+            ))
+            .bind(TaskStatus::Running.as_str())
+            .bind(now_ms)
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Write::End {
+            status,
+            reason,
+            message,
+        } => {
+            // `elapsed_ms` stays NULL for a task that never started.
+            sqlx::query(concat!(
+                "UPDATE tasks SET status = ?, failure_reason = ?, failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at, offer_deadline = NULL WHERE id = ? RETURNING ",
+                task_cols!()
+            ))
+            .bind(status.as_str())
+            .bind(reason.map(|r| r.as_str()))
+            .bind(message)
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Write::RequestCancel => {
+            sqlx::query(concat!(
+                "UPDATE tasks SET cancel_requested = 1 WHERE id = ? RETURNING ",
+                task_cols!()
+            ))
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Write::Offer | Write::AppendLog { .. } | Write::Finish { .. } => {
+            return Err(StoreError::Corrupt(format!(
+                "task {id}: {write:?} is written by its own store method"
+            )));
+        }
+    };
+    task_from_row(&row).map(Some)
+}
+
+/// The status a refusal reports (the task's own when the refusal names none).
+fn refused_status(r: Refusal, state: &TaskState) -> TaskStatus {
+    match r {
+        Refusal::Ended(s) | Refusal::NotYours(s) | Refusal::WrongStatus(s) => s,
+        _ => state.status,
+    }
+}
+
+/// Statuses as the JSON array `json_each(?)` reads.
+fn status_list(statuses: &[TaskStatus]) -> String {
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+}
+
+/// Statements that run on every poll and compare `status` in their WHERE clause. The
+/// status is spliced in from [`TaskStatus::as_str`] instead of bound: SQLite re-plans a
+/// statement on every run when a bound value might select a partial index
+/// (`tasks_ready`, `tasks_dispatched`), and the claim needs `tasks_ready`.
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET status = ?, session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
+         WHERE id IN (SELECT id FROM tasks WHERE status = {from} AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
+         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, created_at",
+        from = sql_literal(lifecycle::CLAIM.from),
+    )
+});
+
+static CANCELS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id FROM tasks WHERE session_id = ? AND status = {running} AND cancel_requested = 1",
+        running = sql_literal(TaskStatus::Running),
+    )
+});
+
+/// A status as an SQL string literal (its names are plain lower-case words and dashes).
+fn sql_literal(status: TaskStatus) -> String {
+    format!("'{}'", status.as_str())
 }
 
 impl SqliteStore {
@@ -1805,10 +1902,10 @@ async fn session_head(
     )))
 }
 
-/// What a session's end (or its agent's restart) does to its tasks: a task that
-/// started is never run again, so the running ones (but `keep`, which the agent still
-/// reports) fail `agent-lost`; an offer that was not started never ran, so it goes
-/// back to `ready` for the next agent.
+/// What a session's end (or its agent's restart) does to its tasks, as the lifecycle's
+/// bulk rules say: a task that started is never run again, so the running ones (but
+/// `keep`, which the agent still reports) fail `agent-lost`; an offer that was not
+/// started never ran, so it goes back to `ready` for the next agent.
 async fn release_session_tasks(
     conn: &mut sqlx::SqliteConnection,
     id: &str,
@@ -1818,25 +1915,48 @@ async fn release_session_tasks(
     now_ms: i64,
 ) -> StoreResult<()> {
     let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
+    let running = lifecycle::SESSION_ENDED_RUNNING;
     ended.failed = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'failure', failure_reason = 'agent-lost', failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
-         WHERE session_id = ? AND status = 'running' AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id",
+        "UPDATE tasks SET status = ?, failure_reason = ?, failure_message = ?, finished_at = ?, elapsed_ms = ? - started_at \
+         WHERE session_id = ? AND status = ? AND id NOT IN (SELECT value FROM json_each(?)) RETURNING id",
     )
+    .bind(running.to.as_str())
+    .bind(running.reason.map(|r| r.as_str()))
     .bind(how.running_task_message(&ended.hostname))
     .bind(now_ms)
     .bind(now_ms)
     .bind(id)
+    .bind(running.from.as_str())
     .bind(&keep)
     .fetch_all(&mut *conn)
     .await?;
+    let offered = lifecycle::SESSION_ENDED_OFFERED;
     ended.requeued = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'ready', session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
-         WHERE session_id = ? AND status = 'dispatched' RETURNING id",
+        "UPDATE tasks SET status = ?, session_id = NULL, agent_hostname = NULL, offer_deadline = NULL \
+         WHERE session_id = ? AND status = ? RETURNING id",
     )
+    .bind(offered.to.as_str())
     .bind(id)
+    .bind(offered.from.as_str())
     .fetch_all(&mut *conn)
     .await?;
     ended.failed.sort_unstable();
     ended.requeued.sort_unstable();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Statuses come from `TaskStatus::as_str`, never from literals in SQL text.
+    #[test]
+    fn no_status_literal_in_sql() {
+        let source = include_str!("sqlite.rs");
+        for status in runops_proto::TaskStatus::ALL {
+            let literal = format!("'{}'", status.as_str());
+            assert!(
+                !source.contains(&literal),
+                "sqlite.rs has the literal {literal}: bind `TaskStatus::as_str()` instead"
+            );
+        }
+    }
 }
