@@ -14,7 +14,8 @@
 //! `auth.rs` (bearer tokens), `extract.rs` (JSON/query/path extractors with JSON
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
 //! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), `audit.rs`
-//! (the audit log: who did what, when, from where), and this
+//! (the audit log: who did what, when, from where), `lifecycle.rs` (every task status
+//! change, decided without I/O), `effects.rs` (carries out what it decided), and this
 //! file (start-up, bootstrap, shutdown).
 
 pub mod audit;

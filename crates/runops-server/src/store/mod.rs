@@ -3,7 +3,9 @@
 //! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the
 //! implementation used today, and a PostgreSQL store can be added beside it without
 //! touching any handler. Every method that changes a task's state does so in one
-//! transaction, so a crash never leaves a task half-moved. Times are milliseconds since
+//! transaction, so a crash never leaves a task half-moved: it reads the row, asks
+//! [`crate::lifecycle`] what the event does, and writes that; the effects it decided
+//! come back in [`Decided`] for the handler to apply. Times are milliseconds since
 //! the Unix epoch; the times of state changes are passed in by the caller, so the
 //! state machine does not depend on the store's clock.
 
