@@ -405,8 +405,8 @@ pub fn decide(state: &TaskState, event: &Event<'_>) -> Result<Decision, Refusal>
             done(next, Write::Offer, CLAIM.effects.to_vec())
         }
         Event::OfferExpired { now_ms } => {
-            if status != OFFER_EXPIRED.from || !state.offer_deadline_ms.is_some_and(|d| d < now_ms)
-            {
+            let passed = state.offer_deadline_ms.is_some_and(|d| d < now_ms);
+            if status != OFFER_EXPIRED.from || !passed {
                 return Err(Refusal::WrongStatus(status));
             }
             done(

@@ -890,7 +890,7 @@ impl Store for SqliteStore {
                 ))));
             }
         };
-        let effects = (!d.effects.is_empty()).then(|| TaskEffects {
+        let effects = (!d.effects.is_empty()).then_some(TaskEffects {
             task,
             effects: d.effects,
         });
