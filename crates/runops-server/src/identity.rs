@@ -441,6 +441,7 @@ pub async fn attach_tokens(
                 "task lost its creator's identity token in a restart"
             );
             st.hub.wake_log(*id);
+            crate::notify::task_finished(st, org_id, *id).await;
         }
     }
     offers.retain(|o| !lost.contains(&o.task_id));

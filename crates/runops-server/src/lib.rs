@@ -14,8 +14,8 @@
 //! `auth.rs` (bearer tokens), `extract.rs` (JSON/query/path extractors with JSON
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
 //! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), `audit.rs`
-//! (the audit log: who did what, when, from where), and this
-//! file (start-up, bootstrap, shutdown).
+//! (the audit log: who did what, when, from where), `notify.rs` + `webhook/` (events
+//! delivered to webhooks from an outbox), and this file (start-up, bootstrap, shutdown).
 
 pub mod audit;
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod reaper;
 pub mod sealed;
 pub mod store;
 pub mod validate;
+pub mod webhook;
 
 use anyhow::Context;
 use runops_proto::limits::MAX_POLL_HOLD_SECS;
@@ -110,6 +111,9 @@ pub struct ServerArgs {
     /// Seconds a kept-alive connection may sit with no request; long-polls and log follows are requests, never idle.
     #[arg(long, env = "RUNOPS_IDLE_TIMEOUT_SECS", default_value_t = conn::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
+    /// Longest wait between two attempts of a failed webhook delivery (backoff doubles from 1 s up to this; given up after 3 days).
+    #[arg(long, env = "RUNOPS_WEBHOOK_RETRY_MAX_SECS", default_value_t = webhook::DEFAULT_RETRY_MAX_SECS)]
+    pub webhook_retry_max_secs: u64,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
 }
@@ -130,6 +134,7 @@ impl ServerArgs {
             max_connections: None,
             header_read_timeout_secs: conn::DEFAULT_HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
+            webhook_retry_max_secs: webhook::DEFAULT_RETRY_MAX_SECS,
             auth: identity::AuthArgs::default(),
         }
     }
@@ -145,6 +150,7 @@ pub struct Server {
     serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
     retention: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 /// Poll hold: well under the lease (the poll is the heartbeat), at most 25 s.
@@ -169,6 +175,9 @@ impl Server {
         }
         if args.idle_timeout_secs == 0 {
             anyhow::bail!("--idle-timeout-secs must be at least 1");
+        }
+        if args.webhook_retry_max_secs == 0 {
+            anyhow::bail!("--webhook-retry-max-secs must be at least 1");
         }
         let limits = conn::ConnLimits {
             max_connections: conn::connection_cap(
@@ -252,6 +261,9 @@ impl Server {
             unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
                 unused_first_admin_token,
             )),
+            webhooks: Arc::new(webhook::Outbox::new(Duration::from_secs(
+                args.webhook_retry_max_secs,
+            ))),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -268,6 +280,7 @@ impl Server {
             state.clone(),
             args.log_retention_days,
         ));
+        let webhooks = tokio::spawn(webhook::worker::run(state.clone()));
         tracing::info!(
             %addr,
             %url,
@@ -284,6 +297,7 @@ impl Server {
             serve,
             reaper,
             retention,
+            webhooks,
         })
     }
 
@@ -329,6 +343,8 @@ impl Server {
         let _ = self.reaper.await;
         self.retention.abort();
         let _ = self.retention.await;
+        self.webhooks.abort();
+        let _ = self.webhooks.await;
         self.state.store.close().await;
         tracing::info!("runops server stopped");
     }

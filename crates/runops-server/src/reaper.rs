@@ -69,6 +69,7 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
                     "no proof came for a task created with a key-bound identity token"
                 );
                 st.hub.wake_log(id);
+                crate::notify::task_finished(st, org_id, id).await;
             }
         }
     }

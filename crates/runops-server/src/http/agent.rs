@@ -154,6 +154,7 @@ pub async fn end_session(
             "task state changed"
         );
         st.hub.wake_log(*task);
+        crate::notify::task_finished(st, ended.org_id, *task).await;
     }
     for task in &ended.requeued {
         tracing::info!(task, status = "ready", "offer returned to the queue");
@@ -346,6 +347,7 @@ async fn recover_restarted(
             .task_finished(TaskStatus::Failure, Some(FailureReason::AgentLost));
         tracing::info!(task, status = "failure", reason = "agent-lost", hostname = %session.hostname, "task state changed: its agent restarted");
         st.hub.wake_log(*task);
+        crate::notify::task_finished(st, session.org_id, *task).await;
     }
     for task in &r.requeued {
         tracing::info!(
@@ -617,6 +619,7 @@ pub async fn finish(
                 "task state changed"
             );
             st.hub.wake_log(id);
+            crate::notify::task_finished(&st, auth.token.org_id, id).await;
             Ok(Json(FinishResponse {
                 task_id: id,
                 status: rec.task.status,

@@ -278,6 +278,7 @@ pub async fn kill(
                 serde_json::json!({"target": rec.task.target, "outcome": "cancelled-before-start"});
             audit::by_user(&st, &auth, "task.kill", "task", id, detail).await;
             st.hub.wake_log(id);
+            crate::notify::task_finished(&st, auth.org_id(), id).await;
             Ok((StatusCode::ACCEPTED, Json(rec.task)))
         }
         KillOutcome::CancelRequested { task, session_id } => {
