@@ -321,6 +321,11 @@ impl Server {
         self.state.store.clone()
     }
 
+    /// The handlers' shared state (tests that call [`notify::emit`] as a handler would).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
     /// One log-retention pass as of `now_ms` (tests, tools); see [`reaper::purge_expired_logs`].
     pub async fn purge_expired_logs(&self, days: u64, now_ms: i64) -> anyhow::Result<u64> {
         reaper::purge_expired_logs(&self.state, days, now_ms).await
