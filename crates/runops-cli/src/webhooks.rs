@@ -100,9 +100,7 @@ impl WebhooksCmd {
                 if json {
                     output::print_json(&hooks)?;
                 } else if hooks.is_empty() {
-                    output::note(
-                        "no webhooks; add one with `runops webhooks create --url URL`",
-                    );
+                    output::note("no webhooks; add one with `runops webhooks create --url URL`");
                 } else {
                     output::print(&webhooks_table(&hooks, Utc::now()))?;
                 }
@@ -155,7 +153,9 @@ fn webhooks_table(hooks: &[Webhook], now: DateTime<Utc>) -> String {
         })
         .collect();
     output::table(
-        &["ID", "FORMAT", "EVENTS", "PENDING", "FAILED", "CREATED", "URL"],
+        &[
+            "ID", "FORMAT", "EVENTS", "PENDING", "FAILED", "CREATED", "URL",
+        ],
         &rows,
     )
 }
@@ -245,7 +245,10 @@ mod tests {
         ));
         assert!(matches!(
             webhooks(&["deliveries", "3", "--limit", "5"]).cmd,
-            WebhooksSub::Deliveries(DeliveriesArgs { id: 3, limit: Some(5) })
+            WebhooksSub::Deliveries(DeliveriesArgs {
+                id: 3,
+                limit: Some(5)
+            })
         ));
         let e = parse_err(&["webhooks", "create", "--url", "http://h", "--format", "xml"]);
         assert!(e.contains("unknown webhook format `xml`"), "{e}");
@@ -277,8 +280,14 @@ mod tests {
         );
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ID"), "{t}");
-        assert!(lines[1].contains("pending") && lines[1].contains("next in 30s"), "{t}");
+        assert!(
+            lines[1].contains("pending") && lines[1].contains("next in 30s"),
+            "{t}"
+        );
         assert!(lines[1].ends_with("cannot connect: refused"), "{t}");
-        assert!(lines[2].contains("delivered") && lines[2].ends_with("HTTP 200"), "{t}");
+        assert!(
+            lines[2].contains("delivered") && lines[2].ends_with("HTTP 200"),
+            "{t}"
+        );
     }
 }

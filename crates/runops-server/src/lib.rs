@@ -348,8 +348,16 @@ impl Server {
         let _ = self.reaper.await;
         self.retention.abort();
         let _ = self.retention.await;
-        self.webhooks.abort();
-        let _ = self.webhooks.await;
+        // Attempts in flight end within their timeout; then their outcome is recorded.
+        self.state.webhooks.stop();
+        let mut webhooks = self.webhooks;
+        if tokio::time::timeout(webhook::ATTEMPT_TIMEOUT * 2, &mut webhooks)
+            .await
+            .is_err()
+        {
+            webhooks.abort();
+            let _ = webhooks.await;
+        }
         self.state.store.close().await;
         tracing::info!("runops server stopped");
     }

@@ -55,7 +55,14 @@ pub async fn emit(
 /// [`emit`] of [`EventKind::TaskFinished`]: call it wherever a task reaches a final
 /// status (a second call for the same task records nothing).
 pub async fn task_finished(st: &AppState, org_id: i64, task_id: i64) {
-    emit(st, org_id, task_id, EventKind::TaskFinished, serde_json::json!({})).await;
+    emit(
+        st,
+        org_id,
+        task_id,
+        EventKind::TaskFinished,
+        serde_json::json!({}),
+    )
+    .await;
 }
 
 async fn record(
@@ -72,7 +79,8 @@ async fn record(
     let Some(rec) = st.store.get_task(org_id, task_id).await? else {
         return Ok(());
     };
-    let payload = crate::webhook::payload::event_payload(kind, &rec.task, detail, chrono::Utc::now());
+    let payload =
+        crate::webhook::payload::event_payload(kind, &rec.task, detail, chrono::Utc::now());
     let event = NewEvent {
         org_id,
         task_id,

@@ -129,7 +129,8 @@ impl ConfigSealer {
                     "the stored secret of the webhook to {url} cannot be decrypted: the server's secret key ({SECRET_KEY_ENV} or {SECRET_KEY_FILE}) is not the one it was stored with"
                 )
             })?;
-        String::from_utf8(plain).map_err(|_| anyhow::anyhow!("the stored webhook secret is not text"))
+        String::from_utf8(plain)
+            .map_err(|_| anyhow::anyhow!("the stored webhook secret is not text"))
     }
 
     /// `1 || nonce || ciphertext+tag` of `plain` with `aad`.

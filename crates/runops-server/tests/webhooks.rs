@@ -72,6 +72,10 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_on("127.0.0.1:0").await
+    }
+
+    async fn start_on(addr: &str) -> Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let failing = Arc::new(AtomicBool::new(false));
         let state = ReceiverState {
@@ -81,7 +85,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { url, rx, failing }
@@ -140,10 +144,20 @@ fn assert_signed(r: &Received, secret: &str) {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(v1, want, "signature of {:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        v1,
+        want,
+        "signature of {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
-async fn webhook(admin: &Client, url: &str, format: WebhookFormat, events: &[&str]) -> WebhookCreated {
+async fn webhook(
+    admin: &Client,
+    url: &str,
+    format: WebhookFormat,
+    events: &[&str],
+) -> WebhookCreated {
     admin
         .create_webhook(&WebhookCreate {
             url: url.into(),
@@ -243,10 +257,18 @@ async fn review_and_finish_events_arrive_signed_and_in_order() {
 
     let got = rx.until_delivered(4).await;
     assert_eq!(got.len(), 4, "each event once: {got:?}");
-    let events: Vec<String> = got.iter().map(|r| r.header("x-runops-event").to_string()).collect();
+    let events: Vec<String> = got
+        .iter()
+        .map(|r| r.header("x-runops-event").to_string())
+        .collect();
     assert_eq!(
         events,
-        ["review.requested", "review.approved", "review.rejected", "task.finished"]
+        [
+            "review.requested",
+            "review.approved",
+            "review.rejected",
+            "task.finished"
+        ]
     );
     let mut delivery_ids = Vec::new();
     for r in &got {
@@ -259,7 +281,10 @@ async fn review_and_finish_events_arrive_signed_and_in_order() {
         assert_eq!(body["task"]["target"], "sh");
         assert_eq!(body["task"]["creator"], "admin@localhost");
         assert_eq!(body["task"]["script_preview"], "echo hello");
-        assert!(body["event_id"].is_i64() && body["time"].is_string(), "{body}");
+        assert!(
+            body["event_id"].is_i64() && body["time"].is_string(),
+            "{body}"
+        );
     }
     delivery_ids.dedup();
     assert_eq!(delivery_ids.len(), 4, "one delivery id per event");
@@ -275,8 +300,9 @@ async fn review_and_finish_events_arrive_signed_and_in_order() {
     let list = all_delivered(&admin, created.webhook.id, 4).await;
     assert_eq!(list.len(), 4);
     assert!(
-        list.iter()
-            .all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1 && d.last_status == Some(200)),
+        list.iter().all(|d| d.status == DeliveryStatus::Delivered
+            && d.attempts == 1
+            && d.last_status == Some(200)),
         "{list:#?}"
     );
     server.shutdown().await;
@@ -290,7 +316,10 @@ async fn a_receiver_that_fails_for_a_while_gets_every_event_once_in_order_per_ta
     let mut rx = Receiver::start().await;
     let created = webhook(&admin, &rx.url, WebhookFormat::Generic, &[]).await;
     bash_target(&admin, "sh").await;
-    let (a, b) = (task(&admin, "sh", "echo a").await, task(&admin, "sh", "echo b").await);
+    let (a, b) = (
+        task(&admin, "sh", "echo a").await,
+        task(&admin, "sh", "echo b").await,
+    );
     let st = server.state();
     let org = server
         .store()
@@ -302,7 +331,14 @@ async fn a_receiver_that_fails_for_a_while_gets_every_event_once_in_order_per_ta
     rx.failing.store(true, Ordering::SeqCst);
     for id in [a, b] {
         notify::emit(&st, org, id, EventKind::ReviewRequested, json!({})).await;
-        notify::emit(&st, org, id, EventKind::ReviewApproved, json!({"by": "x@example.com"})).await;
+        notify::emit(
+            &st,
+            org,
+            id,
+            EventKind::ReviewApproved,
+            json!({"by": "x@example.com"}),
+        )
+        .await;
     }
     admin.kill_task(a).await.unwrap();
     admin.kill_task(b).await.unwrap();
@@ -322,10 +358,24 @@ async fn a_receiver_that_fails_for_a_while_gets_every_event_once_in_order_per_ta
             .map(|(body, code)| (body["event_id"].as_i64().unwrap(), code))
             .collect();
         // Never a later event of the task before an earlier one was delivered.
-        assert!(mine.windows(2).all(|w| w[0].0 <= w[1].0), "task {id}: {mine:?}");
-        let delivered: Vec<i64> = mine.iter().filter(|(_, c)| *c == 200).map(|(e, _)| *e).collect();
-        assert_eq!(delivered.len(), 3, "task {id}: each event delivered once: {mine:?}");
-        assert!(delivered.windows(2).all(|w| w[0] < w[1]), "task {id}: {mine:?}");
+        assert!(
+            mine.windows(2).all(|w| w[0].0 <= w[1].0),
+            "task {id}: {mine:?}"
+        );
+        let delivered: Vec<i64> = mine
+            .iter()
+            .filter(|(_, c)| *c == 200)
+            .map(|(e, _)| *e)
+            .collect();
+        assert_eq!(
+            delivered.len(),
+            3,
+            "task {id}: each event delivered once: {mine:?}"
+        );
+        assert!(
+            delivered.windows(2).all(|w| w[0] < w[1]),
+            "task {id}: {mine:?}"
+        );
     }
     let list = all_delivered(&admin, created.webhook.id, 6).await;
     assert_eq!(list.len(), 6);
@@ -359,13 +409,25 @@ async fn slack_messages_carry_the_redacted_preview_and_only_subscribed_events() 
     assert_eq!(r.header("x-runops-event"), "review.requested");
     let body = r.json();
     let text = body["text"].as_str().unwrap();
-    assert!(text.contains(&format!("Review requested: task {id} on `db`")), "{text}");
+    assert!(
+        text.contains(&format!("Review requested: task {id} on `db`")),
+        "{text}"
+    );
     let blocks = body["blocks"].to_string();
     assert!(!blocks.contains("carol@example.com"), "{blocks}");
     assert!(blocks.contains("[EMAIL_ADDRESS]"), "{blocks}");
-    assert!(blocks.contains("(2 more lines)") && !blocks.contains("line6"), "{blocks}");
-    assert!(blocks.contains(&format!("runops tasks approve {id}")), "{blocks}");
-    assert!(blocks.contains(&format!("runops tasks reject {id} --comment")), "{blocks}");
+    assert!(
+        blocks.contains("(2 more lines)") && !blocks.contains("line6"),
+        "{blocks}"
+    );
+    assert!(
+        blocks.contains(&format!("runops tasks approve {id}")),
+        "{blocks}"
+    );
+    assert!(
+        blocks.contains(&format!("runops tasks reject {id} --comment")),
+        "{blocks}"
+    );
 
     // The kill's `task.finished` is not subscribed: nothing else was queued.
     let list = admin
@@ -393,16 +455,16 @@ async fn webhook_api_is_for_admins_validates_input_and_is_audited() {
         (bad("ftp://example.com/x", &[]), "http:// or https://"),
         (bad("example.com/hook", &[]), "not a valid URL"),
         (bad("https://u:p@example.com/", &[]), "user or password"),
-        (bad("https://example.com/", &["task.done"]), "unknown webhook event `task.done`"),
+        (
+            bad("https://example.com/", &["task.done"]),
+            "unknown webhook event `task.done`",
+        ),
     ] {
         let e = admin.create_webhook(&req).await.unwrap_err();
         assert_eq!(e.status(), Some(400), "{e}");
         assert!(e.to_string().contains(says), "{e}");
     }
-    let e = admin
-        .delete_webhook(999)
-        .await
-        .unwrap_err();
+    let e = admin.delete_webhook(999).await.unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
     assert!(e.to_string().contains("webhook 999 not found"), "{e}");
 
@@ -421,7 +483,10 @@ async fn webhook_api_is_for_admins_validates_input_and_is_audited() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
-    assert!(e.to_string().contains("only admins can manage webhooks"), "{e}");
+    assert!(
+        e.to_string().contains("only admins can manage webhooks"),
+        "{e}"
+    );
     assert_eq!(ana.list_webhooks().await.unwrap_err().status(), Some(403));
 
     let created = admin
@@ -439,7 +504,9 @@ async fn webhook_api_is_for_admins_validates_input_and_is_audited() {
     let wal = std::fs::read(dir.path().join("runops.db-wal")).unwrap_or_default();
     for bytes in [&db, &wal] {
         assert!(
-            !bytes.windows(created.secret.len()).any(|w| w == created.secret.as_bytes()),
+            !bytes
+                .windows(created.secret.len())
+                .any(|w| w == created.secret.as_bytes()),
             "the secret is stored in clear"
         );
     }
@@ -464,7 +531,64 @@ async fn webhook_api_is_for_admins_validates_input_and_is_audited() {
     };
     let c = of("webhook.create");
     assert_eq!(c.detail["host"], "hooks.example.com");
-    assert!(!c.detail.to_string().contains("sekrit"), "the URL's path is a credential");
+    assert!(
+        !c.detail.to_string().contains("sekrit"),
+        "the URL's path is a credential"
+    );
     of("webhook.delete");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pending_deliveries_survive_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let admin = Client::new(&server.url(), ADMIN).unwrap();
+    // A port nothing listens on (yet): every attempt is refused.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let created = webhook(
+        &admin,
+        &format!("http://{addr}/hook"),
+        WebhookFormat::Generic,
+        &["task.finished"],
+    )
+    .await;
+    bash_target(&admin, "sh").await;
+    let id = task(&admin, "sh", "echo later").await;
+    admin.kill_task(id).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let list = admin
+            .list_webhook_deliveries(created.webhook.id, &Default::default())
+            .await
+            .unwrap();
+        if list[0].attempts >= 1 && list[0].last_error.is_some() {
+            assert_eq!(list[0].status, DeliveryStatus::Pending);
+            assert!(
+                list[0]
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("cannot connect"),
+                "{list:#?}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+
+    let mut rx = Receiver::start_on(&addr.to_string()).await;
+    let server = start(dir.path()).await;
+    let admin = Client::new(&server.url(), ADMIN).unwrap();
+    let r = rx.next().await;
+    assert_eq!(r.header("x-runops-event"), "task.finished");
+    assert_eq!(r.json()["task"]["id"], id);
+    assert_signed(&r, &created.secret);
+    all_delivered(&admin, created.webhook.id, 1).await;
     server.shutdown().await;
 }

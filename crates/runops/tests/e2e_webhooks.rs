@@ -30,7 +30,10 @@ struct Hit {
 
 impl Hit {
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     fn json(&self) -> Value {
@@ -162,12 +165,21 @@ fn assert_signed(hit: &Hit, secret: &str) {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(v1, want, "signature of {}", String::from_utf8_lossy(&hit.body));
+    assert_eq!(
+        v1,
+        want,
+        "signature of {}",
+        String::from_utf8_lossy(&hit.body)
+    );
 }
 
 /// The docs' shell check (`openssl dgst -hmac`) on one delivery, when openssl exists.
 fn assert_signed_per_docs_shell(hit: &Hit, secret: &str) {
-    if std::process::Command::new("openssl").arg("version").output().is_err() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         eprintln!("openssl not found: the shell example of docs/webhooks.md was not run");
         return;
     }
@@ -207,10 +219,20 @@ fn receiver_down_then_back_gets_every_signed_task_event_once_in_order() {
     let server = Server::start_with(&sb, 30, |c| {
         c.env("RUNOPS_WEBHOOK_RETRY_MAX_SECS", "1");
     });
-    let out = server.cli(&["webhooks", "create", "--url", &receiver.url(), "--events", "task.finished"]);
+    let out = server.cli(&[
+        "webhooks",
+        "create",
+        "--url",
+        &receiver.url(),
+        "--events",
+        "task.finished",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let secret = stdout(&out).trim().to_string();
-    assert!(secret.starts_with("whsec_"), "only the secret on stdout: {secret:?}");
+    assert!(
+        secret.starts_with("whsec_"),
+        "only the secret on stdout: {secret:?}"
+    );
     assert!(
         stderr(&out).contains("shown only this once"),
         "{}",
@@ -218,8 +240,14 @@ fn receiver_down_then_back_gets_every_signed_task_event_once_in_order() {
     );
     let list: Value =
         serde_json::from_str(&server.cli_ok(&["webhooks", "list", "--json"])).unwrap();
-    let webhook = list[0]["id"].as_i64().expect("the webhook is listed").to_string();
-    assert!(!list.to_string().contains(&secret), "the secret is never listed");
+    let webhook = list[0]["id"]
+        .as_i64()
+        .expect("the webhook is listed")
+        .to_string();
+    assert!(
+        !list.to_string().contains(&secret),
+        "the secret is never listed"
+    );
 
     let token = server.create_agent_token();
     let _agent = Agent::start(&sb, "a", &token, None, &[]);
@@ -270,27 +298,35 @@ fn receiver_down_then_back_gets_every_signed_task_event_once_in_order() {
         d.iter().all(|d| d["status"] == "delivered").then_some(())
     });
     let got_after = receiver2.hits();
-    assert_eq!(got_after.len(), got.len(), "no delivery twice: {got_after:#?}");
+    assert_eq!(
+        got_after.len(),
+        got.len(),
+        "no delivery twice: {got_after:#?}"
+    );
     let mut delivery_ids: Vec<&str> = got.iter().map(|h| h.header("x-runops-delivery")).collect();
     delivery_ids.sort();
     delivery_ids.dedup();
     assert_eq!(delivery_ids.len(), got.len(), "each delivery once");
     for (id, script) in ids.iter().zip(scripts) {
         assert_eq!(receiver2.events_of(*id), ["task.finished"], "task {id}");
-        let hit = got
-            .iter()
-            .find(|h| h.json()["task"]["id"] == *id)
-            .unwrap();
+        let hit = got.iter().find(|h| h.json()["task"]["id"] == *id).unwrap();
         assert_signed(hit, &secret);
         let body = hit.json();
-        let (status, code) = if script == "exit 3" { ("failure", 3) } else { ("success", 0) };
+        let (status, code) = if script == "exit 3" {
+            ("failure", 3)
+        } else {
+            ("success", 0)
+        };
         assert_eq!(body["task"]["status"], status, "{body}");
         assert_eq!(body["task"]["exit_code"], code, "{body}");
     }
     assert_eq!(receiver2.events_of(first), ["task.finished"]);
 
     let shown = server.cli_ok(&["webhooks", "deliveries", &webhook]);
-    assert!(shown.lines().next().unwrap_or_default().starts_with("ID"), "{shown}");
+    assert!(
+        shown.lines().next().unwrap_or_default().starts_with("ID"),
+        "{shown}"
+    );
     assert_eq!(shown.matches("delivered").count(), 1 + ids.len(), "{shown}");
 }
 
@@ -305,20 +341,52 @@ fn webhook_cli_refuses_bad_input_with_clear_errors_and_deletes() {
         "{}",
         stderr(&out)
     );
-    let out = server.cli(&["webhooks", "create", "--url", "https://example.com/x", "--events", "task.done"]);
+    let out = server.cli(&[
+        "webhooks",
+        "create",
+        "--url",
+        "https://example.com/x",
+        "--events",
+        "task.done",
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unknown webhook event `task.done`"), "{err}");
-    assert!(err.contains("hint: the events are: review.requested"), "{err}");
+    assert!(
+        err.contains("hint: the events are: review.requested"),
+        "{err}"
+    );
 
-    let out = server.cli_ok(&["webhooks", "create", "--url", "https://example.com/x", "--format", "slack", "--json"]);
+    let out = server.cli_ok(&[
+        "webhooks",
+        "create",
+        "--url",
+        "https://example.com/x",
+        "--format",
+        "slack",
+        "--json",
+    ]);
     let created: Value = serde_json::from_str(&out).unwrap();
     let id = created["id"].as_i64().unwrap().to_string();
     assert_eq!(created["format"], "slack");
     let table = server.cli_ok(&["webhooks", "list"]);
-    assert!(table.contains("slack") && table.contains("https://example.com/x"), "{table}");
-    assert_eq!(server.cli_ok(&["webhooks", "delete", &id]).trim(), format!("webhook {id} deleted"));
+    assert!(
+        table.contains("slack") && table.contains("https://example.com/x"),
+        "{table}"
+    );
+    assert_eq!(
+        server.cli_ok(&["webhooks", "delete", &id]).trim(),
+        format!("webhook {id} deleted")
+    );
     let out = server.cli(&["webhooks", "delete", &id]);
-    assert!(stderr(&out).contains(&format!("webhook {id} not found")), "{}", stderr(&out));
-    assert!(stderr(&out).contains("hint: run `runops webhooks list`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("webhook {id} not found")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("hint: run `runops webhooks list`"),
+        "{}",
+        stderr(&out)
+    );
 }

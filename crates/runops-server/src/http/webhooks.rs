@@ -104,9 +104,13 @@ pub async fn create(
         )
         .await?;
     tracing::info!(webhook = webhook.id, format = %webhook.format, by = %auth.user.email, "webhook created");
-    let detail = json!({"host": host_of(&webhook.url), "format": webhook.format, "events": webhook.events});
+    let detail =
+        json!({"host": host_of(&webhook.url), "format": webhook.format, "events": webhook.events});
     audit::by_user(&st, &auth, "webhook.create", "webhook", webhook.id, detail).await;
-    Ok((StatusCode::CREATED, Json(WebhookCreated { webhook, secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookCreated { webhook, secret }),
+    ))
 }
 
 pub async fn list(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<Vec<Webhook>>> {

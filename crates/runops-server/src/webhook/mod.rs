@@ -56,6 +56,8 @@ pub const MAX_ERROR_CHARS: usize = 300;
 #[derive(Debug)]
 pub struct Outbox {
     wake: tokio::sync::Notify,
+    /// Set by a graceful shutdown: claim nothing more, finish what is in flight.
+    stopping: std::sync::atomic::AtomicBool,
     /// Longest delay between two attempts of one delivery.
     pub retry_max: Duration,
 }
@@ -64,6 +66,7 @@ impl Outbox {
     pub fn new(retry_max: Duration) -> Outbox {
         Outbox {
             wake: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             retry_max,
         }
     }
@@ -71,6 +74,18 @@ impl Outbox {
     /// Tells the worker that deliveries were queued (kept if it is busy: never lost).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Asks the worker to stop once its attempts in flight are recorded (graceful
+    /// shutdown: nothing stays claimed until its lease runs out).
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -103,10 +118,11 @@ pub fn validate_url(raw: &str) -> Result<String, ApiError> {
         .hint(example));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(
-            ApiError::bad_request(format!("the webhook URL `{}` has no host", crate::error::echo(url)))
-                .hint(example),
-        );
+        return Err(ApiError::bad_request(format!(
+            "the webhook URL `{}` has no host",
+            crate::error::echo(url)
+        ))
+        .hint(example));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(ApiError::bad_request(

@@ -44,7 +44,9 @@ pub fn script_preview(script: &str) -> String {
     let mut head = String::new();
     for line in script.lines().take(PREVIEW_LINES) {
         if head.len() + line.len() > PREVIEW_SCAN_BYTES {
-            let mut cut = PREVIEW_SCAN_BYTES.saturating_sub(head.len()).min(line.len());
+            let mut cut = PREVIEW_SCAN_BYTES
+                .saturating_sub(head.len())
+                .min(line.len());
             while !line.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -161,10 +163,16 @@ fn headline(payload: &Value) -> String {
             format!(":mag: Review requested: task {id} on `{target}` by {creator}")
         }
         "review.approved" if detail["forced"].as_bool() == Some(true) => {
-            format!(":warning: Task {id} on `{target}` was FORCE-APPROVED{by_part} (admin){why_part}")
+            format!(
+                ":warning: Task {id} on `{target}` was FORCE-APPROVED{by_part} (admin){why_part}"
+            )
         }
-        "review.approved" => format!(":white_check_mark: Task {id} on `{target}` approved{by_part}{why_part}"),
-        "review.rejected" => format!(":no_entry: Task {id} on `{target}` rejected{by_part}{why_part}"),
+        "review.approved" => {
+            format!(":white_check_mark: Task {id} on `{target}` approved{by_part}{why_part}")
+        }
+        "review.rejected" => {
+            format!(":no_entry: Task {id} on `{target}` rejected{by_part}{why_part}")
+        }
         "task.finished" => {
             let exit = task["exit_code"]
                 .as_i64()
@@ -321,11 +329,22 @@ mod tests {
         );
         let body: Value = serde_json::from_slice(&slack_body(&p)).unwrap();
         let all = body.to_string();
-        assert!(body["text"].as_str().unwrap().contains("Review requested: task 42"));
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .contains("Review requested: task 42")
+        );
         assert!(all.contains("runops tasks approve 42"), "{all}");
         assert!(all.contains("runops tasks reject 42 --comment"), "{all}");
-        assert!(all.contains("[EMAIL_ADDRESS]") && !all.contains("eve@example.com"), "{all}");
-        assert!(all.contains("a &lt; b") && all.contains("fix &lt;the&gt; row"), "{all}");
+        assert!(
+            all.contains("[EMAIL_ADDRESS]") && !all.contains("eve@example.com"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a &lt; b") && all.contains("fix &lt;the&gt; row"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -338,7 +357,10 @@ mod tests {
         );
         let body: Value = serde_json::from_slice(&slack_body(&p)).unwrap();
         let text = body["text"].as_str().unwrap();
-        assert!(text.contains("FORCE-APPROVED by root@example.com"), "{text}");
+        assert!(
+            text.contains("FORCE-APPROVED by root@example.com"),
+            "{text}"
+        );
         assert!(text.contains("outage"), "{text}");
         assert!(!body.to_string().contains("runops tasks approve"));
     }

@@ -32,8 +32,9 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Runs until aborted (which also aborts the attempts in flight: they stay pending
-/// and are tried again after their claim lease).
+/// Runs until [`super::Outbox::stop`] (then returns once the attempts in flight are
+/// recorded) or until aborted (which also aborts the attempts in flight: they stay
+/// pending and are tried again after their claim lease).
 pub async fn run(st: AppState) {
     let client = match client() {
         Ok(c) => c,
@@ -44,6 +45,10 @@ pub async fn run(st: AppState) {
     };
     let mut in_flight = JoinSet::new();
     loop {
+        if st.webhooks.is_stopping() {
+            while in_flight.join_next().await.is_some() {}
+            return;
+        }
         let mut wait = IDLE_RECHECK;
         match claim(&st, MAX_IN_FLIGHT - in_flight.len()).await {
             Ok(claimed) => {
@@ -98,7 +103,10 @@ async fn claim(st: &AppState, free: usize) -> anyhow::Result<Vec<ClaimedDelivery
 async fn attempt(st: &AppState, client: &reqwest::Client, d: ClaimedDelivery) {
     let (status, error) = match send(st, client, &d).await {
         Ok(code) if is_delivered(code) => (Some(code), None),
-        Ok(code) => (Some(code), Some(format!("the receiver answered HTTP {code}"))),
+        Ok(code) => (
+            Some(code),
+            Some(format!("the receiver answered HTTP {code}")),
+        ),
         Err(e) => (None, Some(e)),
     };
     let now = now_ms();
@@ -125,7 +133,11 @@ async fn attempt(st: &AppState, client: &reqwest::Client, d: ClaimedDelivery) {
             webhook = d.webhook_id, delivery = d.id, event = %d.kind, task = d.task_id, status,
             "webhook delivered"
         ),
-        AttemptOutcome::Retry { error, next_attempt_ms, .. } => tracing::info!(
+        AttemptOutcome::Retry {
+            error,
+            next_attempt_ms,
+            ..
+        } => tracing::info!(
             webhook = d.webhook_id, delivery = d.id, event = %d.kind, attempts = d.attempts,
             retry_in_ms = next_attempt_ms - now, error = %error,
             "webhook delivery failed; will retry"
@@ -144,11 +156,7 @@ async fn attempt(st: &AppState, client: &reqwest::Client, d: ClaimedDelivery) {
 
 /// POSTs the delivery; the HTTP status, or why there was none (never the URL: a Slack
 /// webhook URL is itself a credential and must not reach the logs).
-async fn send(
-    st: &AppState,
-    client: &reqwest::Client,
-    d: &ClaimedDelivery,
-) -> Result<u16, String> {
+async fn send(st: &AppState, client: &reqwest::Client, d: &ClaimedDelivery) -> Result<u16, String> {
     let secret = st
         .sealer
         .open_webhook_secret(d.org_id, &d.url, &d.secret_sealed)

@@ -2,9 +2,7 @@
 //! `webhook_deliveries` tables of migration 0009.
 
 use super::{SqliteStore, json_list, to_json_list, ts, ts_opt};
-use crate::store::webhooks::{
-    AttemptOutcome, ClaimedDelivery, NewEvent, NewWebhook, WebhookStore,
-};
+use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery, NewEvent, NewWebhook, WebhookStore};
 use crate::store::{StoreError, StoreResult};
 use async_trait::async_trait;
 use runops_proto::webhook::{DeliveryStatus, Webhook, WebhookDelivery, WebhookFormat};
@@ -115,10 +113,11 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn has_webhooks(&self, org_id: i64) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1")
-            .bind(org_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1")
+                .bind(org_id)
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(found.is_some())
     }
 
