@@ -305,6 +305,18 @@ async fn review_and_finish_events_arrive_signed_and_in_order() {
             && d.last_status == Some(200)),
         "{list:#?}"
     );
+    // History past its retention goes; nothing pending is touched.
+    let purged = server
+        .store()
+        .purge_webhook_history(runops_server::now_ms() + 1)
+        .await
+        .unwrap();
+    assert_eq!(purged, 4);
+    let list = admin
+        .list_webhook_deliveries(created.webhook.id, &Default::default())
+        .await
+        .unwrap();
+    assert!(list.is_empty(), "{list:#?}");
     server.shutdown().await;
 }
 

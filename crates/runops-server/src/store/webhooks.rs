@@ -95,6 +95,9 @@ pub trait WebhookStore: Send + Sync {
     /// When the next delivery that may go out (the oldest pending one of its webhook and
     /// task) is due; `None` when nothing is pending.
     async fn next_delivery_due(&self) -> StoreResult<Option<i64>>;
+    /// Deletes deliveries that ended (delivered or failed) before `before_ms`, and the
+    /// events left without deliveries; returns how many deliveries went.
+    async fn purge_webhook_history(&self, before_ms: i64) -> StoreResult<u64>;
     /// Records an attempt's outcome.
     async fn record_attempt(
         &self,

@@ -49,6 +49,13 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// another replica queued, a missed edge).
 pub const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
+/// Ended deliveries (and their events) are kept this long for `runops webhooks
+/// deliveries`, then deleted: the outbox does not grow forever.
+pub const HISTORY_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the worker deletes history older than [`HISTORY_KEPT`].
+pub const HISTORY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Characters of a failure kept in `last_error`.
 pub const MAX_ERROR_CHARS: usize = 300;
 

@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 use super::payload::{generic_body, signature_header, slack_body};
 use super::schedule::{after_failure, is_delivered};
 use super::{
-    ATTEMPT_TIMEOUT, CLAIM_LEASE, CONNECT_TIMEOUT, GIVE_UP_AFTER, IDLE_RECHECK, MAX_ERROR_CHARS,
-    MAX_IN_FLIGHT,
+    ATTEMPT_TIMEOUT, CLAIM_LEASE, CONNECT_TIMEOUT, GIVE_UP_AFTER, HISTORY_KEPT,
+    HISTORY_PURGE_INTERVAL, IDLE_RECHECK, MAX_ERROR_CHARS, MAX_IN_FLIGHT,
 };
 use crate::http::AppState;
 use crate::now_ms;
@@ -44,10 +44,15 @@ pub async fn run(st: AppState) {
         }
     };
     let mut in_flight = JoinSet::new();
+    let mut next_purge = tokio::time::Instant::now();
     loop {
         if st.webhooks.is_stopping() {
             while in_flight.join_next().await.is_some() {}
             return;
+        }
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge += HISTORY_PURGE_INTERVAL;
+            purge_history(&st).await;
         }
         let mut wait = IDLE_RECHECK;
         match claim(&st, MAX_IN_FLIGHT - in_flight.len()).await {
@@ -83,6 +88,20 @@ pub async fn run(st: AppState) {
             Some(_) = in_flight.join_next() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Deletes ended deliveries older than [`HISTORY_KEPT`]; a failure waits for the next round.
+async fn purge_history(st: &AppState) {
+    let kept = i64::try_from(HISTORY_KEPT.as_millis()).unwrap_or(i64::MAX);
+    match st
+        .store
+        .purge_webhook_history(now_ms().saturating_sub(kept))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deliveries = n, "deleted old webhook deliveries"),
+        Err(e) => tracing::warn!(error = %e, "cannot delete old webhook deliveries"),
     }
 }
 

@@ -276,6 +276,26 @@ impl WebhookStore for SqliteStore {
         .await?)
     }
 
+    async fn purge_webhook_history(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let n = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM webhook_events WHERE created_at < ? AND NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn record_attempt(
         &self,
         delivery_id: i64,
