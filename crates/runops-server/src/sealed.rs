@@ -234,6 +234,33 @@ mod tests {
     }
 
     #[test]
+    fn webhook_secret_opens_only_for_its_org_and_url() {
+        let s = ConfigSealer::from_key(&[7; 32]);
+        let sealed = s
+            .seal_webhook_secret(1, "https://h.example/x", "whsec_abc123")
+            .unwrap();
+        assert!(
+            !sealed.windows(6).any(|w| w == b"whsec_"),
+            "plain text sealed"
+        );
+        assert_eq!(
+            s.open_webhook_secret(1, "https://h.example/x", &sealed)
+                .unwrap(),
+            "whsec_abc123"
+        );
+        assert!(
+            s.open_webhook_secret(1, "https://evil.example/x", &sealed)
+                .is_err()
+        );
+        assert!(
+            s.open_webhook_secret(2, "https://h.example/x", &sealed)
+                .is_err()
+        );
+        // A target config and a webhook secret never open as each other.
+        assert!(s.open(1, "https://h.example/x", &sealed).is_err());
+    }
+
+    #[test]
     fn key_is_generated_once_with_mode_0600_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let a = ConfigSealer::load(None, dir.path()).unwrap();
