@@ -1,5 +1,5 @@
 //! The commands users type: `runops login`, `whoami`, `config`, `targets`, `tasks`,
-//! `agents`, `users`, `tokens`, `audit`.
+//! `agents`, `users`, `tokens`, `audit`, `webhooks`.
 //!
 //! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
 //! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
@@ -30,6 +30,7 @@ mod targets;
 mod tasks;
 mod tokens;
 mod users;
+mod webhooks;
 mod whoami;
 
 pub use agents::AgentsCmd;
@@ -41,6 +42,7 @@ pub use targets::TargetsCmd;
 pub use tasks::{EXIT_INTERRUPTED, EXIT_TIMEOUT, TasksCmd, task_exit_code};
 pub use tokens::TokensCmd;
 pub use users::UsersCmd;
+pub use webhooks::WebhooksCmd;
 pub use whoami::WhoamiArgs;
 
 use error::{CliError, CliResult};
@@ -72,6 +74,8 @@ pub enum Command {
     Tokens(TokensCmd),
     /// The organisation's audit log: who did what, when, from where (admins).
     Audit(AuditCmd),
+    /// Webhooks that receive review and task events (admins).
+    Webhooks(WebhooksCmd),
 }
 
 /// Runs one command and returns the process exit code: 0 when it worked; for
@@ -100,6 +104,7 @@ pub async fn run_code(cmd: Command) -> u8 {
         Command::Users(c) => c.run().await,
         Command::Tokens(c) => c.run().await,
         Command::Audit(c) => c.run().await,
+        Command::Webhooks(c) => c.run().await,
     };
     exit_code_of(result)
 }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod user;
+pub mod webhooks;
 
 use runops_proto::api::ApiErrorBody;
 use serde::Serialize;

@@ -9,6 +9,7 @@
 //! - [`token`]: the format of API and agent tokens (an agent token carries the server URL).
 //! - [`status`]: task statuses and failure reasons, with their wire names.
 //! - [`limits`]: size limits shared by both sides, each with its reason.
+//! - [`webhook`]: the webhook API (receivers of task and review events, deliveries).
 //! - [`prometheus`]: the Prometheus text format of the server's and the agent's `/metrics`.
 
 pub mod agent;
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod prometheus;
 pub mod status;
 pub mod token;
+pub mod webhook;
 
 pub use status::{FailureReason, TaskStatus};
 

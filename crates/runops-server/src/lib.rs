@@ -15,7 +15,8 @@
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
 //! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), `audit.rs`
 //! (the audit log: who did what, when, from where), `lifecycle.rs` (every task status
-//! change, decided without I/O), `effects.rs` (carries out what it decided), and this
+//! change, decided without I/O), `effects.rs` (carries out what it decided),
+//! `notify.rs` + `webhook/` (events delivered to webhooks from an outbox), and this
 //! file (start-up, bootstrap, shutdown).
 
 pub mod audit;
@@ -34,6 +35,7 @@ pub mod reaper;
 pub mod sealed;
 pub mod store;
 pub mod validate;
+pub mod webhook;
 
 use anyhow::Context;
 use runops_proto::limits::MAX_POLL_HOLD_SECS;
@@ -113,6 +115,9 @@ pub struct ServerArgs {
     /// Seconds a kept-alive connection may sit with no request; long-polls and log follows are requests, never idle.
     #[arg(long, env = "RUNOPS_IDLE_TIMEOUT_SECS", default_value_t = conn::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
+    /// Longest wait between two attempts of a failed webhook delivery (backoff doubles from 1 s up to this; given up after 3 days).
+    #[arg(long, env = "RUNOPS_WEBHOOK_RETRY_MAX_SECS", default_value_t = webhook::DEFAULT_RETRY_MAX_SECS)]
+    pub webhook_retry_max_secs: u64,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
 }
@@ -133,6 +138,7 @@ impl ServerArgs {
             max_connections: None,
             header_read_timeout_secs: conn::DEFAULT_HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
+            webhook_retry_max_secs: webhook::DEFAULT_RETRY_MAX_SECS,
             auth: identity::AuthArgs::default(),
         }
     }
@@ -148,6 +154,7 @@ pub struct Server {
     serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
     retention: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 /// Poll hold: well under the lease (the poll is the heartbeat), at most 25 s.
@@ -172,6 +179,9 @@ impl Server {
         }
         if args.idle_timeout_secs == 0 {
             anyhow::bail!("--idle-timeout-secs must be at least 1");
+        }
+        if args.webhook_retry_max_secs == 0 {
+            anyhow::bail!("--webhook-retry-max-secs must be at least 1");
         }
         let limits = conn::ConnLimits {
             max_connections: conn::connection_cap(
@@ -255,6 +265,9 @@ impl Server {
             unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
                 unused_first_admin_token,
             )),
+            webhooks: Arc::new(webhook::Outbox::new(Duration::from_secs(
+                args.webhook_retry_max_secs,
+            ))),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -271,6 +284,7 @@ impl Server {
             state.clone(),
             args.log_retention_days,
         ));
+        let webhooks = tokio::spawn(webhook::worker::run(state.clone()));
         tracing::info!(
             %addr,
             %url,
@@ -287,6 +301,7 @@ impl Server {
             serve,
             reaper,
             retention,
+            webhooks,
         })
     }
 
@@ -308,6 +323,11 @@ impl Server {
     /// The store (tests and tools that need to reach below the API).
     pub fn store(&self) -> Arc<dyn Store> {
         self.state.store.clone()
+    }
+
+    /// The handlers' shared state (tests that call [`notify::emit`] as a handler would).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// One log-retention pass as of `now_ms` (tests, tools); see [`reaper::purge_expired_logs`].
@@ -332,6 +352,16 @@ impl Server {
         let _ = self.reaper.await;
         self.retention.abort();
         let _ = self.retention.await;
+        // Attempts in flight end within their timeout; then their outcome is recorded.
+        self.state.webhooks.stop();
+        let mut webhooks = self.webhooks;
+        if tokio::time::timeout(webhook::ATTEMPT_TIMEOUT * 2, &mut webhooks)
+            .await
+            .is_err()
+        {
+            webhooks.abort();
+            let _ = webhooks.await;
+        }
         self.state.store.close().await;
         tracing::info!("runops server stopped");
     }

@@ -1,4 +1,5 @@
-//! Encryption at rest of the targets' write-only config (`runops` secrets provider).
+//! Encryption at rest of the targets' write-only config (`runops` secrets provider)
+//! and of the webhooks' signing secrets.
 //!
 //! A config is sealed with ChaCha20-Poly1305 under the server's 32-byte secret key:
 //! `RUNOPS_SECRET_KEY` (base64), or a key generated once into `<data_dir>/secret.key`
@@ -78,24 +79,8 @@ impl ConfigSealer {
         config: &BTreeMap<String, String>,
     ) -> anyhow::Result<Vec<u8>> {
         let plain = serde_json::to_vec(config)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let aad = associated_data(org_id, name);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| anyhow::anyhow!("cannot encrypt the target config"))?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        self.seal_bytes(&plain, &associated_data(org_id, name))
+            .map_err(|_| anyhow::anyhow!("cannot encrypt the target config"))
     }
 
     /// Opens what [`ConfigSealer::seal`] produced for the same org and target.
@@ -108,18 +93,8 @@ impl ConfigSealer {
         if sealed.len() < 1 + NONCE_LEN || sealed[0] != FORMAT_V1 {
             anyhow::bail!("the stored config of target `{name}` has an unknown format");
         }
-        let aad = associated_data(org_id, name);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
         let plain = self
-            .cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &sealed[1 + NONCE_LEN..],
-                    aad: &aad,
-                },
-            )
+            .open_bytes(sealed, &associated_data(org_id, name))
             .map_err(|_| {
                 anyhow::anyhow!(
                     "the stored config of target `{name}` cannot be decrypted: the server's secret key ({SECRET_KEY_ENV} or {SECRET_KEY_FILE}) is not the one it was stored with"
@@ -127,10 +102,78 @@ impl ConfigSealer {
             })?;
         Ok(serde_json::from_slice(&plain)?)
     }
+
+    /// Seals a webhook's signing secret (the server must read it back to sign, so it
+    /// is sealed, not hashed), bound to the org and the webhook's URL.
+    pub fn seal_webhook_secret(
+        &self,
+        org_id: i64,
+        url: &str,
+        secret: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        self.seal_bytes(secret.as_bytes(), &webhook_associated_data(org_id, url))
+            .map_err(|_| anyhow::anyhow!("cannot encrypt the webhook secret"))
+    }
+
+    /// Opens what [`ConfigSealer::seal_webhook_secret`] produced for the same org and URL.
+    pub fn open_webhook_secret(
+        &self,
+        org_id: i64,
+        url: &str,
+        sealed: &[u8],
+    ) -> anyhow::Result<String> {
+        let plain = self
+            .open_bytes(sealed, &webhook_associated_data(org_id, url))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the stored secret of the webhook to {url} cannot be decrypted: the server's secret key ({SECRET_KEY_ENV} or {SECRET_KEY_FILE}) is not the one it was stored with"
+                )
+            })?;
+        String::from_utf8(plain)
+            .map_err(|_| anyhow::anyhow!("the stored webhook secret is not text"))
+    }
+
+    /// `1 || nonce || ciphertext+tag` of `plain` with `aad`.
+    fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| ())?;
+        let sealed = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
+            .map_err(|_| ())?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// The plain text of [`ConfigSealer::seal_bytes`]'s output, or `Err` when the
+    /// format, the key or `aad` does not match.
+    fn open_bytes(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
+        if sealed.len() < 1 + NONCE_LEN || sealed[0] != FORMAT_V1 {
+            return Err(());
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
+        self.cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed[1 + NONCE_LEN..],
+                    aad,
+                },
+            )
+            .map_err(|_| ())
+    }
 }
 
 fn associated_data(org_id: i64, name: &str) -> Vec<u8> {
     format!("runops target config\0{org_id}\0{name}").into_bytes()
+}
+
+fn webhook_associated_data(org_id: i64, url: &str) -> Vec<u8> {
+    format!("runops webhook secret\0{org_id}\0{url}").into_bytes()
 }
 
 fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
@@ -188,6 +231,33 @@ mod tests {
         );
         // Two seals of the same config differ (fresh nonce).
         assert_ne!(sealed, s.seal(1, "db", &config()).unwrap());
+    }
+
+    #[test]
+    fn webhook_secret_opens_only_for_its_org_and_url() {
+        let s = ConfigSealer::from_key(&[7; 32]);
+        let sealed = s
+            .seal_webhook_secret(1, "https://h.example/x", "whsec_abc123")
+            .unwrap();
+        assert!(
+            !sealed.windows(6).any(|w| w == b"whsec_"),
+            "plain text sealed"
+        );
+        assert_eq!(
+            s.open_webhook_secret(1, "https://h.example/x", &sealed)
+                .unwrap(),
+            "whsec_abc123"
+        );
+        assert!(
+            s.open_webhook_secret(1, "https://evil.example/x", &sealed)
+                .is_err()
+        );
+        assert!(
+            s.open_webhook_secret(2, "https://h.example/x", &sealed)
+                .is_err()
+        );
+        // A target config and a webhook secret never open as each other.
+        assert!(s.open(1, "https://h.example/x", &sealed).is_err());
     }
 
     #[test]

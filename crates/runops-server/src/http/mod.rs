@@ -1,12 +1,13 @@
 //! The HTTP layer: the router, the shared state, and the routes that fit in a line.
 //! Each file below holds the handlers of one part of the API:
-//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, tokens, agents, audit)
-//! and [`agent`] (the agent protocol).
+//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, tokens, agents, audit),
+//! [`webhooks`] and [`agent`] (the agent protocol).
 
 pub mod agent;
 pub mod org;
 pub mod targets;
 pub mod tasks;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -59,6 +60,8 @@ pub struct AppState {
     /// Id of the first admin's token while it was never used (0 once it was): its first
     /// use is recorded, so later starts stop telling how to recover a lost one.
     pub unused_first_admin_token: Arc<std::sync::atomic::AtomicI64>,
+    /// The webhook outbox's wake-up and retry settings.
+    pub webhooks: Arc<crate::webhook::Outbox>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -89,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}", delete(org::revoke_token))
         .route("/v1/users", get(org::list_users).post(org::create_user))
         .route("/v1/audit", get(org::list_audit))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/webhooks/{id}", delete(webhooks::remove))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/agent/connect", post(agent::connect))
         .route("/v1/agent/poll", post(agent::poll))
         .route("/v1/agent/tasks/{id}/start", post(agent::start))

@@ -10,6 +10,7 @@
 //! state machine does not depend on the store's clock.
 
 pub mod sqlite;
+pub mod webhooks;
 
 use crate::lifecycle::Effect;
 use async_trait::async_trait;
@@ -301,7 +302,7 @@ pub enum KillOutcome {
 /// The control plane's storage. Every method is scoped to an org where objects are
 /// involved: an object of another org is simply not found.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: webhooks::WebhookStore + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (graceful shutdown).

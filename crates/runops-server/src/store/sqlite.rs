@@ -4,6 +4,8 @@
 //! instead of failing with `SQLITE_BUSY`, and every state change is one short
 //! transaction. Reads use a separate small pool that WAL lets run beside the writer.
 
+mod webhooks;
+
 use super::*;
 use crate::lifecycle::{self, Event, LogLimit, LogRoom, Refusal, TaskState, Write};
 use chrono::{DateTime, Utc};
@@ -50,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0006_disk_and_identities.sql"),
     ),
     (7, include_str!("../../migrations/0007_redact_keys.sql")),
+    (9, include_str!("../../migrations/0009_webhooks.sql")),
 ];
 
 /// The name the first start gives the first admin's token.
