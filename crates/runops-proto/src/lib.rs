@@ -9,12 +9,10 @@
 //! - [`token`]: the format of API and agent tokens (an agent token carries the server URL).
 //! - [`status`]: task statuses and failure reasons, with their wire names.
 //! - [`limits`]: size limits shared by both sides, each with its reason.
-//! - [`prometheus`]: the Prometheus text format of the server's and the agent's `/metrics`.
 
 pub mod agent;
 pub mod api;
 pub mod limits;
-pub mod prometheus;
 pub mod status;
 pub mod token;
 

@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use runops_proto::prometheus::{
+use runops_metrics::{
     CONTENT_TYPE, Exposition, HTTP_SECONDS_BUCKETS, Histogram, MetricType, TASK_SECONDS_BUCKETS,
 };
 use runops_proto::{FailureReason, TaskStatus};
