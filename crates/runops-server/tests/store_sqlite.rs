@@ -38,7 +38,10 @@ mod legacy_migrations {
         (3, include_str!("../migrations/0003_identity.sql")),
         (4, include_str!("../migrations/0004_audit.sql")),
         (5, include_str!("../migrations/0005_agent_token_tags.sql")),
-        (6, include_str!("../migrations/0006_disk_and_identities.sql")),
+        (
+            6,
+            include_str!("../migrations/0006_disk_and_identities.sql"),
+        ),
         (7, include_str!("../migrations/0007_redact_keys.sql")),
     ];
 
@@ -152,7 +155,11 @@ mod legacy_migrations {
         assert_fully_migrated(dir.path()).await;
         let rows = recorded(dir.path()).await;
         let marked: Vec<i64> = rows.iter().filter(|r| r.2 == -1).map(|r| r.0).collect();
-        assert_eq!(marked, vec![1, 2, 3, 4, 5], "only what the old runner applied");
+        assert_eq!(
+            marked,
+            vec![1, 2, 3, 4, 5],
+            "only what the old runner applied"
+        );
     }
 
     #[tokio::test]
@@ -161,12 +168,11 @@ mod legacy_migrations {
         SqliteStore::open(dir.path()).await.unwrap().close().await;
         assert_fully_migrated(dir.path()).await;
         let pool = pool(dir.path()).await;
-        let legacy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let legacy: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(legacy, 0);
         pool.close().await;
     }
