@@ -895,6 +895,19 @@ pub async fn jwt_tasks_wait_for_their_proof(store: &dyn Store) {
         0
     );
     assert!(!store.ready_proven_task(acme.id, waiting).await.unwrap());
+
+    // A task waiting for its proof can be killed; the proof then finds it over.
+    let killed = store.create_task(acme.id, &new, T0).await.unwrap().task.id;
+    let r = store
+        .kill_task(acme.id, killed, "ann@acme.example", T0 + 7)
+        .await
+        .unwrap();
+    assert!(matches!(r, KillOutcome::CancelledBeforeStart(_)), "{r:?}");
+    assert!(!store.ready_proven_task(acme.id, killed).await.unwrap());
+    assert_eq!(
+        task(store, &acme, killed).await.task.failure_reason,
+        Some(FailureReason::Cancelled)
+    );
 }
 
 pub async fn fail_unstarted_task_only_ends_tasks_that_did_not_start(store: &dyn Store) {
