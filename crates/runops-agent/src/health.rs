@@ -16,9 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use runops_proto::prometheus::{
-    CONTENT_TYPE, Exposition, Histogram, MetricType, TASK_SECONDS_BUCKETS,
-};
+use runops_metrics::{CONTENT_TYPE, Exposition, Histogram, MetricType, TASK_SECONDS_BUCKETS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -10,12 +10,10 @@
 //! - [`status`]: task statuses and failure reasons, with their wire names.
 //! - [`limits`]: size limits shared by both sides, each with its reason.
 //! - [`webhook`]: the webhook API (receivers of task and review events, deliveries).
-//! - [`prometheus`]: the Prometheus text format of the server's and the agent's `/metrics`.
 
 pub mod agent;
 pub mod api;
 pub mod limits;
-pub mod prometheus;
 pub mod status;
 pub mod token;
 pub mod webhook;

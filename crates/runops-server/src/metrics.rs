@@ -12,7 +12,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use runops_proto::prometheus::{
+use runops_metrics::{
     CONTENT_TYPE, Exposition, HTTP_SECONDS_BUCKETS, Histogram, MetricType, TASK_SECONDS_BUCKETS,
 };
 use runops_proto::{FailureReason, TaskStatus};

@@ -21,6 +21,8 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub mod migrate;
+
 /// Name of the database file inside the data dir.
 pub const DB_FILE: &str = "runops.db";
 
@@ -35,25 +37,6 @@ const PAGE_SIZE: u32 = 16384;
 
 /// Readers running beside the single writer; enough for the API's list and log reads.
 const READ_POOL_SIZE: u32 = 4;
-
-/// Embedded migrations, applied in order; a version is applied once and recorded in
-/// `schema_version`. Never edit a released migration: add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/0001_init.sql")),
-    (2, include_str!("../../migrations/0002_target_config.sql")),
-    (3, include_str!("../../migrations/0003_identity.sql")),
-    (4, include_str!("../../migrations/0004_audit.sql")),
-    (
-        5,
-        include_str!("../../migrations/0005_agent_token_tags.sql"),
-    ),
-    (
-        6,
-        include_str!("../../migrations/0006_disk_and_identities.sql"),
-    ),
-    (7, include_str!("../../migrations/0007_redact_keys.sql")),
-    (9, include_str!("../../migrations/0009_webhooks.sql")),
-];
 
 /// The name the first start gives the first admin's token.
 pub const FIRST_ADMIN_TOKEN_NAME: &str = "bootstrap admin";
@@ -96,7 +79,7 @@ impl SqliteStore {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let store_writer = writer.clone();
-        migrate(&store_writer).await?;
+        migrate::migrate(&store_writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
             .test_before_acquire(false)
@@ -115,35 +98,6 @@ impl SqliteStore {
         self.quotas = quotas;
         self
     }
-}
-
-async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
-    let current: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_version")
-        .fetch_one(pool)
-        .await?;
-    for (version, sql) in MIGRATIONS {
-        if *version <= current {
-            continue;
-        }
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(*sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| anyhow::anyhow!("migration {version} failed: {e}"))?;
-        sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)")
-            .bind(version)
-            .bind(Utc::now().timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        tracing::info!(version, "applied database migration");
-    }
-    Ok(())
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

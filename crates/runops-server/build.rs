@@ -1,0 +1,5 @@
+// `sqlx::migrate!` embeds `migrations/` at compile time; a new migration file must
+// rebuild the crate (edits to existing files are tracked through `include_str!`).
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}
