@@ -726,6 +726,7 @@ mod tests {
             started_at: Some(t0),
             finished_at: Some(t0 + chrono::Duration::seconds(2)),
             elapsed_ms: Some(2000),
+            review: None,
         }
     }
 

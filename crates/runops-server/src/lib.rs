@@ -28,6 +28,7 @@ pub mod identity;
 pub mod metrics;
 pub mod notify;
 pub mod reaper;
+pub mod review;
 pub mod sealed;
 pub mod store;
 pub mod validate;

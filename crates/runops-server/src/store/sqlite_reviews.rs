@@ -1,0 +1,289 @@
+//! [`ReviewStore`] on SQLite: the `task_reviews` table and the review columns of
+//! `tasks` (migration 0008). The rules are [`crate::review`]'s; this only reads and
+//! writes rows, each change in one transaction on the single writer.
+
+use super::*;
+use crate::review::{self, ReviewMode, ReviewRule};
+use crate::store::reviews::*;
+use runops_proto::api::ReviewEntry;
+
+macro_rules! review_cols {
+    () => {
+        "review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256, approved_at"
+    };
+}
+
+/// The review columns of a task row (without its entries); `None` for a task of an
+/// unreviewed target.
+fn review_head(row: &SqliteRow) -> StoreResult<Option<TaskReviewRow>> {
+    let mode: String = row.try_get("review")?;
+    let Some(mode) = ReviewMode::parse(&mode) else {
+        return Err(StoreError::Corrupt(format!("task review mode `{mode}`")));
+    };
+    if mode == ReviewMode::None {
+        return Ok(None);
+    }
+    Ok(Some(TaskReviewRow {
+        rule: ReviewRule {
+            mode,
+            groups: json_list(&row.try_get::<String, _>("reviewers_json")?)?,
+            min_approvals: row
+                .try_get::<Option<i64>, _>("min_approvals")?
+                .and_then(|n| u32::try_from(n).ok()),
+        },
+        sha256: row
+            .try_get::<Option<String>, _>("review_sha256")?
+            .unwrap_or_default(),
+        approval_ttl_secs: u64_of(row.try_get("approval_ttl_secs")?),
+        review_ttl_secs: u64_of(row.try_get("review_ttl_secs")?),
+        approved_at_ms: row.try_get("approved_at")?,
+        entries: Vec::new(),
+    }))
+}
+
+async fn review_entries(
+    conn: &mut sqlx::SqliteConnection,
+    task_id: i64,
+) -> StoreResult<Vec<ReviewEntry>> {
+    let rows = sqlx::query(
+        "SELECT user_email, groups_json, verdict, comment, forced, sha256, created_at \
+         FROM task_reviews WHERE task_id = ? ORDER BY id",
+    )
+    .bind(task_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReviewEntry {
+                user: r.try_get("user_email")?,
+                groups: json_list(&r.try_get::<String, _>("groups_json")?)?,
+                verdict: r.try_get("verdict")?,
+                comment: r.try_get("comment")?,
+                forced: r.try_get::<i64, _>("forced")? != 0,
+                sha256: r.try_get("sha256")?,
+                at: ts(r.try_get("created_at")?)?,
+            })
+        })
+        .collect()
+}
+
+/// A task's review row with its entries, read on `conn`.
+async fn review_of(
+    conn: &mut sqlx::SqliteConnection,
+    org_id: i64,
+    task_id: i64,
+) -> StoreResult<Option<TaskReviewRow>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        review_cols!(),
+        " FROM tasks WHERE org_id = ? AND id = ?"
+    ))
+    .bind(org_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let Some(mut head) = review_head(&row)? else {
+        return Ok(None);
+    };
+    head.entries = review_entries(conn, task_id).await?;
+    Ok(Some(head))
+}
+
+#[async_trait]
+impl ReviewStore for SqliteStore {
+    async fn task_review(&self, org_id: i64, task_id: i64) -> StoreResult<Option<TaskReviewRow>> {
+        let mut conn = self.reader.acquire().await?;
+        review_of(&mut conn, org_id, task_id).await
+    }
+
+    async fn record_review(
+        &self,
+        org_id: i64,
+        task_id: i64,
+        new: &NewReview,
+        now_ms: i64,
+    ) -> StoreResult<ReviewOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rec) = task_in_tx(&mut tx, org_id, task_id).await? else {
+            return Ok(ReviewOutcome::NotFound);
+        };
+        let Some(mut head) = review_of(&mut tx, org_id, task_id).await? else {
+            return Ok(ReviewOutcome::NotReviewed);
+        };
+        if rec.task.status != TaskStatus::PendingReview {
+            return Ok(ReviewOutcome::NotPending(rec.task.status));
+        }
+        if let Some(seen) = &new.sha256_seen
+            && !seen.eq_ignore_ascii_case(&head.sha256)
+        {
+            return Ok(ReviewOutcome::DigestMismatch {
+                stored: head.sha256.clone(),
+            });
+        }
+        let cast: Vec<review::CastReview> = head.entries.iter().map(review::cast_of).collect();
+        match review::may_review(&head.rule, &rec.task.user, &new.user, &cast) {
+            Ok(()) => {}
+            // An admin forcing needs no group, but is still not the creator and
+            // reviews once.
+            Err(review::Refusal::NotInGroups { .. }) if new.forced => {}
+            Err(refusal) => return Ok(ReviewOutcome::Refused(refusal)),
+        }
+        let groups = review::counted_groups(&head.rule, &new.user);
+        let verdict = if new.approved {
+            review::VERDICT_APPROVED
+        } else {
+            review::VERDICT_REJECTED
+        };
+        sqlx::query(
+            "INSERT INTO task_reviews (task_id, org_id, user_id, user_email, groups_json, verdict, comment, forced, sha256, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(task_id)
+        .bind(org_id)
+        .bind(new.user.id)
+        .bind(&new.user.email)
+        .bind(to_json_list(&groups))
+        .bind(verdict)
+        .bind(&new.comment)
+        .bind(new.forced)
+        .bind(&head.sha256)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        head.entries.push(ReviewEntry {
+            user: new.user.email.clone(),
+            groups,
+            verdict: verdict.to_string(),
+            comment: new.comment.clone(),
+            forced: new.forced,
+            sha256: head.sha256.clone(),
+            at: ts(now_ms)?,
+        });
+        if !new.approved {
+            let reason = new.comment.as_deref().unwrap_or_default();
+            sqlx::query(
+                "UPDATE tasks SET status = 'rejected', failure_message = ?, finished_at = ? WHERE id = ?",
+            )
+            .bind(format!("rejected by {}: {reason}", new.user.email))
+            .bind(now_ms)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+            let task = task_updated_in_tx(&mut tx, org_id, task_id).await?;
+            tx.commit().await?;
+            return Ok(ReviewOutcome::Rejected {
+                task: Box::new(task),
+                review: Box::new(head),
+            });
+        }
+        let cast: Vec<review::CastReview> = head.entries.iter().map(review::cast_of).collect();
+        let approved_now = review::is_met(&head.rule, &cast);
+        if approved_now {
+            sqlx::query("UPDATE tasks SET status = 'approved', approved_at = ? WHERE id = ?")
+                .bind(now_ms)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            head.approved_at_ms = Some(now_ms);
+        }
+        let task = task_updated_in_tx(&mut tx, org_id, task_id).await?;
+        tx.commit().await?;
+        Ok(ReviewOutcome::Approved {
+            task: Box::new(task),
+            review: Box::new(head),
+            approved_now,
+        })
+    }
+
+    async fn run_approved_task(
+        &self,
+        org_id: i64,
+        task_id: i64,
+        with_jwt: bool,
+        now_ms: i64,
+    ) -> StoreResult<RunOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rec) = task_in_tx(&mut tx, org_id, task_id).await? else {
+            return Ok(RunOutcome::NotFound);
+        };
+        if rec.task.status != TaskStatus::Approved {
+            return Ok(RunOutcome::NotApproved(rec.task.status));
+        }
+        sqlx::query(
+            "UPDATE tasks SET status = 'ready', run_requested_at = ?, created_with_jwt = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(with_jwt)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        let task = task_updated_in_tx(&mut tx, org_id, task_id).await?;
+        tx.commit().await?;
+        Ok(RunOutcome::Ready(Box::new(task)))
+    }
+
+    async fn tasks_in_review(&self, org_id: i64) -> StoreResult<Vec<(TaskRecord, TaskReviewRow)>> {
+        let mut conn = self.reader.acquire().await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            ", ",
+            review_cols!(),
+            " FROM tasks WHERE status = 'pending-review' AND org_id = ? ORDER BY id"
+        ))
+        .bind(org_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let rec = task_from_row(row)?;
+            let Some(mut head) = review_head(row)? else {
+                continue;
+            };
+            head.entries = review_entries(&mut conn, rec.task.id).await?;
+            out.push((rec, head));
+        }
+        Ok(out)
+    }
+
+    async fn expire_reviews(&self, now_ms: i64) -> StoreResult<Vec<ExpiredReview>> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, org_id, status, created_at, approved_at, review_ttl_secs, approval_ttl_secs FROM tasks \
+             WHERE (status = 'pending-review' AND created_at + review_ttl_secs * 1000 <= ?) \
+                OR (status = 'approved' AND approved_at + approval_ttl_secs * 1000 <= ?)",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let was = parse_status(&row.try_get::<String, _>("status")?)?;
+            let ttl = if was == TaskStatus::Approved {
+                u64_of(row.try_get("approval_ttl_secs")?)
+            } else {
+                u64_of(row.try_get("review_ttl_secs")?)
+            };
+            sqlx::query(
+                "UPDATE tasks SET status = 'failure', failure_reason = ?, failure_message = ?, finished_at = ? WHERE id = ? AND status = ?",
+            )
+            .bind(FailureReason::ReviewExpired.as_str())
+            .bind(expiry_message(was, ttl))
+            .bind(now_ms)
+            .bind(id)
+            .bind(was.as_str())
+            .execute(&mut *tx)
+            .await?;
+            expired.push(ExpiredReview {
+                org_id: row.try_get("org_id")?,
+                task_id: id,
+                was,
+            });
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+}
