@@ -340,6 +340,40 @@ pub struct TaskReview {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl TaskReview {
+    /// `0 of 1 (group dba)`, `1 of 2 (groups dba, security; dba approved)`,
+    /// `0 of 1 (any other user)`: how far the approvals are.
+    pub fn progress(&self) -> String {
+        let head = format!("{} of {}", self.approvals, self.required);
+        if self.rule == "team" {
+            let word = if self.reviewers.len() == 1 {
+                "group"
+            } else {
+                "groups"
+            };
+            let done: Vec<&str> = self
+                .groups
+                .iter()
+                .filter(|g| g.approved_by.is_some())
+                .map(|g| g.group.as_str())
+                .collect();
+            if done.is_empty() {
+                format!("{head} ({word} {})", self.reviewers.join(", "))
+            } else {
+                format!(
+                    "{head} ({word} {}; {} approved)",
+                    self.reviewers.join(", "),
+                    done.join(", ")
+                )
+            }
+        } else if self.required == 1 {
+            format!("{head} (any other user)")
+        } else {
+            format!("{head} (other users)")
+        }
+    }
+}
+
 /// A reviewer group of a `team` review.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReviewGroup {

@@ -219,35 +219,9 @@ pub fn is_met(rule: &ReviewRule, cast: &[CastReview]) -> bool {
     cast.iter().any(|c| c.approved && c.forced) || progress(rule, cast).0 >= rule.required()
 }
 
-/// `0 of 1 (group dba)`, `1 of 2 (groups dba, security; dba approved)`, `0 of 1 (any other user)`.
+/// How far a task's approvals are (see [`TaskReview::progress`]).
 pub fn progress_line(review: &TaskReview) -> String {
-    let head = format!("{} of {}", review.approvals, review.required);
-    if review.rule == ReviewMode::Team.as_str() {
-        let word = if review.reviewers.len() == 1 {
-            "group"
-        } else {
-            "groups"
-        };
-        let done: Vec<&str> = review
-            .groups
-            .iter()
-            .filter(|g| g.approved_by.is_some())
-            .map(|g| g.group.as_str())
-            .collect();
-        if done.is_empty() {
-            format!("{head} ({word} {})", review.reviewers.join(", "))
-        } else {
-            format!(
-                "{head} ({word} {}; {} approved)",
-                review.reviewers.join(", "),
-                done.join(", ")
-            )
-        }
-    } else if review.required == 1 {
-        format!("{head} (any other user)")
-    } else {
-        format!("{head} (other users)")
-    }
+    review.progress()
 }
 
 /// Builds the API's view of a task's reviews.
