@@ -48,7 +48,9 @@ impl ReviewsArgs {
             return Ok(0);
         }
         output::print(&inbox_table(&tasks, Utc::now()))?;
-        output::note("approve with `runops tasks approve ID`, reject with `runops tasks reject ID --comment TEXT`; `runops tasks show ID` shows the whole script");
+        output::note(
+            "approve with `runops tasks approve ID`, reject with `runops tasks reject ID --comment TEXT`; `runops tasks show ID` shows the whole script",
+        );
         Ok(0)
     }
 }
@@ -72,7 +74,9 @@ pub(crate) fn inbox_table(tasks: &[Task], now: chrono::DateTime<Utc>) -> String 
                 t.id.to_string(),
                 cell(&t.target),
                 cell(&t.user),
-                output::ago(t.created_at, now).trim_end_matches(" ago").to_string(),
+                output::ago(t.created_at, now)
+                    .trim_end_matches(" ago")
+                    .to_string(),
                 t.review
                     .as_ref()
                     .map(|r| cell(&r.progress()))
@@ -90,20 +94,26 @@ pub(crate) fn inbox_table(tasks: &[Task], now: chrono::DateTime<Utc>) -> String 
 /// The review part of `tasks show`: the rule, each group with who approved, every
 /// review, the digest and when the wait ends.
 pub(crate) fn review_details(r: &TaskReview, now: chrono::DateTime<Utc>) -> String {
-    let mut out = format!("review:         {} ({})\n", cell(&r.rule), cell(&r.progress()));
+    let mut out = format!(
+        "review:         {} ({})\n",
+        cell(&r.rule),
+        cell(&r.progress())
+    );
     for g in &r.groups {
         let who = match (&g.approved_by, g.approved_at) {
-            (Some(u), Some(at)) => format!(
-                "approved by {} at {}",
-                cell(u),
-                output::timestamp(at, now)
-            ),
+            (Some(u), Some(at)) => {
+                format!("approved by {} at {}", cell(u), output::timestamp(at, now))
+            }
             _ => "waiting".to_string(),
         };
         out.push_str(&format!("  group {}: {who}\n", cell(&g.group)));
     }
     for e in &r.reviews {
-        let forced = if e.forced { " (FORCED by an admin)" } else { "" };
+        let forced = if e.forced {
+            " (FORCED by an admin)"
+        } else {
+            ""
+        };
         let groups = if e.groups.is_empty() {
             String::new()
         } else {
@@ -149,7 +159,11 @@ pub(crate) async fn approve(
         output::print_json(&task)?;
         return Ok(0);
     }
-    let progress = task.review.as_ref().map(|r| r.progress()).unwrap_or_default();
+    let progress = task
+        .review
+        .as_ref()
+        .map(|r| r.progress())
+        .unwrap_or_default();
     let line = match task.status {
         TaskStatus::Approved if force => format!(
             "task {id} force-approved; it runs when its creator ({}) runs it",

@@ -145,6 +145,9 @@ pub(crate) fn wait_message(s: &WaitState) -> String {
             Some(p) => format!("task {id} is waiting for review: {p}"),
             None => format!("task {id} is waiting for review…"),
         },
+        TaskStatus::Approved => format!(
+            "task {id} is approved and waits for its creator to run it (`runops tasks run {id}`)…"
+        ),
         TaskStatus::Dispatched => match &s.agent {
             Some(a) => format!("task {id} was handed to agent {a}, starting…"),
             None => format!("task {id} was handed to an agent, starting…"),

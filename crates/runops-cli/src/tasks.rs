@@ -233,10 +233,9 @@ pub(crate) fn task_failure(task: &Task, message_shown: bool) -> Option<CliError>
     match task.status {
         TaskStatus::Success => None,
         TaskStatus::Rejected => Some(match task.failure_message.as_deref() {
-            Some(m) if !m.trim().is_empty() => CliError::new(format!(
-                "task {id} was {}",
-                output::printable(m.trim())
-            )),
+            Some(m) if !m.trim().is_empty() => {
+                CliError::new(format!("task {id} was {}", output::printable(m.trim())))
+            }
             _ => CliError::new(format!("task {id} was rejected in review")),
         }),
         TaskStatus::Failure => {

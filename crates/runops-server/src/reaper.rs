@@ -63,8 +63,10 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
             "task expired waiting for {}",
             if e.was == runops_proto::TaskStatus::Approved { "its creator to run it" } else { "its reviews" }
         );
-        st.metrics
-            .task_finished(runops_proto::TaskStatus::Failure, Some(FailureReason::ReviewExpired));
+        st.metrics.task_finished(
+            runops_proto::TaskStatus::Failure,
+            Some(FailureReason::ReviewExpired),
+        );
         crate::audit::record(
             st,
             e.org_id,

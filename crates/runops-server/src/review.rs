@@ -172,7 +172,10 @@ pub fn progress(rule: &ReviewRule, cast: &[CastReview]) -> (u32, Vec<Option<usiz
     let approvals: Vec<&CastReview> = cast.iter().filter(|c| c.approved).collect();
     match rule.mode {
         ReviewMode::None => (0, Vec::new()),
-        ReviewMode::Anyone => (u32::try_from(approvals.len()).unwrap_or(u32::MAX), Vec::new()),
+        ReviewMode::Anyone => (
+            u32::try_from(approvals.len()).unwrap_or(u32::MAX),
+            Vec::new(),
+        ),
         ReviewMode::Team => {
             // owner[g] = index (in `cast`) of the approval counted for group g.
             let mut owner: Vec<Option<usize>> = vec![None; rule.groups.len()];
@@ -400,10 +403,7 @@ mod tests {
     fn creators_outsiders_and_second_reviews_are_refused() {
         let rule = team(&["dba"], None);
         let ana = user("ana@x", &["dba"]);
-        assert_eq!(
-            may_review(&rule, "ANA@x", &ana, &[]),
-            Err(Refusal::OwnTask)
-        );
+        assert_eq!(may_review(&rule, "ANA@x", &ana, &[]), Err(Refusal::OwnTask));
         let out = user("out@x", &["dev"]);
         assert!(matches!(
             may_review(&rule, "c@x", &out, &[]),

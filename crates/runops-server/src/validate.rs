@@ -263,7 +263,9 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
                 return Err(ApiError::bad_request(
                     "reviewers and min_approvals need a review rule, and review is `none`",
                 )
-                .hint("add `--review team` (approvals from the reviewer groups) or `--review anyone`"));
+                .hint(
+                    "add `--review team` (approvals from the reviewer groups) or `--review anyone`",
+                ));
             }
         }
         "anyone" => {
@@ -283,10 +285,11 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
         }
         _ => {
             if groups == 0 {
-                return Err(ApiError::bad_request(
-                    "`--review team` needs reviewer groups",
-                )
-                .hint("name them with `--reviewers dba,security` (groups your users carry)"));
+                return Err(
+                    ApiError::bad_request("`--review team` needs reviewer groups").hint(
+                        "name them with `--reviewers dba,security` (groups your users carry)",
+                    ),
+                );
             }
             if groups > MAX_REVIEWER_GROUPS {
                 return Err(ApiError::bad_request(format!(
@@ -304,7 +307,10 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
             }
         }
     }
-    for (field, v) in [("approval_ttl", t.approval_ttl), ("review_ttl", t.review_ttl)] {
+    for (field, v) in [
+        ("approval_ttl", t.approval_ttl),
+        ("review_ttl", t.review_ttl),
+    ] {
         if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&v) {
             return Err(ApiError::bad_request(format!(
                 "{field} must be between {MIN_TTL_SECS} second and 30 days ({MAX_TTL_SECS} s), not {v} s"

@@ -153,7 +153,8 @@ async fn a_team_review_needs_each_group_and_the_creator_runs_the_task() {
     let dan = env.user("dan@example.com", &["dba"]).await;
     let sam = env.user("sam@example.com", &["security"]).await;
     let out = env.user("out@example.com", &["dev"]).await;
-    env.reviewed_target("prod", "team", &["dba", "security"]).await;
+    env.reviewed_target("prod", "team", &["dba", "security"])
+        .await;
     let (agent, session) = agent(&env).await;
 
     let task = create(&carol, "prod", "echo hi").await;
@@ -166,7 +167,10 @@ async fn a_team_review_needs_each_group_and_the_creator_runs_the_task() {
     // The creator, and a user outside the groups, are refused.
     let (status, _, msg) = api_err(carol.approve_task(task.id, &approve()).await.unwrap_err());
     assert_eq!(status, 403, "{msg}");
-    assert!(msg.contains("the creator of a task cannot review it"), "{msg}");
+    assert!(
+        msg.contains("the creator of a task cannot review it"),
+        "{msg}"
+    );
     let (status, _, msg) = api_err(out.approve_task(task.id, &approve()).await.unwrap_err());
     assert_eq!(status, 403, "{msg}");
     assert!(msg.contains("dba, security"), "{msg}");
@@ -344,7 +348,10 @@ async fn approvals_and_reviews_expire_with_a_clear_reason() {
     let approved = create(&carol, "prod", "echo a").await;
     let waiting = create(&carol, "prod", "echo b").await;
     bob.approve_task(approved.id, &approve()).await.unwrap();
-    for (id, what) in [(approved.id, "approval expired"), (waiting.id, "review expired")] {
+    for (id, what) in [
+        (approved.id, "approval expired"),
+        (waiting.id, "review expired"),
+    ] {
         let t = eventually(|| async {
             let t = env.admin.get_task(id).await.unwrap();
             t.status.is_final().then_some(t)
@@ -478,5 +485,34 @@ async fn the_store_refuses_to_change_a_task_after_its_creation() {
         env.admin.get_task(task.id).await.unwrap().script,
         "echo safe"
     );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_task_waiting_for_review_or_to_be_run_can_be_killed() {
+    let env = Env::new().await;
+    let carol = env.user("carol@example.com", &[]).await;
+    let bob = env.user("bob@example.com", &[]).await;
+    env.reviewed_target("prod", "anyone", &[]).await;
+    let pending = create(&carol, "prod", "echo a").await;
+    let approved = create(&carol, "prod", "echo b").await;
+    bob.approve_task(approved.id, &approve()).await.unwrap();
+    for id in [pending.id, approved.id] {
+        let t = carol.kill_task(id).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Failure);
+        assert_eq!(
+            t.failure_reason,
+            Some(runops_proto::FailureReason::Cancelled)
+        );
+    }
+    let (status, code, _) = api_err(bob.approve_task(pending.id, &approve()).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (409, "task_ended"));
+    let (status, code, _) = api_err(
+        carol
+            .run_task(approved.id, &TaskRun::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((status, code.as_str()), (409, "task_ended"));
     env.server.shutdown().await;
 }

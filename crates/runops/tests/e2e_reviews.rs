@@ -91,7 +91,10 @@ fn untagged_agent(sb: &Sandbox, server: &Server, env: &[(&str, &str)]) -> Agent 
     let token = server.create_agent_token();
     let agent = Agent::start(sb, "a", &token, None, env);
     wait_for("the agent to connect", || {
-        (server.cli_ok(&["agents", "list", "--json"]).contains("\"hostname\"")).then_some(())
+        (server
+            .cli_ok(&["agents", "list", "--json"])
+            .contains("\"hostname\""))
+        .then_some(())
     });
     agent
 }
@@ -181,7 +184,10 @@ fn a_team_review_holds_the_task_until_each_group_approved_then_the_waiting_cli_r
         err.contains("waiting for review: 0 of 2 (groups dba, security)"),
         "{err}"
     );
-    assert!(err.contains("approved by dan@example.com, sam@example.com"), "{err}");
+    assert!(
+        err.contains("approved by dan@example.com, sam@example.com"),
+        "{err}"
+    );
     let t = server.task(id);
     assert_eq!(t["status"], "failure");
     assert_eq!(t["exit_code"], 3);
@@ -222,7 +228,13 @@ fn a_rejection_needs_a_reason_ends_the_task_and_the_script_never_runs() {
     ok_as(
         &server,
         &bob,
-        &["tasks", "reject", &ids, "--comment", "not during the freeze"],
+        &[
+            "tasks",
+            "reject",
+            &ids,
+            "--comment",
+            "not during the freeze",
+        ],
     );
     let out = waiting.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -337,13 +349,7 @@ fn an_admin_force_approval_runs_and_is_marked_in_show_and_audit() {
         "{shown}"
     );
     assert!(shown.contains("outage, the dba is asleep"), "{shown}");
-    let audit = server.cli_ok(&[
-        "audit",
-        "list",
-        "--action",
-        "task.force_approve",
-        "--json",
-    ]);
+    let audit = server.cli_ok(&["audit", "list", "--action", "task.force_approve", "--json"]);
     let events: Vec<Value> = serde_json::from_str(&audit).unwrap();
     assert_eq!(events.len(), 1, "{audit}");
     assert_eq!(events[0]["detail"]["forced"], true);
@@ -382,18 +388,30 @@ fn bad_review_settings_and_reviews_are_refused_and_nothing_changes() {
         args.extend_from_slice(&extra);
         let out = server.cli(&args);
         assert!(!out.status.success(), "{args:?} was accepted");
-        assert!(stderr(&out).contains(want), "{want:?} not in {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{want:?} not in {}",
+            stderr(&out)
+        );
     }
     assert_eq!(server.cli_ok(&["targets", "list", "--json"]).trim(), "[]");
     // The defaults a reviewed target shows.
     bash_target(
         &server,
         "prod",
-        &["--review", "team", "--reviewers", "dba,security", "--min_approvals", "1"],
+        &[
+            "--review",
+            "team",
+            "--reviewers",
+            "dba,security",
+            "--min_approvals",
+            "1",
+        ],
     );
     let shown = server.cli_ok(&["targets", "show", "prod"]);
     assert!(shown.contains("review ttl:"), "{shown}");
-    let t: Value = serde_json::from_str(&server.cli_ok(&["targets", "show", "prod", "--json"])).unwrap();
+    let t: Value =
+        serde_json::from_str(&server.cli_ok(&["targets", "show", "prod", "--json"])).unwrap();
     assert_eq!(t["approval_ttl"], 86_400);
     assert_eq!(t["review_ttl"], 604_800);
     assert_eq!(t["min_approvals"], 1);

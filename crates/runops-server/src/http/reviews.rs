@@ -18,10 +18,10 @@ use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
 use crate::notify::{self, EventKind};
+use crate::now_ms;
 use crate::review::{self, MAX_REVIEW_COMMENT_LEN, Refusal};
 use crate::store::reviews::{NewReview, ReviewOutcome, RunOutcome, TaskReviewRow};
 use crate::store::{StoreError, TaskRecord};
-use crate::now_ms;
 
 /// `task` with its review view filled in (when its target required reviews).
 pub async fn with_review(st: &AppState, rec: TaskRecord) -> Result<Task, StoreError> {
@@ -108,12 +108,12 @@ fn not_recorded(id: i64, outcome: ReviewOutcome) -> ApiError {
             ApiError::conflict("already_reviewed", Refusal::AlreadyReviewed.message(id))
                 .hint(format!("see the reviews with `runops tasks show {id}`"))
         }
-        ReviewOutcome::Refused(r @ Refusal::OwnTask) => ApiError::forbidden(r.message(id))
-            .hint("ask a reviewer to look at it (`runops reviews` lists what each user may review)"),
+        ReviewOutcome::Refused(r @ Refusal::OwnTask) => ApiError::forbidden(r.message(id)).hint(
+            "ask a reviewer to look at it (`runops reviews` lists what each user may review)",
+        ),
         ReviewOutcome::Refused(r @ Refusal::NotInGroups { .. }) => {
-            ApiError::forbidden(r.message(id)).hint(
-                "ask a member of those groups; `runops whoami` shows your groups",
-            )
+            ApiError::forbidden(r.message(id))
+                .hint("ask a member of those groups; `runops whoami` shows your groups")
         }
         ReviewOutcome::NotPending(TaskStatus::Approved) => ApiError::conflict(
             "not_pending_review",
@@ -130,7 +130,9 @@ fn not_recorded(id: i64, outcome: ReviewOutcome) -> ApiError {
         ),
         ReviewOutcome::NotReviewed => ApiError::conflict(
             "not_reviewed",
-            format!("task {id} does not need reviews: its target did not require them when it was created"),
+            format!(
+                "task {id} does not need reviews: its target did not require them when it was created"
+            ),
         ),
         ReviewOutcome::DigestMismatch { stored } => ApiError::conflict(
             "review_mismatch",
@@ -249,8 +251,11 @@ pub async fn reject(
 ) -> ApiResult<Json<Task>> {
     let id = parse_task_id(&raw)?;
     let Some(reason) = comment_of(Some(req.comment), "reason")? else {
-        return Err(ApiError::bad_request("a rejection needs a reason")
-            .hint(format!("say why with `runops tasks reject {id} --comment TEXT`; the creator sees it")));
+        return Err(
+            ApiError::bad_request("a rejection needs a reason").hint(format!(
+                "say why with `runops tasks reject {id} --comment TEXT`; the creator sees it"
+            )),
+        );
     };
     let new = NewReview {
         user: auth.user.clone(),
@@ -306,7 +311,13 @@ pub async fn run(
     let token = crate::identity::creator_token(&auth);
     let now = now_ms();
     let proof = match token.and_then(crate::identity::bound_key) {
-        Some(jkt) => Some(check_run_proof(&rec, token.unwrap_or_default(), &jkt, req.proof, now)?),
+        Some(jkt) => Some(check_run_proof(
+            &rec,
+            token.unwrap_or_default(),
+            &jkt,
+            req.proof,
+            now,
+        )?),
         None => None,
     };
     if token.is_some() && !st.jwts.has_room() {
@@ -319,11 +330,10 @@ pub async fn run(
     }
     // Held before the task becomes `ready`, so the first dispatch finds it.
     if let Some(token) = token {
-        st.jwts
-            .hold(id, token, crate::identity::token_expiry_ms(token));
-        if let Some(proof) = &proof {
-            st.jwts.await_proof(id, auth.org_id(), now);
-            st.jwts.set_proof(id, proof);
+        let expiry = crate::identity::token_expiry_ms(token);
+        match &proof {
+            Some(proof) => st.jwts.hold_proven(id, token, expiry, proof),
+            None => st.jwts.hold(id, token, expiry),
         }
     }
     let outcome = st
@@ -337,7 +347,9 @@ pub async fn run(
                 st.jwts.release(id);
             }
             return Err(match other? {
-                RunOutcome::NotApproved(status) => not_runnable(&st, auth.org_id(), id, status).await,
+                RunOutcome::NotApproved(status) => {
+                    not_runnable(&st, auth.org_id(), id, status).await
+                }
                 RunOutcome::NotFound => ApiError::task_not_found(id),
                 RunOutcome::Ready(_) => ApiError::internal(),
             });
@@ -405,17 +417,22 @@ async fn not_runnable(st: &AppState, org_id: i64, id: i64, status: TaskStatus) -
                 "not_approved",
                 format!("task {id} still waits for review: {progress}"),
             )
-            .hint(format!("it can run once approved; follow it with `runops tasks show {id}`"))
+            .hint(format!(
+                "it can run once approved; follow it with `runops tasks show {id}`"
+            ))
         }
         TaskStatus::Ready | TaskStatus::Dispatched | TaskStatus::Running | TaskStatus::Created => {
-            ApiError::conflict("already_running", format!("task {id} was already run ({status})"))
-                .hint(format!("follow it with `runops tasks logs {id} -f`"))
+            ApiError::conflict(
+                "already_running",
+                format!("task {id} was already run ({status})"),
+            )
+            .hint(format!("follow it with `runops tasks logs {id} -f`"))
         }
-        s if s.is_final() => ApiError::conflict(
-            "task_ended",
-            format!("task {id} already ended ({s})"),
-        )
-        .hint(format!("see why with `runops tasks show {id}`; create the task again to run it")),
+        s if s.is_final() => {
+            ApiError::conflict("task_ended", format!("task {id} already ended ({s})")).hint(
+                format!("see why with `runops tasks show {id}`; create the task again to run it"),
+            )
+        }
         s => ApiError::conflict("not_approved", format!("task {id} is {s}, not approved")),
     }
 }

@@ -56,7 +56,9 @@ pub enum ReviewOutcome {
     /// The task's target did not require reviews.
     NotReviewed,
     /// The reviewer looked at another version of the task than the one stored.
-    DigestMismatch { stored: String },
+    DigestMismatch {
+        stored: String,
+    },
     NotFound,
 }
 
