@@ -317,11 +317,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `24h`, `7d`, `90s`: a wait as the CLI's flags write it.
 pub fn ttl_text(secs: u64) -> String {
-    if secs >= 86_400 && secs % 86_400 == 0 {
+    if secs >= 86_400 && secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
-    } else if secs >= 3600 && secs % 3600 == 0 {
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

@@ -516,3 +516,93 @@ async fn a_task_waiting_for_review_or_to_be_run_can_be_killed() {
     assert_eq!((status, code.as_str()), (409, "task_ended"));
     env.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_bound_token_runs_an_approved_task_only_with_a_fresh_proof_and_the_agent_gets_both() {
+    use runops_jwt::proof::TaskBinding;
+    use runops_jwt::testing::{JwksServer, TestKey, claims_for};
+    let idp = TestKey::rsa("k");
+    let jwks = JwksServer::start(&[&idp]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = ServerArgs::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    args.agent_lease_secs = 5;
+    args.auth.auth_jwk_url = Some(jwks.url.clone());
+    let server = Server::start(args, Some(ADMIN.to_string())).await.unwrap();
+    let env = Env {
+        admin: Client::new(&server.url(), ADMIN).unwrap(),
+        server,
+        _dir: dir,
+    };
+    let bob = env.user("bob@example.com", &[]).await;
+    env.reviewed_target("prod", "anyone", &[]).await;
+    let laptop = TestKey::ec("laptop");
+    let mut claims = claims_for("erin@example.com", 600);
+    claims["cnf"] = serde_json::json!({"jkt": laptop.thumbprint()});
+    let jwt = idp.sign(&claims);
+    let erin = Client::new(&env.server.url(), &jwt).unwrap();
+    // A reviewed task waits for its reviews, not for a proof.
+    let task = create(&erin, "prod", "id").await;
+    assert_eq!(task.status, TaskStatus::PendingReview);
+    bob.approve_task(task.id, &approve()).await.unwrap();
+    let (status, _, msg) = api_err(
+        erin.run_task(task.id, &TaskRun::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("needs a proof"), "{msg}");
+    let binding = TaskBinding {
+        task_id: task.id,
+        target: "prod",
+        kind: "bash",
+        script: "id",
+    };
+    let forged = TestKey::ec("attacker")
+        .proof_key()
+        .sign(&jwt, &binding)
+        .unwrap();
+    let (status, _, _) = api_err(
+        erin.run_task(
+            task.id,
+            &TaskRun {
+                proof: Some(forged),
+            },
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        env.admin.get_task(task.id).await.unwrap().status,
+        TaskStatus::Approved
+    );
+    let proof = laptop.proof_key().sign(&jwt, &binding).unwrap();
+    let before_run = chrono::Utc::now().timestamp_millis();
+    let ran = erin
+        .run_task(
+            task.id,
+            &TaskRun {
+                proof: Some(proof.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ran.status, TaskStatus::Ready);
+    let (agent, session) = agent(&env).await;
+    let req = PollRequest {
+        session_id: session,
+        running: vec![],
+        free_slots: 4,
+    };
+    let offers = agent
+        .agent_poll(&req, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .offers;
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].user_jwt.as_deref(), Some(jwt.as_str()));
+    assert_eq!(offers[0].user_jwt_proof.as_deref(), Some(proof.as_str()));
+    // The agent holds the token against the time of the run, not of the creation.
+    assert!(offers[0].created_at_ms.unwrap() >= before_run);
+    env.server.shutdown().await;
+}
