@@ -35,7 +35,8 @@ pub struct TasksCmd {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TasksSub {
-    /// Run a script on a target; waits and streams its output unless --no-wait.
+    /// Run a script on a target; waits and streams its output unless --no-wait (on a
+    /// reviewed target it first waits for the reviews, then runs the task).
     Create(TaskCreateArgs),
     /// List tasks, newest first.
     #[command(visible_alias = "ls")]
@@ -744,6 +745,32 @@ pub(crate) mod tests {
                 .contains("cannot be used")
         );
         assert!(parse_err(&["tasks", "create", "-s", "x"]).contains("--target"));
+    }
+
+    #[test]
+    fn approve_reject_and_run_parse() {
+        let TasksSub::Approve(a) = tasks(&["approve", "7", "--comment", "ok"]).cmd else {
+            panic!("not approve")
+        };
+        assert_eq!(
+            (a.id, a.comment.as_deref(), a.force),
+            (7, Some("ok"), false)
+        );
+        let TasksSub::Approve(a) = tasks(&["approve", "7", "--force", "--reason", "outage"]).cmd
+        else {
+            panic!("not approve")
+        };
+        assert!(a.force && a.reason.as_deref() == Some("outage"));
+        assert!(parse_err(&["tasks", "approve", "7", "--force"]).contains("--reason"));
+        assert!(parse_err(&["tasks", "reject", "7"]).contains("--comment"));
+        let TasksSub::Reject(r) = tasks(&["reject", "7", "-c", "no"]).cmd else {
+            panic!("not reject")
+        };
+        assert_eq!(r.comment, "no");
+        let TasksSub::Run(r) = tasks(&["run", "7", "--no-wait"]).cmd else {
+            panic!("not run")
+        };
+        assert!(r.no_wait && r.id == 7);
     }
 
     #[test]
