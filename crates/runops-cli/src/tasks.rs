@@ -484,20 +484,27 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         }
         return Ok(0);
     }
-    let fut = async {
-        let task = if task.status == TaskStatus::PendingReview {
-            let reviewed = crate::reviews::wait_for_review(&client, task).await?;
-            if reviewed.status == TaskStatus::Approved {
-                crate::reviews::run_approved(&client, &reviewed, Some(&req)).await?
-            } else {
-                reviewed
+    let task = if task.status == TaskStatus::PendingReview {
+        let reviewed = tokio::select! {
+            r = crate::reviews::wait_for_review(&client, task) => r?,
+            _ = tokio::signal::ctrl_c() => {
+                spinner::clear_line();
+                output::note(&format!(
+                    "\ntask {id} still waits for review; once approved, run it with \
+                     `runops tasks run {id}`, or withdraw it with `runops tasks kill {id}`"
+                ));
+                return Ok(EXIT_INTERRUPTED);
             }
-        } else {
-            task
         };
-        wait_for(&client, task, json).await
+        if reviewed.status == TaskStatus::Approved {
+            crate::reviews::run_approved(&client, &reviewed, Some(&req)).await?
+        } else {
+            reviewed
+        }
+    } else {
+        task
     };
-    until_interrupted(id, fut).await
+    until_interrupted(id, wait_for(&client, task, json)).await
 }
 
 /// `runops tasks run ID`: runs an approved task of ours, then follows it like `create`.

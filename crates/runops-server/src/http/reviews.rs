@@ -421,13 +421,15 @@ async fn not_runnable(st: &AppState, org_id: i64, id: i64, status: TaskStatus) -
                 "it can run once approved; follow it with `runops tasks show {id}`"
             ))
         }
-        TaskStatus::Ready | TaskStatus::Dispatched | TaskStatus::Running | TaskStatus::Created => {
-            ApiError::conflict(
-                "already_running",
-                format!("task {id} was already run ({status})"),
-            )
-            .hint(format!("follow it with `runops tasks logs {id} -f`"))
-        }
+        TaskStatus::Created => ApiError::conflict(
+            "not_approved",
+            format!("task {id} does not need reviews; it waits for its creator's proof"),
+        ),
+        TaskStatus::Ready | TaskStatus::Dispatched | TaskStatus::Running => ApiError::conflict(
+            "already_running",
+            format!("task {id} was already run ({status})"),
+        )
+        .hint(format!("follow it with `runops tasks logs {id} -f`")),
         s if s.is_final() => {
             ApiError::conflict("task_ended", format!("task {id} already ended ({s})")).hint(
                 format!("see why with `runops tasks show {id}`; create the task again to run it"),
