@@ -109,7 +109,7 @@ fn bash_target(server: &Server, name: &str, extra: &[&str]) {
 fn a_team_review_holds_the_task_until_each_group_approved_then_the_waiting_cli_runs_it() {
     let sb = Sandbox::new();
     let server = Server::start(&sb, 10);
-    let _agent = untagged_agent(&sb, &server, &[]);
+    let agent = untagged_agent(&sb, &server, &[]);
     let carol = user(&server, "carol", "dev");
     let dan = user(&server, "dan", "dba");
     let sam = user(&server, "sam", "security");
@@ -168,6 +168,11 @@ fn a_team_review_holds_the_task_until_each_group_approved_then_the_waiting_cli_r
     let t = server.task(id);
     assert_eq!(t["status"], "pending-review", "{t}");
     assert!(t["agent"].is_null(), "the task reached an agent: {t}");
+    assert!(
+        !agent.log().contains("task started"),
+        "the agent started something: {}",
+        agent.log()
+    );
     let shown = server.cli_ok(&["tasks", "show", &ids]);
     assert!(
         shown.contains("group dba: approved by dan@example.com at"),
@@ -192,6 +197,7 @@ fn a_team_review_holds_the_task_until_each_group_approved_then_the_waiting_cli_r
     assert_eq!(t["status"], "failure");
     assert_eq!(t["exit_code"], 3);
     assert_eq!(server.logs(id).matches("reviewed-output").count(), 1);
+    assert_eq!(agent.log().matches("task started").count(), 1, "ran once");
     let shown = server.cli_ok(&["tasks", "show", &ids]);
     assert!(
         shown.contains("group security: approved by sam@example.com"),
