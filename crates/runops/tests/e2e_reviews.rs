@@ -471,6 +471,27 @@ fn an_approved_task_runs_with_the_creators_fresh_identity_token() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "user=[EMAIL_ADDRESS]");
     assert_eq!(server.task(id)["status"], "success");
+
+    // A token bound to the key on the creator's laptop (`cnf.jkt`): the waiting `tasks
+    // create` signs a proof with that key when it runs the approved task.
+    let laptop = TestKey::ec("laptop");
+    let key_file = sb.path("laptop.pem");
+    std::fs::write(&key_file, &laptop.private_pem).unwrap();
+    let mut claims = claims_for(carol, 600);
+    claims["cnf"] = json!({"jkt": laptop.thumbprint()});
+    let bound = rsa.sign(&claims);
+    let mut waiting = server.cli_cmd(&["tasks", "create", "-t", "prod", "-s", "echo proven"]);
+    waiting
+        .env("RUNOPS_TOKEN", &bound)
+        .env("RUNOPS_DPOP_KEY", &key_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().expect("spawn tasks create");
+    let bound_id = pending_on(&server, "prod");
+    ok_as(&server, &bob, &["tasks", "approve", &bound_id.to_string()]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "proven");
 }
 
 fn chrono_now() -> i64 {
