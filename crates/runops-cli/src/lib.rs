@@ -1,5 +1,5 @@
 //! The commands users type: `runops login`, `whoami`, `config`, `targets`, `tasks`,
-//! `agents`, `users`, `tokens`, `audit`, `webhooks`.
+//! `reviews`, `agents`, `users`, `tokens`, `audit`, `webhooks`.
 //!
 //! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
 //! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
@@ -25,6 +25,7 @@ mod follow;
 mod login;
 mod output;
 mod proof;
+mod reviews;
 mod spinner;
 mod targets;
 mod tasks;
@@ -38,6 +39,7 @@ pub use audit::AuditCmd;
 pub use config::{DEFAULT_CONTEXT, ENV_CONTEXT, config_path, save_context};
 pub use contexts::ConfigCmd;
 pub use login::LoginArgs;
+pub use reviews::ReviewsArgs;
 pub use targets::TargetsCmd;
 pub use tasks::{EXIT_INTERRUPTED, EXIT_TIMEOUT, TasksCmd, task_exit_code};
 pub use tokens::TokensCmd;
@@ -64,8 +66,10 @@ pub enum Command {
     Config(ConfigCmd),
     /// Create, list, show, update and delete targets.
     Targets(TargetsCmd),
-    /// Run scripts on targets and follow their output.
+    /// Run scripts on targets and follow their output; approve, reject and run reviewed tasks.
     Tasks(TasksCmd),
+    /// Tasks waiting for your review, oldest first (`--all`: every pending one).
+    Reviews(ReviewsArgs),
     /// Live agents and agent tokens.
     Agents(AgentsCmd),
     /// Users of the organisation.
@@ -100,6 +104,7 @@ pub async fn run_code(cmd: Command) -> u8 {
         Command::Config(c) => c.run().await,
         Command::Targets(c) => c.run().await,
         Command::Tasks(c) => c.run().await,
+        Command::Reviews(a) => a.run().await,
         Command::Agents(c) => c.run().await,
         Command::Users(c) => c.run().await,
         Command::Tokens(c) => c.run().await,

@@ -86,3 +86,46 @@ pub(crate) async fn prove_created_task(
     let proof = key.sign(&token, &binding).map_err(CliError::new)?;
     Ok(client.prove_task(id, &proof).await?)
 }
+
+/// The proof `tasks run` sends for an approved task when the credentials are an identity
+/// token bound to a key: the agent checks the token sent now, so it needs a proof made
+/// now. `None` with any other credential. `asked`: what `tasks create` sent, which the
+/// task must still be before we sign it.
+pub(crate) fn run_proof(task: &Task, asked: Option<&TaskCreate>) -> CliResult<Option<String>> {
+    let token = config::load_credentials()?.token;
+    let Some(jkt) = bound_key(&token) else {
+        return Ok(None);
+    };
+    let id = task.id;
+    let Some(path) = config::dpop_key_path()? else {
+        return Err(CliError::new(format!(
+            "running task {id} needs a proof signed with the key your identity token is bound to (`cnf.jkt`), and no key is configured"
+        ))
+        .with_hint(NO_KEY_HINT));
+    };
+    let key = load_key(&path)?;
+    if jkt != key.thumbprint() {
+        return Err(CliError::new(format!(
+            "task {id} needs a proof signed with key {jkt}, but {} is key {}",
+            path.display(),
+            key.thumbprint()
+        ))
+        .with_hint(NO_KEY_HINT));
+    }
+    if let Some(req) = asked
+        && (task.target != req.target
+            || req.kind.as_deref().is_some_and(|k| k.trim() != task.kind)
+            || task.script != req.script)
+    {
+        return Err(CliError::new(format!(
+            "the server holds task {id} differently from what was asked (target, type or script); it is not signed and will not run"
+        )));
+    }
+    let binding = TaskBinding {
+        task_id: id,
+        target: &task.target,
+        kind: &task.kind,
+        script: &task.script,
+    };
+    key.sign(&token, &binding).map(Some).map_err(CliError::new)
+}

@@ -128,6 +128,8 @@ pub(crate) struct WaitState {
     pub agent_connected: Option<bool>,
     /// The agent the task was offered to.
     pub agent: Option<String>,
+    /// How far its approvals are (`0 of 1 (group dba)`), for a task in review.
+    pub review: Option<String>,
 }
 
 fn norm_tags(t: Option<&str>) -> Option<&str> {
@@ -139,7 +141,13 @@ pub(crate) fn wait_message(s: &WaitState) -> String {
     let id = s.task_id;
     match s.status {
         TaskStatus::Running => format!("task {id} is running…"),
-        TaskStatus::PendingReview => format!("task {id} is waiting for review…"),
+        TaskStatus::PendingReview => match &s.review {
+            Some(p) => format!("task {id} is waiting for review: {p}"),
+            None => format!("task {id} is waiting for review…"),
+        },
+        TaskStatus::Approved => format!(
+            "task {id} is approved and waits for its creator to run it (`runops tasks run {id}`)…"
+        ),
         TaskStatus::Dispatched => match &s.agent {
             Some(a) => format!("task {id} was handed to agent {a}, starting…"),
             None => format!("task {id} was handed to an agent, starting…"),
@@ -174,6 +182,7 @@ async fn spin(client: Client, task: Task, mut stop: oneshot::Receiver<()>) {
         tags: None,
         agent_connected: None,
         agent: task.agent.clone(),
+        review: task.review.as_ref().map(|r| r.progress()),
     };
     let mut ticker = tokio::time::interval(FRAME_INTERVAL);
     let mut last_refresh: Option<Instant> = None;
@@ -235,6 +244,7 @@ async fn explain_wait(client: Client, task: Task, mut stop: oneshot::Receiver<()
         tags: None,
         agent_connected: None,
         agent: task.agent.clone(),
+        review: task.review.as_ref().map(|r| r.progress()),
     };
     let mut said: Vec<String> = Vec::new();
     loop {
@@ -264,6 +274,7 @@ async fn refresh(client: &Client, target: &str, state: &mut WaitState) {
     if let Ok(t) = client.get_task(state.task_id).await {
         state.status = t.status;
         state.agent = t.agent;
+        state.review = t.review.map(|r| r.progress());
     }
     if state.tags.is_none()
         && let Ok(t) = client.get_target(target).await
@@ -289,6 +300,7 @@ mod tests {
             tags: Some(Some("prod".into())),
             agent_connected: None,
             agent: None,
+            review: None,
         }
     }
 

@@ -205,6 +205,30 @@ pub struct TargetFields {
     /// Reviewer groups, comma-separated (one approval from each with `--review team`).
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     pub reviewers: Option<Vec<String>>,
+    /// Approvals a task needs: with `team`, how many of the groups (default all); with
+    /// `anyone`, how many other users (default 1). `0` in an update: back to the default.
+    #[arg(
+        long = "min-approvals",
+        visible_alias = "min_approvals",
+        value_name = "N"
+    )]
+    pub min_approvals: Option<u32>,
+    /// How long an approved task waits for its creator to run it: `30m`, `24h` (default), `7d`.
+    #[arg(
+        long = "approval-ttl",
+        visible_alias = "approval_ttl",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub approval_ttl: Option<u64>,
+    /// How long a task waits for its reviews: `24h`, `7d` (default), `30d`.
+    #[arg(
+        long = "review-ttl",
+        visible_alias = "review_ttl",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub review_ttl: Option<u64>,
     /// Replaces the type's command; `[[SCRIPT]]` and `[[KEY]]` are filled in.
     #[arg(
         long = "custom-command",
@@ -294,6 +318,29 @@ pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
+/// A review wait: seconds, or with a unit (`90s`, `30m`, `24h`, `7d`).
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("`{t}` is not a duration; write e.g. `30m`, `24h` or `7d`");
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err("a duration must be at least one second".to_string()),
+        Some(secs) => Ok(secs),
+        None => Err(bad()),
+    }
+}
+
 /// Trims reviewer groups and drops empty ones (`--reviewers ''` clears the list).
 fn clean_groups(groups: Option<Vec<String>>) -> Option<Vec<String>> {
     groups.map(|g| {
@@ -319,6 +366,9 @@ impl TargetCreateArgs {
             redact: f.redact.clone(),
             review: f.review.clone(),
             reviewers: clean_groups(f.reviewers.clone()),
+            min_approvals: f.min_approvals,
+            approval_ttl: f.approval_ttl,
+            review_ttl: f.review_ttl,
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
             config: None,
@@ -342,6 +392,9 @@ impl TargetUpdateArgs {
             redact: f.redact.clone(),
             review: f.review.clone(),
             reviewers: clean_groups(f.reviewers.clone()),
+            min_approvals: f.min_approvals,
+            approval_ttl: f.approval_ttl,
+            review_ttl: f.review_ttl,
             custom_command: f.custom_command.clone(),
             timeout: f.timeout,
             config: None,
@@ -541,6 +594,17 @@ fn target_details(t: &Target) -> String {
         ("public keys", key_list_cell(&t.public_keys)),
         ("review", cell(&t.review)),
         ("reviewers", reviewers),
+        (
+            "min approvals",
+            match (t.review.as_str(), t.min_approvals) {
+                ("none", _) => "-".to_string(),
+                (_, Some(n)) => n.to_string(),
+                ("team", None) => "every reviewer group".to_string(),
+                (_, None) => "1".to_string(),
+            },
+        ),
+        ("review ttl", output::short_duration(t.review_ttl)),
+        ("approval ttl", output::short_duration(t.approval_ttl)),
         ("custom command", text(&t.custom_command)),
         (
             "config keys",
@@ -831,6 +895,9 @@ mod tests {
             redact: "all".into(),
             review: "none".into(),
             reviewers: vec![],
+            min_approvals: None,
+            approval_ttl: 86_400,
+            review_ttl: 604_800,
             custom_command: None,
             timeout: 3600,
             created_at: t0,

@@ -1,7 +1,9 @@
-//! `runops tasks create|list|show|logs|kill`.
+//! `runops tasks create|list|show|logs|kill|approve|reject|run`.
 //!
 //! `tasks create` waits by default: it follows the task's log live on stdout and exits
-//! with the task's exit code ([`task_exit_code`]), printing why it failed on stderr.
+//! with the task's exit code ([`task_exit_code`]), printing why it failed on stderr. On a
+//! reviewed target it first waits for the reviews and, once approved, runs the task with
+//! the creator's current credentials (`reviews.rs`).
 
 use crate::error::{CliError, CliResult};
 use crate::follow::{Followed, follow_task};
@@ -33,7 +35,8 @@ pub struct TasksCmd {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TasksSub {
-    /// Run a script on a target; waits and streams its output unless --no-wait.
+    /// Run a script on a target; waits and streams its output unless --no-wait (on a
+    /// reviewed target it first waits for the reviews, then runs the task).
     Create(TaskCreateArgs),
     /// List tasks, newest first.
     #[command(visible_alias = "ls")]
@@ -42,8 +45,51 @@ pub enum TasksSub {
     Show(TaskId),
     /// Print a task's output (`-f` follows it until the task ends).
     Logs(TaskLogsArgs),
-    /// Ask the agent to stop a task.
+    /// Ask the agent to stop a task (a task waiting for review or to be run is withdrawn).
     Kill(TaskId),
+    /// Approve a task waiting for your review (`runops reviews` lists them).
+    Approve(TaskApproveArgs),
+    /// Reject a task waiting for your review, saying why; it ends `rejected`.
+    Reject(TaskRejectArgs),
+    /// Run your approved task (with your current credentials); waits and streams its
+    /// output unless --no-wait.
+    Run(TaskRunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskApproveArgs {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// A note kept with your approval.
+    #[arg(short = 'c', long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Admins: approve whatever the review rule says (marked as forced everywhere).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why you force the approval (required with --force).
+    #[arg(long, value_name = "TEXT", requires = "force")]
+    pub reason: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskRejectArgs {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Why you reject it (required; the creator sees it).
+    #[arg(short = 'c', long, value_name = "TEXT")]
+    pub comment: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TaskRunArgs {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Print the task id and return at once instead of following the task.
+    #[arg(long = "no-wait", visible_alias = "no_wait")]
+    pub no_wait: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -187,7 +233,12 @@ pub(crate) fn task_failure(task: &Task, message_shown: bool) -> Option<CliError>
     let id = task.id;
     match task.status {
         TaskStatus::Success => None,
-        TaskStatus::Rejected => Some(CliError::new(format!("task {id} was rejected in review"))),
+        TaskStatus::Rejected => Some(match task.failure_message.as_deref() {
+            Some(m) if !m.trim().is_empty() => {
+                CliError::new(format!("task {id} was {}", output::printable(m.trim())))
+            }
+            _ => CliError::new(format!("task {id} was rejected in review")),
+        }),
         TaskStatus::Failure => {
             let reason = task
                 .failure_reason
@@ -312,6 +363,11 @@ impl TasksCmd {
                 Ok(0)
             }
             TasksSub::Logs(args) => logs(args, json).await,
+            TasksSub::Approve(a) => {
+                crate::reviews::approve(a.id, a.comment, a.force, a.reason, json).await
+            }
+            TasksSub::Reject(a) => crate::reviews::reject(a.id, a.comment, json).await,
+            TasksSub::Run(a) => run(a, json).await,
             TasksSub::Kill(TaskId { id }) => {
                 let client = crate::connect()?;
                 let task = client.kill_task(id).await?;
@@ -420,9 +476,51 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         } else {
             output::print(&format!("{id}\n"))?;
         }
+        if task.status == TaskStatus::PendingReview && !json {
+            output::note(&format!(
+                "task {id} is {}; once approved, run it with `runops tasks run {id}`",
+                crate::reviews::waiting_line(&task)
+            ));
+        }
         return Ok(0);
     }
+    let task = if task.status == TaskStatus::PendingReview {
+        let reviewed = tokio::select! {
+            r = crate::reviews::wait_for_review(&client, task) => r?,
+            _ = tokio::signal::ctrl_c() => {
+                spinner::clear_line();
+                output::note(&format!(
+                    "\ntask {id} still waits for review; once approved, run it with \
+                     `runops tasks run {id}`, or withdraw it with `runops tasks kill {id}`"
+                ));
+                return Ok(EXIT_INTERRUPTED);
+            }
+        };
+        if reviewed.status == TaskStatus::Approved {
+            crate::reviews::run_approved(&client, &reviewed, Some(&req)).await?
+        } else {
+            reviewed
+        }
+    } else {
+        task
+    };
     until_interrupted(id, wait_for(&client, task, json)).await
+}
+
+/// `runops tasks run ID`: runs an approved task of ours, then follows it like `create`.
+async fn run(args: TaskRunArgs, json: bool) -> CliResult<u8> {
+    let client = crate::connect()?;
+    let task = client.get_task(args.id).await?;
+    let task = crate::reviews::run_approved(&client, &task, None).await?;
+    if args.no_wait {
+        if json {
+            output::print_json(&task)?;
+        } else {
+            output::print(&format!("{}\n", task.id))?;
+        }
+        return Ok(0);
+    }
+    until_interrupted(task.id, wait_for(&client, task.clone(), json)).await
 }
 
 /// Follows a created task to its end: its log on stdout (or, with `--json`, only the
@@ -581,6 +679,9 @@ pub(crate) fn task_details(t: &Task, now: chrono::DateTime<Utc>) -> String {
         ),
     ]);
     let mut out = output::key_values(&pairs);
+    if let Some(r) = &t.review {
+        out.push_str(&crate::reviews::review_details(r, now));
+    }
     out.push_str("script:\n");
     for line in output::printable(&t.script).lines() {
         out.push_str("  ");
@@ -591,7 +692,7 @@ pub(crate) fn task_details(t: &Task, now: chrono::DateTime<Utc>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Command;
     use crate::tests::{parse, parse_err};
@@ -651,6 +752,32 @@ mod tests {
                 .contains("cannot be used")
         );
         assert!(parse_err(&["tasks", "create", "-s", "x"]).contains("--target"));
+    }
+
+    #[test]
+    fn approve_reject_and_run_parse() {
+        let TasksSub::Approve(a) = tasks(&["approve", "7", "--comment", "ok"]).cmd else {
+            panic!("not approve")
+        };
+        assert_eq!(
+            (a.id, a.comment.as_deref(), a.force),
+            (7, Some("ok"), false)
+        );
+        let TasksSub::Approve(a) = tasks(&["approve", "7", "--force", "--reason", "outage"]).cmd
+        else {
+            panic!("not approve")
+        };
+        assert!(a.force && a.reason.as_deref() == Some("outage"));
+        assert!(parse_err(&["tasks", "approve", "7", "--force"]).contains("--reason"));
+        assert!(parse_err(&["tasks", "reject", "7"]).contains("--comment"));
+        let TasksSub::Reject(r) = tasks(&["reject", "7", "-c", "no"]).cmd else {
+            panic!("not reject")
+        };
+        assert_eq!(r.comment, "no");
+        let TasksSub::Run(r) = tasks(&["run", "7", "--no-wait"]).cmd else {
+            panic!("not run")
+        };
+        assert!(r.no_wait && r.id == 7);
     }
 
     #[test]
@@ -726,6 +853,7 @@ mod tests {
             started_at: Some(t0),
             finished_at: Some(t0 + chrono::Duration::seconds(2)),
             elapsed_ms: Some(2000),
+            review: None,
         }
     }
 

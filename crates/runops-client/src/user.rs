@@ -76,6 +76,33 @@ impl Client {
             .await
     }
 
+    /// Approves a task waiting for review (`force` with `reason`: admins).
+    pub async fn approve_task(&self, id: i64, body: &TaskApprove) -> Result<Task> {
+        self.post_json(&format!("/v1/tasks/{id}/approve"), body, None)
+            .await
+    }
+
+    /// Rejects a task waiting for review; `comment` is the required reason.
+    pub async fn reject_task(&self, id: i64, body: &TaskReject) -> Result<Task> {
+        self.post_json(&format!("/v1/tasks/{id}/reject"), body, None)
+            .await
+    }
+
+    /// Runs your approved task with this client's credentials.
+    pub async fn run_task(&self, id: i64, body: &TaskRun) -> Result<Task> {
+        self.post_json(&format!("/v1/tasks/{id}/run"), body, None)
+            .await
+    }
+
+    /// Tasks waiting for a review you may give, oldest first (`all`: every one).
+    pub async fn list_reviews(&self, all: bool) -> Result<Vec<Task>> {
+        let q = ReviewsQuery {
+            all: all.then_some(true),
+        };
+        let rb = self.request(Method::GET, "/v1/reviews", None).query(&q);
+        self.send_json(rb).await
+    }
+
     pub async fn kill_task(&self, id: i64) -> Result<Task> {
         self.post_json(
             &format!("/v1/tasks/{id}/kill"),

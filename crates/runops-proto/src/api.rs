@@ -15,6 +15,10 @@
 //! | `GET /v1/tasks/{id}`            | → [`Task`]                                     |
 //! | `GET /v1/tasks/{id}/logs`       | query [`LogsQuery`] → `text/plain` bytes; with `follow=true` the body streams until the task ends |
 //! | `POST /v1/tasks/{id}/kill`      | → `202` [`Task`]                               |
+//! | `POST /v1/tasks/{id}/approve`   | [`TaskApprove`] → [`Task`] (with its [`TaskReview`]); `force` + `reason`: admins |
+//! | `POST /v1/tasks/{id}/reject`    | [`TaskReject`] → [`Task`] (`rejected`)         |
+//! | `POST /v1/tasks/{id}/run`       | [`TaskRun`] → [`Task`] (`ready`); the creator of an `approved` task |
+//! | `GET /v1/reviews`               | query [`ReviewsQuery`] → `[`[`Task`]`]` waiting for your review, oldest first |
 //! | `GET /v1/agents`                | → `[`[`Agent`]`]` (live sessions)              |
 //! | `POST /v1/agent-tokens`         | [`AgentTokenCreate`] → `201` [`AgentTokenCreated`] |
 //! | `GET /v1/agent-tokens`          | → `[`[`AgentToken`]`]`                         |
@@ -34,6 +38,22 @@ use serde::{Deserialize, Serialize};
 
 /// Default task timeout when a target sets none: one hour.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+
+/// How long an approved task waits for its creator to run it unless the target says
+/// otherwise: a day, long enough to come back to it, short enough that an approval
+/// does not outlive the situation it was given for.
+pub const DEFAULT_APPROVAL_TTL_SECS: u64 = 24 * 3600;
+
+/// How long a task waits for its reviews unless the target says otherwise: a week.
+pub const DEFAULT_REVIEW_TTL_SECS: u64 = 7 * 24 * 3600;
+
+fn default_approval_ttl() -> u64 {
+    DEFAULT_APPROVAL_TTL_SECS
+}
+
+fn default_review_ttl() -> u64 {
+    DEFAULT_REVIEW_TTL_SECS
+}
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,7 +144,19 @@ pub struct Target {
     pub redact: String,
     /// `none` (default), `anyone` or `team`.
     pub review: String,
+    /// Reviewer groups (`team`).
     pub reviewers: Vec<String>,
+    /// Approvals a task needs: for `team`, how many of the reviewer groups must each
+    /// have approved (default: all); for `anyone`, how many other users (default 1).
+    /// `None` for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_approvals: Option<u32>,
+    /// Seconds an approved task may wait for its creator to run it (default a day).
+    #[serde(default = "default_approval_ttl")]
+    pub approval_ttl: u64,
+    /// Seconds a task may wait for its reviews (default 7 days).
+    #[serde(default = "default_review_ttl")]
+    pub review_ttl: u64,
     pub custom_command: Option<String>,
     pub timeout: u64,
     pub created_at: DateTime<Utc>,
@@ -168,6 +200,15 @@ pub struct TargetCreate {
     pub review: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reviewers: Option<Vec<String>>,
+    /// See [`Target::min_approvals`]; `0` in an update goes back to the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_approvals: Option<u32>,
+    /// Seconds; see [`Target::approval_ttl`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl: Option<u64>,
+    /// Seconds; see [`Target::review_ttl`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_ttl: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_command: Option<String>,
     /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
@@ -210,6 +251,15 @@ pub struct TargetUpdate {
     pub review: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reviewers: Option<Vec<String>>,
+    /// See [`Target::min_approvals`]; `0` in an update goes back to the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_approvals: Option<u32>,
+    /// Seconds; see [`Target::approval_ttl`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl: Option<u64>,
+    /// Seconds; see [`Target::review_ttl`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_ttl: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +306,149 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// Milliseconds from start to finish (or to now while running).
     pub elapsed_ms: Option<u64>,
+    /// The task's reviews, when its target required them (`GET /v1/tasks/{id}` and
+    /// `GET /v1/reviews`; lists leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<TaskReview>,
+}
+
+/// Where a task on a reviewed target stands with its reviews.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskReview {
+    /// `anyone` or `team`, as the target said when the task was created.
+    pub rule: String,
+    /// The reviewer groups (`team`).
+    pub reviewers: Vec<String>,
+    /// Approvals needed: groups for `team`, users for `anyone`.
+    pub required: u32,
+    /// Approvals that count so far (same unit as `required`).
+    pub approvals: u32,
+    /// For `team`: each reviewer group and who approved for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ReviewGroup>,
+    /// Every approval and rejection, oldest first.
+    pub reviews: Vec<ReviewEntry>,
+    /// SHA-256 (hex) of what is reviewed: the script, the type and the target's
+    /// settings as the task snapshotted them. Approvals record the one they saw.
+    pub sha256: String,
+    /// When the rule was met (or an admin forced it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+    /// When the task expires if nothing happens: the end of the review wait while
+    /// pending, of the approval while approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TaskReview {
+    /// `0 of 1 (group dba)`, `1 of 2 (groups dba, security; dba approved)`,
+    /// `0 of 1 (any other user)`: how far the approvals are.
+    pub fn progress(&self) -> String {
+        let head = format!("{} of {}", self.approvals, self.required);
+        if self.rule == "team" {
+            let word = if self.reviewers.len() == 1 {
+                "group"
+            } else {
+                "groups"
+            };
+            let done: Vec<&str> = self
+                .groups
+                .iter()
+                .filter(|g| g.approved_by.is_some())
+                .map(|g| g.group.as_str())
+                .collect();
+            if done.is_empty() {
+                format!("{head} ({word} {})", self.reviewers.join(", "))
+            } else {
+                format!(
+                    "{head} ({word} {}; {} approved)",
+                    self.reviewers.join(", "),
+                    done.join(", ")
+                )
+            }
+        } else if self.required == 1 {
+            format!("{head} (any other user)")
+        } else {
+            format!("{head} (other users)")
+        }
+    }
+}
+
+/// A reviewer group of a `team` review.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReviewGroup {
+    pub group: String,
+    /// The reviewer whose approval counts for this group, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+}
+
+/// One approval or rejection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReviewEntry {
+    /// The reviewer's e-mail.
+    pub user: String,
+    /// The reviewer's groups that the review counts for (for `team`, those among the
+    /// reviewer groups; for `anyone`, all of them).
+    pub groups: Vec<String>,
+    /// `approved` or `rejected`.
+    pub verdict: String,
+    /// The reviewer's comment (for a rejection, the reason; for a forced approval, the
+    /// admin's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// An admin approved without the rule being met.
+    #[serde(default)]
+    pub forced: bool,
+    /// SHA-256 of what the reviewer approved or rejected (see [`TaskReview::sha256`]).
+    pub sha256: String,
+    pub at: DateTime<Utc>,
+}
+
+/// `POST /v1/tasks/{id}/approve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskApprove {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// An admin approves whatever the rule says; `reason` is then required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The [`TaskReview::sha256`] the reviewer looked at: refused when the task is not
+    /// that one (optional; the CLI always sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// `POST /v1/tasks/{id}/reject`: the reason is required.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReject {
+    #[serde(default)]
+    pub comment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// `POST /v1/tasks/{id}/run`: the creator runs an approved task. With an identity
+/// token bound to a key (`cnf.jkt`), `proof` is the creator's proof over the task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRun {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// Query of `GET /v1/reviews`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReviewsQuery {
+    /// Every task waiting for review in the organisation, not only those you may review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
 }
 
 /// `POST /v1/tasks`.

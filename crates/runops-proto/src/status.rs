@@ -151,10 +151,13 @@ pub enum FailureReason {
     Unauthenticated,
     /// The agent itself failed (could not spawn, disk full, ...).
     AgentError,
+    /// The task waited longer than its target allows for its reviews, or for its
+    /// creator to run it once approved; it never ran.
+    ReviewExpired,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 8] = [
+    pub const ALL: [FailureReason; 9] = [
         FailureReason::ExitCode,
         FailureReason::Timeout,
         FailureReason::Cancelled,
@@ -163,6 +166,7 @@ impl FailureReason {
         FailureReason::InvalidConfig,
         FailureReason::Unauthenticated,
         FailureReason::AgentError,
+        FailureReason::ReviewExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -175,6 +179,7 @@ impl FailureReason {
             FailureReason::InvalidConfig => "invalid-config",
             FailureReason::Unauthenticated => "unauthenticated",
             FailureReason::AgentError => "agent-error",
+            FailureReason::ReviewExpired => "review-expired",
         }
     }
 }

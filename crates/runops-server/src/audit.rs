@@ -6,8 +6,9 @@
 //! /v1/me`, which `runops login` calls), `user.create` (by an admin, or on first sign-in
 //! with the identity provider), `token.create`/`token.revoke` (API and agent tokens),
 //! `target.create`/`target.update` (the names of the fields that changed)/`target.delete`,
-//! `task.create`/`task.kill`, `webhook.create` (the URL's host only)/`webhook.delete`, `agent.connect`/`agent.disconnect`/`agent.lost`/
-//! `agent.token-revoked`, and by `system`: `log.purge` (log retention) and the
+//! `task.create`/`task.kill`, `task.approve`/`task.reject`/`task.force_approve`/`task.run`
+//! (reviews), `webhook.create` (the URL's host only)/`webhook.delete`, `agent.connect`/`agent.disconnect`/`agent.lost`/
+//! `agent.token-revoked`, and by `system`: `log.purge` (log retention), `task.review_expired` and the
 //! replacement of an unused first admin token at start-up. A detail never holds a secret value: a target's config
 //! appears as its keys only, tokens by id only.
 //!

@@ -13,6 +13,17 @@ use crate::store::{TaskEffects, TaskRef};
 /// Applies the effects decided for one task; `actor` is who caused the change (for
 /// the audit log).
 pub async fn apply(st: &AppState, actor: &Actor, fx: Option<&TaskEffects>) {
+    apply_detailed(st, actor, fx, None).await;
+}
+
+/// [`apply`], with what a notification adds to the task (who reviewed, `forced`, the
+/// rejection's reason...): the handler that caused the change knows it.
+pub async fn apply_detailed(
+    st: &AppState,
+    actor: &Actor,
+    fx: Option<&TaskEffects>,
+    notify_detail: Option<serde_json::Value>,
+) {
     let Some(fx) = fx else { return };
     let t = &fx.task;
     for effect in &fx.effects {
@@ -33,7 +44,10 @@ pub async fn apply(st: &AppState, actor: &Actor, fx: Option<&TaskEffects>) {
                 audit::record(st, t.org_id, actor, action, "task", t.id, detail).await;
             }
             Effect::Notify(kind) => {
-                notify::emit(st, t.org_id, t.id, kind, json!({"target": t.target})).await;
+                let detail = notify_detail
+                    .clone()
+                    .unwrap_or_else(|| json!({"target": t.target}));
+                notify::emit(st, t.org_id, t.id, kind, detail).await;
             }
         }
     }

@@ -312,6 +312,24 @@ impl HeldTokens {
         self.registered.notify_waiters();
     }
 
+    /// Holds `token` with the creator's already checked `proof` for `task_id` (an
+    /// approved task run with a key-bound token, see `http::reviews::run`).
+    pub fn hold_proven(&self, task_id: i64, token: &str, expires_at_ms: Option<i64>, proof: &str) {
+        let drop_after_ms = expires_at_ms
+            .unwrap_or_else(now_ms)
+            .saturating_add(HELD_TOKEN_GRACE_MS);
+        self.lock().insert(
+            task_id,
+            Held {
+                token: token.to_string(),
+                drop_after_ms,
+                proof: Some(proof.to_string()),
+                awaiting_proof: None,
+            },
+        );
+        self.registered.notify_waiters();
+    }
+
     fn get(&self, task_id: i64) -> Option<(String, Option<String>)> {
         self.lock()
             .get(&task_id)

@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod reaper;
+pub mod review;
 pub mod sealed;
 pub mod store;
 pub mod validate;

@@ -107,10 +107,10 @@ pub enum Event<'a> {
     ReviewApproved { forced: bool },
     /// A reviewer rejected the task, saying why.
     ReviewRejected { reason: &'a str },
-    /// No review decision came within the review TTL.
-    ReviewExpired,
-    /// The approved task was not run within the approval TTL.
-    ApprovalExpired,
+    /// No review decision came within the review TTL (`ttl_secs`).
+    ReviewExpired { ttl_secs: u64 },
+    /// The approved task was not run within the approval TTL (`ttl_secs`).
+    ApprovalExpired { ttl_secs: u64 },
     /// The creator runs the approved task (`awaits_proof`: with a key-bound token).
     RunApproved { awaits_proof: bool },
 }
@@ -345,13 +345,6 @@ pub fn kill_message(by: &str, status: TaskStatus) -> String {
         _ => format!("killed by {by} before it started"),
     }
 }
-
-/// The message of a task whose review did not come in time.
-pub const REVIEW_EXPIRED_MESSAGE: &str =
-    "no review decision came within the review time limit (--review_ttl); the task never ran";
-
-/// The message of an approved task that was not run in time.
-pub const APPROVAL_EXPIRED_MESSAGE: &str = "the approval expired before the task was run (--approval_ttl); the task never ran; create it again for a new review";
 
 /// Decides what `event` does to a task in `state`.
 pub fn decide(state: &TaskState, event: &Event<'_>) -> Result<Decision, Refusal> {
@@ -606,33 +599,23 @@ pub fn decide(state: &TaskState, event: &Event<'_>) -> Result<Decision, Refusal>
             ];
             end(next, Rejected, None, reason.to_string(), effects)
         }
-        Event::ReviewExpired => {
+        Event::ReviewExpired { ttl_secs } => {
             if status != PendingReview {
                 return Err(Refusal::WrongStatus(status));
             }
-            let reason = Some(FailureReason::Timeout);
+            let reason = Some(FailureReason::ReviewExpired);
             let effects = ended_effects(Failure, reason);
-            end(
-                next,
-                Failure,
-                reason,
-                REVIEW_EXPIRED_MESSAGE.into(),
-                effects,
-            )
+            let message = crate::review::expiry_message(status, ttl_secs);
+            end(next, Failure, reason, message, effects)
         }
-        Event::ApprovalExpired => {
+        Event::ApprovalExpired { ttl_secs } => {
             if status != Approved {
                 return Err(Refusal::WrongStatus(status));
             }
-            let reason = Some(FailureReason::Timeout);
+            let reason = Some(FailureReason::ReviewExpired);
             let effects = ended_effects(Failure, reason);
-            end(
-                next,
-                Failure,
-                reason,
-                APPROVAL_EXPIRED_MESSAGE.into(),
-                effects,
-            )
+            let message = crate::review::expiry_message(status, ttl_secs);
+            end(next, Failure, reason, message, effects)
         }
         Event::RunApproved { awaits_proof } => {
             if status != Approved {

@@ -1,7 +1,8 @@
 //! The lease reaper: once a second it ends the sessions whose lease expired (their
 //! running tasks fail `agent-lost`, never re-run) and puts offers that were not
 //! started in time back to `ready`. It also fails the tasks whose creator's proof did not
-//! come in time (key-bound identity tokens, see `identity`).
+//! come in time (key-bound identity tokens, see `identity`), and ends the tasks whose
+//! review wait or approval ran out (`failure`/`review-expired`, see `review`).
 
 use std::time::Duration;
 
@@ -54,6 +55,27 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
         );
         let rule = &lifecycle::OFFER_EXPIRED;
         effects::apply_rule(st, &system, rule, r.org_id, r.tags.as_deref(), &[r.task_id]).await;
+    }
+    for e in st.store.expire_reviews(now).await? {
+        tracing::info!(
+            task = e.task_id,
+            status = "failure",
+            reason = "review-expired",
+            was = %e.was,
+            "task expired waiting for {}",
+            if e.was == runops_proto::TaskStatus::Approved { "its creator to run it" } else { "its reviews" }
+        );
+        crate::audit::record(
+            st,
+            e.org_id,
+            &crate::audit::Actor::system(),
+            "task.review_expired",
+            "task",
+            e.task_id,
+            serde_json::json!({ "was": e.was }),
+        )
+        .await;
+        effects::apply(st, &system, e.effects.as_ref()).await;
     }
     let overdue = st.jwts.overdue_proofs(now);
     if !overdue.is_empty() {

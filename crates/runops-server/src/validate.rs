@@ -230,15 +230,7 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
     }
     one_of("redact", &t.redact, REDACT_MODES)?;
     one_of("review", &t.review, REVIEW_MODES)?;
-    // Accepted-but-ignored review settings would let tasks on a "reviewed" target run
-    // unreviewed: refuse them until reviews are enforced.
-    if t.review != "none" || !t.reviewers.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "review `{}` is not supported by this server yet: tasks would run without the approvals you expect",
-            t.review
-        ))
-        .hint("create the target with `--review none` (the default) and no reviewers; this version does not enforce reviews"));
-    }
+    review_rule(t)?;
     if t.timeout == 0 || t.timeout > MAX_TIMEOUT_SECS {
         return Err(ApiError::bad_request(format!(
             "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), not {}",
@@ -258,6 +250,86 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("a reviewer group name is too long"));
     }
     Ok(())
+}
+
+/// A target's review settings fit together (whether the groups exist is checked
+/// against the org's users by the handler, see [`unknown_reviewer_groups`]).
+fn review_rule(t: &Target) -> Result<(), ApiError> {
+    use crate::review::{MAX_MIN_APPROVALS, MAX_REVIEWER_GROUPS, MAX_TTL_SECS, MIN_TTL_SECS};
+    let groups = t.reviewers.len();
+    match t.review.as_str() {
+        "none" => {
+            if groups > 0 || t.min_approvals.is_some() {
+                return Err(ApiError::bad_request(
+                    "reviewers and min_approvals need a review rule, and review is `none`",
+                )
+                .hint(
+                    "add `--review team` (approvals from the reviewer groups) or `--review anyone`",
+                ));
+            }
+        }
+        "anyone" => {
+            if groups > 0 {
+                return Err(ApiError::bad_request(
+                    "`--review anyone` takes no reviewer groups: any other user may approve",
+                )
+                .hint("use `--review team --reviewers GROUPS` to require approvals from groups, or clear them with `--reviewers ''`"));
+            }
+            if let Some(n) = t.min_approvals
+                && !(1..=MAX_MIN_APPROVALS).contains(&n)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "min_approvals must be between 1 and {MAX_MIN_APPROVALS}, not {n}"
+                )));
+            }
+        }
+        _ => {
+            if groups == 0 {
+                return Err(
+                    ApiError::bad_request("`--review team` needs reviewer groups").hint(
+                        "name them with `--reviewers dba,security` (groups your users carry)",
+                    ),
+                );
+            }
+            if groups > MAX_REVIEWER_GROUPS {
+                return Err(ApiError::bad_request(format!(
+                    "{groups} reviewer groups; at most {MAX_REVIEWER_GROUPS} are allowed"
+                )));
+            }
+            if let Some(n) = t.min_approvals
+                && (n == 0 || n as usize > groups)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "min_approvals is {n}, but `--review team` counts approving groups and there {} {groups}: use 1 to {groups}",
+                    if groups == 1 { "is" } else { "are" }
+                ))
+                .hint("leave out --min_approvals to require every group, or add reviewer groups"));
+            }
+        }
+    }
+    for (field, v) in [
+        ("approval_ttl", t.approval_ttl),
+        ("review_ttl", t.review_ttl),
+    ] {
+        if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be between {MIN_TTL_SECS} second and 30 days ({MAX_TTL_SECS} s), not {v} s"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The target's reviewer groups that no user of the organisation carries. A group is
+/// known once a user carries it: given with `runops users create --groups`, or sent by
+/// the identity provider's groups claim at a user's sign-in. A group no one is in could
+/// never approve anything.
+pub fn unknown_reviewer_groups(t: &Target, users: &[runops_proto::api::User]) -> Vec<String> {
+    t.reviewers
+        .iter()
+        .filter(|g| !users.iter().any(|u| u.groups.contains(g)))
+        .cloned()
+        .collect()
 }
 
 fn reviewers(v: Option<Vec<String>>) -> Vec<String> {
@@ -339,6 +411,13 @@ pub fn new_target(
         redact: req.redact.unwrap_or_else(|| "all".into()),
         review: req.review.unwrap_or_else(|| "none".into()),
         reviewers: reviewers(req.reviewers),
+        min_approvals: req.min_approvals,
+        approval_ttl: req
+            .approval_ttl
+            .unwrap_or(runops_proto::api::DEFAULT_APPROVAL_TTL_SECS),
+        review_ttl: req
+            .review_ttl
+            .unwrap_or(runops_proto::api::DEFAULT_REVIEW_TTL_SECS),
         custom_command: non_empty(req.custom_command),
         timeout: req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
         created_at: now,
@@ -384,11 +463,31 @@ pub fn apply_update(
     if let Some(v) = u.redact {
         t.redact = v;
     }
+    let review_set = u.review.is_some();
+    let reviewers_set = u.reviewers.is_some();
     if let Some(v) = u.review {
         t.review = v;
     }
     if let Some(v) = u.reviewers {
         t.reviewers = reviewers(Some(v));
+    }
+    if let Some(n) = u.min_approvals {
+        t.min_approvals = (n > 0).then_some(n);
+    }
+    if let Some(v) = u.approval_ttl {
+        t.approval_ttl = v;
+    }
+    if let Some(v) = u.review_ttl {
+        t.review_ttl = v;
+    }
+    // Turning reviews off drops the rule's details with them.
+    if t.review == "none" && review_set {
+        if !reviewers_set {
+            t.reviewers.clear();
+        }
+        if u.min_approvals.is_none() {
+            t.min_approvals = None;
+        }
     }
     if let Some(v) = u.custom_command {
         t.custom_command = non_empty(Some(v));

@@ -1474,43 +1474,6 @@ async fn only_admins_change_where_and_how_a_target_runs() {
 }
 
 #[tokio::test]
-async fn review_settings_that_are_not_enforced_are_refused() {
-    let env = Env::new().await;
-    for (review, reviewers) in [("anyone", None), ("team", Some(vec!["dba".to_string()]))] {
-        let (status, _, msg) = api_err(
-            env.admin
-                .create_target(&TargetCreate {
-                    name: "reviewed".into(),
-                    kind: "bash".into(),
-                    review: Some(review.into()),
-                    reviewers: reviewers.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!(status, 400, "{msg}");
-        assert!(msg.contains("not supported by this server yet"), "{msg}");
-    }
-    env.target("plain", None).await;
-    let (status, _, msg) = api_err(
-        env.admin
-            .update_target(
-                "plain",
-                &TargetUpdate {
-                    review: Some("anyone".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(status, 400, "{msg}");
-    assert_eq!(env.admin.get_target("plain").await.unwrap().review, "none");
-    env.server.shutdown().await;
-}
-
-#[tokio::test]
 async fn a_task_cannot_switch_its_target_to_a_more_powerful_type() {
     let env = Env::new().await;
     env.admin

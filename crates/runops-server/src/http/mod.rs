@@ -1,10 +1,12 @@
 //! The HTTP layer: the router, the shared state, and the routes that fit in a line.
 //! Each file below holds the handlers of one part of the API:
-//! [`targets`], [`tasks`] (with log reading), [`org`] (me, users, tokens, agents, audit),
-//! [`webhooks`] and [`agent`] (the agent protocol).
+//! [`targets`], [`tasks`] (with log reading), [`reviews`] (approve, reject, run, the
+//! inbox), [`org`] (me, users, tokens, agents, audit), [`webhooks`]
+//! and [`agent`] (the agent protocol).
 
 pub mod agent;
 pub mod org;
+pub mod reviews;
 pub mod targets;
 pub mod tasks;
 pub mod webhooks;
@@ -82,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
         .route("/v1/tasks/{id}/kill", post(tasks::kill))
         .route("/v1/tasks/{id}/proof", post(tasks::proof))
+        .route("/v1/tasks/{id}/approve", post(reviews::approve))
+        .route("/v1/tasks/{id}/reject", post(reviews::reject))
+        .route("/v1/tasks/{id}/run", post(reviews::run))
+        .route("/v1/reviews", get(reviews::inbox))
         .route("/v1/agents", get(org::list_agents))
         .route(
             "/v1/agent-tokens",

@@ -54,6 +54,30 @@ async fn store_config(
     Ok(keys)
 }
 
+/// Refuses reviewer groups no user of the org carries (see
+/// [`validate::unknown_reviewer_groups`]): no one could ever approve for them.
+async fn check_reviewer_groups(st: &AppState, org_id: i64, target: &Target) -> ApiResult<()> {
+    if target.reviewers.is_empty() {
+        return Ok(());
+    }
+    let users = st.store.list_users(org_id).await?;
+    let unknown = validate::unknown_reviewer_groups(target, &users);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "unknown reviewer group{} {}: no user of this organisation is in {}",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown
+            .iter()
+            .map(|g| format!("`{}`", crate::error::echo(g)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if unknown.len() == 1 { "it" } else { "them" }
+    ))
+    .hint("check the spelling against `runops users list`; give users a group with `runops users create --groups`, or through your identity provider's groups claim"))
+}
+
 pub async fn create(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -64,6 +88,7 @@ pub async fn create(
     auth.require_admin("create targets")?;
     let config = req.config.take().map(validate::target_config).transpose()?;
     let target = validate::new_target(req, chrono::Utc::now())?;
+    check_reviewer_groups(&st, auth.org_id(), &target).await?;
     let mut created = st
         .store
         .create_target(auth.org_id(), &target)
@@ -121,6 +146,7 @@ pub async fn update(
         .ok_or_else(|| target_not_found(&name))?;
     let before = serde_json::to_value(&current).unwrap_or_default();
     let updated = validate::apply_update(current, req, chrono::Utc::now())?;
+    check_reviewer_groups(&st, auth.org_id(), &updated).await?;
     let mut saved = st
         .store
         .update_target(auth.org_id(), &updated)

@@ -71,8 +71,19 @@ pub async fn create(
         }
         None => target.kind.clone(),
     };
+    // A task of a reviewed target waits for its reviews; the creator's credentials
+    // travel when they run it once approved (`reviews::run`), not now.
+    let rule = crate::review::ReviewRule::of_target(&target);
+    let reviewed = rule.is_reviewed();
+    let review_sha256 = reviewed.then(|| {
+        crate::review::digest(&crate::review::ReviewedTask {
+            target: &target,
+            kind: &kind,
+            script: &req.script,
+        })
+    });
     // The creator's identity token travels to the agent with the task (memory only).
-    let creator_token = crate::identity::creator_token(&auth);
+    let creator_token = crate::identity::creator_token(&auth).filter(|_| !reviewed);
     if creator_token.is_some() && !st.jwts.has_room() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -84,9 +95,7 @@ pub async fn create(
     // A token bound to a key (`cnf.jkt`) alone does not make the task runnable: it
     // waits in `created` for its creator's proof (see `proof` below).
     let awaits_proof = creator_token.and_then(crate::identity::bound_key).is_some();
-    // TODO(reviews, issue 13): `needs_review` is true when the target's review is not
-    // `none`; until reviews are built, every task is created runnable.
-    let (status, created) = lifecycle::initial_status(false, awaits_proof);
+    let (status, created) = lifecycle::initial_status(reviewed, awaits_proof);
     let new = NewTask {
         target,
         kind,
@@ -95,6 +104,7 @@ pub async fn create(
         user: auth.user.clone(),
         status,
         created_with_jwt: creator_token.is_some(),
+        review_sha256,
     };
     let now = now_ms();
     let rec = st.store.create_task(auth.org_id(), &new, now).await?;
@@ -110,6 +120,10 @@ pub async fn create(
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = %status, by = %auth.user.email, "task created");
     let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind, "awaits_proof": awaits_proof});
     audit::by_user(&st, &auth, "task.create", "task", rec.task.id, detail).await;
+    if reviewed {
+        let task = super::reviews::review_requested(&st, &auth, rec).await?;
+        return Ok((StatusCode::CREATED, Json(task)));
+    }
     let fx = TaskEffects::for_task(&rec, created);
     effects::apply(&st, &Actor::user(&auth), fx.as_ref()).await;
     Ok((StatusCode::CREATED, Json(rec.task)))
@@ -254,11 +268,12 @@ pub async fn show(
     ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<Json<Task>> {
     let id = parse_task_id(&raw)?;
-    st.store
+    let rec = st
+        .store
         .get_task(auth.org_id(), id)
         .await?
-        .map(|r| Json(r.task))
-        .ok_or_else(|| ApiError::task_not_found(id))
+        .ok_or_else(|| ApiError::task_not_found(id))?;
+    Ok(Json(super::reviews::with_review(&st, rec).await?))
 }
 
 pub async fn kill(

@@ -300,14 +300,14 @@ fn reviews_approve_reject_expire_and_run() {
         d.effects
             .contains(&Effect::Notify(EventKind::ReviewRejected))
     );
-    let d = decide(&pending, &Event::ReviewExpired).unwrap();
+    let d = decide(&pending, &Event::ReviewExpired { ttl_secs: 60 }).unwrap();
     assert_eq!(
         (d.next.status, d.next.failure_reason),
-        (Failure, Some(FailureReason::Timeout))
+        (Failure, Some(FailureReason::ReviewExpired))
     );
-    let d = decide(&approved, &Event::ApprovalExpired).unwrap();
+    let d = decide(&approved, &Event::ApprovalExpired { ttl_secs: 60 }).unwrap();
     assert!(
-        matches!(d.write, Write::End { ref message, .. } if message == APPROVAL_EXPIRED_MESSAGE)
+        matches!(d.write, Write::End { ref message, .. } if message.contains("approval expired"))
     );
     let run = decide(
         &approved,
@@ -337,7 +337,7 @@ fn reviews_approve_reject_expire_and_run() {
         Err(Refusal::WrongStatus(Approved))
     );
     assert_eq!(
-        decide(&state(Ready), &Event::ReviewExpired),
+        decide(&state(Ready), &Event::ReviewExpired { ttl_secs: 60 }),
         Err(Refusal::WrongStatus(Ready))
     );
 }
@@ -439,8 +439,8 @@ impl Ev {
             },
             Ev::Approved(forced) => Event::ReviewApproved { forced },
             Ev::Rejected => Event::ReviewRejected { reason: "no" },
-            Ev::ReviewExpired => Event::ReviewExpired,
-            Ev::ApprovalExpired => Event::ApprovalExpired,
+            Ev::ReviewExpired => Event::ReviewExpired { ttl_secs: 60 },
+            Ev::ApprovalExpired => Event::ApprovalExpired { ttl_secs: 60 },
             Ev::Run(awaits_proof) => Event::RunApproved { awaits_proof },
         }
     }

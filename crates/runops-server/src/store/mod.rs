@@ -9,10 +9,13 @@
 //! the Unix epoch; the times of state changes are passed in by the caller, so the
 //! state machine does not depend on the store's clock.
 
+pub mod reviews;
 pub mod sqlite;
 pub mod webhooks;
 
 use crate::lifecycle::Effect;
+pub use reviews::ReviewStore;
+
 use async_trait::async_trait;
 use runops_proto::agent::{FinishRequest, TaskOffer};
 use runops_proto::api::{
@@ -80,6 +83,9 @@ pub struct NewTask {
     pub status: TaskStatus,
     /// Created with an identity-provider JWT (held in memory, never stored).
     pub created_with_jwt: bool,
+    /// SHA-256 of what reviewers approve, for a task of a reviewed target (see
+    /// [`crate::review::digest`]); the target's review rule is snapshotted with it.
+    pub review_sha256: Option<String>,
 }
 
 /// A task plus the bookkeeping the API does not show.
@@ -302,7 +308,7 @@ pub enum KillOutcome {
 /// The control plane's storage. Every method is scoped to an org where objects are
 /// involved: an object of another org is simply not found.
 #[async_trait]
-pub trait Store: webhooks::WebhookStore + Send + Sync + 'static {
+pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (graceful shutdown).

@@ -141,7 +141,7 @@ macro_rules! user_cols {
 
 macro_rules! target_cols {
     () => {
-        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json"
+        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs"
     };
 }
 
@@ -166,6 +166,11 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
         redact: row.try_get("redact")?,
         review: row.try_get("review")?,
         reviewers: json_list(&row.try_get::<String, _>("reviewers_json")?)?,
+        min_approvals: row
+            .try_get::<Option<i64>, _>("min_approvals")?
+            .and_then(|n| u32::try_from(n).ok()),
+        approval_ttl: u64_of(row.try_get("approval_ttl_secs")?),
+        review_ttl: u64_of(row.try_get("review_ttl_secs")?),
         custom_command: row.try_get("custom_command")?,
         timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
         created_at: ts(row.try_get("created_at")?)?,
@@ -221,6 +226,7 @@ fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
         started_at: ts_opt(started_ms)?,
         finished_at: ts_opt(finished_ms)?,
         elapsed_ms,
+        review: None,
     };
     Ok(TaskRecord {
         task,
@@ -493,7 +499,7 @@ impl Store for SqliteStore {
 
     async fn create_target(&self, org_id: i64, t: &Target) -> StoreResult<Target> {
         let r = sqlx::query(
-            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(org_id)
         .bind(&t.name)
@@ -513,6 +519,9 @@ impl Store for SqliteStore {
         .bind(t.updated_at.timestamp_millis())
         .bind(to_json_list(&t.redact_keys))
         .bind(to_json_list(&t.public_keys))
+        .bind(t.min_approvals.map(i64::from))
+        .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
+        .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
         .execute(&self.writer)
         .await;
         match r {
@@ -552,7 +561,7 @@ impl Store for SqliteStore {
 
     async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
         let r = sqlx::query(
-            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ?, redact_keys_json = ?, public_keys_json = ? WHERE org_id = ? AND name = ?",
+            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ?, redact_keys_json = ?, public_keys_json = ?, min_approvals = ?, approval_ttl_secs = ?, review_ttl_secs = ? WHERE org_id = ? AND name = ?",
         )
         .bind(&t.kind)
         .bind(&t.description)
@@ -569,6 +578,9 @@ impl Store for SqliteStore {
         .bind(t.updated_at.timestamp_millis())
         .bind(to_json_list(&t.redact_keys))
         .bind(to_json_list(&t.public_keys))
+        .bind(t.min_approvals.map(i64::from))
+        .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
+        .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
         .bind(org_id)
         .bind(&t.name)
         .execute(&self.writer)
@@ -629,7 +641,7 @@ impl Store for SqliteStore {
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
         let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(org_id)
         .bind(&target.name)
@@ -652,6 +664,12 @@ impl Store for SqliteStore {
         .bind(t.created_with_jwt)
         .bind(to_json_list(&target.redact_keys))
         .bind(to_json_list(&target.public_keys))
+        .bind(&target.review)
+        .bind(to_json_list(&target.reviewers))
+        .bind(target.min_approvals.map(i64::from))
+        .bind(i64::try_from(target.approval_ttl).unwrap_or(i64::MAX))
+        .bind(i64::try_from(target.review_ttl).unwrap_or(i64::MAX))
+        .bind(&t.review_sha256)
         .execute(&self.writer)
         .await?
         .last_insert_rowid();
@@ -748,7 +766,9 @@ impl Store for SqliteStore {
                     user_groups: json_list(&r.try_get::<String, _>("user_groups_json")?)?,
                     user_jwt: None,
                     user_jwt_proof: None,
-                    created_at_ms: Some(r.try_get("created_at")?),
+                    // For a reviewed task, when its creator ran it after the approval:
+                    // the identity token sent then is the one the agent checks.
+                    created_at_ms: Some(r.try_get("run_from")?),
                     config: None,
                     start_deadline_ms,
                 })
@@ -1720,7 +1740,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE tasks SET status = ?, session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
          WHERE id IN (SELECT id FROM tasks WHERE status = {from} AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
-         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, created_at",
+         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from",
         from = sql_literal(lifecycle::CLAIM.from),
     )
 });
@@ -1901,6 +1921,11 @@ async fn release_session_tasks(
     ended.requeued.sort_unstable();
     Ok(())
 }
+
+// Reviews: the `ReviewStore` half of this store (a child module, so it shares the
+// helpers above).
+#[path = "sqlite_reviews.rs"]
+mod reviews;
 
 #[cfg(test)]
 mod tests {

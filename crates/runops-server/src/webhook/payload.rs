@@ -257,6 +257,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             elapsed_ms: None,
+            review: None,
         }
     }
 

@@ -205,6 +205,9 @@ pub fn target(name: &str, tags: Option<&str>) -> Target {
         redact: "all".into(),
         review: "none".into(),
         reviewers: Vec::new(),
+        min_approvals: None,
+        approval_ttl: 24 * 3600,
+        review_ttl: 7 * 24 * 3600,
         custom_command: None,
         timeout: 600,
         created_at: at(T0),
@@ -232,6 +235,7 @@ pub fn new_task(target: &Target, user: &User, script: &str, status: TaskStatus) 
         user: user.clone(),
         status,
         created_with_jwt: false,
+        review_sha256: None,
     }
 }
 
