@@ -11,36 +11,16 @@ use runops_jwt::testing::{JwksServer, TestKey, claims_for};
 use serde_json::{Value, json};
 use std::process::{Output, Stdio};
 
-/// Creates a user with `groups`; returns their API token.
 fn user(server: &Server, name: &str, groups: &str) -> String {
-    let email = format!("{name}@example.com");
-    let mut args = vec![
-        "users", "create", "--name", name, "--email", &email, "--json",
-    ];
-    if !groups.is_empty() {
-        args.extend(["--groups", groups]);
-    }
-    let out = server.cli_ok(&args);
-    let v: Value = serde_json::from_str(&out).expect("users create --json");
-    v["token"].as_str().expect("a token").to_string()
+    server.create_user(name, groups)
 }
 
-/// Runs the CLI as the holder of `token`.
 fn cli_as(server: &Server, token: &str, args: &[&str]) -> Output {
-    let mut c = server.cli_cmd(args);
-    c.env("RUNOPS_TOKEN", token);
-    output_within(c, CLI_LIMIT, &format!("runops {}", args.join(" ")))
+    server.cli_as(token, args)
 }
 
 fn ok_as(server: &Server, token: &str, args: &[&str]) -> String {
-    let out = cli_as(server, token, args);
-    assert!(
-        out.status.success(),
-        "`runops {}` failed: {}",
-        args.join(" "),
-        stderr(&out)
-    );
-    stdout(&out)
+    server.cli_ok_as(token, args)
 }
 
 /// Asserts the command failed and its error says `want`.

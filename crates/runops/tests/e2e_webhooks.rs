@@ -51,8 +51,13 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// `port` 0 takes a free port (no race with other tests picking ports); a restart
+    /// on the same port waits until the port can be bound again.
     fn start(port: u16, hits: Arc<Mutex<Vec<Hit>>>) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver's port");
+        let listener = wait_for(&format!("port {port} to bind the receiver"), || {
+            TcpListener::bind(("127.0.0.1", port)).ok()
+        });
+        let port = listener.local_addr().expect("receiver address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, hits2) = (stop.clone(), hits.clone());
         let thread = std::thread::spawn(move || {
@@ -214,7 +219,7 @@ fn deliveries(server: &Server, webhook: &str) -> Vec<Value> {
 fn receiver_down_then_back_gets_every_signed_task_event_once_in_order() {
     let sb = Sandbox::new();
     let hits = Arc::new(Mutex::new(Vec::new()));
-    let mut receiver = Receiver::start(free_port(), hits.clone());
+    let mut receiver = Receiver::start(0, hits.clone());
     // Retries at most a second apart, so the receiver's return is noticed quickly.
     let server = Server::start_with(&sb, 30, |c| {
         c.env("RUNOPS_WEBHOOK_RETRY_MAX_SECS", "1");
@@ -328,6 +333,103 @@ fn receiver_down_then_back_gets_every_signed_task_event_once_in_order() {
         "{shown}"
     );
     assert_eq!(shown.matches("delivered").count(), 1 + ids.len(), "{shown}");
+}
+
+/// Review events (issue 13): a reviewed task's `review.requested` reaches the receiver,
+/// signed; while the receiver is down, an approval, a force-approval and both runs
+/// happen; back up, it gets every event once, in order per task, the forced one
+/// marked as such.
+#[test]
+fn review_events_reach_a_receiver_that_was_down_once_each_in_order() {
+    let sb = Sandbox::new();
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let mut receiver = Receiver::start(0, hits.clone());
+    let server = Server::start_with(&sb, 30, |c| {
+        c.env("RUNOPS_WEBHOOK_RETRY_MAX_SECS", "1");
+    });
+    // Every event (no --events).
+    let secret = server
+        .cli_ok(&["webhooks", "create", "--url", &receiver.url()])
+        .trim()
+        .to_string();
+    let token = server.create_agent_token();
+    let _agent = Agent::start(&sb, "a", &token, None, &[]);
+    let carol = server.create_user("carol", "");
+    let dan = server.create_user("dan", "dba");
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "prod",
+        "--type",
+        "bash",
+        "--review",
+        "team",
+        "--reviewers",
+        "dba",
+    ]);
+    let submit = |script: &str| -> i64 {
+        server
+            .cli_ok_as(
+                &carol,
+                &["tasks", "create", "-t", "prod", "-s", script, "--no-wait"],
+            )
+            .trim()
+            .parse()
+            .expect("--no-wait prints the id")
+    };
+
+    let first = submit("echo reviewed");
+    let got = receiver.wait_hits(1);
+    assert_eq!(got[0].header("x-runops-event"), "review.requested");
+    assert_signed(&got[0], &secret);
+    let body = got[0].json();
+    assert_eq!(body["task"]["id"], first);
+    assert_eq!(body["task"]["status"], "pending-review");
+
+    receiver.stop();
+    let second = submit("echo forced");
+    server.cli_ok_as(&dan, &["tasks", "approve", &first.to_string()]);
+    server.cli_ok(&[
+        "tasks",
+        "approve",
+        &second.to_string(),
+        "--force",
+        "--reason",
+        "outage",
+    ]);
+    for id in [first, second] {
+        let out = server.cli_ok_as(&carol, &["tasks", "run", &id.to_string()]);
+        assert!(!out.is_empty(), "task {id} printed its output");
+        server.wait_final(id);
+    }
+
+    let receiver2 = Receiver::start(receiver.port, hits);
+    let got = receiver2.wait_hits(6);
+    let want = ["review.requested", "review.approved", "task.finished"];
+    assert_eq!(receiver2.events_of(first), want);
+    assert_eq!(receiver2.events_of(second), want);
+    for hit in &got {
+        assert_signed(hit, &secret);
+    }
+    let mut ids: Vec<&str> = got.iter().map(|h| h.header("x-runops-delivery")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), got.len(), "each delivery once: {got:#?}");
+    let approved = |task: i64| {
+        got.iter()
+            .find(|h| {
+                h.json()["task"]["id"] == task && h.header("x-runops-event") == "review.approved"
+            })
+            .expect("review.approved")
+            .json()
+    };
+    let forced = approved(second);
+    assert_eq!(forced["detail"]["forced"], true, "{forced}");
+    assert_eq!(forced["detail"]["reason"], "outage", "{forced}");
+    let plain = approved(first);
+    assert_eq!(plain["detail"]["forced"], false, "{plain}");
+    assert_eq!(plain["detail"]["approved_by"], "dan@example.com", "{plain}");
 }
 
 #[test]

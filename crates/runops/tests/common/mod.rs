@@ -311,6 +311,40 @@ impl Server {
         c
     }
 
+    /// Creates the user `name`@example.com with `groups` (comma-separated, may be
+    /// empty); returns their API token.
+    pub fn create_user(&self, name: &str, groups: &str) -> String {
+        let email = format!("{name}@example.com");
+        let mut args = vec![
+            "users", "create", "--name", name, "--email", &email, "--json",
+        ];
+        if !groups.is_empty() {
+            args.extend(["--groups", groups]);
+        }
+        let out = self.cli_ok(&args);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("users create --json");
+        v["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Runs a CLI command as the holder of `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        let mut c = self.cli_cmd(args);
+        c.env("RUNOPS_TOKEN", token);
+        output_within(c, CLI_LIMIT, &format!("runops {}", args.join(" ")))
+    }
+
+    /// [`Server::cli_as`], asserting success; returns stdout.
+    pub fn cli_ok_as(&self, token: &str, args: &[&str]) -> String {
+        let out = self.cli_as(token, args);
+        assert!(
+            out.status.success(),
+            "`runops {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A token for untagged agents.
     pub fn create_agent_token(&self) -> String {
         self.cli_ok(&["agents", "create-token"]).trim().to_string()
