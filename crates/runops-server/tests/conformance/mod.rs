@@ -1,5 +1,6 @@
-//! The store conformance suite: the contract of every [`Store`] method, written once and
-//! run against each implementation through the trait only (never SQL).
+//! The store conformance suite: the contract of every [`Store`] method (and of its
+//! super-traits `ReviewStore` and `WebhookStore`), written once and run against each
+//! implementation through the trait only (never SQL).
 //!
 //! A store's test file defines how to make a fresh, empty store and invokes the macro:
 //!
@@ -18,9 +19,11 @@ pub mod audit;
 pub mod concurrency;
 pub mod identity;
 pub mod logs;
+pub mod reviews;
 pub mod sessions;
 pub mod targets;
 pub mod tasks;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use runops_proto::TaskStatus;
@@ -118,6 +121,22 @@ macro_rules! store_conformance {
             concurrency::concurrent_log_resends_store_each_byte_once,
             concurrency::concurrent_start_and_kill_agree_on_one_outcome,
             concurrency::concurrent_resent_finishes_finish_once,
+            reviews::a_reviewed_task_waits_with_the_rule_and_digest_it_was_created_with,
+            reviews::team_approvals_count_one_group_per_approver,
+            reviews::anyone_approvals_count_distinct_users,
+            reviews::creators_outsiders_and_second_reviews_are_refused,
+            reviews::a_review_of_another_version_or_another_status_is_not_recorded,
+            reviews::a_rejection_ends_the_task_rejected_with_its_reason,
+            reviews::an_approved_task_runs_once_when_its_creator_runs_it,
+            reviews::waits_expire_at_exactly_their_ttl,
+            reviews::the_review_inbox_lists_the_orgs_waiting_tasks_oldest_first,
+            reviews::concurrent_reviews_make_exactly_one_transition,
+            webhooks::webhooks_are_created_listed_and_deleted_per_org,
+            webhooks::an_event_is_queued_for_each_webhook_that_subscribes_to_it,
+            webhooks::a_tasks_deliveries_go_out_one_at_a_time_in_order,
+            webhooks::failed_attempts_back_off_then_are_given_up,
+            webhooks::purge_deletes_deliveries_that_ended_before_the_cutoff,
+            webhooks::concurrent_claims_take_each_delivery_once,
         );
         $crate::conformance::store_conformance!(@with_maker $make;
             logs::org_log_quota_stops_keeping_logs_of_that_org_only,

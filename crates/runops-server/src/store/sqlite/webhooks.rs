@@ -278,8 +278,10 @@ impl WebhookStore for SqliteStore {
 
     async fn purge_webhook_history(&self, before_ms: i64) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
+        // Ended: when it was delivered, or the attempt it was given up after.
         let n = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?",
+            "DELETE FROM webhook_deliveries WHERE status <> 'pending' \
+             AND coalesce(delivered_at, last_attempt_at, created_at) < ?",
         )
         .bind(before_ms)
         .execute(&mut *tx)
