@@ -181,8 +181,7 @@ pub async fn ending_a_session_fails_running_tasks_and_requeues_offers(store: &dy
     store
         .finish_task(acme.id, finished, &success(&s, 0), T0 + 1)
         .await
-        .unwrap()
-        .outcome;
+        .unwrap();
     let offered = ready_task(store, &acme, &t, "offer", T0).await.task.id;
     claim(store, &s, 10, T0).await;
     let waiting = ready_task(store, &acme, &t, "queued", T0).await.task.id;
