@@ -131,6 +131,7 @@ macro_rules! store_conformance {
             reviews::waits_expire_at_exactly_their_ttl,
             reviews::the_review_inbox_lists_the_orgs_waiting_tasks_oldest_first,
             reviews::concurrent_reviews_make_exactly_one_transition,
+            reviews::an_approval_racing_its_expiry_has_one_outcome,
             webhooks::webhooks_are_created_listed_and_deleted_per_org,
             webhooks::an_event_is_queued_for_each_webhook_that_subscribes_to_it,
             webhooks::a_tasks_deliveries_go_out_one_at_a_time_in_order,

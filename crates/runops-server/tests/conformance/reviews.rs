@@ -552,6 +552,19 @@ pub async fn an_approved_task_runs_once_when_its_creator_runs_it(store: &dyn Sto
     let offers = claim(store, &s, 10, T0 + 7).await;
     assert_eq!(task_ids(&offers), vec![id]);
     assert_eq!(offers[0].script, "echo hi");
+    assert_eq!(
+        offers[0].created_at_ms,
+        Some(T0 + 5),
+        "the agent checks the creator's identity token against the run, not the creation"
+    );
+    assert!(
+        store
+            .tasks_created_with_jwt(acme.id, &[id])
+            .await
+            .unwrap()
+            .is_empty(),
+        "run without an identity token"
+    );
     let started = run_started(store, &s, id, T0 + 8).await;
     assert_eq!(started.task.status, TaskStatus::Running);
     // A task that ran is never expired by its approval's wait.
@@ -569,6 +582,28 @@ pub async fn an_approved_task_runs_once_when_its_creator_runs_it(store: &dyn Sto
         run.outcome,
         RunOutcome::NotApproved(TaskStatus::Ready)
     ));
+    // Run with an identity token: the store remembers it came with one.
+    let with_jwt = pending_task(store, &acme, &t, &acme.admin, "echo jwt", T0)
+        .await
+        .task
+        .id;
+    review_as(store, &acme, with_jwt, &approval(&ann), T0 + 10).await;
+    let run = store
+        .run_approved_task(acme.id, with_jwt, true, T0 + 11)
+        .await
+        .unwrap();
+    assert!(
+        matches!(run.outcome, RunOutcome::Ready(_)),
+        "{:?}",
+        run.outcome
+    );
+    assert_eq!(
+        store
+            .tasks_created_with_jwt(acme.id, &[id, with_jwt])
+            .await
+            .unwrap(),
+        vec![with_jwt]
+    );
     let run = store
         .run_approved_task(acme.id, id + 1000, false, T0 + 9)
         .await
@@ -911,5 +946,55 @@ pub async fn concurrent_reviews_make_exactly_one_transition(store: &Arc<dyn Stor
             task(&**store, &acme, id).await.task.status,
             TaskStatus::PendingReview
         );
+    }
+}
+
+pub async fn an_approval_racing_its_expiry_has_one_outcome(store: &Arc<dyn Store>) {
+    let acme = org(&**store, "acme").await;
+    let ann = user(&**store, &acme, "ann@acme.example", &[]).await;
+    let any = reviewed_target(&**store, &acme, "any", ReviewMode::Anyone, &[], None).await;
+    let review_ms = 1000 * REVIEW_TTL_SECS as i64;
+    for n in 0..RACED_TASKS as i64 {
+        let id = pending_task(&**store, &acme, &any, &acme.admin, "x", T0 + n)
+            .await
+            .task
+            .id;
+        let now = T0 + n + review_ms;
+        let barrier = Arc::new(Barrier::new(2));
+        let expiry = {
+            let (store, barrier) = (Arc::clone(store), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.expire_reviews(now).await.expect("expire")
+            })
+        };
+        let approval_task = {
+            let (store, barrier, ann) = (Arc::clone(store), Arc::clone(&barrier), ann.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .record_review(acme.id, id, &approval(&ann), now)
+                    .await
+                    .expect("record review")
+                    .outcome
+            })
+        };
+        let expired = expiry.await.unwrap();
+        let outcome = approval_task.await.unwrap();
+        let status = task(&**store, &acme, id).await.task.status;
+        let expired_ids: Vec<i64> = expired.iter().map(|e| e.task_id).collect();
+        match outcome {
+            ReviewOutcome::Approved {
+                approved_now: true, ..
+            } => {
+                assert!(expired_ids.is_empty(), "approved and expired: {expired:?}");
+                assert_eq!(status, TaskStatus::Approved);
+            }
+            ReviewOutcome::NotPending(TaskStatus::Failure) => {
+                assert_eq!(expired_ids, vec![id]);
+                assert_eq!(status, TaskStatus::Failure);
+            }
+            other => panic!("an approval at the moment of its expiry: {other:?}"),
+        }
     }
 }
