@@ -118,10 +118,25 @@ fn malformed_secret_mapping_is_rejected_at_creation_and_fails_fast_at_the_agent(
         r#"{"B": "A"}"#,
     ]);
     let id = server.submit("m", "echo $B");
+    let db = server.data_dir.join("runops.db");
+    let corrupt = format!("UPDATE tasks SET secret_mapping = '{{\"B\": ' WHERE id = {id};");
+    // The store refuses to change a task after its creation, whoever asks.
+    let refused = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(&corrupt)
+        .output()
+        .expect("sqlite3 is installed");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("cannot be changed after its creation"),
+        "{}",
+        stderr(&refused)
+    );
+    // Only by removing that guard can the row be corrupted.
     let st = std::process::Command::new("sqlite3")
-        .arg(server.data_dir.join("runops.db"))
+        .arg(&db)
         .arg(format!(
-            "UPDATE tasks SET secret_mapping = '{{\"B\": ' WHERE id = {id};"
+            "DROP TRIGGER tasks_immutable_after_creation; {corrupt}"
         ))
         .status()
         .expect("sqlite3 is installed");
