@@ -344,7 +344,9 @@ pub async fn show(
                 section aria-labelledby="log-h" {
                     div class="heading" {
                         h2 id="log-h" { "Log" }
-                        a href={ "/tasks/" (id) "/log.txt" } download { "Download full log (" (kept) " bytes)" }
+                        a href={ "/tasks/" (id) "/log.txt" } download {
+                            "Download the full log" @if !running { " (" (kept) " bytes)" }
+                        }
                     }
                     @if start > 0 {
                         p class="small" { "Showing the last " (LOG_TAIL_BYTES / 1024) " KiB; the earlier output is in the download." }

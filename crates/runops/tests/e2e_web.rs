@@ -1,0 +1,336 @@
+//! End-to-end: the web app in a real browser. Debian's `chromium`, headless, driven
+//! through `chromedriver` (WebDriver), against the real `runops server` binary and a
+//! real agent. Screenshots of each page at 1280 px and 375 px go to this test's temp
+//! dir (`target/tmp/e2e_web/...`, printed), never into the repository.
+//!
+//! Needs `apt-get install chromium chromium-driver`; under CI a missing browser fails
+//! these tests (see `common::guard`).
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use webdriver::{Browser, Driver};
+
+/// Chromium and chromedriver, or `None` (skipped outside CI, failed under CI).
+fn driver(sb: &Sandbox) -> Option<Driver> {
+    if !require(
+        "chromium and chromedriver (apt-get install chromium chromium-driver)",
+        webdriver::available(),
+    ) {
+        return None;
+    }
+    Some(Driver::start(&sb.path("chromedriver.log")))
+}
+
+fn screenshot_dir(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e_web")
+        .join(test)
+}
+
+fn profile(sb: &Sandbox, name: &str) -> PathBuf {
+    let p = sb.path(&format!("chromium-{name}"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn sign_in(b: &Browser, server: &Server, token: &str) {
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.fill("#token", token);
+    b.click_on("form[action='/sign-in'] button[type=submit]");
+    b.wait_until("the tasks page after signing in", || {
+        b.url().ends_with("/tasks").then_some(())
+    });
+}
+
+/// The status badge of the task page shown now.
+fn shown_status(b: &Browser) -> String {
+    b.text_of("h1 .status").unwrap_or_default()
+}
+
+/// Sets a marker in the page's JavaScript state: gone after any reload or navigation.
+fn mark_page(b: &Browser) {
+    b.js("window.__runopsTestMarker = 'same page'; return null;");
+}
+
+fn page_is_marked(b: &Browser) -> bool {
+    b.js("return window.__runopsTestMarker || null;") == "same page"
+}
+
+#[test]
+fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    let _agent = Agent::start(&sb, "a", &server.create_agent_token(), None, &[]);
+    server.cli_ok(&["targets", "create", "--name", "demo", "--type", "bash"]);
+    let shots = screenshot_dir("live_log_and_kill");
+    let b = driver.browser(&profile(&sb, "admin"));
+
+    // A wrong token is refused with the API's message; the right one signs in.
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.screenshots(&shots, "sign-in");
+    b.fill("#token", "rou_not-a-real-token");
+    b.click_on("form[action='/sign-in'] button[type=submit]");
+    let refused = b.wait_until("the refusal", || b.text_of(".error"));
+    assert!(refused.contains("invalid API token"), "{refused}");
+    sign_in(&b, &server, ADMIN_TOKEN);
+
+    // New task: it prints a line, waits for a file, prints another, then waits forever.
+    let go = sb.path("go");
+    let script = format!(
+        "echo first-line\nwhile [ ! -e '{g}' ]; do sleep 0.1; done\necho second-line\nwhile true; do sleep 0.1; done",
+        g = go.display()
+    );
+    b.goto(&format!("{}/tasks/new", server.url()));
+    b.screenshots(&shots, "new-task");
+    b.fill("#script", &script);
+    b.click_on("form[action='/tasks/new'] button[type=submit]");
+    b.wait_until("the task page", || {
+        b.url().contains("/tasks/").then_some(())
+    });
+    b.wait_until("the first line in the live log", || {
+        b.text_of("#log")
+            .filter(|t| t.contains("first-line"))
+            .map(|_| ())
+    });
+    assert_eq!(shown_status(&b), "running");
+    // From now on the page is not reloaded: what arrives, arrives live.
+    mark_page(&b);
+    std::fs::write(&go, "").unwrap();
+    b.wait_until("the second line to arrive in the open page", || {
+        b.text_of("#log")
+            .filter(|t| t.contains("second-line"))
+            .map(|_| ())
+    });
+    assert!(page_is_marked(&b), "the page was reloaded to show the log");
+    let script_shown = b.text_of("pre.script").unwrap_or_default();
+    assert!(script_shown.contains("echo second-line"), "{script_shown}");
+    b.screenshots(&shots, "task-running");
+
+    // Kill: the task ends `failure`, and the page says so.
+    b.click_on("form[action$='/kill'] button");
+    b.wait_until("the task to end after the kill", || {
+        (shown_status(&b) == "failure").then_some(())
+    });
+    let reason = b.text_of("#failure-reason").unwrap_or_default();
+    assert_eq!(reason, "cancelled");
+    let url = b.url();
+    let id: i64 = url.rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(server.task(id)["status"], "failure");
+    b.screenshots(&shots, "task-killed");
+
+    // The list shows it with its first line; the new row came without a reload.
+    b.goto(&format!("{}/tasks", server.url()));
+    let rows = b.wait_until("the task in the list", || {
+        b.text_of("#task-rows")
+            .filter(|t| t.contains("echo first-line"))
+    });
+    assert!(rows.contains("failure"), "{rows}");
+    mark_page(&b);
+    let next = server.submit("demo", "echo from-the-cli");
+    b.wait_until("the list to show a task created elsewhere", || {
+        b.text_of("#task-rows")
+            .filter(|t| t.contains("echo from-the-cli"))
+            .map(|_| ())
+    });
+    assert!(
+        page_is_marked(&b),
+        "the list was reloaded instead of updated"
+    );
+    server.wait_final(next);
+    b.screenshots(&shots, "tasks");
+
+    // Sign out ends the session on the server: the old cookie no longer works.
+    b.click_on("form[action='/sign-out'] button");
+    b.wait_until("the sign-in page", || {
+        b.url().ends_with("/sign-in").then_some(())
+    });
+    b.goto(&format!("{}/tasks", server.url()));
+    assert!(b.url().ends_with("/sign-in"), "{}", b.url());
+}
+
+#[test]
+fn a_second_user_approves_in_their_browser_while_the_creators_page_updates_by_itself() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    let _agent = Agent::start(&sb, "a", &server.create_agent_token(), None, &[]);
+    server.cli_ok(&[
+        "targets", "create", "--name", "prod", "--type", "bash", "--review", "anyone",
+    ]);
+    let carol = server.create_user("carol", "");
+    let bob = server.create_user("bob", "");
+    let shots = screenshot_dir("review");
+
+    let creator = driver.browser(&profile(&sb, "carol"));
+    sign_in(&creator, &server, &carol);
+    creator.goto(&format!("{}/tasks/new", server.url()));
+    creator.fill("#script", "echo approved-and-ran");
+    creator.click_on("form[action='/tasks/new'] button[type=submit]");
+    creator.wait_until("the task to wait for review", || {
+        (shown_status(&creator) == "pending-review").then_some(())
+    });
+    let task_url = creator.url();
+
+    let reviewer = driver.browser(&profile(&sb, "bob"));
+    sign_in(&reviewer, &server, &bob);
+    reviewer.goto(&format!("{}/reviews", server.url()));
+    let inbox = reviewer.wait_until("the task in bob's inbox", || {
+        reviewer
+            .text_of("#review-rows")
+            .filter(|t| t.contains("echo approved-and-ran"))
+    });
+    assert!(inbox.contains("carol@example.com"), "{inbox}");
+    reviewer.screenshots(&shots, "reviews");
+    reviewer.goto(&task_url);
+    reviewer.screenshots(&shots, "task-review");
+    reviewer.fill("#approve-comment", "looks fine");
+    reviewer.click_on("form[action$='/approve'] button");
+
+    // Carol's open page follows without anyone touching it: approved, with a Run button.
+    creator.wait_until("carol's page to show the approval", || {
+        (shown_status(&creator) == "approved").then_some(())
+    });
+    let timeline = creator.text_of("ol.timeline").unwrap_or_default();
+    assert!(
+        timeline.contains("approved by bob@example.com: looks fine"),
+        "{timeline}"
+    );
+    creator.click_on("form[action$='/run'] button");
+    creator.wait_until("the approved task to run and end", || {
+        (shown_status(&creator) == "success").then_some(())
+    });
+    let log = creator.text_of("#log").unwrap_or_default();
+    assert!(log.contains("approved-and-ran"), "{log}");
+}
+
+#[test]
+fn agent_tokens_xss_payloads_render_as_text_and_forms_without_the_csrf_token_are_refused() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    server.cli_ok(&["targets", "create", "--name", "demo", "--type", "bash"]);
+    let shots = screenshot_dir("tokens_xss_csrf");
+    let b = driver.browser(&profile(&sb, "admin"));
+    sign_in(&b, &server, ADMIN_TOKEN);
+
+    // An agent token, shown once with the docs' snippets filled in; it starts an agent.
+    b.goto(&format!("{}/agents", server.url()));
+    b.fill("#token-name", "web-made");
+    b.click_on("form[action='/agents'] button[type=submit]");
+    let docker = b.wait_until("the docker snippet", || {
+        b.text_of("pre[data-snippet='Docker']")
+    });
+    let token = b
+        .js("return document.getElementById('new-agent-token').value;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.starts_with("roa_"), "{token}");
+    assert!(
+        docker.contains(&token) && docker.contains("docker run --env TOKEN"),
+        "{docker}"
+    );
+    let copy = b
+        .js("return document.querySelector('button.copy').dataset.copy;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(copy.contains("docker run"), "{copy}");
+    b.screenshots(&shots, "agents");
+    let _agent = Agent::start(&sb, "web", &token, None, &[]);
+    b.wait_until("the agent online", || {
+        b.goto(&format!("{}/agents", server.url()));
+        let page = b.text_of("main")?;
+        (!page.contains("No agent is connected.")).then_some(())
+    });
+
+    // A script and a log carrying markup show as text: nothing runs.
+    let payload = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
+    let id = server.submit("demo", &format!("echo '{payload}'"));
+    server.wait_final(id);
+    b.goto(&format!("{}/tasks/{id}", server.url()));
+    let log = b.wait_until("the log", || {
+        b.text_of("#log").filter(|t| t.contains("window.__xss"))
+    });
+    assert!(log.contains(payload), "{log}");
+    let script = b.text_of("pre.script").unwrap_or_default();
+    assert!(script.contains(payload), "{script}");
+    assert_eq!(
+        b.js("return window.__xss === undefined;"),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('main img, main script').length;"),
+        Value::from(0)
+    );
+    b.screenshots(&shots, "task-xss");
+    b.goto(&format!("{}/tasks", server.url()));
+    b.wait_until("the list", || b.find("#task-rows"));
+    assert_eq!(
+        b.js("return window.__xss === undefined;"),
+        Value::Bool(true)
+    );
+
+    // A post from this very origin with the session cookie, but without the form's CSRF
+    // token (or with a wrong one), is refused and changes nothing.
+    let running = server.submit("demo", "sleep 600");
+    server.wait_status(running, "running");
+    for body in ["", "csrf=wrong"] {
+        let status = b.js_async(&format!(
+            "var done = arguments[0]; fetch('/tasks/{running}/kill', {{method: 'POST', \
+             headers: {{'content-type': 'application/x-www-form-urlencoded'}}, body: '{body}', \
+             credentials: 'same-origin'}}).then(function (r) {{ done(r.status); }});"
+        ));
+        assert_eq!(
+            status,
+            Value::from(403),
+            "kill without a valid CSRF token ({body:?})"
+        );
+    }
+    assert_eq!(server.task(running)["status"], "running");
+    // With the page's token it is accepted (the same form the Kill button posts).
+    let status = b.js_async(&format!(
+        "var done = arguments[0]; var csrf = document.querySelector(\"input[name=csrf]\").value; \
+         fetch('/tasks/{running}/kill', {{method: 'POST', headers: {{'content-type': \
+         'application/x-www-form-urlencoded'}}, body: 'csrf=' + encodeURIComponent(csrf), \
+         credentials: 'same-origin', redirect: 'manual'}}).then(function (r) {{ done(r.type === 'opaqueredirect' ? 303 : r.status); }});"
+    ));
+    assert_eq!(status, Value::from(303));
+    server.wait_final(running);
+
+    // Every page answers with a strict CSP and no framing.
+    let headers = raw_headers(server.port, "/sign-in");
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{headers}"
+    );
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
+    assert!(headers.contains("x-frame-options: DENY"), "{headers}");
+}
+
+/// The response headers of a GET, lower-cased names.
+fn raw_headers(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let head = buf.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}:{}", k.to_ascii_lowercase(), v),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
