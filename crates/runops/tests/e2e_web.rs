@@ -26,6 +26,30 @@ fn driver(sb: &Sandbox) -> Option<Driver> {
     Some(Driver::start(&sb.path("chromedriver.log")))
 }
 
+/// axe-core's `axe.min.js` (npm `axe-core`), named by `RUNOPS_TEST_AXE`.
+fn axe_source() -> Option<String> {
+    let path = std::env::var("RUNOPS_TEST_AXE").ok()?;
+    std::fs::read_to_string(path).ok()
+}
+
+/// Screenshots of the page at both widths, and axe-core's check of it: no serious or
+/// critical accessibility violation.
+fn check_page(b: &Browser, shots: &std::path::Path, name: &str) {
+    b.screenshots(shots, name);
+    let axe = axe_source();
+    if require(
+        "axe-core (npm install axe-core; RUNOPS_TEST_AXE=.../axe.min.js)",
+        axe.is_some(),
+    ) {
+        let found = b.axe_violations(&axe.unwrap_or_default());
+        assert!(
+            found.is_empty(),
+            "accessibility of {name}:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
 fn screenshot_dir(test: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("e2e_web")
@@ -73,7 +97,7 @@ fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
 
     // A wrong token is refused with the API's message; the right one signs in.
     b.goto(&format!("{}/sign-in", server.url()));
-    b.screenshots(&shots, "sign-in");
+    check_page(&b, &shots, "sign-in");
     b.fill("#token", "rou_not-a-real-token");
     b.click_on("form[action='/sign-in'] button[type=submit]");
     let refused = b.wait_until("the refusal", || b.text_of(".error"));
@@ -87,7 +111,7 @@ fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
         g = go.display()
     );
     b.goto(&format!("{}/tasks/new", server.url()));
-    b.screenshots(&shots, "new-task");
+    check_page(&b, &shots, "new-task");
     b.fill("#script", &script);
     b.click_on("form[action='/tasks/new'] button[type=submit]");
     b.wait_until("the task page", || {
@@ -110,7 +134,7 @@ fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
     assert!(page_is_marked(&b), "the page was reloaded to show the log");
     let script_shown = b.text_of("pre.script").unwrap_or_default();
     assert!(script_shown.contains("echo second-line"), "{script_shown}");
-    b.screenshots(&shots, "task-running");
+    check_page(&b, &shots, "task-running");
 
     // Kill: the task ends `failure`, and the page says so.
     b.click_on("form[action$='/kill'] button");
@@ -122,7 +146,7 @@ fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
     let url = b.url();
     let id: i64 = url.rsplit('/').next().unwrap().parse().unwrap();
     assert_eq!(server.task(id)["status"], "failure");
-    b.screenshots(&shots, "task-killed");
+    check_page(&b, &shots, "task-killed");
 
     // The list shows it with its first line; the new row came without a reload.
     b.goto(&format!("{}/tasks", server.url()));
@@ -143,7 +167,7 @@ fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
         "the list was reloaded instead of updated"
     );
     server.wait_final(next);
-    b.screenshots(&shots, "tasks");
+    check_page(&b, &shots, "tasks");
 
     // Sign out ends the session on the server: the old cookie no longer works.
     b.click_on("form[action='/sign-out'] button");
@@ -186,9 +210,9 @@ fn a_second_user_approves_in_their_browser_while_the_creators_page_updates_by_it
             .filter(|t| t.contains("echo approved-and-ran"))
     });
     assert!(inbox.contains("carol@example.com"), "{inbox}");
-    reviewer.screenshots(&shots, "reviews");
+    check_page(&reviewer, &shots, "reviews");
     reviewer.goto(&task_url);
-    reviewer.screenshots(&shots, "task-review");
+    check_page(&reviewer, &shots, "task-review");
     reviewer.fill("#approve-comment", "looks fine");
     reviewer.click_on("form[action$='/approve'] button");
 
@@ -242,7 +266,7 @@ fn agent_tokens_xss_payloads_render_as_text_and_forms_without_the_csrf_token_are
         .unwrap_or_default()
         .to_string();
     assert!(copy.contains("docker run"), "{copy}");
-    b.screenshots(&shots, "agents");
+    check_page(&b, &shots, "agents");
     let _agent = Agent::start(&sb, "web", &token, None, &[]);
     b.wait_until("the agent online", || {
         b.goto(&format!("{}/agents", server.url()));
@@ -269,7 +293,7 @@ fn agent_tokens_xss_payloads_render_as_text_and_forms_without_the_csrf_token_are
         b.js("return document.querySelectorAll('main img, main script').length;"),
         Value::from(0)
     );
-    b.screenshots(&shots, "task-xss");
+    check_page(&b, &shots, "task-xss");
     b.goto(&format!("{}/tasks", server.url()));
     b.wait_until("the list", || b.find("#task-rows"));
     assert_eq!(
@@ -303,6 +327,66 @@ fn agent_tokens_xss_payloads_render_as_text_and_forms_without_the_csrf_token_are
     ));
     assert_eq!(status, Value::from(303));
     server.wait_final(running);
+
+    // Targets: the form's refusal is the API's own message; a valid one is created and
+    // edited.
+    let cli = server.cli(&["targets", "create", "--name", "bad name!", "--type", "bash"]);
+    assert!(!cli.status.success());
+    let api_message = stderr(&cli)
+        .lines()
+        .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
+        .expect("an error line");
+    b.goto(&format!("{}/targets/new", server.url()));
+    b.fill("#name", "bad name!");
+    b.fill("#type", "bash");
+    b.click_on("form[action='/targets/new'] button[type=submit]");
+    let shown = b.wait_until("the refusal", || b.text_of(".error"));
+    assert!(
+        shown.contains(&api_message),
+        "web: {shown}\napi: {api_message}"
+    );
+    b.goto(&format!("{}/targets/new", server.url()));
+    b.fill("#name", "from-the-web");
+    b.fill("#type", "bash");
+    b.js("document.getElementById('review').value = 'anyone'; return null;");
+    b.click_on("form[action='/targets/new'] button[type=submit]");
+    b.wait_until("the new target's page", || {
+        b.url().ends_with("/targets/from-the-web").then_some(())
+    });
+    b.click_on("a[href='/targets/from-the-web/edit']");
+    b.fill("#description", "made in a browser");
+    b.click_on("form[action='/targets/from-the-web/edit'] button[type=submit]");
+    let facts = b.wait_until("the edited target", || {
+        b.text_of("dl.facts")
+            .filter(|t| t.contains("made in a browser"))
+    });
+    assert!(facts.contains("anyone"), "{facts}");
+    let t: Value =
+        serde_json::from_str(&server.cli_ok(&["targets", "show", "from-the-web", "--json"]))
+            .expect("targets show --json");
+    assert_eq!(t["description"], "made in a browser");
+    assert_eq!(t["review"], "anyone");
+    check_page(&b, &shots, "target");
+    b.goto(&format!("{}/targets/from-the-web/edit", server.url()));
+    check_page(&b, &shots, "target-edit");
+
+    // The organisation's pages.
+    for (path, name) in [
+        ("/targets", "targets"),
+        ("/users", "users"),
+        ("/tokens", "tokens"),
+        ("/audit", "audit"),
+        ("/reviews", "reviews"),
+    ] {
+        b.goto(&format!("{}{path}", server.url()));
+        b.wait_find("main h1");
+        check_page(&b, &shots, name);
+    }
+    let audit = {
+        b.goto(&format!("{}/audit?action=target.update", server.url()));
+        b.text_of("main table").unwrap_or_default()
+    };
+    assert!(audit.contains("from-the-web"), "{audit}");
 
     // Every page answers with a strict CSP and no framing.
     let headers = raw_headers(server.port, "/sign-in");

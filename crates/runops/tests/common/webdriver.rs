@@ -282,6 +282,36 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Runs axe-core (`axe_js`: the source of `axe.min.js`) on the current page and
+    /// returns its serious and critical violations, one line each.
+    pub fn axe_violations(&self, axe_js: &str) -> Vec<String> {
+        // WebDriver scripts are not subject to the page's Content-Security-Policy.
+        self.must(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": format!("{axe_js}\n;return null;"), "args": []})),
+        );
+        let found = self.js_async(
+            "var done = arguments[0]; \
+             axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}) \
+               .then(function (r) { done(r.violations \
+                 .filter(function (v) { return v.impact === 'serious' || v.impact === 'critical'; }) \
+                 .map(function (v) { return v.id + ': ' + v.help + ' at ' + \
+                   v.nodes.map(function (n) { return n.target.join(' '); }).join(', '); })); }) \
+               .catch(function (e) { done(['axe failed: ' + e]); });",
+        );
+        found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = request(

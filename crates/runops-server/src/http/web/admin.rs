@@ -137,6 +137,10 @@ async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> W
                 button type="submit" { "Create API token" }
             }
             p class="help" { "Revoking the token you signed in with signs you out." }
+            form method="post" action="/sign-out-everywhere" {
+                (csrf_field(user))
+                button type="submit" class="danger" { "Sign out of every browser" }
+            }
             div class="scroll" {
                 table {
                     thead { tr {

@@ -115,7 +115,7 @@ async fn render(
                             input id="new-agent-token" class="mono" readonly value=(c.token);
                             @for (name, text) in snippets(&c.token, tags) {
                                 h3 { (name) }
-                                pre class="snippet" data-snippet=(name) { code { (text) } }
+                                pre class="snippet" tabindex="0" data-snippet=(name) { code { (text) } }
                                 button type="button" class="copy" data-copy=(text) { "Copy " (name) " snippet" }
                             }
                         }

@@ -51,6 +51,7 @@ pub fn routes() -> Router<AppState> {
             get(session::sign_in_page).post(session::sign_in),
         )
         .route("/sign-out", post(session::sign_out))
+        .route("/sign-out-everywhere", post(session::sign_out_everywhere))
         .route("/assets/app.js", get(layout::script))
         .route("/assets/app.css", get(layout::style))
         .route("/tasks", get(tasks::list))

@@ -348,8 +348,25 @@ pub async fn sign_out(
     sessions(&st)?
         .revoke_web_session(&user.id_hash, now_ms())
         .await?;
+    signed_out(&st, &user).await
+}
+
+/// `POST /sign-out-everywhere`: ends every browser session of the user (another
+/// computer left signed in), this one included.
+pub async fn sign_out_everywhere(
+    State(st): State<AppState>,
+    WebForm { user, .. }: WebForm<Empty>,
+) -> WebResult<Response> {
+    let ended = sessions(&st)?
+        .revoke_user_web_sessions(user.auth.org_id, user.auth.user.id, now_ms())
+        .await?;
+    tracing::info!(user = %user.email(), sessions = ended, "signed out of every browser session");
+    signed_out(&st, &user).await
+}
+
+async fn signed_out(st: &AppState, user: &WebUser) -> WebResult<Response> {
     crate::audit::by_user(
-        &st,
+        st,
         &user.auth,
         "logout",
         "user",
@@ -360,7 +377,7 @@ pub async fn sign_out(
     let mut res = see_other("/sign-in");
     let cookie = format!(
         "{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        secure_attr(&st)
+        secure_attr(st)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(SET_COOKIE, v);

@@ -248,7 +248,7 @@ fn timeline(t: &Task) -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
 
 fn script_markup(script: &str) -> Markup {
     html! {
-        pre class="script" aria-label="Script" {
+        pre class="script" tabindex="0" {
             code { @for line in script.lines() { span class="line" { (line) "\n" } } }
         }
     }
@@ -351,7 +351,7 @@ pub async fn show(
                     @if start > 0 {
                         p class="small" { "Showing the last " (LOG_TAIL_BYTES / 1024) " KiB; the earlier output is in the download." }
                     }
-                    pre id="log" class="log" tabindex="0" aria-label="Log" aria-live="off"
+                    pre id="log" class="log" tabindex="0"
                         data-follow=[running.then(|| format!("/tasks/{id}/log?offset={kept}"))] { (tail.as_ref()) }
                 }
             }
