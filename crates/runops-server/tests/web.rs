@@ -270,3 +270,79 @@ async fn a_web_session_ends_with_the_api_token_it_was_opened_with() {
     );
     assert_eq!(web.get("/tasks", &other).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_task_list_filters_by_user_and_mine_and_pages_by_id() {
+    let web = Web::start().await;
+    web.api(
+        ADMIN,
+        reqwest::Method::POST,
+        "/v1/targets",
+        json!({"name": "demo", "type": "bash"}),
+    )
+    .await;
+    let made = web
+        .api(
+            ADMIN,
+            reqwest::Method::POST,
+            "/v1/users",
+            json!({"name": "carol", "email": "carol@example.com"}),
+        )
+        .await;
+    let carol = made["token"].as_str().unwrap().to_string();
+    for i in 0..55 {
+        let token = if i == 3 { carol.as_str() } else { ADMIN };
+        web.api(
+            token,
+            reqwest::Method::POST,
+            "/v1/tasks",
+            json!({"target": "demo", "script": format!("echo task-{i}\n")}),
+        )
+        .await;
+    }
+    let cookie = web.sign_in(ADMIN).await;
+    let first = web.get("/tasks", &cookie).await.text().await.unwrap();
+    assert!(first.contains("echo task-54") && !first.contains("echo task-4<"));
+    assert!(
+        first.contains("href=\"/tasks?before=6\""),
+        "the next page starts below 6"
+    );
+    let older = web
+        .get("/tasks?before=6", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(older.contains("echo task-4<") && older.contains("echo task-0<"));
+    assert!(!older.contains("echo task-5<") && !older.contains("Older"));
+
+    let carols = web
+        .get("/tasks?user=carol%40example.com", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(carols.matches("<tr><td><a href=\"/tasks/").count(), 1);
+    assert!(carols.contains("echo task-3<"));
+    let cookie = web.sign_in(&carol).await;
+    let mine = web
+        .get("/tasks?mine=1", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.matches("<tr><td><a href=\"/tasks/").count(),
+        1,
+        "{mine}"
+    );
+
+    // A malformed filter or id is refused with a page naming it.
+    let r = web.get("/tasks?status=sleeping", &cookie).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("sleeping"));
+    let r = web.get("/tasks/abc", &cookie).await;
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<!DOCTYPE html>") && html.contains("task id `abc` is not a number"));
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Nav, page};
 use super::session::{Empty, WebForm, WebUser, csrf_field};
-use super::{WebResult, see_other};
+use super::{WebPath, WebQuery, WebResult, see_other};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::AppState;
@@ -200,7 +200,7 @@ pub async fn create_token(
 /// `POST /tokens/{id}/revoke`.
 pub async fn revoke_token(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, .. }: WebForm<Empty>,
 ) -> WebResult<Response> {
     crate::http::org::revoke_token(State(st), user.auth(), ApiPath(raw)).await?;
@@ -219,7 +219,7 @@ pub struct AuditFilter {
 pub async fn audit(
     State(st): State<AppState>,
     user: WebUser,
-    ApiQuery(f): ApiQuery<AuditFilter>,
+    WebQuery(f): WebQuery<AuditFilter>,
 ) -> WebResult<Markup> {
     let action = f
         .action

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Nav, page};
 use super::session::{Empty, WebForm, WebUser, csrf_field};
-use super::{WebResult, see_other};
+use super::{WebPath, WebResult, see_other};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::AppState;
@@ -198,7 +198,7 @@ pub async fn create_token(
 /// `POST /agents/tokens/{id}/revoke`.
 pub async fn revoke_token(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, .. }: WebForm<Empty>,
 ) -> WebResult<Response> {
     crate::http::org::revoke_agent_token(State(st), user.auth(), ApiPath(raw)).await?;

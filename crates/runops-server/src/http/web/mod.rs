@@ -30,8 +30,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
 use super::AppState;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 
 /// Largest form body: a script of `MAX_SCRIPT_BYTES` percent-encoded (up to 3 bytes per
 /// byte) with room for the other fields.
@@ -144,6 +149,30 @@ impl IntoResponse for WebError {
 }
 
 pub type WebResult<T> = Result<T, WebError>;
+
+/// A query string; a malformed one is refused with a page, not the API's JSON.
+pub struct WebQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for WebQuery<T> {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> WebResult<Self> {
+        let ApiQuery(q) = ApiQuery::<T>::from_request_parts(parts, state).await?;
+        Ok(WebQuery(q))
+    }
+}
+
+/// A path parameter; a malformed one is refused with a page, not the API's JSON.
+pub struct WebPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for WebPath<T> {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> WebResult<Self> {
+        let ApiPath(p) = ApiPath::<T>::from_request_parts(parts, state).await?;
+        Ok(WebPath(p))
+    }
+}
 
 /// A `303 See Other` to `to` (the answer to a form post).
 pub fn see_other(to: &str) -> Response {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Nav, page};
 use super::session::{Empty, WebForm, WebUser, csrf_field};
-use super::{WebResult, see_other};
+use super::{WebPath, WebQuery, WebResult, see_other};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
 use crate::http::AppState;
 
@@ -23,7 +23,7 @@ pub struct InboxQuery {
 pub async fn inbox(
     State(st): State<AppState>,
     user: WebUser,
-    ApiQuery(q): ApiQuery<InboxQuery>,
+    WebQuery(q): WebQuery<InboxQuery>,
 ) -> WebResult<Markup> {
     let all = q.all.as_deref().is_some_and(|v| !v.is_empty());
     let axum::Json(tasks) = crate::http::reviews::inbox(
@@ -124,7 +124,7 @@ fn text(s: &str) -> Option<String> {
 /// `POST /tasks/{id}/approve`.
 pub async fn approve(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, form }: WebForm<ApproveForm>,
 ) -> WebResult<Response> {
     let id = parse_task_id(&raw)?;
@@ -150,7 +150,7 @@ pub struct RejectForm {
 /// `POST /tasks/{id}/reject`.
 pub async fn reject(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, form }: WebForm<RejectForm>,
 ) -> WebResult<Response> {
     let id = parse_task_id(&raw)?;
@@ -166,7 +166,7 @@ pub async fn reject(
 /// `POST /tasks/{id}/run`: the creator runs an approved task.
 pub async fn run(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, .. }: WebForm<Empty>,
 ) -> WebResult<Response> {
     let id = parse_task_id(&raw)?;

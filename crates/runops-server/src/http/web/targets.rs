@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Nav, page};
 use super::session::{WebForm, WebUser, csrf_field};
-use super::{WebResult, see_other};
+use super::{WebPath, WebResult, see_other};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::http::AppState;
@@ -56,7 +56,7 @@ pub async fn list(State(st): State<AppState>, user: WebUser) -> WebResult<Markup
 pub async fn show(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(name): ApiPath<String>,
+    WebPath(name): WebPath<String>,
 ) -> WebResult<Markup> {
     let axum::Json(t) = crate::http::targets::show(State(st), user.auth(), ApiPath(name)).await?;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
@@ -274,7 +274,7 @@ pub async fn create(
 pub async fn edit_form(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(name): ApiPath<String>,
+    WebPath(name): WebPath<String>,
 ) -> WebResult<Markup> {
     user.auth.require_admin("change targets")?;
     let axum::Json(t) = crate::http::targets::show(State(st), user.auth(), ApiPath(name)).await?;
@@ -285,7 +285,7 @@ pub async fn edit_form(
 /// update does with `""`).
 pub async fn update(
     State(st): State<AppState>,
-    ApiPath(name): ApiPath<String>,
+    WebPath(name): WebPath<String>,
     WebForm { user, mut form }: WebForm<TargetForm>,
 ) -> WebResult<Response> {
     form.name = name.clone();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::layout::{self, Nav, page};
 use super::session::{Empty, WebForm, WebUser, csrf_field};
-use super::{WebResult, see_other};
+use super::{WebPath, WebQuery, WebResult, see_other};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_task_id};
 use crate::http::AppState;
@@ -120,7 +120,7 @@ fn rows_markup(tasks: &[Task]) -> Markup {
 pub async fn list(
     State(st): State<AppState>,
     user: WebUser,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    WebQuery(q): WebQuery<ListQuery>,
 ) -> WebResult<Markup> {
     let (tasks, error) = match fetch_page(&st, &user, &q).await {
         Ok((tasks, more)) => ((tasks, more), None),
@@ -202,7 +202,7 @@ pub async fn list(
 pub async fn rows(
     State(st): State<AppState>,
     user: WebUser,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    WebQuery(q): WebQuery<ListQuery>,
 ) -> WebResult<Markup> {
     let (tasks, _) = fetch_page(&st, &user, &q).await?;
     Ok(rows_markup(&tasks))
@@ -258,7 +258,7 @@ fn script_markup(script: &str) -> Markup {
 pub async fn show(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
 ) -> WebResult<Markup> {
     let id = task_id(&raw)?;
     let axum::Json(t) =
@@ -370,8 +370,8 @@ pub struct WatchQuery {
 pub async fn watch(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(raw): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WatchQuery>,
+    WebPath(raw): WebPath<String>,
+    WebQuery(q): WebQuery<WatchQuery>,
 ) -> WebResult<Response> {
     let id = task_id(&raw)?;
     let notify = st.hub.log_notify(id);
@@ -426,8 +426,8 @@ pub struct OffsetQuery {
 pub async fn follow_log(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(raw): ApiPath<String>,
-    ApiQuery(q): ApiQuery<OffsetQuery>,
+    WebPath(raw): WebPath<String>,
+    WebQuery(q): WebQuery<OffsetQuery>,
 ) -> WebResult<Response> {
     let query = LogsQuery {
         offset: q.offset,
@@ -440,7 +440,7 @@ pub async fn follow_log(
 pub async fn download_log(
     State(st): State<AppState>,
     user: WebUser,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
 ) -> WebResult<Response> {
     let id = task_id(&raw)?;
     let mut res = crate::http::tasks::logs(
@@ -459,7 +459,7 @@ pub async fn download_log(
 /// `POST /tasks/{id}/kill`.
 pub async fn kill(
     State(st): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    WebPath(raw): WebPath<String>,
     WebForm { user, .. }: WebForm<Empty>,
 ) -> WebResult<Response> {
     let id = task_id(&raw)?;
@@ -522,7 +522,7 @@ pub struct NewTaskQuery {
 pub async fn new_form(
     State(st): State<AppState>,
     user: WebUser,
-    ApiQuery(q): ApiQuery<NewTaskQuery>,
+    WebQuery(q): WebQuery<NewTaskQuery>,
 ) -> WebResult<Markup> {
     let axum::Json(targets) = crate::http::targets::list(State(st), user.auth()).await?;
     let f = NewTaskForm {
