@@ -112,6 +112,8 @@ pub enum Credential {
     ApiToken { id: i64 },
     /// An identity-provider JWT (kept for the tasks this request creates; never stored).
     IdentityToken(String),
+    /// A web app session opened through the identity provider (SSO): no token is held.
+    Sso,
 }
 
 /// A user caller: an API token or an identity-provider token.
@@ -145,7 +147,7 @@ impl UserAuth {
     pub fn token_id(&self) -> Option<i64> {
         match self.via {
             Credential::ApiToken { id } => Some(id),
-            Credential::IdentityToken(_) => None,
+            Credential::IdentityToken(_) | Credential::Sso => None,
         }
     }
 }

@@ -346,3 +346,46 @@ async fn the_task_list_filters_by_user_and_mine_and_pages_by_id() {
     let html = r.text().await.unwrap();
     assert!(html.contains("<!DOCTYPE html>") && html.contains("task id `abc` is not a number"));
 }
+
+#[tokio::test]
+async fn sso_is_offered_only_when_configured_and_a_callback_that_did_not_start_here_is_refused() {
+    let web = Web::start().await;
+    let page = web.http.get(web.url("/sign-in")).send().await.unwrap();
+    assert!(!page.text().await.unwrap().contains("Sign in with SSO"));
+    let r = web.http.get(web.url("/sign-in/sso")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("not set up"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = ServerArgs::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    // Never reached: every callback below is refused before the provider is asked.
+    args.auth.auth_jwk_url = Some("http://127.0.0.1:9/jwks".into());
+    args.auth.oidc_issuer = Some("http://127.0.0.1:9".into());
+    args.auth.oidc_client_id = Some("runops-web".into());
+    let server = Server::start(args, Some(ADMIN.to_string())).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", server.local_addr());
+    let page = web.http.get(url("/sign-in")).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("Sign in with SSO"));
+    for (cookie, query, says) in [
+        (None, "code=c&state=s", "did not start here"),
+        (
+            Some("runops_sso=s.n.v"),
+            "code=c&state=other",
+            "state differs",
+        ),
+        (
+            Some("runops_sso=s.n.v"),
+            "error=access_denied&state=s",
+            "refused the sign-in: access_denied",
+        ),
+    ] {
+        let mut req = web.http.get(url(&format!("/sign-in/sso/callback?{query}")));
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{query}");
+        assert!(r.text().await.unwrap().contains(says), "{query}");
+    }
+    server.shutdown().await;
+}

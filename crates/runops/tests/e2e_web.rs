@@ -418,3 +418,89 @@ fn raw_headers(port: u16, path: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// oidc-provider's entry point (npm `oidc-provider`), named by `RUNOPS_TEST_OIDC_PROVIDER`.
+fn oidc_provider_module() -> Option<String> {
+    let path = std::env::var("RUNOPS_TEST_OIDC_PROVIDER").ok()?;
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+/// A running `oidc-provider`; stopped (by its PID) when dropped.
+struct OidcProvider(std::process::Child);
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sign_in_with_sso_through_a_real_openid_connect_provider() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let module = oidc_provider_module();
+    if !require(
+        "node and oidc-provider (npm install oidc-provider@8; RUNOPS_TEST_OIDC_PROVIDER=.../lib/index.js)",
+        module.is_some(),
+    ) {
+        return;
+    }
+    let idp_port = free_port();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let server = Server::start_with(&sb, 10, |c| {
+        c.args(["--auth-jwk-url", &format!("{issuer}/jwks")])
+            .args(["--auth-issuer", &issuer])
+            .args(["--auth-audience", "runops-web"])
+            .args(["--oidc-issuer", &issuer])
+            .args(["--oidc-client-id", "runops-web"]);
+    });
+    let log = std::fs::File::create(sb.path("oidc-provider.log")).unwrap();
+    let _idp = OidcProvider(
+        std::process::Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/web/oidc-provider.mjs"
+            ))
+            .env("OIDC_PROVIDER_MODULE", module.unwrap_or_default())
+            .env("PORT", idp_port.to_string())
+            .env("CLIENT_ID", "runops-web")
+            .env(
+                "REDIRECT_URI",
+                format!("{}/sign-in/sso/callback", server.url()),
+            )
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("start node"),
+    );
+    wait_for("oidc-provider to answer", || {
+        http_get(idp_port, "/.well-known/openid-configuration").filter(|(s, _)| *s == 200)
+    });
+    let shots = screenshot_dir("sso");
+    let b = driver.browser(&profile(&sb, "sso"));
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.click_on("#sso");
+    // The provider's own login page, then its consent page.
+    b.fill("input[name=login]", "dana@example.com");
+    b.fill("input[name=password]", "anything");
+    b.click_on("button[type=submit]");
+    b.wait_until("the tasks page after the SSO round trip", || {
+        if b.url().ends_with("/tasks") {
+            return Some(());
+        }
+        if b.url().contains("/interaction/")
+            && let Some(consent) = b.find("button[type=submit]")
+        {
+            b.click(&consent);
+        }
+        None
+    });
+    assert_eq!(b.text_of(".who").unwrap_or_default(), "dana@example.com");
+    check_page(&b, &shots, "tasks-after-sso");
+    let audit = server.cli_ok(&["audit", "list", "--action", "login", "--json"]);
+    assert!(
+        audit.contains("web-sso") && audit.contains("dana@example.com"),
+        "{audit}"
+    );
+}

@@ -16,7 +16,8 @@ pub struct NewWebSession {
     pub id_hash: [u8; 32],
     pub org_id: i64,
     pub user_id: i64,
-    pub token_id: i64,
+    /// The API token signed in with; `None` for a sign-in through the identity provider.
+    pub token_id: Option<i64>,
     pub csrf: String,
     pub expires_at_ms: i64,
 }
@@ -26,7 +27,8 @@ pub struct NewWebSession {
 pub struct WebSession {
     pub org_id: i64,
     pub user: User,
-    pub token_id: i64,
+    /// The API token signed in with; `None` for a sign-in through the identity provider.
+    pub token_id: Option<i64>,
     /// The API token it was opened with was revoked.
     pub token_revoked: bool,
     /// Signed out (or revoked by "sign out everywhere").

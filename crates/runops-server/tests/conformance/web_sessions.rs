@@ -42,7 +42,7 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
         id_hash: [hash; 32],
         org_id: acme.id,
         user_id: acme.admin.id,
-        token_id,
+        token_id: Some(token_id),
         csrf: format!("csrf-{hash}"),
         expires_at_ms: T0 + 12 * HOUR,
     };
@@ -69,7 +69,7 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
     let s = sessions.find_web_session(&[10; 32]).await.unwrap().unwrap();
     assert_eq!(s.org_id, acme.id);
     assert_eq!(s.user, acme.admin);
-    assert_eq!((s.token_id, s.csrf.as_str()), (token, "csrf-10"));
+    assert_eq!((s.token_id, s.csrf.as_str()), (Some(token), "csrf-10"));
     assert_eq!(s.expires_at_ms, T0 + 12 * HOUR);
     assert!(!s.revoked && !s.token_revoked);
 
@@ -153,9 +153,25 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
             .revoked
     );
 
+    // A session opened through the identity provider has no token.
+    let sso = NewWebSession {
+        token_id: None,
+        ..new(13, token)
+    };
+    sessions.create_web_session(&sso, T0 + 4).await.unwrap();
+    let s = sessions.find_web_session(&[13; 32]).await.unwrap().unwrap();
+    assert_eq!(s.token_id, None);
+    assert!(!s.revoked && !s.token_revoked);
+    assert!(
+        sessions
+            .revoke_web_session(&[13; 32], T0 + 4)
+            .await
+            .unwrap()
+    );
+
     // Ended sessions are deleted once they ended before the cutoff.
     assert_eq!(sessions.purge_web_sessions(T0 + 1).await.unwrap(), 0);
-    assert_eq!(sessions.purge_web_sessions(T0 + 5).await.unwrap(), 3);
+    assert_eq!(sessions.purge_web_sessions(T0 + 5).await.unwrap(), 4);
     assert!(
         sessions
             .find_web_session(&[12; 32])

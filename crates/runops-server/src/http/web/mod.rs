@@ -7,7 +7,8 @@
 //! and effects are exactly the API's, never a second copy. This module only turns
 //! browser requests into those calls and their answers into pages.
 //!
-//! - [`session`]: sign in with an API token, the session cookie, CSRF checks on forms.
+//! - [`session`]: sign in with an API token, the session cookie, CSRF checks on forms;
+//!   [`sso`]: sign in through the identity provider (OpenID Connect, code + PKCE).
 //! - [`layout`]: the page frame, navigation and small formatting helpers.
 //! - [`tasks`], [`reviews`], [`targets`], [`agents`], [`admin`]: the pages.
 //!
@@ -20,6 +21,7 @@ mod agents;
 mod layout;
 mod reviews;
 mod session;
+mod sso;
 mod targets;
 mod tasks;
 
@@ -55,6 +57,8 @@ pub fn routes() -> Router<AppState> {
             "/sign-in",
             get(session::sign_in_page).post(session::sign_in),
         )
+        .route("/sign-in/sso", get(sso::start))
+        .route("/sign-in/sso/callback", get(sso::callback))
         .route("/sign-out", post(session::sign_out))
         .route("/sign-out-everywhere", post(session::sign_out_everywhere))
         .route("/assets/app.js", get(layout::script))

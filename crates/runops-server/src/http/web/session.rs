@@ -101,7 +101,10 @@ impl FromRequestParts<AppState> for WebUser {
             auth: UserAuth {
                 org_id: s.org_id,
                 user: s.user,
-                via: Credential::ApiToken { id: s.token_id },
+                via: match s.token_id {
+                    Some(id) => Credential::ApiToken { id },
+                    None => Credential::Sso,
+                },
                 remote_addr: crate::audit::peer_ip(parts),
             },
             csrf: s.csrf,
@@ -192,7 +195,7 @@ pub fn csrf_field(user: &WebUser) -> Markup {
     html! { input type="hidden" name="csrf" value=(user.csrf); }
 }
 
-fn sign_in_form(error: Option<&ApiError>) -> Markup {
+fn sign_in_form(sso: bool, error: Option<&ApiError>) -> Markup {
     layout::bare_page(
         "Sign in",
         html! {
@@ -208,6 +211,9 @@ fn sign_in_form(error: Option<&ApiError>) -> Markup {
                 }
                 button type="submit" { "Sign in" }
             }
+            @if sso {
+                p { a class="button" href="/sign-in/sso" id="sso" { "Sign in with SSO" } }
+            }
         },
     )
 }
@@ -217,7 +223,7 @@ pub async fn sign_in_page(State(st): State<AppState>, req: Request) -> Response 
     if WebUser::from_request_parts(&mut parts, &st).await.is_ok() {
         return see_other("/tasks");
     }
-    sign_in_form(None).into_response()
+    sign_in_form(super::sso::client(&st).is_some(), None).into_response()
 }
 
 #[derive(Deserialize)]
@@ -226,15 +232,19 @@ pub struct SignIn {
     token: String,
 }
 
-fn refused(e: ApiError) -> Response {
-    (e.status, sign_in_form(Some(&e))).into_response()
+fn refused(st: &AppState, e: ApiError) -> Response {
+    (
+        e.status,
+        sign_in_form(super::sso::client(st).is_some(), Some(&e)),
+    )
+        .into_response()
 }
 
 /// `POST /sign-in`: checks the token as the API does, opens a session, sets the cookie.
 pub async fn sign_in(State(st): State<AppState>, req: Request) -> Response {
     match try_sign_in(&st, req).await {
         Ok(r) => r,
-        Err(WebError::Api(e)) => refused(e),
+        Err(WebError::Api(e)) => refused(&st, e),
         Err(WebError::SignIn) => see_other("/sign-in"),
     }
 }
@@ -269,6 +279,23 @@ async fn try_sign_in(st: &AppState, req: Request) -> WebResult<Response> {
         .user
         .clone()
         .ok_or_else(|| ApiError::unauthorized("this token belongs to no user"))?;
+    let auth = UserAuth {
+        org_id: found.org_id,
+        user,
+        via: Credential::ApiToken { id: found.id },
+        remote_addr,
+    };
+    open_session(st, auth, Some(found.id)).await
+}
+
+/// Opens a session for `auth` (signed in with the API token `token_id`, or through the
+/// identity provider), records the sign-in, and answers with the cookie and a redirect
+/// to the tasks.
+pub async fn open_session(
+    st: &AppState,
+    auth: UserAuth,
+    token_id: Option<i64>,
+) -> WebResult<Response> {
     let secret = crate::auth::random_secret().map_err(|e| {
         tracing::error!(error = %e, "cannot make a web session");
         ApiError::internal()
@@ -288,29 +315,24 @@ async fn try_sign_in(st: &AppState, req: Request) -> WebResult<Response> {
         .create_web_session(
             &NewWebSession {
                 id_hash: hash_token(&secret),
-                org_id: found.org_id,
-                user_id: user.id,
-                token_id: found.id,
+                org_id: auth.org_id,
+                user_id: auth.user.id,
+                token_id,
                 csrf,
                 expires_at_ms: now + SESSION_TTL_SECS * 1000,
             },
             now,
         )
         .await?;
-    let auth = UserAuth {
-        org_id: found.org_id,
-        user,
-        via: Credential::ApiToken { id: found.id },
-        remote_addr,
-    };
-    tracing::info!(user = %auth.user.email, "signed in to the web app");
+    let via = if token_id.is_some() { "web" } else { "web-sso" };
+    tracing::info!(user = %auth.user.email, via, "signed in to the web app");
     crate::audit::by_user(
         st,
         &auth,
         "login",
         "user",
         &auth.user.email,
-        serde_json::json!({"via": "web", "token_id": found.id}),
+        serde_json::json!({"via": via, "token_id": token_id}),
     )
     .await;
     let cookie = format!(
@@ -325,7 +347,7 @@ async fn try_sign_in(st: &AppState, req: Request) -> WebResult<Response> {
 }
 
 /// `; Secure` when the server is reached over TLS (its public URL is `https://`).
-fn secure_attr(st: &AppState) -> &'static str {
+pub fn secure_attr(st: &AppState) -> &'static str {
     if st.settings.public_url.starts_with("https://") {
         "; Secure"
     } else {

@@ -31,7 +31,7 @@ impl WebSessionStore for SqliteStore {
              o.name AS org_name, ",
             user_cols!(),
             " FROM web_sessions s JOIN orgs o ON o.id = s.org_id JOIN users u ON u.id = s.user_id \
-             JOIN tokens t ON t.id = s.token_id WHERE s.id_hash = ?"
+             LEFT JOIN tokens t ON t.id = s.token_id WHERE s.id_hash = ?"
         ))
         .bind(&id_hash[..])
         .fetch_optional(&self.reader)
