@@ -504,3 +504,72 @@ fn sign_in_with_sso_through_a_real_openid_connect_provider() {
         "{audit}"
     );
 }
+
+#[test]
+fn a_csv_task_shows_its_result_as_a_table_and_downloads_as_csv() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    if !require(
+        "PostgreSQL on 127.0.0.1:5432 (user postgres, database test)",
+        std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok(),
+    ) {
+        return;
+    }
+    let server = Server::start(&sb, 10);
+    let pg = r#"{"PG_HOST": "127.0.0.1", "PG_USER": "postgres", "PG_PASS": "trust-auth-ignores-it", "PG_DB": "test", "PGSSLMODE": "disable"}"#;
+    let _agent = Agent::start(
+        &sb,
+        "a",
+        &server.create_agent_token(),
+        None,
+        &[("PG_T", pg)],
+    );
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "pg",
+        "--type",
+        "postgres-csv",
+        "--secret_path",
+        "PG_T",
+        "--redact",
+        "none",
+    ]);
+    let id = server.submit(
+        "pg",
+        "select 1 as id, '<b>bold?</b>' as name union all select 2, 'a,\"b\"' order by id;",
+    );
+    assert_eq!(server.wait_final(id)["status"], "success");
+    let shots = screenshot_dir("csv");
+    let b = driver.browser(&profile(&sb, "admin"));
+    sign_in(&b, &server, ADMIN_TOKEN);
+    b.goto(&format!("{}/tasks/{id}", server.url()));
+    b.wait_find("table.result");
+    let rows = b.js(
+        "return Array.from(document.querySelectorAll('table.result tr')) \
+           .map(function (r) { return Array.from(r.cells).map(function (c) { return c.textContent; }); });",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([["id", "name"], ["1", "<b>bold?</b>"], ["2", "a,\"b\""]]),
+        "markup in a cell is text"
+    );
+    check_page(&b, &shots, "task-csv");
+    let (status, csv) = {
+        let v = b.js_async(&format!(
+            "var done = arguments[0]; fetch('/tasks/{id}/result.csv').then(function (r) {{ \
+             return r.text().then(function (t) {{ done([r.status, r.headers.get('content-type'), t]); }}); }});"
+        ));
+        (v[0].clone(), v.clone())
+    };
+    assert_eq!(status, Value::from(200));
+    assert_eq!(csv[1], "text/csv; charset=utf-8");
+    assert!(
+        csv[2]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("id,name\n1,<b>bold?</b>\n2,\"a,\"\"b\"\"\"\n"),
+        "{csv}"
+    );
+}

@@ -18,6 +18,7 @@
 
 mod admin;
 mod agents;
+mod csv_view;
 mod layout;
 mod reviews;
 mod session;
@@ -70,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/watch", get(tasks::watch))
         .route("/tasks/{id}/log", get(tasks::follow_log))
         .route("/tasks/{id}/log.txt", get(tasks::download_log))
+        .route("/tasks/{id}/result.csv", get(tasks::download_csv))
         .route("/tasks/{id}/kill", post(tasks::kill))
         .route("/tasks/{id}/approve", post(reviews::approve))
         .route("/tasks/{id}/reject", post(reviews::reject))

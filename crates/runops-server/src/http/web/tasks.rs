@@ -11,6 +11,7 @@ use runops_proto::api::{LogsQuery, Target, Task, TaskCreate};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::csv_view;
 use super::layout::{self, Nav, page};
 use super::session::{Empty, WebForm, WebUser, csrf_field};
 use super::{WebPath, WebQuery, WebResult, see_other};
@@ -276,6 +277,21 @@ pub async fn show(
         .read_log(id, start, usize::try_from(kept - start).unwrap_or(0))
         .await?;
     let tail = String::from_utf8_lossy(&tail);
+    let csv = csv_view::is_csv_type(&t.kind) && t.status == TaskStatus::Success;
+    let table = if csv && kept > 0 && kept <= csv_view::TABLE_MAX_BYTES {
+        let all = st
+            .store
+            .read_log(id, 0, usize::try_from(kept).unwrap_or(0))
+            .await?;
+        let text = String::from_utf8_lossy(&all);
+        csv_view::parse(
+            &text,
+            csv_view::separator(&text),
+            csv_view::TABLE_MAX_ROWS + 1,
+        )
+    } else {
+        None
+    };
     let running = !t.status.is_final();
     let creator = t.user.eq_ignore_ascii_case(user.email());
     let review = t.review.as_ref();
@@ -340,6 +356,31 @@ pub async fn show(
                 section aria-labelledby="script-h" {
                     h2 id="script-h" { "Script" }
                     (script_markup(&t.script))
+                }
+                @if csv {
+                    section aria-labelledby="result-h" {
+                        div class="heading" {
+                            h2 id="result-h" { "Result" }
+                            a href={ "/tasks/" (id) "/result.csv" } download { "Download CSV" }
+                        }
+                        @if let Some((head, body)) = table.as_ref().and_then(|r| r.split_first()) {
+                            div class="scroll" tabindex="0" {
+                                table class="result" {
+                                    thead { tr { @for h in head { th scope="col" { (h) } } } }
+                                    tbody {
+                                        @for row in body.iter().take(csv_view::TABLE_MAX_ROWS) {
+                                            tr { @for c in row { td { (c) } } }
+                                        }
+                                    }
+                                }
+                            }
+                            @if body.len() > csv_view::TABLE_MAX_ROWS {
+                                p class="small" { "The first " (csv_view::TABLE_MAX_ROWS) " rows; the download has them all." }
+                            }
+                        } @else {
+                            p class="small" { "Too large (or not CSV) to show as a table; download it." }
+                        }
+                    }
                 }
                 section aria-labelledby="log-h" {
                     div class="heading" {
@@ -452,6 +493,31 @@ pub async fn download_log(
     .await?;
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"task-{id}.log\"")) {
         res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+/// `GET /tasks/{id}/result.csv`: the log of a `-csv` task as a CSV file.
+pub async fn download_csv(
+    State(st): State<AppState>,
+    user: WebUser,
+    WebPath(raw): WebPath<String>,
+) -> WebResult<Response> {
+    let id = task_id(&raw)?;
+    let mut res = crate::http::tasks::logs(
+        State(st),
+        user.auth(),
+        ApiPath(raw),
+        ApiQuery(LogsQuery::default()),
+    )
+    .await?;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"task-{id}.csv\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(res)
 }
