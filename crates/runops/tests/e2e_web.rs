@@ -204,6 +204,28 @@ fn a_second_user_approves_in_their_browser_while_the_creators_page_updates_by_it
     let reviewer = driver.browser(&profile(&sb, "bob"));
     sign_in(&reviewer, &server, &bob);
     reviewer.goto(&format!("{}/reviews", server.url()));
+    // Bob's open inbox shows a task created meanwhile, without a reload.
+    mark_page(&reviewer);
+    let later = server.cli_ok_as(
+        &carol,
+        &[
+            "tasks",
+            "create",
+            "-t",
+            "prod",
+            "-s",
+            "echo later-one",
+            "--no-wait",
+        ],
+    );
+    reviewer.wait_until("the inbox to show the later task", || {
+        reviewer
+            .text_of("#review-rows")
+            .filter(|t| t.contains("echo later-one"))
+            .map(|_| ())
+    });
+    assert!(page_is_marked(&reviewer), "the inbox was reloaded");
+    assert!(!later.trim().is_empty());
     let inbox = reviewer.wait_until("the task in bob's inbox", || {
         reviewer
             .text_of("#review-rows")

@@ -77,6 +77,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/reject", post(reviews::reject))
         .route("/tasks/{id}/run", post(reviews::run))
         .route("/reviews", get(reviews::inbox))
+        .route("/reviews/rows", get(reviews::rows))
         .route("/targets", get(targets::list))
         .route("/targets/new", get(targets::new_form).post(targets::create))
         .route("/targets/{name}", get(targets::show))

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
-use runops_proto::api::{ReviewsQuery, TaskApprove, TaskReject, TaskRun};
+use runops_proto::api::{ReviewsQuery, Task, TaskApprove, TaskReject, TaskRun};
 use serde::Deserialize;
 
 use super::layout::{self, Nav, page};
@@ -19,21 +19,54 @@ pub struct InboxQuery {
     all: Option<String>,
 }
 
-/// `GET /reviews`.
-pub async fn inbox(
-    State(st): State<AppState>,
-    user: WebUser,
-    WebQuery(q): WebQuery<InboxQuery>,
-) -> WebResult<Markup> {
-    let all = q.all.as_deref().is_some_and(|v| !v.is_empty());
+/// The tasks waiting for review that the inbox shows (every one with `all`).
+async fn waiting(st: &AppState, user: &WebUser, all: bool) -> WebResult<Vec<Task>> {
     let axum::Json(tasks) = crate::http::reviews::inbox(
-        State(st),
+        State(st.clone()),
         user.auth(),
         ApiQuery(ReviewsQuery {
             all: all.then_some(true),
         }),
     )
     .await?;
+    Ok(tasks)
+}
+
+fn rows_markup(tasks: &[Task]) -> Markup {
+    html! {
+        @for t in tasks {
+            tr {
+                td { a href={ "/tasks/" (t.id) } { (t.id) } }
+                td { (t.target) }
+                td { (t.user) }
+                td { (layout::time(t.created_at)) }
+                td { @if let Some(r) = &t.review { (r.progress()) } }
+                td class="mono" { (layout::first_line(&t.script, 80)) }
+            }
+        }
+        @if tasks.is_empty() {
+            tr { td colspan="6" class="empty" { "Nothing to review." } }
+        }
+    }
+}
+
+fn wants_all(q: &InboxQuery) -> bool {
+    q.all.as_deref().is_some_and(|v| !v.is_empty())
+}
+
+/// `GET /reviews`: the inbox; its rows refresh while the page is open.
+pub async fn inbox(
+    State(st): State<AppState>,
+    user: WebUser,
+    WebQuery(q): WebQuery<InboxQuery>,
+) -> WebResult<Markup> {
+    let all = wants_all(&q);
+    let tasks = waiting(&st, &user, all).await?;
+    let refresh = if all {
+        "/reviews/rows?all=1"
+    } else {
+        "/reviews/rows"
+    };
     Ok(page(
         "Reviews",
         &user,
@@ -51,25 +84,20 @@ pub async fn inbox(
                         th scope="col" { "ID" } th scope="col" { "Target" } th scope="col" { "User" }
                         th scope="col" { "Created" } th scope="col" { "Approvals" } th scope="col" { "Script" }
                     } }
-                    tbody id="review-rows" {
-                        @for t in &tasks {
-                            tr {
-                                td { a href={ "/tasks/" (t.id) } { (t.id) } }
-                                td { (t.target) }
-                                td { (t.user) }
-                                td { (layout::time(t.created_at)) }
-                                td { @if let Some(r) = &t.review { (r.progress()) } }
-                                td class="mono" { (layout::first_line(&t.script, 80)) }
-                            }
-                        }
-                        @if tasks.is_empty() {
-                            tr { td colspan="6" class="empty" { "Nothing to review." } }
-                        }
-                    }
+                    tbody id="review-rows" data-refresh=(refresh) { (rows_markup(&tasks)) }
                 }
             }
         },
     ))
+}
+
+/// `GET /reviews/rows`: the inbox's rows (the page's script refreshes them).
+pub async fn rows(
+    State(st): State<AppState>,
+    user: WebUser,
+    WebQuery(q): WebQuery<InboxQuery>,
+) -> WebResult<Markup> {
+    Ok(rows_markup(&waiting(&st, &user, wants_all(&q)).await?))
 }
 
 /// The review forms of a pending task's page (not shown to its creator, whom the API
