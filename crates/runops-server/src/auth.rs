@@ -66,7 +66,15 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthToken, ApiError> {
-    let token = bearer(parts)?;
+    check_token(state, bearer(parts)?).await
+}
+
+/// The stored token `token` resolves to, refused when unknown or revoked (any kind; the
+/// caller checks the kind). Shared by bearer authentication and the web app's sign-in.
+pub async fn check_token(state: &AppState, token: &str) -> Result<AuthToken, ApiError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::unauthorized("invalid API token"));
+    }
     let hash = hash_token(token);
     let found = state.store.find_token(&hash).await?;
     let Some(found) = found else {
@@ -104,6 +112,8 @@ pub enum Credential {
     ApiToken { id: i64 },
     /// An identity-provider JWT (kept for the tasks this request creates; never stored).
     IdentityToken(String),
+    /// A web app session opened through the identity provider (SSO): no token is held.
+    Sso,
 }
 
 /// A user caller: an API token or an identity-provider token.
@@ -137,7 +147,7 @@ impl UserAuth {
     pub fn token_id(&self) -> Option<i64> {
         match self.via {
             Credential::ApiToken { id } => Some(id),
-            Credential::IdentityToken(_) => None,
+            Credential::IdentityToken(_) | Credential::Sso => None,
         }
     }
 }

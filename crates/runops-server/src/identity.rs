@@ -103,10 +103,25 @@ pub struct AuthArgs {
     /// With --auth-jwk-url: the organisation its users belong to (default: the first one)
     #[arg(long, env = "RUNOPS_AUTH_ORG")]
     pub auth_org: Option<String>,
+    /// With --auth-jwk-url: the OpenID Connect issuer whose discovery document the web app's "Sign in with SSO" uses (authorization code + PKCE)
+    #[arg(long, env = "RUNOPS_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// With --oidc-issuer: the web app's client id at the identity provider (a public client; its ID tokens must pass --auth-audience)
+    #[arg(long, env = "RUNOPS_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+}
+
+/// The web app's OpenID Connect client (`--oidc-issuer`, `--oidc-client-id`).
+#[derive(Debug, Clone)]
+pub struct OidcClient {
+    pub issuer: String,
+    pub client_id: String,
 }
 
 /// The configured identity provider.
 pub struct IdentityProvider {
+    /// "Sign in with SSO" in the web app, when configured.
+    pub oidc: Option<OidcClient>,
     verifier: JwksVerifier,
     email_claim: String,
     groups_claim: String,
@@ -129,7 +144,20 @@ impl IdentityProvider {
         store: &dyn crate::store::Store,
         default_org_id: Option<i64>,
     ) -> anyhow::Result<Option<IdentityProvider>> {
+        let oidc = match (clean(&args.oidc_issuer), clean(&args.oidc_client_id)) {
+            (Some(issuer), Some(client_id)) => Some(OidcClient {
+                issuer: issuer.trim_end_matches('/').to_string(),
+                client_id,
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--oidc-issuer and --oidc-client-id go together"),
+        };
         let Some(jwks_url) = clean(&args.auth_jwk_url) else {
+            if oidc.is_some() {
+                anyhow::bail!(
+                    "--oidc-issuer needs --auth-jwk-url (the identity provider's JWKS URL, which checks its ID tokens)"
+                );
+            }
             if clean(&args.auth_issuer).is_some() || clean(&args.auth_audience).is_some() {
                 anyhow::bail!(
                     "--auth-issuer / --auth-audience need --auth-jwk-url (the identity provider's JWKS URL)"
@@ -152,6 +180,7 @@ impl IdentityProvider {
             })?,
         };
         Ok(Some(IdentityProvider {
+            oidc,
             verifier,
             email_claim: clean(&args.auth_email_claim)
                 .unwrap_or_else(|| DEFAULT_EMAIL_CLAIM.to_string()),
@@ -470,7 +499,7 @@ pub async fn attach_tokens(
 pub fn creator_token(auth: &UserAuth) -> Option<&str> {
     match &auth.via {
         Credential::IdentityToken(t) => Some(t),
-        Credential::ApiToken { .. } => None,
+        Credential::ApiToken { .. } | Credential::Sso => None,
     }
 }
 

@@ -128,6 +128,7 @@ pub async fn run(args: UpArgs, context: Option<String>) -> anyhow::Result<()> {
     println!("runops is up at {url}");
     println!("  data:   {}", data_dir.display());
     println!("  token:  {admin_token}");
+    println!("  web:    {url}/ (sign in with the token above)");
     println!(
         "  CLI:    context `{context}` is current ({}); others are kept: runops config get-contexts",
         config.display()

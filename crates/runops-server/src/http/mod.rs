@@ -2,13 +2,15 @@
 //! Each file below holds the handlers of one part of the API:
 //! [`targets`], [`tasks`] (with log reading), [`reviews`] (approve, reject, run, the
 //! inbox), [`org`] (me, users, tokens, agents, audit), [`webhooks`]
-//! and [`agent`] (the agent protocol).
+//! and [`agent`] (the agent protocol). [`web`] is the browser app at `/`, built on
+//! those same handlers.
 
 pub mod agent;
 pub mod org;
 pub mod reviews;
 pub mod targets;
 pub mod tasks;
+pub mod web;
 pub mod webhooks;
 
 use axum::Router;
@@ -110,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/agent/tasks/{id}/finish", post(agent::finish))
         .route("/v1/agent/disconnect", post(agent::disconnect))
+        .merge(web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))

@@ -49,6 +49,14 @@ pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<Me> {
                     .and_then(chrono::DateTime::from_timestamp_millis),
             },
         ),
+        Credential::Sso => (
+            json!({"via": "web-sso"}),
+            MeToken {
+                kind: "web-sso".into(),
+                id: None,
+                expires_at: None,
+            },
+        ),
     };
     audit::by_user(&st, &auth, "login", "user", &auth.user.email, via).await;
     Json(Me {

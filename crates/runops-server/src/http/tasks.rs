@@ -215,20 +215,20 @@ pub async fn proof(
 /// [`TaskListQuery`] as sent: the status stays text here so that a mistyped one gets
 /// a suggestion instead of serde's generic "unknown variant". (Not `flatten`ed: query
 /// strings then lose their numbers.)
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 pub struct RawTaskListQuery {
     #[serde(default)]
-    status: Option<String>,
+    pub status: Option<String>,
     #[serde(default)]
-    target: Option<String>,
+    pub target: Option<String>,
     #[serde(default)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     #[serde(default)]
-    before: Option<i64>,
+    pub before: Option<i64>,
     #[serde(default)]
-    user: Option<String>,
+    pub user: Option<String>,
     #[serde(default)]
-    since: Option<chrono::DateTime<chrono::Utc>>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn list(

@@ -11,6 +11,7 @@
 
 pub mod reviews;
 pub mod sqlite;
+pub mod web_sessions;
 pub mod webhooks;
 
 use crate::lifecycle::Effect;
@@ -313,6 +314,11 @@ pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (graceful shutdown).
     async fn close(&self);
+    /// The web app's browser sessions, when this store keeps them (`None`: the web
+    /// app cannot sign anyone in and says so).
+    fn web_sessions(&self) -> Option<&dyn web_sessions::WebSessionStore> {
+        None
+    }
 
     // --- orgs, users, tokens -------------------------------------------------------
     /// True when no organisation exists yet (first start).

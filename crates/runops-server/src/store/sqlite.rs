@@ -6,6 +6,7 @@
 
 mod webhooks;
 
+use super::web_sessions as web_sessions_trait;
 use super::*;
 use crate::lifecycle::{self, Event, LogLimit, LogRoom, Refusal, TaskState, Write};
 use chrono::{DateTime, Utc};
@@ -273,6 +274,10 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    fn web_sessions(&self) -> Option<&dyn web_sessions_trait::WebSessionStore> {
+        Some(self)
     }
 
     async fn is_empty(&self) -> StoreResult<bool> {
@@ -1926,6 +1931,9 @@ async fn release_session_tasks(
 // helpers above).
 #[path = "sqlite_reviews.rs"]
 mod reviews;
+
+// Browser sessions of the web app (after the macros above, which it uses).
+mod web_sessions;
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ pub mod reviews;
 pub mod sessions;
 pub mod targets;
 pub mod tasks;
+pub mod web_sessions;
 pub mod webhooks;
 
 use chrono::{DateTime, Utc};
@@ -138,6 +139,7 @@ macro_rules! store_conformance {
             webhooks::failed_attempts_back_off_then_are_given_up,
             webhooks::purge_deletes_deliveries_that_ended_before_the_cutoff,
             webhooks::concurrent_claims_take_each_delivery_once,
+            web_sessions::web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_revocation,
         );
         $crate::conformance::store_conformance!(@with_maker $make;
             logs::org_log_quota_stops_keeping_logs_of_that_org_only,

@@ -1,0 +1,124 @@
+// Runops web app: the live parts of the server-rendered pages. Loaded from this origin
+// only (the Content-Security-Policy allows no inline script). Text from the server is
+// inserted with textContent, never parsed as HTML — except the task rows, which are
+// HTML the server rendered and escaped.
+(function () {
+  "use strict";
+
+  // The live log keeps only its tail in the page, so a huge log never slows the tab;
+  // the full log is the download link.
+  var LOG_KEEP_CHARS = 256 * 1024;
+  // How often an open task list asks for its rows again.
+  var LIST_REFRESH_MS = 3000;
+  // After a failed request, wait this long before trying again.
+  var RETRY_MS = 3000;
+
+  function sleep(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+
+  function trimTail(pre) {
+    var text = pre.textContent;
+    if (text.length > 2 * LOG_KEEP_CHARS) {
+      pre.textContent = text.slice(text.length - LOG_KEEP_CHARS);
+    }
+  }
+
+  // Streams /tasks/ID/log?offset=N and appends what arrives, until the task ends.
+  async function followLog(pre) {
+    var base = pre.dataset.follow;
+    var offset = Number(new URL(base, location.href).searchParams.get("offset") || 0);
+    var path = new URL(base, location.href).pathname;
+    for (;;) {
+      try {
+        var res = await fetch(path + "?offset=" + offset, { credentials: "same-origin" });
+        if (!res.ok || res.redirected || !res.body) { await sleep(RETRY_MS); continue; }
+        var reader = res.body.getReader();
+        var decoder = new TextDecoder();
+        for (;;) {
+          var part = await reader.read();
+          if (part.done) { break; }
+          offset += part.value.byteLength;
+          var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          pre.append(decoder.decode(part.value, { stream: true }));
+          trimTail(pre);
+          if (atBottom) { pre.scrollTop = pre.scrollHeight; }
+        }
+        pre.dataset.ended = "true";
+        return;
+      } catch (e) {
+        await sleep(RETRY_MS);
+      }
+    }
+  }
+
+  // Long-polls /tasks/ID/watch?status=S and reloads the page when the status changes.
+  async function watchStatus(el) {
+    var url = el.dataset.watch;
+    var was = new URL(url, location.href).searchParams.get("status");
+    for (;;) {
+      try {
+        var res = await fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } });
+        if (!res.ok || res.redirected) { await sleep(RETRY_MS); continue; }
+        var body = await res.json();
+        if (body.status !== was) { location.reload(); return; }
+      } catch (e) {
+        await sleep(RETRY_MS);
+      }
+    }
+  }
+
+  // Refreshes the rows of a list while the page is visible.
+  function refreshRows(tbody) {
+    var last = null;
+    setInterval(async function () {
+      if (document.hidden) { return; }
+      try {
+        var res = await fetch(tbody.dataset.refresh, { credentials: "same-origin" });
+        if (!res.ok || res.redirected) { return; }
+        var html = await res.text();
+        if (html !== last) { last = html; tbody.innerHTML = html; }
+      } catch (e) { /* the next tick tries again */ }
+    }, LIST_REFRESH_MS);
+  }
+
+  // Tab inserts a tab in the script editor; Escape then Tab leaves the field (so the
+  // keyboard is never trapped).
+  function tabsIn(area) {
+    var escaped = false;
+    area.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape") { escaped = true; return; }
+      if (ev.key !== "Tab" || ev.shiftKey || ev.ctrlKey || ev.altKey || ev.metaKey || escaped) {
+        escaped = false;
+        return;
+      }
+      ev.preventDefault();
+      area.setRangeText("\t", area.selectionStart, area.selectionEnd, "end");
+    });
+  }
+
+  function copyButton(btn) {
+    btn.addEventListener("click", async function () {
+      try {
+        await navigator.clipboard.writeText(btn.dataset.copy);
+        btn.textContent = "Copied";
+      } catch (e) {
+        btn.textContent = "Select the text and copy it";
+      }
+    });
+  }
+
+  function start() {
+    document.querySelectorAll("pre[data-follow]").forEach(followLog);
+    document.querySelectorAll("[data-watch]").forEach(watchStatus);
+    document.querySelectorAll("tbody[data-refresh]").forEach(refreshRows);
+    document.querySelectorAll("textarea[data-tabs]").forEach(tabsIn);
+    document.querySelectorAll("button[data-copy]").forEach(copyButton);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

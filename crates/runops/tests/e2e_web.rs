@@ -1,0 +1,597 @@
+//! End-to-end: the web app in a real browser. Debian's `chromium`, headless, driven
+//! through `chromedriver` (WebDriver), against the real `runops server` binary and a
+//! real agent. Screenshots of each page at 1280 px and 375 px go to this test's temp
+//! dir (`target/tmp/e2e_web/...`, printed), never into the repository.
+//!
+//! Needs `apt-get install chromium chromium-driver`; under CI a missing browser fails
+//! these tests (see `common::guard`).
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use webdriver::{Browser, Driver};
+
+/// Chromium and chromedriver, or `None` (skipped outside CI, failed under CI).
+fn driver(sb: &Sandbox) -> Option<Driver> {
+    if !require(
+        "chromium and chromedriver (apt-get install chromium chromium-driver)",
+        webdriver::available(),
+    ) {
+        return None;
+    }
+    Some(Driver::start(&sb.path("chromedriver.log")))
+}
+
+/// axe-core's `axe.min.js` (npm `axe-core`), named by `RUNOPS_TEST_AXE`.
+fn axe_source() -> Option<String> {
+    let path = std::env::var("RUNOPS_TEST_AXE").ok()?;
+    std::fs::read_to_string(path).ok()
+}
+
+/// Screenshots of the page at both widths, and axe-core's check of it: no serious or
+/// critical accessibility violation.
+fn check_page(b: &Browser, shots: &std::path::Path, name: &str) {
+    b.screenshots(shots, name);
+    let axe = axe_source();
+    if require(
+        "axe-core (npm install axe-core; RUNOPS_TEST_AXE=.../axe.min.js)",
+        axe.is_some(),
+    ) {
+        let found = b.axe_violations(&axe.unwrap_or_default());
+        assert!(
+            found.is_empty(),
+            "accessibility of {name}:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
+fn screenshot_dir(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e_web")
+        .join(test)
+}
+
+fn profile(sb: &Sandbox, name: &str) -> PathBuf {
+    let p = sb.path(&format!("chromium-{name}"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn sign_in(b: &Browser, server: &Server, token: &str) {
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.fill("#token", token);
+    b.click_on("form[action='/sign-in'] button[type=submit]");
+    b.wait_until("the tasks page after signing in", || {
+        b.url().ends_with("/tasks").then_some(())
+    });
+}
+
+/// The status badge of the task page shown now.
+fn shown_status(b: &Browser) -> String {
+    b.text_of("h1 .status").unwrap_or_default()
+}
+
+/// Sets a marker in the page's JavaScript state: gone after any reload or navigation.
+fn mark_page(b: &Browser) {
+    b.js("window.__runopsTestMarker = 'same page'; return null;");
+}
+
+fn page_is_marked(b: &Browser) -> bool {
+    b.js("return window.__runopsTestMarker || null;") == "same page"
+}
+
+#[test]
+fn sign_in_create_a_task_watch_its_log_arrive_live_and_kill_it() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    let _agent = Agent::start(&sb, "a", &server.create_agent_token(), None, &[]);
+    server.cli_ok(&["targets", "create", "--name", "demo", "--type", "bash"]);
+    let shots = screenshot_dir("live_log_and_kill");
+    let b = driver.browser(&profile(&sb, "admin"));
+
+    // A wrong token is refused with the API's message; the right one signs in.
+    b.goto(&format!("{}/sign-in", server.url()));
+    check_page(&b, &shots, "sign-in");
+    b.fill("#token", "rou_not-a-real-token");
+    b.click_on("form[action='/sign-in'] button[type=submit]");
+    let refused = b.wait_until("the refusal", || b.text_of(".error"));
+    assert!(refused.contains("invalid API token"), "{refused}");
+    sign_in(&b, &server, ADMIN_TOKEN);
+
+    // New task: it prints a line, waits for a file, prints another, then waits forever.
+    let go = sb.path("go");
+    let script = format!(
+        "echo first-line\nwhile [ ! -e '{g}' ]; do sleep 0.1; done\necho second-line\nwhile true; do sleep 0.1; done",
+        g = go.display()
+    );
+    b.goto(&format!("{}/tasks/new", server.url()));
+    check_page(&b, &shots, "new-task");
+    b.fill("#script", &script);
+    b.click_on("form[action='/tasks/new'] button[type=submit]");
+    b.wait_until("the task page", || {
+        b.url().contains("/tasks/").then_some(())
+    });
+    b.wait_until("the first line in the live log", || {
+        b.text_of("#log")
+            .filter(|t| t.contains("first-line"))
+            .map(|_| ())
+    });
+    assert_eq!(shown_status(&b), "running");
+    // From now on the page is not reloaded: what arrives, arrives live.
+    mark_page(&b);
+    std::fs::write(&go, "").unwrap();
+    b.wait_until("the second line to arrive in the open page", || {
+        b.text_of("#log")
+            .filter(|t| t.contains("second-line"))
+            .map(|_| ())
+    });
+    assert!(page_is_marked(&b), "the page was reloaded to show the log");
+    let script_shown = b.text_of("pre.script").unwrap_or_default();
+    assert!(script_shown.contains("echo second-line"), "{script_shown}");
+    check_page(&b, &shots, "task-running");
+
+    // Kill: the task ends `failure`, and the page says so.
+    b.click_on("form[action$='/kill'] button");
+    b.wait_until("the task to end after the kill", || {
+        (shown_status(&b) == "failure").then_some(())
+    });
+    let reason = b.text_of("#failure-reason").unwrap_or_default();
+    assert_eq!(reason, "cancelled");
+    let url = b.url();
+    let id: i64 = url.rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(server.task(id)["status"], "failure");
+    check_page(&b, &shots, "task-killed");
+
+    // The list shows it with its first line; the new row came without a reload.
+    b.goto(&format!("{}/tasks", server.url()));
+    let rows = b.wait_until("the task in the list", || {
+        b.text_of("#task-rows")
+            .filter(|t| t.contains("echo first-line"))
+    });
+    assert!(rows.contains("failure"), "{rows}");
+    mark_page(&b);
+    let next = server.submit("demo", "echo from-the-cli");
+    b.wait_until("the list to show a task created elsewhere", || {
+        b.text_of("#task-rows")
+            .filter(|t| t.contains("echo from-the-cli"))
+            .map(|_| ())
+    });
+    assert!(
+        page_is_marked(&b),
+        "the list was reloaded instead of updated"
+    );
+    server.wait_final(next);
+    check_page(&b, &shots, "tasks");
+
+    // Sign out ends the session on the server: the old cookie no longer works.
+    b.click_on("form[action='/sign-out'] button");
+    b.wait_until("the sign-in page", || {
+        b.url().ends_with("/sign-in").then_some(())
+    });
+    b.goto(&format!("{}/tasks", server.url()));
+    assert!(b.url().ends_with("/sign-in"), "{}", b.url());
+}
+
+#[test]
+fn a_second_user_approves_in_their_browser_while_the_creators_page_updates_by_itself() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    let _agent = Agent::start(&sb, "a", &server.create_agent_token(), None, &[]);
+    server.cli_ok(&[
+        "targets", "create", "--name", "prod", "--type", "bash", "--review", "anyone",
+    ]);
+    let carol = server.create_user("carol", "");
+    let bob = server.create_user("bob", "");
+    let shots = screenshot_dir("review");
+
+    let creator = driver.browser(&profile(&sb, "carol"));
+    sign_in(&creator, &server, &carol);
+    creator.goto(&format!("{}/tasks/new", server.url()));
+    creator.fill("#script", "echo approved-and-ran");
+    creator.click_on("form[action='/tasks/new'] button[type=submit]");
+    creator.wait_until("the task to wait for review", || {
+        (shown_status(&creator) == "pending-review").then_some(())
+    });
+    let task_url = creator.url();
+
+    let reviewer = driver.browser(&profile(&sb, "bob"));
+    sign_in(&reviewer, &server, &bob);
+    reviewer.goto(&format!("{}/reviews", server.url()));
+    // Bob's open inbox shows a task created meanwhile, without a reload.
+    mark_page(&reviewer);
+    let later = server.cli_ok_as(
+        &carol,
+        &[
+            "tasks",
+            "create",
+            "-t",
+            "prod",
+            "-s",
+            "echo later-one",
+            "--no-wait",
+        ],
+    );
+    reviewer.wait_until("the inbox to show the later task", || {
+        reviewer
+            .text_of("#review-rows")
+            .filter(|t| t.contains("echo later-one"))
+            .map(|_| ())
+    });
+    assert!(page_is_marked(&reviewer), "the inbox was reloaded");
+    assert!(!later.trim().is_empty());
+    let inbox = reviewer.wait_until("the task in bob's inbox", || {
+        reviewer
+            .text_of("#review-rows")
+            .filter(|t| t.contains("echo approved-and-ran"))
+    });
+    assert!(inbox.contains("carol@example.com"), "{inbox}");
+    check_page(&reviewer, &shots, "reviews");
+    reviewer.goto(&task_url);
+    check_page(&reviewer, &shots, "task-review");
+    reviewer.fill("#approve-comment", "looks fine");
+    reviewer.click_on("form[action$='/approve'] button");
+
+    // Carol's open page follows without anyone touching it: approved, with a Run button.
+    creator.wait_until("carol's page to show the approval", || {
+        (shown_status(&creator) == "approved").then_some(())
+    });
+    let timeline = creator.text_of("ol.timeline").unwrap_or_default();
+    assert!(
+        timeline.contains("approved by bob@example.com: looks fine"),
+        "{timeline}"
+    );
+    creator.click_on("form[action$='/run'] button");
+    creator.wait_until("the approved task to run and end", || {
+        (shown_status(&creator) == "success").then_some(())
+    });
+    let log = creator.text_of("#log").unwrap_or_default();
+    assert!(log.contains("approved-and-ran"), "{log}");
+}
+
+#[test]
+fn agent_tokens_xss_payloads_render_as_text_and_forms_without_the_csrf_token_are_refused() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    server.cli_ok(&["targets", "create", "--name", "demo", "--type", "bash"]);
+    let shots = screenshot_dir("tokens_xss_csrf");
+    let b = driver.browser(&profile(&sb, "admin"));
+    sign_in(&b, &server, ADMIN_TOKEN);
+
+    // An agent token, shown once with the docs' snippets filled in; it starts an agent.
+    b.goto(&format!("{}/agents", server.url()));
+    b.fill("#token-name", "web-made");
+    b.click_on("form[action='/agents'] button[type=submit]");
+    let docker = b.wait_until("the docker snippet", || {
+        b.text_of("pre[data-snippet='Docker']")
+    });
+    let token = b
+        .js("return document.getElementById('new-agent-token').value;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.starts_with("roa_"), "{token}");
+    assert!(
+        docker.contains(&token) && docker.contains("docker run --env TOKEN"),
+        "{docker}"
+    );
+    let copy = b
+        .js("return document.querySelector('button.copy').dataset.copy;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(copy.contains("docker run"), "{copy}");
+    check_page(&b, &shots, "agents");
+    let _agent = Agent::start(&sb, "web", &token, None, &[]);
+    b.wait_until("the agent online", || {
+        b.goto(&format!("{}/agents", server.url()));
+        let page = b.text_of("main")?;
+        (!page.contains("No agent is connected.")).then_some(())
+    });
+
+    // A script and a log carrying markup show as text: nothing runs.
+    let payload = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
+    let id = server.submit("demo", &format!("echo '{payload}'"));
+    server.wait_final(id);
+    b.goto(&format!("{}/tasks/{id}", server.url()));
+    let log = b.wait_until("the log", || {
+        b.text_of("#log").filter(|t| t.contains("window.__xss"))
+    });
+    assert!(log.contains(payload), "{log}");
+    let script = b.text_of("pre.script").unwrap_or_default();
+    assert!(script.contains(payload), "{script}");
+    assert_eq!(
+        b.js("return window.__xss === undefined;"),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('main img, main script').length;"),
+        Value::from(0)
+    );
+    check_page(&b, &shots, "task-xss");
+    b.goto(&format!("{}/tasks", server.url()));
+    b.wait_until("the list", || b.find("#task-rows"));
+    assert_eq!(
+        b.js("return window.__xss === undefined;"),
+        Value::Bool(true)
+    );
+
+    // A post from this very origin with the session cookie, but without the form's CSRF
+    // token (or with a wrong one), is refused and changes nothing.
+    let running = server.submit("demo", "sleep 600");
+    server.wait_status(running, "running");
+    for body in ["", "csrf=wrong"] {
+        let status = b.js_async(&format!(
+            "var done = arguments[0]; fetch('/tasks/{running}/kill', {{method: 'POST', \
+             headers: {{'content-type': 'application/x-www-form-urlencoded'}}, body: '{body}', \
+             credentials: 'same-origin'}}).then(function (r) {{ done(r.status); }});"
+        ));
+        assert_eq!(
+            status,
+            Value::from(403),
+            "kill without a valid CSRF token ({body:?})"
+        );
+    }
+    assert_eq!(server.task(running)["status"], "running");
+    // With the page's token it is accepted (the same form the Kill button posts).
+    let status = b.js_async(&format!(
+        "var done = arguments[0]; var csrf = document.querySelector(\"input[name=csrf]\").value; \
+         fetch('/tasks/{running}/kill', {{method: 'POST', headers: {{'content-type': \
+         'application/x-www-form-urlencoded'}}, body: 'csrf=' + encodeURIComponent(csrf), \
+         credentials: 'same-origin', redirect: 'manual'}}).then(function (r) {{ done(r.type === 'opaqueredirect' ? 303 : r.status); }});"
+    ));
+    assert_eq!(status, Value::from(303));
+    server.wait_final(running);
+
+    // Targets: the form's refusal is the API's own message; a valid one is created and
+    // edited.
+    let cli = server.cli(&["targets", "create", "--name", "bad name!", "--type", "bash"]);
+    assert!(!cli.status.success());
+    let api_message = stderr(&cli)
+        .lines()
+        .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
+        .expect("an error line");
+    b.goto(&format!("{}/targets/new", server.url()));
+    b.fill("#name", "bad name!");
+    b.fill("#type", "bash");
+    b.click_on("form[action='/targets/new'] button[type=submit]");
+    let shown = b.wait_until("the refusal", || b.text_of(".error"));
+    assert!(
+        shown.contains(&api_message),
+        "web: {shown}\napi: {api_message}"
+    );
+    b.goto(&format!("{}/targets/new", server.url()));
+    b.fill("#name", "from-the-web");
+    b.fill("#type", "bash");
+    b.js("document.getElementById('review').value = 'anyone'; return null;");
+    b.click_on("form[action='/targets/new'] button[type=submit]");
+    b.wait_until("the new target's page", || {
+        b.url().ends_with("/targets/from-the-web").then_some(())
+    });
+    b.click_on("a[href='/targets/from-the-web/edit']");
+    b.fill("#description", "made in a browser");
+    b.click_on("form[action='/targets/from-the-web/edit'] button[type=submit]");
+    let facts = b.wait_until("the edited target", || {
+        b.text_of("dl.facts")
+            .filter(|t| t.contains("made in a browser"))
+    });
+    assert!(facts.contains("anyone"), "{facts}");
+    let t: Value =
+        serde_json::from_str(&server.cli_ok(&["targets", "show", "from-the-web", "--json"]))
+            .expect("targets show --json");
+    assert_eq!(t["description"], "made in a browser");
+    assert_eq!(t["review"], "anyone");
+    check_page(&b, &shots, "target");
+    b.goto(&format!("{}/targets/from-the-web/edit", server.url()));
+    check_page(&b, &shots, "target-edit");
+
+    // The organisation's pages.
+    for (path, name) in [
+        ("/targets", "targets"),
+        ("/users", "users"),
+        ("/tokens", "tokens"),
+        ("/audit", "audit"),
+        ("/reviews", "reviews"),
+    ] {
+        b.goto(&format!("{}{path}", server.url()));
+        b.wait_find("main h1");
+        check_page(&b, &shots, name);
+    }
+    let audit = {
+        b.goto(&format!("{}/audit?action=target.update", server.url()));
+        b.text_of("main table").unwrap_or_default()
+    };
+    assert!(audit.contains("from-the-web"), "{audit}");
+
+    // Every page answers with a strict CSP and no framing.
+    let headers = raw_headers(server.port, "/sign-in");
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{headers}"
+    );
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
+    assert!(headers.contains("x-frame-options: DENY"), "{headers}");
+}
+
+/// The response headers of a GET, lower-cased names.
+fn raw_headers(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let head = buf.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}:{}", k.to_ascii_lowercase(), v),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// oidc-provider's entry point (npm `oidc-provider`), named by `RUNOPS_TEST_OIDC_PROVIDER`.
+fn oidc_provider_module() -> Option<String> {
+    let path = std::env::var("RUNOPS_TEST_OIDC_PROVIDER").ok()?;
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+/// A running `oidc-provider`; stopped (by its PID) when dropped.
+struct OidcProvider(std::process::Child);
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sign_in_with_sso_through_a_real_openid_connect_provider() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let module = oidc_provider_module();
+    if !require(
+        "node and oidc-provider (npm install oidc-provider@8; RUNOPS_TEST_OIDC_PROVIDER=.../lib/index.js)",
+        module.is_some(),
+    ) {
+        return;
+    }
+    let idp_port = free_port();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let server = Server::start_with(&sb, 10, |c| {
+        c.args(["--auth-jwk-url", &format!("{issuer}/jwks")])
+            .args(["--auth-issuer", &issuer])
+            .args(["--auth-audience", "runops-web"])
+            .args(["--oidc-issuer", &issuer])
+            .args(["--oidc-client-id", "runops-web"]);
+    });
+    let log = std::fs::File::create(sb.path("oidc-provider.log")).unwrap();
+    let _idp = OidcProvider(
+        std::process::Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/web/oidc-provider.mjs"
+            ))
+            .env("OIDC_PROVIDER_MODULE", module.unwrap_or_default())
+            .env("PORT", idp_port.to_string())
+            .env("CLIENT_ID", "runops-web")
+            .env(
+                "REDIRECT_URI",
+                format!("{}/sign-in/sso/callback", server.url()),
+            )
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("start node"),
+    );
+    wait_for("oidc-provider to answer", || {
+        http_get(idp_port, "/.well-known/openid-configuration").filter(|(s, _)| *s == 200)
+    });
+    let shots = screenshot_dir("sso");
+    let b = driver.browser(&profile(&sb, "sso"));
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.click_on("#sso");
+    // The provider's own login page, then its consent page.
+    b.fill("input[name=login]", "dana@example.com");
+    b.fill("input[name=password]", "anything");
+    b.click_on("button[type=submit]");
+    b.wait_until("the tasks page after the SSO round trip", || {
+        if b.url().ends_with("/tasks") {
+            return Some(());
+        }
+        if b.url().contains("/interaction/")
+            && let Some(consent) = b.find("button[type=submit]")
+        {
+            b.click(&consent);
+        }
+        None
+    });
+    assert_eq!(b.text_of(".who").unwrap_or_default(), "dana@example.com");
+    check_page(&b, &shots, "tasks-after-sso");
+    let audit = server.cli_ok(&["audit", "list", "--action", "login", "--json"]);
+    assert!(
+        audit.contains("web-sso") && audit.contains("dana@example.com"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_csv_task_shows_its_result_as_a_table_and_downloads_as_csv() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    if !require(
+        "PostgreSQL on 127.0.0.1:5432 (user postgres, database test)",
+        std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok(),
+    ) {
+        return;
+    }
+    let server = Server::start(&sb, 10);
+    let pg = r#"{"PG_HOST": "127.0.0.1", "PG_USER": "postgres", "PG_PASS": "trust-auth-ignores-it", "PG_DB": "test", "PGSSLMODE": "disable"}"#;
+    let _agent = Agent::start(
+        &sb,
+        "a",
+        &server.create_agent_token(),
+        None,
+        &[("PG_T", pg)],
+    );
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "pg",
+        "--type",
+        "postgres-csv",
+        "--secret_path",
+        "PG_T",
+        "--redact",
+        "none",
+    ]);
+    let id = server.submit(
+        "pg",
+        "select 1 as id, '<b>bold?</b>' as name union all select 2, 'a,\"b\"' order by id;",
+    );
+    assert_eq!(server.wait_final(id)["status"], "success");
+    let shots = screenshot_dir("csv");
+    let b = driver.browser(&profile(&sb, "admin"));
+    sign_in(&b, &server, ADMIN_TOKEN);
+    b.goto(&format!("{}/tasks/{id}", server.url()));
+    b.wait_find("table.result");
+    let rows = b.js(
+        "return Array.from(document.querySelectorAll('table.result tr')) \
+           .map(function (r) { return Array.from(r.cells).map(function (c) { return c.textContent; }); });",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([["id", "name"], ["1", "<b>bold?</b>"], ["2", "a,\"b\""]]),
+        "markup in a cell is text"
+    );
+    check_page(&b, &shots, "task-csv");
+    let (status, csv) = {
+        let v = b.js_async(&format!(
+            "var done = arguments[0]; fetch('/tasks/{id}/result.csv').then(function (r) {{ \
+             return r.text().then(function (t) {{ done([r.status, r.headers.get('content-type'), t]); }}); }});"
+        ));
+        (v[0].clone(), v.clone())
+    };
+    assert_eq!(status, Value::from(200));
+    assert_eq!(csv[1], "text/csv; charset=utf-8");
+    assert!(
+        csv[2]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("id,name\n1,<b>bold?</b>\n2,\"a,\"\"b\"\"\"\n"),
+        "{csv}"
+    );
+}
