@@ -166,6 +166,24 @@ log "secrets providers (OpenBao, moto)"
 secrets_setup
 # --- end secrets providers ---------------------------------------------------------------
 
+# --- browser tests (crates/runops/tests/e2e_web.rs) ----------------------------------------
+# Debian's chromium and chromedriver; axe-core (accessibility) and oidc-provider (a real
+# OpenID Connect provider for the SSO test) from npm into the cache dir.
+web_setup() {
+  local cache="${RUNOPS_CACHE_DIR:-$HOME/.cache/runops}/npm-web"
+  { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || apt_install chromium chromium-driver
+  have npm || apt_install npm
+  if [ ! -f "$cache/node_modules/axe-core/axe.min.js" ] || [ ! -f "$cache/node_modules/oidc-provider/lib/index.js" ]; then
+    log "installing axe-core and oidc-provider (npm) into $cache"
+    mkdir -p "$cache" && npm install --silent --prefix "$cache" axe-core@4 oidc-provider@8 >/dev/null
+  fi
+  export RUNOPS_TEST_AXE="$cache/node_modules/axe-core/axe.min.js"
+  export RUNOPS_TEST_OIDC_PROVIDER="$cache/node_modules/oidc-provider/lib/index.js"
+}
+log "browser tests (chromium, chromedriver, axe-core, oidc-provider)"
+web_setup
+# --- end browser tests ---------------------------------------------------------------------
+
 # --- everything the tests need is here, or this script fails now --------------------
 # A test whose service is missing fails under CI (tests/common/guard.rs), so that a
 # skipped test never reports `ok`; this check says which service, before any build.
@@ -180,6 +198,10 @@ require_all() {
   [ -x "$RUNOPS_TEST_MONGOSH_DIR/mongosh" ] || missing+=("mongosh ($RUNOPS_TEST_MONGOSH_DIR)")
   [ -x "$RUNOPS_TEST_NX27017" ] || missing+=("nx-27017 ($RUNOPS_TEST_NX27017)")
   "$RUNOPS_TEST_AWS_PYTHON" -c 'import moto, boto3' 2>/dev/null || missing+=("moto/boto3 for $RUNOPS_TEST_AWS_PYTHON")
+  [ -x /usr/bin/chromium ] || missing+=("chromium (/usr/bin/chromium)")
+  [ -x /usr/bin/chromedriver ] || missing+=("chromedriver (/usr/bin/chromedriver)")
+  [ -f "$RUNOPS_TEST_AXE" ] || missing+=("axe-core ($RUNOPS_TEST_AXE)")
+  [ -f "$RUNOPS_TEST_OIDC_PROVIDER" ] || missing+=("oidc-provider ($RUNOPS_TEST_OIDC_PROVIDER)")
   if [ "${#missing[@]}" -gt 0 ]; then
     printf 'error: the tests need these, which could not be installed or started:\n' >&2
     printf '  - %s\n' "${missing[@]}" >&2
