@@ -8,11 +8,13 @@
 
 use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
+use super::phones::{Label, PhoneRegions, key_label_before, phone_national};
 use super::{Hit, InfoType, PiiScanner};
 
 /// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
 /// the word starts that can open a finding (a digit, `+`, `(`, an upper-case letter).
-pub(super) struct NumberScan {
+pub(super) struct NumberScan<'a> {
+    regions: &'a PhoneRegions,
     phone: bool,
     card: bool,
     ssn: bool,
@@ -24,10 +26,11 @@ pub(super) struct NumberScan {
     prev_word: u64,
 }
 
-impl NumberScan {
+impl<'a> NumberScan<'a> {
     /// `None` when no number detector is enabled.
-    pub(super) fn new(scanner: &PiiScanner) -> Option<NumberScan> {
+    pub(super) fn new(scanner: &'a PiiScanner) -> Option<NumberScan<'a>> {
         let scan = NumberScan {
+            regions: &scanner.phone_regions,
             phone: scanner.on(InfoType::PhoneNumber),
             card: scanner.on(InfoType::CreditCardNumber),
             ssn: scanner.on(InfoType::UsSocialSecurityNumber),
@@ -67,9 +70,9 @@ impl NumberScan {
                 b'+' if self.phone => {
                     phone_international(text, i).map(|e| (e, InfoType::PhoneNumber))
                 }
-                b'(' if self.phone => {
-                    phone_nanp_parenthesized(text, i).map(|e| (e, InfoType::PhoneNumber))
-                }
+                b'(' if self.phone => phone_nanp_parenthesized(text, i)
+                    .or_else(|| phone_national(text, i, self.regions, false))
+                    .map(|e| (e, InfoType::PhoneNumber)),
                 b'A'..=b'Z' if self.iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),
                 _ => None,
             };
@@ -81,9 +84,58 @@ impl NumberScan {
     }
 }
 
-impl NumberScan {
-    /// Dispatches on the digit run of `len` digits at `i` (a word start).
+impl NumberScan<'_> {
+    /// Dispatches on the digit run of `len` digits at `i` (a word start): the shapes of
+    /// fixed layouts first, then national phone formats and keyed identifiers.
     fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
+        if let Some(found) = self.fixed_layout_at(text, i, len) {
+            return Some(found);
+        }
+        let next = byte(text, i + len);
+        if !(self.phone || self.ssn) {
+            return None;
+        }
+        if len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/') {
+            if self.phone {
+                return phone_national(text, i, self.regions, false)
+                    .map(|e| (e, InfoType::PhoneNumber));
+            }
+            return None;
+        }
+        // A bare run under a key or label that names it: `"ssn":"413161273"`,
+        // `phone=5019897824`.
+        if (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len) && !is_word(next) {
+            match key_label_before(text, i)? {
+                Label::Ssn if self.ssn && len == 9 => {
+                    let end = i + len;
+                    let d = &text[i..end];
+                    let valid = &d[..3] != b"000"
+                        && &d[..3] != b"666"
+                        && d[0] != b'9'
+                        && &d[3..5] != b"00"
+                        && &d[5..] != b"0000";
+                    (valid && ends_cleanly(text, end))
+                        .then_some((end, InfoType::UsSocialSecurityNumber))
+                }
+                Label::Phone if self.phone => {
+                    let end = i + len;
+                    let d = &text[i..end];
+                    let nanp = (len == 10 && nanp_valid(d[0], d[3]))
+                        || (len == 11 && d[0] == b'1' && nanp_valid(d[1], d[4]));
+                    if nanp && ends_cleanly(text, end) {
+                        return Some((end, InfoType::PhoneNumber));
+                    }
+                    phone_national(text, i, self.regions, true).map(|e| (e, InfoType::PhoneNumber))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Cards, SSNs, North American phones and IPv4 addresses at a digit run.
+    fn fixed_layout_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
         let NumberScan {
             phone,
             card,
@@ -327,7 +379,10 @@ fn card_grouped(text: &[u8], i: usize) -> Option<usize> {
             end += g + 1;
         }
         let end = end - 1;
-        if !is_word(byte(text, end)) && card_number_valid(&digits[..n]) {
+        // `9400 1118 9922 3197 4284 90`: the start of a longer sequence of groups (a
+        // tracking number), not a card.
+        let goes_on = byte(text, end) == sep && digits_at(text, end + 1) == 4;
+        if !is_word(byte(text, end)) && !goes_on && card_number_valid(&digits[..n]) {
             return Some(end);
         }
     }
@@ -385,7 +440,7 @@ pub(crate) fn luhn_valid(digits: &[u8]) -> bool {
 /// Four small numbers such as `1.2.3.4` are taken as an address (a version would be
 /// written `v1.2.3.4`).
 fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
-    if i > 0 && text[i - 1] == b'.' {
+    if i > 0 && text[i - 1] == b'.' || after_version_key(text, i) {
         return None;
     }
     let mut at = i;
@@ -406,6 +461,32 @@ fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
     }
     let identifies_no_one = matches!(octets[0], 0 | 127 | 255);
     (!identifies_no_one).then_some(at)
+}
+
+/// `Version=2.0.0.0`, `"version": "1.2.3.4"`, `FileVersion 10.0.1.2`: a dotted quad
+/// under a key that names a version (.NET assembly and file versions).
+fn after_version_key(text: &[u8], i: usize) -> bool {
+    let mut at = i;
+    let skip = |at: &mut usize, pred: &dyn Fn(u8) -> bool, max: usize| {
+        let mut n = 0;
+        while *at > 0 && n < max && pred(text[*at - 1]) {
+            *at -= 1;
+            n += 1;
+        }
+    };
+    skip(&mut at, &|b| matches!(b, b'"' | b'\'' | b'v' | b'V'), 2);
+    skip(
+        &mut at,
+        &|b| matches!(b, b' ' | b'\t' | b'=' | b':' | b'"' | b'\''),
+        8,
+    );
+    let end = at;
+    skip(&mut at, &|b| b.is_ascii_alphabetic(), 32);
+    let key = &text[at..end];
+    key.len() >= 3 && {
+        let tail = &key[key.len().saturating_sub(7)..];
+        tail.eq_ignore_ascii_case(b"version") || key.eq_ignore_ascii_case(b"ver")
+    }
 }
 
 /// The octet at `at`: 1-3 digits, no leading zero, at most 255; its value and length.
@@ -490,7 +571,11 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<(String, InfoType)> {
-        let scanner = PiiScanner::new(&InfoType::ALL).expect("scanner");
+        let regions: Vec<String> = super::super::DEFAULT_PHONE_REGIONS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let scanner = PiiScanner::new(&InfoType::ALL, &regions).expect("scanner");
         let mut hits = Vec::new();
         let mut scan = NumberScan::new(&scanner).expect("number detectors");
         for block in blocks(text.as_bytes()) {

@@ -1,0 +1,252 @@
+//! Column names of a SQL result as labels: in a psql or MySQL table whose header names
+//! a column `phone`, `mobile`, `ssn`..., the bare digit runs in that column are phone
+//! numbers or social security numbers (`5019897824`, `413161273`).
+//!
+//! A table is recognised at its separator line (only `-` and `+`, with a `-+-`), whose
+//! previous line is the header: the `+` of the separator sit where the header has `|`.
+//! Rows follow while a line has `|` at those places. What carries from one segment to
+//! the next: the labelled columns of the last line (a header whose separator may come
+//! in the next segment), and the columns of the table being read.
+
+use super::phones::{Label, PhoneRegions, phone_national};
+use super::{Hit, InfoType, Literal};
+
+static SEPARATOR: Literal = Literal::new(b"-+-");
+
+/// Longest header or row line looked at.
+const MAX_TABLE_LINE: usize = 4096;
+
+/// A column with a label: its byte range in the lines, `end` open for the last column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Column {
+    start: usize,
+    end: Option<usize>,
+    label: Label,
+}
+
+/// The table state carried between segments.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TableState {
+    /// The last line scanned, when it could be a header: the offsets of its `|` and its
+    /// labelled columns.
+    header: Option<(Vec<usize>, Vec<Column>)>,
+    /// The table being read: the offsets of the `|` of its rows, its labelled columns.
+    table: Option<(Vec<usize>, Vec<Column>)>,
+}
+
+fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= text.len() {
+            return None;
+        }
+        let start = at;
+        let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |p| at + p + 1);
+        at = end;
+        Some((start, &text[start..end]))
+    })
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let mut l = line;
+    while let [rest @ .., b'\n' | b'\r'] = l {
+        l = rest;
+    }
+    l
+}
+
+/// The `|` offsets of `line` and its labelled columns, when it has both.
+fn header_of(line: &[u8]) -> Option<(Vec<usize>, Vec<Column>)> {
+    let line = trim_eol(line);
+    if line.len() > MAX_TABLE_LINE || memchr::memchr(b'|', line).is_none() {
+        return None;
+    }
+    let pipes: Vec<usize> = memchr::memchr_iter(b'|', line).collect();
+    let mut columns = Vec::new();
+    let mut start = 0;
+    for k in 0..=pipes.len() {
+        let end = pipes.get(k).copied();
+        let cell = &line[start..end.unwrap_or(line.len())];
+        let name = cell.trim_ascii();
+        if let Some(label) = super::phones::label_of(name) {
+            columns.push(Column { start, end, label });
+        }
+        start = end.map_or(0, |e| e + 1);
+    }
+    (!columns.is_empty()).then_some((pipes, columns))
+}
+
+/// `-----+------+----`, `+----+------+`: only `-` and `+` (and the line break).
+fn is_separator(line: &[u8]) -> bool {
+    let line = trim_eol(line);
+    line.len() >= 3 && line.iter().all(|b| matches!(b, b'-' | b'+')) && line.contains(&b'+')
+}
+
+fn plus_positions(line: &[u8]) -> Vec<usize> {
+    memchr::memchr_iter(b'+', trim_eol(line)).collect()
+}
+
+/// A row of a table with `|` at `pipes` (the outer `|` of a MySQL table included).
+fn is_row(line: &[u8], pipes: &[usize]) -> bool {
+    let line = trim_eol(line);
+    !line.is_empty() && pipes.iter().all(|p| line.get(*p) == Some(&b'|'))
+}
+
+/// Finds the labelled cells of the tables in `text` (complete lines, or a final piece of
+/// one) and adds their hits; `state` carries over from the previous text.
+pub(super) fn labelled_cells(
+    text: &[u8],
+    base: usize,
+    state: &mut TableState,
+    regions: &PhoneRegions,
+    (phone, ssn): (bool, bool),
+    hits: &mut Vec<Hit>,
+) {
+    if state.table.is_none() && SEPARATOR.find(text).is_none() {
+        if state.header.is_some() || memchr::memchr(b'|', text).is_some() {
+            state.header = last_line(text).and_then(header_of);
+        }
+        return;
+    }
+    let mut prev: Option<&[u8]> = None;
+    for (start, line) in lines(text) {
+        if let Some((pipes, columns)) = &state.table {
+            if is_row(line, pipes) {
+                cells(line, start + base, columns, regions, (phone, ssn), hits);
+                prev = Some(line);
+                continue;
+            }
+            state.table = None;
+        }
+        if is_separator(line) {
+            let header = match prev {
+                Some(p) => header_of(p),
+                None => state.header.take(),
+            };
+            if let Some((pipes, columns)) = header
+                && plus_positions(line) == pipes
+            {
+                state.table = Some((pipes, columns));
+            }
+        }
+        prev = Some(line);
+    }
+    state.header = prev.and_then(header_of);
+}
+
+fn last_line(text: &[u8]) -> Option<&[u8]> {
+    let body = trim_eol(text);
+    let start = memchr::memrchr(b'\n', body).map_or(0, |p| p + 1);
+    Some(&text[start..])
+}
+
+fn cells(
+    line: &[u8],
+    base: usize,
+    columns: &[Column],
+    regions: &PhoneRegions,
+    (phone, ssn): (bool, bool),
+    hits: &mut Vec<Hit>,
+) {
+    let body = trim_eol(line);
+    for c in columns {
+        let end = c.end.unwrap_or(body.len()).min(body.len());
+        if c.start >= end {
+            continue;
+        }
+        let cell = &body[c.start..end];
+        let lead = cell.iter().take_while(|b| **b == b' ').count();
+        let value = cell.trim_ascii();
+        if value.is_empty() || !value[0].is_ascii_digit() {
+            continue;
+        }
+        let at = c.start + lead;
+        let bare = value.iter().all(u8::is_ascii_digit);
+        let found = match c.label {
+            Label::Ssn if ssn && bare && value.len() == 9 => ssn_valid(value),
+            Label::Phone if phone => {
+                phone_national(body, at, regions, true) == Some(at + value.len())
+                    || (bare && nanp_bare(value))
+            }
+            _ => false,
+        };
+        if found {
+            let t = match c.label {
+                Label::Ssn => InfoType::UsSocialSecurityNumber,
+                Label::Phone => InfoType::PhoneNumber,
+            };
+            hits.push(Hit::new(base + at, base + at + value.len(), t));
+        }
+    }
+}
+
+/// Nine digits outside the never-issued ranges (area 000, 666, 9xx; group 00; serial
+/// 0000).
+pub(super) fn ssn_valid(d: &[u8]) -> bool {
+    d.len() == 9
+        && &d[..3] != b"000"
+        && &d[..3] != b"666"
+        && d[0] != b'9'
+        && &d[3..5] != b"00"
+        && &d[5..] != b"0000"
+}
+
+/// `5019897824`, `15019897824`: a North American number, area code and exchange 2-9.
+pub(super) fn nanp_bare(d: &[u8]) -> bool {
+    let ok = |a: u8, b: u8| (b'2'..=b'9').contains(&a) && (b'2'..=b'9').contains(&b);
+    (d.len() == 10 && ok(d[0], d[3])) || (d.len() == 11 && d[0] == b'1' && ok(d[1], d[4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pii::phones::DEFAULT_PHONE_REGIONS;
+
+    fn found(text: &str) -> Vec<(&str, InfoType)> {
+        let codes: Vec<String> = DEFAULT_PHONE_REGIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let regions = PhoneRegions::new(&codes);
+        let mut state = TableState::default();
+        let mut hits = Vec::new();
+        labelled_cells(
+            text.as_bytes(),
+            0,
+            &mut state,
+            &regions,
+            (true, true),
+            &mut hits,
+        );
+        hits.iter()
+            .map(|h| (&text[h.start..h.end], h.info_type))
+            .collect()
+    }
+
+    #[test]
+    fn psql_columns_named_phone_or_ssn_label_their_cells() {
+        let t = " id | name |   phone    |    ssn    | order_no\n\
+                 ----+------+------------+-----------+----------\n\
+                 \x20 1 | Jane | 5019897824 | 413161273 | 5019897824\n\
+                 \x20 2 | Bob  |            | 000000000 | 1\n\
+                 (2 rows)\n\
+                 \x20 3 | x | 5019897824\n";
+        assert_eq!(
+            found(t),
+            vec![
+                ("5019897824", InfoType::PhoneNumber),
+                ("413161273", InfoType::UsSocialSecurityNumber)
+            ]
+        );
+    }
+
+    #[test]
+    fn mysql_tables_too() {
+        let t = "+----+--------------+\n| id | mobile       |\n+----+--------------+\n\
+                 |  1 | 020 7946 0958 |\n+----+--------------+\n";
+        assert_eq!(found(t), vec![]);
+        let t = "+----+---------------+\n| id | mobile        |\n+----+---------------+\n\
+                 |  1 | 020 7946 0958 |\n+----+---------------+\n";
+        assert_eq!(found(t), vec![("020 7946 0958", InfoType::PhoneNumber)]);
+    }
+}
