@@ -126,7 +126,7 @@ FREE = [
     '{{"ts":"{ts}","level":"info","msg":"contact updated","phone":"{v}","user_id":{id}}}',
     "{ts} WARN sms.Sender: delivery to {v} failed: code={n} retry_in=30s",
     "  at com.acme.contacts.Validator.check(Validator.java:{n}) - rejected {v}",
-    '10.0.{n}.7 - - [01/Mar/2026:12:34:56 +0000] "POST /api/v1/call HTTP/1.1" 202 {n} "-" "agent" to={v}',
+    '127.0.0.1 - - [01/Mar/2026:12:34:56 +0000] "POST /api/v1/call HTTP/1.1" 202 {n} "-" "agent" to={v}',
     "customer_phone={v} plan=pro seats={n}",
     "Kunde bittet um Rückruf unter {v}.",
     "{ts} DEBUG dialer: dialing {v} (trunk {n})",
@@ -248,7 +248,7 @@ def main():
         v = fake.email()
         blocks.append(([fill(rng.choice(OTHER), v)], [(0, "-", "EMAIL_ADDRESS", v)]))
     for _ in range(150):
-        v = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover", "jcb16"]))
+        v = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover"]))
         if rng.random() < 0.4 and len(v) == 16:
             v = " ".join(v[k:k + 4] for k in range(0, 16, 4))
         blocks.append(([fill(rng.choice(OTHER), v)], [(0, "-", "CREDIT_CARD_NUMBER", v)]))

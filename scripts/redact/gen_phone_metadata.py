@@ -45,26 +45,49 @@ def prefix_in_national_format(region, prefix):
 GROUP = re.compile(r"\((?:\\d|\[[^\]]*\]|[0-9])(?:\{(\d+)(?:,(\d+))?\})?\)")
 
 
+# National layouts in common use that libphonenumber does not print: (region, first
+# digits, groups). Norwegian mobile numbers are written `412 34 567`.
+EXTRA_FORMATS = [
+    ("NO", "49", ((3, 3), (2, 2), (3, 3))),
+]
+
+
 def formats(m):
-    """The national formats of the region as `(first digits, first group lengths, total
-    lengths)`: a bit set of the first digits its leading-digits pattern allows, and the
-    digit counts of its first group and of the whole number (min, max)."""
+    """The national formats of the region as `(first digits, prefix written, groups)`: a
+    bit set of the first digits its leading-digits pattern allows, whether the national
+    prefix is written in front of the number (`0$1`; `None` when it may be left out),
+    and the digit count (min, max) of each group."""
     out = []
     for f in list(m.number_format) or list(m.intl_number_format):
         groups = GROUP.findall(f.pattern)
         if not groups or GROUP.sub("", f.pattern) != "":
             continue
-        spans = [(int(lo or 1), int(hi or lo or 1)) for lo, hi in groups]
+        spans = tuple((int(lo or 1), int(hi or lo or 1)) for lo, hi in groups)
         ldp = f.leading_digits_pattern[0] if f.leading_digits_pattern else None
         lead = re.compile(ldp) if ldp else None
         digits = 0
         for d in range(10):
             if lead is None or any(lead.match(f"{d}{k:03d}") for k in range(1000)):
                 digits |= 1 << d
-        total = (sum(lo for lo, _ in spans), sum(hi for _, hi in spans))
-        row = (digits, spans[0], total)
+        rule = f.national_prefix_formatting_rule
+        prefix = m.national_prefix or ""
+        if not prefix:
+            written = "false"
+        elif f.national_prefix_optional_when_formatting:
+            written = "None"
+        else:
+            written = "true" if rule and prefix in rule.split("\\1")[0] else "false"
+        if written != "None":
+            written = f"Some({written})"
+        # The most specific of the leading-digits patterns (libphonenumber lists them
+        # from the first digit on); empty when any number fits.
+        leading = f.leading_digits_pattern[-1] if f.leading_digits_pattern else ""
+        row = (digits, written, spans, leading)
         if row not in out:
             out.append(row)
+    for region, first, spans in EXTRA_FORMATS:
+        if region == m.id:
+            out.append((sum(1 << int(d) for d in first), "Some(false)", spans, f"[{first}]"))
     return out
 
 
@@ -102,7 +125,9 @@ def main():
         f.write("#[rustfmt::skip]\n")
         f.write("pub(super) const REGIONS: &[Region] = &[\n")
         for region, cc, prefix, mask, pattern, required, groups in rows:
-            groups = ", ".join(f"({d:#x}, {a}, {b}, {c}, {e})" for d, (a, b), (c, e) in groups)
+            groups = ", ".join(
+                f"({d:#x}, {w}, &[{', '.join(f'({lo}, {hi})' for lo, hi in spans)}], r\"{ld}\")"
+                for d, w, spans, ld in groups)
             f.write(f'    Region {{ code: "{region}", calling_code: {cc}, prefix: "{prefix}", '
                     f'prefix_written: {str(required).lower()}, lengths: 0x{mask:x}, '
                     f'formats: &[{groups}], pattern: r"{pattern}" }},\n')

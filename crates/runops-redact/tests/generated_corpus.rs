@@ -119,7 +119,10 @@ fn generated_corpus_meets_the_precision_and_recall_goals() {
                     found[k] = true;
                     by_type.entry(f.info_type).or_default().found += 1;
                     if f.info_type == InfoType::PhoneNumber {
-                        by_region.entry(planted[k].region.clone()).or_default().found += 1;
+                        by_region
+                            .entry(planted[k].region.clone())
+                            .or_default()
+                            .found += 1;
                     }
                 }
             }
@@ -136,7 +139,10 @@ fn generated_corpus_meets_the_precision_and_recall_goals() {
             by_region.entry(p.region.clone()).or_default().planted += 1;
         }
         if !found[k] {
-            missed.push(format!("line {}: {} {} {:?}", p.line, p.region, p.info_type, p.value));
+            missed.push(format!(
+                "line {}: {} {} {:?}",
+                p.line, p.region, p.info_type, p.value
+            ));
         }
     }
     println!("\n| info type | planted | found | false positives | precision | recall |");

@@ -8,7 +8,7 @@
 
 use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
-use super::phones::{Label, PhoneRegions, key_label_before, phone_national};
+use super::phones::{Label, PhoneRegions, key_label_before, phone_national, phone_plus};
 use super::{Hit, InfoType, PiiScanner};
 
 /// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
@@ -67,8 +67,11 @@ impl<'a> NumberScan<'a> {
                     };
                     self.digit_run_at(text, i, len)
                 }
-                b'+' if self.phone => {
-                    phone_international(text, i).map(|e| (e, InfoType::PhoneNumber))
+                b'+' if self.phone => phone_international(text, i)
+                    .or_else(|| phone_plus(text, i))
+                    .map(|e| (e, InfoType::PhoneNumber)),
+                b'(' if self.phone && byte(text, i + 1) == b'+' => {
+                    phone_plus(text, i + 1).map(|e| (e, InfoType::PhoneNumber))
                 }
                 b'(' if self.phone => phone_nanp_parenthesized(text, i)
                     .or_else(|| phone_national(text, i, self.regions, false))
@@ -381,7 +384,8 @@ fn card_grouped(text: &[u8], i: usize) -> Option<usize> {
         let end = end - 1;
         // `9400 1118 9922 3197 4284 90`: the start of a longer sequence of groups (a
         // tracking number), not a card.
-        let goes_on = byte(text, end) == sep && digits_at(text, end + 1) == 4;
+        let goes_on = (byte(text, end) == sep && digits_at(text, end + 1) == 4)
+            || (i >= 2 && text[i - 1] == sep && text[i - 2].is_ascii_digit());
         if !is_word(byte(text, end)) && !goes_on && card_number_valid(&digits[..n]) {
             return Some(end);
         }

@@ -28,16 +28,18 @@ pub(crate) struct Region {
     pub calling_code: u16,
     /// National (trunk) prefix, `0` in most of Europe, empty where there is none.
     pub prefix: &'static str,
-    /// libphonenumber writes the prefix in the national format of every number of the
-    /// region: without it, a number in national format is not taken for this region.
+    /// libphonenumber writes the prefix in the national format of the region's example
+    /// numbers: for a region without formats, a number without it is not taken (unless
+    /// a key names it).
     pub prefix_written: bool,
     /// Valid lengths of a national significant number, bit `n` for `n` digits.
     pub lengths: u32,
-    /// The region's national formats: `(first digits, first group min, max, number
-    /// min, max)`: the first digits (bit `d` for digit `d`) its leading-digits pattern
-    /// allows, and how many digits its first group (area code) and the whole national
-    /// significant number have.
-    pub formats: &'static [(u16, u8, u8, u8, u8)],
+    /// The region's national formats: `(first digits, prefix written, groups)`: the
+    /// first digits (bit `d` for digit `d`) its leading-digits pattern allows, whether
+    /// the national prefix is written in front (`None`: it may be left out), and the
+    /// digits (min, max) of each group.
+    /// The last field is the format's most specific leading-digits pattern.
+    pub formats: &'static [(u16, Option<bool>, &'static [(u8, u8)], &'static str)],
     /// A valid national significant number (the union of the valid number types).
     pub pattern: &'static str,
 }
@@ -68,6 +70,33 @@ fn region_regex(k: usize) -> Option<&'static Regex> {
                 .ok()
         })
         .as_ref()
+}
+
+static LEADING: [OnceLock<Vec<Option<Regex>>>; REGIONS.len()] =
+    [const { OnceLock::new() }; REGIONS.len()];
+
+/// True when the national number `nsn` begins as format `f` of region `k` requires.
+fn leading_digits_fit(k: usize, f: usize, nsn: &[u8]) -> bool {
+    let patterns = LEADING[k].get_or_init(|| {
+        REGIONS[k]
+            .formats
+            .iter()
+            .map(|&(_, _, _, leading)| {
+                (!leading.is_empty())
+                    .then(|| {
+                        RegexBuilder::new(&format!("^(?:{leading})"))
+                            .unicode(false)
+                            .build()
+                            .ok()
+                    })
+                    .flatten()
+            })
+            .collect()
+    });
+    match patterns.get(f) {
+        Some(Some(re)) => re.is_match(nsn),
+        _ => true,
+    }
 }
 
 /// A region name in `REDACT_PHONE_REGIONS` that libphonenumber does not know.
@@ -165,13 +194,16 @@ impl PhoneRegions {
     }
 
     /// True when `digits` (a candidate's digits, as written) is a valid number of one of
-    /// the regions in national format. `keyed`: a key or label names it a phone number.
-    /// `first_group`: digits of the first group as written (prefix included), `None` for
-    /// a bare run; it must be a length the region's formats give that area code.
+    /// the regions in national format. `layout`: the digits of each group as written
+    /// (prefix included), `None` for a bare run under a key; the number must be written
+    /// in one of the region's national formats: with the national prefix where the
+    /// format writes it, without it where it does not, in the format's groups (or with
+    /// some of its groups run together: `0151 1234567` for `0151 123 4567`). `keyed`: a
+    /// key or label names it a phone number (any reading goes).
     pub(crate) fn valid_national(
         &self,
         digits: &[u8],
-        first_group: Option<FirstGroup>,
+        layout: Option<Layout<'_>>,
         keyed: bool,
     ) -> bool {
         if let Some(rest) = digits.strip_prefix(b"00")
@@ -183,42 +215,113 @@ impl PhoneRegions {
             return false;
         };
         readings.iter().any(|reading| {
-            if reading.keyed_only && !keyed {
-                return false;
-            }
             let region = &REGIONS[usize::from(reading.region)];
             let strip = usize::from(reading.strip);
             if strip > 0 && !digits.starts_with(region.prefix.as_bytes()) {
                 return false;
             }
             let nsn = &digits[strip..];
-            if let Some(g) = first_group
-                && !region.formats.is_empty()
-            {
-                // The prefix may stand alone (`0 801 23 45 67`) or open the area code.
-                let first = if g.first == strip {
-                    g.second
-                } else {
-                    g.first.saturating_sub(strip)
+            let written_so =
+                match layout {
+                    _ if keyed => true,
+                    None => false,
+                    Some(_) if region.formats.is_empty() => !reading.keyed_only,
+                    Some(Layout { groups, loose }) => {
+                        let mut nsn_groups = [0usize; 8];
+                        let n = groups.len().min(8);
+                        nsn_groups[..n].copy_from_slice(&groups[..n]);
+                        // The prefix may stand alone (`0 801 23 45 67`) or open the area code.
+                        let nsn_groups: &[usize] = if strip == 0 {
+                            &nsn_groups[..n]
+                        } else if nsn_groups[0] == strip {
+                            &nsn_groups[1..n]
+                        } else if nsn_groups[0] > strip {
+                            nsn_groups[0] -= strip;
+                            &nsn_groups[..n]
+                        } else {
+                            return false;
+                        };
+                        let digit = 1u16 << (nsn[0] - b'0');
+                        let k = usize::from(reading.region);
+                        region.formats.iter().enumerate().any(
+                            |(f, &(digits, written, spans, _))| {
+                                let prefix_ok = match written {
+                                    None => true,
+                                    Some(w) => w == (strip > 0),
+                                };
+                                digits & digit != 0
+                                    && prefix_ok
+                                    && (fits_layout(nsn_groups, spans)
+                                        || (loose && fits_area_code(nsn_groups, nsn.len(), spans)))
+                                    && leading_digits_fit(k, f, nsn)
+                            },
+                        )
+                    }
                 };
-                let digit = 1u16 << (nsn[0] - b'0');
-                let fits =
-                    |lo: u8, hi: u8, n: usize| (usize::from(lo)..=usize::from(hi)).contains(&n);
-                let written_so = region
-                    .formats
-                    .iter()
-                    .any(|&(digits, f_lo, f_hi, n_lo, n_hi)| {
-                        digits & digit != 0
-                            && fits(f_lo, f_hi, first)
-                            && fits(n_lo, n_hi, nsn.len())
-                    });
-                if !written_so {
-                    return false;
-                }
-            }
-            region_regex(usize::from(reading.region)).is_some_and(|re| re.is_match(nsn))
+            written_so
+                && region_regex(usize::from(reading.region)).is_some_and(|re| re.is_match(nsn))
         })
     }
+}
+
+/// How a candidate is written: the digits of each group (prefix included), and whether
+/// its separators mark it as a phone number whatever its grouping (dashes, slashes,
+/// parentheses: `03-5689-163`, `(0662) 17691 809`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout<'a> {
+    pub groups: &'a [usize],
+    pub loose: bool,
+}
+
+/// The first group is the format's area code and the number has a length the format
+/// has, whatever the grouping of the rest.
+fn fits_area_code(groups: &[usize], len: usize, spans: &[(u8, u8)]) -> bool {
+    let (Some(&first), Some(&(lo, hi))) = (groups.first(), spans.first()) else {
+        return false;
+    };
+    let total_lo: usize = spans.iter().map(|s| usize::from(s.0)).sum();
+    let total_hi: usize = spans.iter().map(|s| usize::from(s.1)).sum();
+    groups.len() > 1
+        && (usize::from(lo)..=usize::from(hi)).contains(&first)
+        && (total_lo..=total_hi).contains(&len)
+}
+
+/// True when `groups` (digit counts) can be had from the format's groups `spans` (min,
+/// max digits each) by running some neighbours together, or by splitting a group of
+/// variable length (`\d{3,12}`, which people split as they like) into several.
+fn fits_layout(groups: &[usize], spans: &[(u8, u8)]) -> bool {
+    let Some((&first, rest)) = groups.split_first() else {
+        return spans.is_empty();
+    };
+    let Some((&(a, b), spans_rest)) = spans.split_first() else {
+        return false;
+    };
+    // One candidate group over one or more format groups.
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for (k, &(a, b)) in spans.iter().enumerate() {
+        lo += usize::from(a);
+        hi += usize::from(b);
+        if lo > first {
+            break;
+        }
+        if first <= hi && fits_layout(rest, &spans[k + 1..]) {
+            return true;
+        }
+    }
+    // Several candidate groups over one variable format group.
+    if b - a >= 2 {
+        let mut sum = first;
+        for (k, &g) in rest.iter().enumerate() {
+            sum += g;
+            if sum > usize::from(b) {
+                break;
+            }
+            if sum >= usize::from(a) && fits_layout(&rest[k + 1..], spans_rest) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// `44 20 7946 0958` after the international call prefix `00`: a country calling code
@@ -238,13 +341,6 @@ fn valid_international(digits: &[u8]) -> bool {
                 && region_regex(k).is_some_and(|re| re.is_match(nsn))
         })
     })
-}
-
-/// The digits of the first two groups of a written candidate.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FirstGroup {
-    pub first: usize,
-    pub second: usize,
 }
 
 /// What a key or label says a value is.
@@ -369,55 +465,17 @@ pub(super) fn phone_national(
     if i >= 1 && matches!(text[i - 1], b'+' | b'-') {
         return None;
     }
-    let mut digits = [0u8; MAX_NATIONAL_DIGITS];
-    let mut n = 0;
-    // (end of the group, digits so far, separator after it) for each group.
-    let mut groups: [(usize, usize, u8); 8] = [(0, 0, 0); 8];
-    let mut count = 0;
-    let mut lens = [0usize; 8];
-    let mut at = i;
-    let mut parens = false;
-    while count < groups.len() {
-        let d;
-        if byte(text, at) == b'(' {
-            if parens {
-                break;
-            }
-            d = digits_at(text, at + 1);
-            if d == 0 || d > 5 || byte(text, at + 1 + d) != b')' {
-                break;
-            }
-            parens = true;
-            if n + d > MAX_NATIONAL_DIGITS {
-                return None;
-            }
-            digits[n..n + d].copy_from_slice(&text[at + 1..at + 1 + d]);
-            at += d + 2;
-        } else {
-            d = digits_at(text, at);
-            if d == 0 {
-                break;
-            }
-            if n + d > MAX_NATIONAL_DIGITS {
-                return None;
-            }
-            digits[n..n + d].copy_from_slice(&text[at..at + d]);
-            at += d;
-        }
-        n += d;
-        lens[count] = d;
-        let sep = byte(text, at);
-        groups[count] = (at, n, sep);
-        count += 1;
-        let after_paren = text[at - 1] == b')';
-        if matches!(sep, b' ' | b'-' | b'.' | b'/')
-            && (byte(text, at + 1).is_ascii_digit() || (byte(text, at + 1) == b'(' && !parens))
-        {
-            at += 1;
-        } else if !(after_paren && sep.is_ascii_digit()) {
-            break;
-        }
+    // `570 230 392 679`: the rest of a sequence of numbers.
+    if i >= 2 && text[i - 1] == b' ' && text[i - 2].is_ascii_digit() {
+        return None;
     }
+    let Groups {
+        digits,
+        lens,
+        count,
+        groups,
+        parens,
+    } = groups_at(text, i)?;
     if count == 0 || (count == 1 && !keyed && !parens) {
         return None;
     }
@@ -428,13 +486,148 @@ pub(super) fn phone_national(
     if !plausible_layout(text, i, &lens[..count], &groups[..count]) && !keyed {
         return None;
     }
-    let first_group = (count > 1).then_some(FirstGroup {
-        first: lens[0],
-        second: lens[1],
+    let seps = &groups[..count - 1];
+    let loose = (parens || seps.iter().any(|g| matches!(g.2, b'-' | b'/')))
+        && !seps.iter().any(|g| g.2 == b'.');
+    let layout = (count > 1 || parens).then_some(Layout {
+        groups: &lens[..count],
+        loose,
     });
-    regions
-        .valid_national(&digits[..digit_count], first_group, keyed)
-        .then_some(end)
+    if regions.valid_national(&digits[..digit_count], layout, keyed) {
+        return Some(end);
+    }
+    // `(351) 923 572 778`: a country calling code in parentheses.
+    let code_first = parens && byte(text, i) == b'(' && (1..=3).contains(&lens[0]);
+    (code_first && count > 1 && valid_international(&digits[..digit_count])).then_some(end)
+}
+
+/// Digit groups as written: `(0151) 123-4567`.
+struct Groups {
+    digits: [u8; MAX_NATIONAL_DIGITS],
+    /// Digits of each group.
+    lens: [usize; 8],
+    count: usize,
+    /// (end of the group, digits so far, the byte after it) for each group.
+    groups: [(usize, usize, u8); 8],
+    /// One group is in parentheses.
+    parens: bool,
+}
+
+/// Reads groups of digits from `at`, separated by one space, dash, dot, slash or `/ `,
+/// one of them may be in parentheses (`(0)` too); `None` past
+/// [`MAX_NATIONAL_DIGITS`].
+fn groups_at(text: &[u8], mut at: usize) -> Option<Groups> {
+    let mut g = Groups {
+        digits: [0; MAX_NATIONAL_DIGITS],
+        lens: [0; 8],
+        count: 0,
+        groups: [(0, 0, 0); 8],
+        parens: false,
+    };
+    let mut n = 0;
+    while g.count < g.groups.len() {
+        let d;
+        if byte(text, at) == b'(' {
+            if g.parens {
+                break;
+            }
+            d = digits_at(text, at + 1);
+            if d == 0 || d > 5 || byte(text, at + 1 + d) != b')' {
+                break;
+            }
+            g.parens = true;
+            if n + d > MAX_NATIONAL_DIGITS {
+                return None;
+            }
+            g.digits[n..n + d].copy_from_slice(&text[at + 1..at + 1 + d]);
+            at += d + 2;
+        } else {
+            d = digits_at(text, at);
+            if d == 0 {
+                break;
+            }
+            if n + d > MAX_NATIONAL_DIGITS {
+                return None;
+            }
+            g.digits[n..n + d].copy_from_slice(&text[at..at + d]);
+            at += d;
+        }
+        n += d;
+        g.lens[g.count] = d;
+        let sep = byte(text, at);
+        g.groups[g.count] = (at, n, sep);
+        g.count += 1;
+        let after_paren = text[at - 1] == b')';
+        let opens = |b: u8| b.is_ascii_digit() || (b == b'(' && !g.parens);
+        if matches!(sep, b' ' | b'-' | b'.' | b'/') && opens(byte(text, at + 1)) {
+            at += 1;
+        } else if sep == b'/' && byte(text, at + 1) == b' ' && opens(byte(text, at + 2)) {
+            at += 2;
+        } else if sep == b'(' && !g.parens {
+            // `+44(0)20`: the group opens right after.
+        } else if !(after_paren && opens(sep)) {
+            break;
+        }
+    }
+    Some(g)
+}
+
+/// `+44 20 7946 0958`, `+44(0)20 7946 0958`, `+32453 039974`, `(+358) 326382586`: a
+/// country calling code and a valid national number of one of its regions (any region
+/// libphonenumber knows), in any grouping; a `(0)` after the code is the national
+/// prefix written out of habit. `i` is at the `+`.
+pub(super) fn phone_plus(text: &[u8], i: usize) -> Option<usize> {
+    let paren_code = i > 0 && text[i - 1] == b'(';
+    let mut at = i + 1;
+    let cc_len = digits_at(text, at);
+    if paren_code {
+        if !(1..=3).contains(&cc_len) || byte(text, at + cc_len) != b')' {
+            return None;
+        }
+        at += cc_len + 1;
+        if byte(text, at) == b' ' {
+            at += 1;
+        }
+        let mut g = groups_at(text, at)?;
+        // Put the code in front.
+        let n = g.groups[g.count.max(1) - 1].1;
+        if n + cc_len > MAX_NATIONAL_DIGITS {
+            return None;
+        }
+        g.digits.copy_within(..n, cc_len);
+        g.digits[..cc_len].copy_from_slice(&text[i + 1..i + 1 + cc_len]);
+        for k in 0..g.count {
+            g.groups[k].1 += cc_len;
+        }
+        return finish_plus(text, &g);
+    }
+    let g = groups_at(text, at)?;
+    finish_plus(text, &g)
+}
+
+fn finish_plus(text: &[u8], g: &Groups) -> Option<usize> {
+    if g.count == 0 {
+        return None;
+    }
+    let (end, _, _) = g.groups[g.count - 1];
+    if !ends_cleanly(text, end) {
+        return None;
+    }
+    // Drop a `(0)` group: the national prefix written after the code.
+    let mut digits = [0u8; MAX_NATIONAL_DIGITS];
+    let mut len = 0;
+    let mut from = 0;
+    for k in 0..g.count {
+        let (gend, upto, _) = g.groups[k];
+        let group = &g.digits[from..upto];
+        let in_parens = text[gend - 1] == b')';
+        if !(in_parens && group == b"0" && k > 0) {
+            digits[len..len + group.len()].copy_from_slice(group);
+            len += group.len();
+        }
+        from = upto;
+    }
+    valid_international(&digits[..len]).then_some(end)
 }
 
 /// Layouts that are something else: dates (`2024-03-01`, `01.03.2024`), the SSN layout
@@ -450,7 +643,9 @@ fn plausible_layout(text: &[u8], i: usize, lens: &[usize], groups: &[(usize, usi
     }
     let seps = &groups[..groups.len() - 1];
     if seps.iter().any(|g| g.2 == b'.') {
-        let all_dots = seps.iter().all(|g| g.2 == b'.') && groups[groups.len() - 1].1 >= 9;
+        let all_dots = seps.iter().all(|g| g.2 == b'.')
+            && groups[groups.len() - 1].1 >= 9
+            && groups.len() >= 3;
         let thousands = lens[0] <= 3 && lens[1..].iter().all(|l| *l == 3);
         if !all_dots || lens.iter().any(|l| *l < 2) || thousands {
             return false;
