@@ -28,7 +28,7 @@ from faker import Faker
 from phonenumbers import PhoneNumberFormat as F
 from phonenumbers import PhoneNumberType as T
 
-SEED = 20261203
+SEED = int(os.environ.get("REDACT_CORPUS_SEED", "20261203"))
 REGIONS = ("US CA GB DE FR IT ES NL BE CH AT SE NO DK FI PL PT IE CZ RO BR MX IN JP KR "
            "AU NZ SG IL ZA").split()
 # The Faker locale whose phone layouts and names go with each region.

@@ -475,7 +475,7 @@ pub(super) fn phone_national(
         count,
         groups,
         parens,
-    } = groups_at(text, i)?;
+    } = groups_at(text, i, false)?;
     if count == 0 || (count == 1 && !keyed && !parens) {
         return None;
     }
@@ -514,9 +514,9 @@ struct Groups {
 }
 
 /// Reads groups of digits from `at`, separated by one space, dash, dot, slash or `/ `,
-/// one of them may be in parentheses (`(0)` too); `None` past
-/// [`MAX_NATIONAL_DIGITS`].
-fn groups_at(text: &[u8], mut at: usize) -> Option<Groups> {
+/// one of them may be in parentheses (`(0)` too). Past [`MAX_NATIONAL_DIGITS`]: `None`,
+/// or with `stop_at_max` the groups before.
+fn groups_at(text: &[u8], mut at: usize, stop_at_max: bool) -> Option<Groups> {
     let mut g = Groups {
         digits: [0; MAX_NATIONAL_DIGITS],
         lens: [0; 8],
@@ -535,10 +535,10 @@ fn groups_at(text: &[u8], mut at: usize) -> Option<Groups> {
             if d == 0 || d > 5 || byte(text, at + 1 + d) != b')' {
                 break;
             }
-            g.parens = true;
             if n + d > MAX_NATIONAL_DIGITS {
-                return None;
+                return if stop_at_max { Some(g) } else { None };
             }
+            g.parens = true;
             g.digits[n..n + d].copy_from_slice(&text[at + 1..at + 1 + d]);
             at += d + 2;
         } else {
@@ -547,7 +547,7 @@ fn groups_at(text: &[u8], mut at: usize) -> Option<Groups> {
                 break;
             }
             if n + d > MAX_NATIONAL_DIGITS {
-                return None;
+                return if stop_at_max { Some(g) } else { None };
             }
             g.digits[n..n + d].copy_from_slice(&text[at..at + d]);
             at += d;
@@ -588,7 +588,7 @@ pub(super) fn phone_plus(text: &[u8], i: usize) -> Option<usize> {
         if byte(text, at) == b' ' {
             at += 1;
         }
-        let mut g = groups_at(text, at)?;
+        let mut g = groups_at(text, at, true)?;
         // Put the code in front.
         let n = g.groups[g.count.max(1) - 1].1;
         if n + cc_len > MAX_NATIONAL_DIGITS {
@@ -601,33 +601,39 @@ pub(super) fn phone_plus(text: &[u8], i: usize) -> Option<usize> {
         }
         return finish_plus(text, &g);
     }
-    let g = groups_at(text, at)?;
+    let g = groups_at(text, at, true)?;
     finish_plus(text, &g)
 }
 
+/// The longest run of the groups that is a valid number: all of them, or the first
+/// ones up to a space (`+1 506 399 5743 0 retries`).
 fn finish_plus(text: &[u8], g: &Groups) -> Option<usize> {
-    if g.count == 0 {
-        return None;
-    }
-    let (end, _, _) = g.groups[g.count - 1];
-    if !ends_cleanly(text, end) {
-        return None;
-    }
-    // Drop a `(0)` group: the national prefix written after the code.
-    let mut digits = [0u8; MAX_NATIONAL_DIGITS];
-    let mut len = 0;
-    let mut from = 0;
-    for k in 0..g.count {
-        let (gend, upto, _) = g.groups[k];
-        let group = &g.digits[from..upto];
-        let in_parens = text[gend - 1] == b')';
-        if !(in_parens && group == b"0" && k > 0) {
-            digits[len..len + group.len()].copy_from_slice(group);
-            len += group.len();
+    (1..=g.count).rev().find_map(|c| {
+        let (end, _, after) = g.groups[c - 1];
+        let clean = if c == g.count {
+            ends_cleanly(text, end)
+        } else {
+            after == b' '
+        };
+        if !clean {
+            return None;
         }
-        from = upto;
-    }
-    valid_international(&digits[..len]).then_some(end)
+        // Drop a `(0)` group: the national prefix written after the code.
+        let mut digits = [0u8; MAX_NATIONAL_DIGITS];
+        let mut len = 0;
+        let mut from = 0;
+        for k in 0..c {
+            let (gend, upto, _) = g.groups[k];
+            let group = &g.digits[from..upto];
+            let in_parens = text[gend - 1] == b')';
+            if !(in_parens && group == b"0" && k > 0) {
+                digits[len..len + group.len()].copy_from_slice(group);
+                len += group.len();
+            }
+            from = upto;
+        }
+        valid_international(&digits[..len]).then_some(end)
+    })
 }
 
 /// Layouts that are something else: dates (`2024-03-01`, `01.03.2024`), the SSN layout
@@ -651,17 +657,27 @@ fn plausible_layout(text: &[u8], i: usize, lens: &[usize], groups: &[(usize, usi
             return false;
         }
     }
-    if i >= 6 && text[i - 1] == b' ' {
-        let word = &text[i - 5..i - 1];
-        let group_like = word
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-            && !is_word(text[i - 6]);
-        if group_like {
-            return false;
+    !in_group_sequence(text, i)
+}
+
+/// `GB82 WEST 1234`: `i` follows groups of 4 capitals or digits, one with a digit.
+fn in_group_sequence(text: &[u8], i: usize) -> bool {
+    let group = |end: usize| -> Option<bool> {
+        if end < 5 || text[end - 1] != b' ' {
+            return None;
         }
+        let word = &text[end - 5..end - 1];
+        let shaped = word
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        let alone = end == 5 || !is_word(text[end - 6]);
+        (shaped && alone).then(|| word.iter().any(u8::is_ascii_digit))
+    };
+    match group(i) {
+        Some(true) => true,
+        Some(false) => group(i - 5) == Some(true),
+        None => false,
     }
-    true
 }
 
 /// `2024-03-01`, `01.03.2024`, `03/01/2024`, `2024 03 01`: three groups 4-2-2 or 2-2-4
