@@ -99,7 +99,7 @@ impl NumberScan<'_> {
             return None;
         }
         if len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/') {
-            if self.phone {
+            if self.phone && may_be_national(text, i, len, next) {
                 return phone_national(text, i, self.regions, false)
                     .map(|e| (e, InfoType::PhoneNumber));
             }
@@ -212,6 +212,31 @@ impl NumberScan<'_> {
         }
         None
     }
+}
+
+/// A cheap look at the group after the first before the full reading: there is one,
+/// the two have enough digits or a third follows, and they are not the start of a date
+/// (`2024-03-`, `01.03.`).
+#[inline]
+fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
+    let mut j = i + len + 1;
+    if sep == b'/' && byte(text, j) == b' ' {
+        j += 1;
+    }
+    let second = digits_at(text, j);
+    if second == 0 {
+        return byte(text, j) == b'(';
+    }
+    let after = byte(text, j + second);
+    let third = matches!(after, b' ' | b'-' | b'.' | b'/' | b'(');
+    if len + second < 7 && !third {
+        return false;
+    }
+    let dated = sep != b' '
+        && second == 2
+        && ((len == 4 && matches!(&text[i..i + 2], b"19" | b"20"))
+            || (len == 2 && after == sep && digits_at(text, j + 3) == 4));
+    !dated
 }
 
 /// True when `end` is followed by `.5`/`-5`: the number goes on.

@@ -377,19 +377,15 @@ pub(crate) fn label_of(key: &[u8]) -> Option<Label> {
         return None;
     }
     let mut found = None;
-    let mut start = 0;
     let mut word = [0u8; 64];
     let mut n = 0;
     let mut check = |w: &[u8]| {
-        if w.is_empty() {
+        if w.len() < 3 {
             return;
         }
-        let Ok(w) = std::str::from_utf8(w) else {
-            return;
-        };
-        if SSN_WORDS.contains(&w) {
+        if SSN_WORDS.iter().any(|s| s.as_bytes() == w) {
             found = Some(Label::Ssn);
-        } else if found.is_none() && PHONE_WORDS.contains(&w) {
+        } else if found.is_none() && PHONE_WORDS.iter().any(|s| s.as_bytes() == w) {
             found = Some(Label::Phone);
         }
     };
@@ -399,14 +395,12 @@ pub(crate) fn label_of(key: &[u8]) -> Option<Label> {
         if boundary {
             check(&word[..n]);
             n = 0;
-            start = k;
         }
         if b.is_ascii_alphanumeric() {
             word[n] = b.to_ascii_lowercase();
             n += 1;
         }
     }
-    let _ = start;
     check(&word[..n]);
     found
 }

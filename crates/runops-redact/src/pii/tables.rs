@@ -34,19 +34,6 @@ pub(crate) struct TableState {
     table: Option<(Vec<usize>, Vec<Column>)>,
 }
 
-fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at >= text.len() {
-            return None;
-        }
-        let start = at;
-        let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |p| at + p + 1);
-        at = end;
-        Some((start, &text[start..end]))
-    })
-}
-
 fn trim_eol(line: &[u8]) -> &[u8] {
     let mut l = line;
     while let [rest @ .., b'\n' | b'\r'] = l {
@@ -102,36 +89,61 @@ pub(super) fn labelled_cells(
     (phone, ssn): (bool, bool),
     hits: &mut Vec<Hit>,
 ) {
-    if state.table.is_none() && SEPARATOR.find(text).is_none() {
-        if state.header.is_some() || memchr::memchr(b'|', text).is_some() {
-            state.header = last_line(text).and_then(header_of);
+    // Only separator lines and the rows of a table are looked at.
+    let mut at = rows(text, 0, base, state, regions, (phone, ssn), hits);
+    while state.table.is_none() {
+        let Some(found) = SEPARATOR.find(&text[at..]) else {
+            break;
+        };
+        let sep = at + found;
+        let start = memchr::memrchr(b'\n', &text[..sep]).map_or(0, |p| p + 1);
+        let end = memchr::memchr(b'\n', &text[sep..]).map_or(text.len(), |p| sep + p + 1);
+        let line = &text[start..end];
+        at = end;
+        if !is_separator(line) {
+            continue;
         }
-        return;
+        let header = if start == 0 {
+            state.header.take()
+        } else {
+            let prev_start = memchr::memrchr(b'\n', &text[..start - 1]).map_or(0, |p| p + 1);
+            header_of(&text[prev_start..start])
+        };
+        if let Some((pipes, columns)) = header
+            && plus_positions(line) == pipes
+        {
+            state.table = Some((pipes, columns));
+            at = rows(text, end, base, state, regions, (phone, ssn), hits);
+        }
     }
-    let mut prev: Option<&[u8]> = None;
-    for (start, line) in lines(text) {
-        if let Some((pipes, columns)) = &state.table {
-            if is_row(line, pipes) {
-                cells(line, start + base, columns, regions, (phone, ssn), hits);
-                prev = Some(line);
-                continue;
-            }
+    state.header = last_line(text).and_then(header_of);
+}
+
+/// Reads the rows of the open table from `at`; returns where they end (the table is
+/// closed there), or the end of `text` (it stays open).
+fn rows(
+    text: &[u8],
+    mut at: usize,
+    base: usize,
+    state: &mut TableState,
+    regions: &PhoneRegions,
+    flags: (bool, bool),
+    hits: &mut Vec<Hit>,
+) -> usize {
+    let Some((pipes, columns)) = &state.table else {
+        return at;
+    };
+    while at < text.len() {
+        let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |p| at + p + 1);
+        let line = &text[at..end];
+        if !is_row(line, pipes) {
             state.table = None;
+            return at;
         }
-        if is_separator(line) {
-            let header = match prev {
-                Some(p) => header_of(p),
-                None => state.header.take(),
-            };
-            if let Some((pipes, columns)) = header
-                && plus_positions(line) == pipes
-            {
-                state.table = Some((pipes, columns));
-            }
-        }
-        prev = Some(line);
+        cells(line, at + base, columns, regions, flags, hits);
+        at = end;
     }
-    state.header = prev.and_then(header_of);
+    at
 }
 
 fn last_line(text: &[u8]) -> Option<&[u8]> {
