@@ -68,13 +68,30 @@ impl<'a> NumberScan<'a> {
                     self.digit_run_at(text, i, len)
                 }
                 b'+' if self.phone => phone_international(text, i)
-                    .or_else(|| phone_plus(text, i))
+                    .or_else(|| {
+                        (b'1'..=b'9')
+                            .contains(&byte(text, i + 1))
+                            .then(|| phone_plus(text, i))
+                            .flatten()
+                    })
                     .map(|e| (e, InfoType::PhoneNumber)),
                 b'(' if self.phone && byte(text, i + 1) == b'+' => {
                     phone_plus(text, i + 1).map(|e| (e, InfoType::PhoneNumber))
                 }
                 b'(' if self.phone => phone_nanp_parenthesized(text, i)
-                    .or_else(|| phone_national(text, i, self.regions, false))
+                    .or_else(|| {
+                        // `(0151) 1234567`, `(11) 2110-7975`: a parenthesized group and
+                        // a digit right after it or after one space or dash.
+                        let d = digits_at(text, i + 1);
+                        let close = i + 1 + d;
+                        let after = match byte(text, close + 1) {
+                            b' ' | b'-' => byte(text, close + 2),
+                            b => b,
+                        };
+                        ((1..=5).contains(&d) && byte(text, close) == b')' && after.is_ascii_digit())
+                            .then(|| phone_national(text, i, self.regions, false))
+                            .flatten()
+                    })
                     .map(|e| (e, InfoType::PhoneNumber)),
                 b'A'..=b'Z' if self.iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),
                 _ => None,
@@ -90,24 +107,40 @@ impl<'a> NumberScan<'a> {
 impl NumberScan<'_> {
     /// Dispatches on the digit run of `len` digits at `i` (a word start): the shapes of
     /// fixed layouts first, then national phone formats and keyed identifiers.
+    #[inline]
     fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
-        if let Some(found) = self.fixed_layout_at(text, i, len) {
-            return Some(found);
-        }
         let next = byte(text, i + len);
-        if !(self.phone || self.ssn) {
-            return None;
-        }
-        if len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/') {
-            if self.phone && may_be_national(text, i, len, next) {
-                return phone_national(text, i, self.regions, false)
-                    .map(|e| (e, InfoType::PhoneNumber));
-            }
-            return None;
-        }
+        // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
+        // `1.5s`, `10234`) are rejected here without reading further.
+        let opens = match len {
+            1 => next == b'.' || (text[i] == b'1' && matches!(next, b' ' | b'-')),
+            2 => next == b'.',
+            3 => matches!(next, b'.' | b'-' | b' '),
+            4 => matches!(next, b' ' | b'-'),
+            13..=19 => true,
+            _ => false,
+        };
+        let national = self.phone && len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/');
         // A bare run under a key or label that names it: `"ssn":"413161273"`,
         // `phone=5019897824`.
-        if (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len) && !is_word(next) {
+        let keyed = (self.phone || self.ssn)
+            && (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len)
+            && i > 0
+            && matches!(text[i - 1], b'"' | b'\'' | b' ' | b'\t' | b'=' | b':')
+            && !is_word(next);
+        if !(opens || national || keyed) {
+            return None;
+        }
+        if opens && let Some(found) = self.fixed_layout_at(text, i, len, next) {
+            return Some(found);
+        }
+        if national {
+            return may_be_national(text, i, len, next)
+                .then(|| phone_national(text, i, self.regions, false))
+                .flatten()
+                .map(|e| (e, InfoType::PhoneNumber));
+        }
+        if keyed {
             match key_label_before(text, i)? {
                 Label::Ssn if self.ssn && len == 9 => {
                     let end = i + len;
@@ -138,7 +171,14 @@ impl NumberScan<'_> {
     }
 
     /// Cards, SSNs, North American phones and IPv4 addresses at a digit run.
-    fn fixed_layout_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
+    /// Called for the runs whose length and next byte `next` can open one of them.
+    fn fixed_layout_at(
+        &self,
+        text: &[u8],
+        i: usize,
+        len: usize,
+        next: u8,
+    ) -> Option<(usize, InfoType)> {
         let NumberScan {
             phone,
             card,
@@ -146,20 +186,6 @@ impl NumberScan<'_> {
             ip,
             ..
         } = *self;
-        let next = byte(text, i + len);
-        // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
-        // `1.5s`, `10234`) are rejected here without reading further.
-        let opens = match len {
-            1 => next == b'.' || (text[i] == b'1' && matches!(next, b' ' | b'-')),
-            2 => next == b'.',
-            3 => matches!(next, b'.' | b'-' | b' '),
-            4 => matches!(next, b' ' | b'-'),
-            13..=19 => true,
-            _ => false,
-        };
-        if !opens {
-            return None;
-        }
         // `2024-03-01-415...`, `1.2.3.4.5`: the middle of a longer dotted or dashed number.
         if i >= 2 && matches!(text[i - 1], b'.' | b'-') && text[i - 2].is_ascii_digit() {
             return None;
@@ -227,8 +253,15 @@ fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
     if second == 0 {
         return byte(text, j) == b'(';
     }
+    // No national format has a one-digit second group, or a one-digit first group
+    // before a short one; dotted numbers have groups of two digits or more (`1.5`,
+    // `8.0.36`, `127.0.0.1` stop here).
+    if second < 2 || (len == 1 && second < 3) || (sep == b'.' && len < 2) {
+        return false;
+    }
     let after = byte(text, j + second);
-    let third = matches!(after, b' ' | b'-' | b'.' | b'/' | b'(');
+    let third = matches!(after, b' ' | b'-' | b'.' | b'/' | b'(')
+        && matches!(byte(text, j + second + 1), b'0'..=b'9' | b'(' | b' ');
     if len + second < 7 && !third {
         return false;
     }
@@ -469,7 +502,7 @@ pub(crate) fn luhn_valid(digits: &[u8]) -> bool {
 /// Four small numbers such as `1.2.3.4` are taken as an address (a version would be
 /// written `v1.2.3.4`).
 fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
-    if i > 0 && text[i - 1] == b'.' || after_version_key(text, i) {
+    if i > 0 && text[i - 1] == b'.' {
         return None;
     }
     let mut at = i;
@@ -489,7 +522,7 @@ fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let identifies_no_one = matches!(octets[0], 0 | 127 | 255);
-    (!identifies_no_one).then_some(at)
+    (!identifies_no_one && !after_version_key(text, i)).then_some(at)
 }
 
 /// `Version=2.0.0.0`, `"version": "1.2.3.4"`, `FileVersion 10.0.1.2`: a dotted quad

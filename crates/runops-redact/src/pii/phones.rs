@@ -327,21 +327,34 @@ fn fits_layout(groups: &[usize], spans: &[(u8, u8)]) -> bool {
 /// `44 20 7946 0958` after the international call prefix `00`: a country calling code
 /// and a valid national number of one of its regions (any region libphonenumber knows).
 fn valid_international(digits: &[u8]) -> bool {
-    (1..=3).any(|cc_len| {
-        if digits.len() <= cc_len {
-            return false;
+    // E.164 numbers have at least 7 digits with the code.
+    if digits.len() < 7 {
+        return false;
+    }
+    let by_code = BY_CALLING_CODE.get_or_init(|| {
+        let mut by_code = vec![Vec::new(); 1000];
+        for (k, r) in REGIONS.iter().enumerate() {
+            if let Some(list) = by_code.get_mut(usize::from(r.calling_code)) {
+                list.push(k as u16);
+            }
         }
+        by_code
+    });
+    (1..=3).any(|cc_len| {
         let cc = digits[..cc_len]
             .iter()
-            .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+            .fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
         let nsn = &digits[cc_len..];
-        REGIONS.iter().enumerate().any(|(k, r)| {
-            r.calling_code == cc
-                && r.lengths & (1 << nsn.len()) != 0
+        by_code[cc].iter().any(|&k| {
+            let k = usize::from(k);
+            REGIONS[k].lengths & (1 << nsn.len()) != 0
                 && region_regex(k).is_some_and(|re| re.is_match(nsn))
         })
     })
 }
+
+/// Region indexes by country calling code.
+static BY_CALLING_CODE: OnceLock<Vec<Vec<u16>>> = OnceLock::new();
 
 /// What a key or label says a value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,16 +384,38 @@ const PHONE_WORDS: &[&str] = &[
 ];
 const SSN_WORDS: &[&str] = &["ssn", "social", "sozialversicherungsnummer"];
 
+/// False when `text` cannot contain a label word: none of their first three letters
+/// (`pho`, `tel`, `mob`, `cel`, `fax`, `msi`, `han`, `ssn`, `soc`, `soz`) in any case.
+/// A few instructions per byte, so table headers are parsed only when they may matter.
+pub(crate) fn may_name_label(text: &[u8]) -> bool {
+    let lower = |k: usize| text[k] | 0x20;
+    (0..text.len().saturating_sub(2)).any(|k| {
+        let next = [lower(k + 1), lower(k + 2)];
+        match lower(k) {
+            b'p' => next == *b"ho",
+            b't' => next == *b"el",
+            b'm' => next == *b"ob" || next == *b"si",
+            b'c' => next == *b"el",
+            b'f' => next == *b"ax",
+            b'h' => next == *b"an",
+            b's' => next == *b"sn" || next == *b"oc" || next == *b"oz",
+            _ => false,
+        }
+    })
+}
+
 /// What the key `key` (a JSON key, the left side of `key=value`, a column name) names.
 pub(crate) fn label_of(key: &[u8]) -> Option<Label> {
-    if key.is_empty() || key.len() > 64 {
+    if key.is_empty() || key.len() > 64 || !key[0].is_ascii_alphabetic() || !may_name_label(key)
+    {
         return None;
     }
     let mut found = None;
     let mut word = [0u8; 64];
     let mut n = 0;
     let mut check = |w: &[u8]| {
-        if w.len() < 3 {
+        // Every label word starts with one of these letters.
+        if w.len() < 3 || !matches!(w[0], b'c' | b'f' | b'h' | b'm' | b'p' | b's' | b't') {
             return;
         }
         if SSN_WORDS.iter().any(|s| s.as_bytes() == w) {
@@ -408,29 +443,40 @@ pub(crate) fn label_of(key: &[u8]) -> Option<Label> {
 /// The label of the key a value at `i` sits under, on the same line: `"phone":"…"`,
 /// `"phone": …`, `phone=…`, `phone: …`, `phone | …` (psql expanded display).
 pub(crate) fn key_label_before(text: &[u8], i: usize) -> Option<Label> {
-    let mut at = i;
-    let back = |at: &mut usize, pred: &dyn Fn(u8) -> bool, max: usize| {
+    #[inline(always)]
+    fn back(text: &[u8], at: &mut usize, pred: impl Fn(u8) -> bool, max: usize) {
         let mut n = 0;
         while *at > 0 && n < max && pred(text[*at - 1]) {
             *at -= 1;
             n += 1;
         }
-        n
-    };
-    back(&mut at, &|b| b == b'"' || b == b'\'', 1);
-    back(&mut at, &|b| b == b' ' || b == b'\t', 32);
+    }
+    let mut at = i;
+    back(text, &mut at, |b| b == b'"' || b == b'\'', 1);
+    back(text, &mut at, |b| b == b' ' || b == b'\t', 32);
     if at == 0 || !matches!(text[at - 1], b':' | b'=' | b'|') {
         return None;
     }
+    let pipe = text[at - 1] == b'|';
     at -= 1;
-    back(&mut at, &|b| b == b' ' || b == b'\t', 32);
-    back(&mut at, &|b| b == b'"' || b == b'\'', 1);
+    back(text, &mut at, |b| b == b' ' || b == b'\t', 32);
+    back(text, &mut at, |b| b == b'"' || b == b'\'', 1);
     let end = at;
     back(
+        text,
         &mut at,
-        &|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
         64,
     );
+    // `phone | 5019897824` (psql expanded display): the key opens the line; in a row of
+    // a table the cell before is a value, not a key.
+    if pipe {
+        let mut k = at;
+        back(text, &mut k, |b| b == b' ', 8);
+        if k > 0 && text[k - 1] != b'\n' {
+            return None;
+        }
+    }
     label_of(&text[at..end])
 }
 
@@ -463,13 +509,9 @@ pub(super) fn phone_national(
     if i >= 2 && text[i - 1] == b' ' && text[i - 2].is_ascii_digit() {
         return None;
     }
-    let Groups {
-        digits,
-        lens,
-        count,
-        groups,
-        parens,
-    } = groups_at(text, i, false)?;
+    let g = groups_at(text, i, false)?;
+    let (count, parens) = (g.count, g.parens);
+    let (digits, lens, groups) = (&g.digits, &g.lens, &g.groups);
     if count == 0 || (count == 1 && !keyed && !parens) {
         return None;
     }
@@ -510,6 +552,7 @@ struct Groups {
 /// Reads groups of digits from `at`, separated by one space, dash, dot, slash or `/ `,
 /// one of them may be in parentheses (`(0)` too). Past [`MAX_NATIONAL_DIGITS`]: `None`,
 /// or with `stop_at_max` the groups before.
+#[inline]
 fn groups_at(text: &[u8], mut at: usize, stop_at_max: bool) -> Option<Groups> {
     let mut g = Groups {
         digits: [0; MAX_NATIONAL_DIGITS],

@@ -27,9 +27,9 @@ struct Column {
 /// The table state carried between segments.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TableState {
-    /// The last line scanned, when it could be a header: the offsets of its `|` and its
-    /// labelled columns.
-    header: Option<(Vec<usize>, Vec<Column>)>,
+    /// The last line scanned when it has a `|` (it could be a header): read only when
+    /// the next text begins with a separator line.
+    last_line: Vec<u8>,
     /// The table being read: the offsets of the `|` of its rows, its labelled columns.
     table: Option<(Vec<usize>, Vec<Column>)>,
 }
@@ -45,7 +45,10 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 /// The `|` offsets of `line` and its labelled columns, when it has both.
 fn header_of(line: &[u8]) -> Option<(Vec<usize>, Vec<Column>)> {
     let line = trim_eol(line);
-    if line.len() > MAX_TABLE_LINE || memchr::memchr(b'|', line).is_none() {
+    if line.len() > MAX_TABLE_LINE
+        || memchr::memchr(b'|', line).is_none()
+        || !super::phones::may_name_label(line)
+    {
         return None;
     }
     let pipes: Vec<usize> = memchr::memchr_iter(b'|', line).collect();
@@ -103,11 +106,23 @@ pub(super) fn labelled_cells(
         if !is_separator(line) {
             continue;
         }
-        let header = if start == 0 {
-            state.header.take()
+        let prev = if start == 0 {
+            &state.last_line[..]
         } else {
             let prev_start = memchr::memrchr(b'\n', &text[..start - 1]).map_or(0, |p| p + 1);
-            header_of(&text[prev_start..start])
+            &text[prev_start..start]
+        };
+        let header = if !super::phones::may_name_label(prev) {
+            None
+        } else {
+            // Parsed only when its `|` sit where the separator has `+`.
+            let aligned = trim_eol(prev)
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'|')
+                .map(|(k, _)| k)
+                .eq(memchr::memchr_iter(b'+', trim_eol(line)));
+            if aligned { header_of(prev) } else { None }
         };
         if let Some((pipes, columns)) = header
             && plus_positions(line) == pipes
@@ -116,7 +131,13 @@ pub(super) fn labelled_cells(
             at = rows(text, end, base, state, regions, (phone, ssn), hits);
         }
     }
-    state.header = last_line(text).and_then(header_of);
+    state.last_line.clear();
+    if let Some(last) = last_line(text)
+        && last.len() <= MAX_TABLE_LINE
+        && memchr::memchr(b'|', last).is_some()
+    {
+        state.last_line.extend_from_slice(last);
+    }
 }
 
 /// Reads the rows of the open table from `at`; returns where they end (the table is
