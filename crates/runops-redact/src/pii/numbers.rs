@@ -88,9 +88,11 @@ impl<'a> NumberScan<'a> {
                             b' ' | b'-' => byte(text, close + 2),
                             b => b,
                         };
-                        ((1..=5).contains(&d) && byte(text, close) == b')' && after.is_ascii_digit())
-                            .then(|| phone_national(text, i, self.regions, false))
-                            .flatten()
+                        ((1..=5).contains(&d)
+                            && byte(text, close) == b')'
+                            && after.is_ascii_digit())
+                        .then(|| phone_national(text, i, self.regions, false))
+                        .flatten()
                     })
                     .map(|e| (e, InfoType::PhoneNumber)),
                 b'A'..=b'Z' if self.iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),

@@ -39,10 +39,14 @@ pub(crate) struct Region {
     /// the national prefix is written in front (`None`: it may be left out), and the
     /// digits (min, max) of each group.
     /// The last field is the format's most specific leading-digits pattern.
-    pub formats: &'static [(u16, Option<bool>, &'static [(u8, u8)], &'static str)],
+    pub formats: &'static [Format],
     /// A valid national significant number (the union of the valid number types).
     pub pattern: &'static str,
 }
+
+/// One national format of a region: `(first digits, prefix written, groups, leading
+/// digits)`, see [`Region::formats`].
+pub(crate) type Format = (u16, Option<bool>, &'static [(u8, u8)], &'static str);
 
 /// The regions whose national formats are read by default: `REDACT_PHONE_REGIONS`
 /// unset. North America, Europe's largest countries, and the largest economies of
@@ -388,26 +392,43 @@ const SSN_WORDS: &[&str] = &["ssn", "social", "sozialversicherungsnummer"];
 /// (`pho`, `tel`, `mob`, `cel`, `fax`, `msi`, `han`, `ssn`, `soc`, `soz`) in any case.
 /// A few instructions per byte, so table headers are parsed only when they may matter.
 pub(crate) fn may_name_label(text: &[u8]) -> bool {
-    let lower = |k: usize| text[k] | 0x20;
-    (0..text.len().saturating_sub(2)).any(|k| {
-        let next = [lower(k + 1), lower(k + 2)];
-        match lower(k) {
-            b'p' => next == *b"ho",
-            b't' => next == *b"el",
-            b'm' => next == *b"ob" || next == *b"si",
-            b'c' => next == *b"el",
-            b'f' => next == *b"ax",
-            b'h' => next == *b"an",
-            b's' => next == *b"sn" || next == *b"oc" || next == *b"oz",
-            _ => false,
+    /// The first letters of the label words, both cases.
+    const FIRST: [bool; 256] = {
+        let mut t = [false; 256];
+        let letters = b"cfhmpst";
+        let mut k = 0;
+        while k < letters.len() {
+            t[letters[k] as usize] = true;
+            t[letters[k].to_ascii_uppercase() as usize] = true;
+            k += 1;
         }
-    })
+        t
+    };
+    let n = text.len().saturating_sub(2);
+    let mut k = 0;
+    while k < n {
+        if FIRST[usize::from(text[k])] {
+            let next = [text[k + 1] | 0x20, text[k + 2] | 0x20];
+            let hit = match text[k] | 0x20 {
+                b'p' => next == *b"ho",
+                b't' | b'c' => next == *b"el",
+                b'm' => next == *b"ob" || next == *b"si",
+                b'f' => next == *b"ax",
+                b'h' => next == *b"an",
+                _ => next == *b"sn" || next == *b"oc" || next == *b"oz",
+            };
+            if hit {
+                return true;
+            }
+        }
+        k += 1;
+    }
+    false
 }
 
 /// What the key `key` (a JSON key, the left side of `key=value`, a column name) names.
 pub(crate) fn label_of(key: &[u8]) -> Option<Label> {
-    if key.is_empty() || key.len() > 64 || !key[0].is_ascii_alphabetic() || !may_name_label(key)
-    {
+    if key.is_empty() || key.len() > 64 || !key[0].is_ascii_alphabetic() || !may_name_label(key) {
         return None;
     }
     let mut found = None;
@@ -742,9 +763,9 @@ fn looks_like_date(text: &[u8], i: usize, lens: &[usize], groups: &[(usize, usiz
 /// A finding ends cleanly when no letter, digit or continuation of the number follows
 /// (`.5`, `-5`, `:30`).
 fn ends_cleanly(text: &[u8], end: usize) -> bool {
-    !is_word(byte(text, end))
-        && !(matches!(byte(text, end), b'.' | b'-' | b':' | b'/' | b',')
-            && byte(text, end + 1).is_ascii_digit())
+    let goes_on = matches!(byte(text, end), b'.' | b'-' | b':' | b'/' | b',')
+        && byte(text, end + 1).is_ascii_digit();
+    !is_word(byte(text, end)) && !goes_on
 }
 
 #[cfg(test)]
