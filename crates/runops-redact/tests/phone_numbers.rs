@@ -134,3 +134,38 @@ proptest! {
         prop_assert_eq!(String::from_utf8_lossy(&streamed), out);
     }
 }
+
+#[test]
+fn keyed_values_and_labelled_columns_are_redacted_in_any_chunking() {
+    let r = redactor();
+    let text = "{\"ssn\":\"413161273\",\"phone\":\"5019897824\"} phone=5019897824 id=5019897824\n\
+                \x20id | name | phone      |    ssn    | order_no\n\
+                ----+------+------------+-----------+------------\n\
+                \x20 1 | Jane | 5019897824 | 413161273 | 5019897824\n\
+                \x20 2 | Bob  | 2079460958 | 078051120 | 4155550132\n\
+                (2 rows)\n\
+                System.Data, Version=4.0.0.0, Culture=neutral\n\
+                tracking 9400 1118 9922 3197 4284 90\n";
+    let whole = r.redact_str(text);
+    assert_eq!(
+        whole,
+        "{\"ssn\":\"[US_SOCIAL_SECURITY_NUMBER]\",\"phone\":\"[PHONE_NUMBER]\"} \
+         phone=[PHONE_NUMBER] id=5019897824\n\
+         \x20id | name | phone      |    ssn    | order_no\n\
+         ----+------+------------+-----------+------------\n\
+         \x20 1 | Jane | [PHONE_NUMBER] | [US_SOCIAL_SECURITY_NUMBER] | 5019897824\n\
+         \x20 2 | Bob  | [PHONE_NUMBER] | [US_SOCIAL_SECURITY_NUMBER] | 4155550132\n\
+         (2 rows)\n\
+         System.Data, Version=4.0.0.0, Culture=neutral\n\
+         tracking 9400 1118 9922 3197 4284 90\n"
+    );
+    let bytes = text.as_bytes();
+    for cut in 0..=bytes.len() {
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        s.push(&bytes[..cut], &mut out);
+        s.push(&bytes[cut..], &mut out);
+        s.finish(&mut out);
+        assert_eq!(String::from_utf8_lossy(&out), whole, "cut at {cut}");
+    }
+}
