@@ -45,6 +45,9 @@ pub struct AgentArgs {
     /// personal data redacted on targets with `redact=all`, comma-separated (e.g. EMAIL_ADDRESS,PHONE_NUMBER); default: every type
     #[arg(long, env = "REDACT_INFO_TYPES")]
     pub redact_info_types: Option<String>,
+    /// regions whose national phone formats (`020 7946 0958`) are redacted, ISO codes, comma-separated (e.g. GB,DE,FR); default: 30 common regions (docs/redaction.md); numbers with `+` are redacted whatever the list
+    #[arg(long, env = "REDACT_PHONE_REGIONS")]
+    pub redact_phone_regions: Option<String>,
     /// who may make this agent run tasks, and as which user (JWK_URL, RUN_AS_USER)
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -91,6 +94,9 @@ pub struct AgentConfig {
     /// `REDACT_INFO_TYPES`: the personal data redacted on `redact=all` targets;
     /// `None`: every type.
     pub redact_info_types: Option<Vec<runops_redact::InfoType>>,
+    /// `REDACT_PHONE_REGIONS`: the regions whose national phone formats are read;
+    /// `None`: [`runops_redact::DEFAULT_PHONE_REGIONS`].
+    pub redact_phone_regions: Option<Vec<String>>,
 }
 
 /// [`IdentityArgs`] resolved. The default enforces nothing and keeps the agent's user
@@ -192,6 +198,7 @@ impl AgentConfig {
             health_addr: args.health_addr,
             identity: IdentityConfig::from_args(&args.identity)?,
             redact_info_types: parse_redact_info_types(args.redact_info_types.as_deref())?,
+            redact_phone_regions: parse_redact_phone_regions(args.redact_phone_regions.as_deref())?,
         })
     }
 }
@@ -217,6 +224,23 @@ pub fn parse_redact_info_types(
         );
     }
     Ok(Some(types))
+}
+
+/// `REDACT_PHONE_REGIONS` checked: `None` (unset or blank) means the default regions;
+/// a code libphonenumber does not know, or a list that names none, stops the agent.
+pub fn parse_redact_phone_regions(list: Option<&str>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(list) = list.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let regions = runops_redact::parse_phone_regions(list)
+        .map_err(|e| anyhow::anyhow!("REDACT_PHONE_REGIONS: {e}"))?;
+    if regions.is_empty() {
+        anyhow::bail!(
+            "REDACT_PHONE_REGIONS names no region; list ISO codes such as GB,DE,FR or unset it for the default regions ({})",
+            runops_redact::DEFAULT_PHONE_REGIONS.join(",")
+        );
+    }
+    Ok(Some(regions))
 }
 
 /// First wait after a transport error; short so a blip costs little.
@@ -307,6 +331,35 @@ mod redact_info_types_tests {
         );
         let e = parse_redact_info_types(Some(",")).unwrap_err().to_string();
         assert!(e.contains("names no info type"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod redact_phone_regions_tests {
+    use super::parse_redact_phone_regions;
+
+    #[test]
+    fn redact_phone_regions_parse_and_unknown_codes_are_refused() {
+        assert_eq!(parse_redact_phone_regions(None).unwrap(), None);
+        assert_eq!(parse_redact_phone_regions(Some(" ")).unwrap(), None);
+        assert_eq!(
+            parse_redact_phone_regions(Some("gb, DE,gb")).unwrap(),
+            Some(vec!["GB".to_string(), "DE".to_string()])
+        );
+        let e = parse_redact_phone_regions(Some("GB,UK"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("REDACT_PHONE_REGIONS: unknown phone region `UK`"),
+            "{e}"
+        );
+        let e = parse_redact_phone_regions(Some(","))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("names no region") && e.contains("US,CA,GB"),
+            "{e}"
+        );
     }
 }
 

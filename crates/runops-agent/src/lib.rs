@@ -207,6 +207,7 @@ pub async fn run_with(
             kill_grace: cfg.kill_grace,
             log_store: log_store.clone(),
             redact_info_types: cfg.redact_info_types.clone(),
+            redact_phone_regions: cfg.redact_phone_regions.clone(),
         },
         spool,
         link,

@@ -43,6 +43,9 @@ pub struct PipelineContext {
     /// `REDACT_INFO_TYPES`: the personal data redacted on `redact=all` targets;
     /// `None`: every type.
     pub redact_info_types: Option<Vec<InfoType>>,
+    /// `REDACT_PHONE_REGIONS`: the regions whose national phone formats are read;
+    /// `None`: the default regions.
+    pub redact_phone_regions: Option<Vec<String>>,
 }
 
 /// Asks a task to stop, remembering why (the first reason wins).
@@ -251,6 +254,7 @@ fn task_redactor(ctx: &PipelineContext, offer: &TaskOffer, secrets: Secrets) -> 
         secrets,
         personal_data: offer.redact != "none",
         info_types: ctx.redact_info_types.clone(),
+        phone_regions: ctx.redact_phone_regions.clone(),
     })
 }
 

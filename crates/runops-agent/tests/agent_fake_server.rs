@@ -283,6 +283,7 @@ fn start_agent(
             ..Default::default()
         },
         redact_info_types: None,
+        redact_phone_regions: None,
     };
     let mut secrets = SecretsRegistry::default();
     secrets.register(Arc::new(EnvVarProvider::from_vars([(
@@ -570,6 +571,7 @@ async fn taken_tags_and_rejected_token_stop_the_agent_with_a_clear_error() {
             ..Default::default()
         },
         redact_info_types: None,
+        redact_phone_regions: None,
     };
     let (_tx, signal) = ShutdownSignal::channel();
     let e = tokio::time::timeout(

@@ -33,6 +33,7 @@ async fn child_environment_holds_none_of_the_agents_variables() {
         authenticator: None,
         log_store: None,
         redact_info_types: None,
+        redact_phone_regions: None,
     };
     let spool = Spool::open(dir.path()).unwrap();
     let offer = TaskOffer {

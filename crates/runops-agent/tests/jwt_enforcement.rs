@@ -82,6 +82,7 @@ fn harness_with_max_age(
             authenticator: Some(Arc::new(auth)),
             log_store: None,
             redact_info_types: None,
+            redact_phone_regions: None,
         },
         spool,
         dir,

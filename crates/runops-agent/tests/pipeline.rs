@@ -48,6 +48,7 @@ fn harness(runners: RunnerRegistry) -> Harness {
             authenticator: None,
             log_store: None,
             redact_info_types: None,
+            redact_phone_regions: None,
         },
         spool,
         dir,

@@ -21,7 +21,10 @@ mod stream;
 
 use std::sync::Arc;
 
-pub use pii::{Finding, InfoType, UnknownInfoType};
+pub use pii::{
+    DEFAULT_PHONE_REGIONS, Finding, InfoType, UnknownInfoType, UnknownPhoneRegion,
+    known_phone_regions, parse_phone_regions,
+};
 pub use stream::{CAP_CUT_SEARCH, StreamRedactor};
 
 /// Values shorter than this are not redacted unless their key looks secret:
@@ -114,6 +117,10 @@ pub struct RedactConfig {
     /// Which personal data to detect when `personal_data` is on; `None` means all of
     /// [`InfoType::ALL`]. Parse `REDACT_INFO_TYPES` with [`InfoType::parse_list`].
     pub info_types: Option<Vec<InfoType>>,
+    /// The regions whose national phone formats (`020 7946 0958`) are read, as ISO
+    /// codes; `None` means [`DEFAULT_PHONE_REGIONS`]. Parse `REDACT_PHONE_REGIONS` with
+    /// [`parse_phone_regions`]. Numbers written with `+` are found whatever the list.
+    pub phone_regions: Option<Vec<String>>,
 }
 
 /// True when `key` names something secret (`MYSQL_PASS`, `API_TOKEN`...).
@@ -145,9 +152,16 @@ impl std::fmt::Debug for Redactor {
 impl Redactor {
     pub fn new(config: &RedactConfig) -> Redactor {
         let pii = if config.personal_data {
+            let regions: Vec<String> = match &config.phone_regions {
+                Some(r) => r.clone(),
+                None => DEFAULT_PHONE_REGIONS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            };
             match &config.info_types {
-                Some(types) => pii::PiiScanner::new(types),
-                None => pii::PiiScanner::new(&InfoType::ALL),
+                Some(types) => pii::PiiScanner::new(types, &regions),
+                None => pii::PiiScanner::new(&InfoType::ALL, &regions),
             }
         } else {
             None

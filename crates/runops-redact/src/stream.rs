@@ -267,7 +267,7 @@ fn for_each_piece(
             let batch = pii.independent_lines(&rest[..=last_nl], state);
             if batch > 0 {
                 let lines = &rest[..batch];
-                pii.scan_lines(lines, hits);
+                pii.scan_lines(lines, state, hits);
                 emit(pos, lines, hits);
                 pos += batch;
                 continue;

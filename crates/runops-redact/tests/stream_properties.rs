@@ -53,6 +53,15 @@ fn piece() -> impl Strategy<Value = String> {
         Just("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2ln".to_string()),
         Just("-----BEGIN RSA PRIVATE KEY-----\n".to_string()),
         Just("-----END RSA PRIVATE KEY-----".to_string()),
+        // National phone formats, keyed identifiers and SQL tables whose header labels
+        // a column: the table state carries across lines.
+        Just("020 7946 0958".to_string()),
+        Just("(11) 2110-7975".to_string()),
+        Just("\"ssn\":\"413161273\"".to_string()),
+        Just("phone=5019897824".to_string()),
+        Just(" id | phone      | ssn\n".to_string()),
+        Just("----+------------+-----------\n".to_string()),
+        Just("  1 | 5019897824 | 413161273\n".to_string()),
     ]
 }
 

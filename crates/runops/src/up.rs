@@ -116,6 +116,7 @@ pub async fn run(args: UpArgs, context: Option<String>) -> anyhow::Result<()> {
         health_addr: None,
         identity: args.identity,
         redact_info_types: std::env::var("REDACT_INFO_TYPES").ok(),
+        redact_phone_regions: std::env::var("REDACT_PHONE_REGIONS").ok(),
     };
     let agent = tokio::spawn(runops_agent::run(
         agent_args,

@@ -17,6 +17,13 @@ mod blocks;
 mod credentials;
 mod network;
 mod numbers;
+mod phone_metadata;
+mod phones;
+mod tables;
+
+pub use phones::{
+    DEFAULT_PHONE_REGIONS, UnknownPhoneRegion, known_phone_regions, parse_phone_regions,
+};
 
 use std::fmt;
 use std::str::FromStr;
@@ -200,6 +207,8 @@ impl Hit {
 pub(crate) struct PiiState {
     /// Bytes of the private-key block opened in an earlier segment, if one is open.
     open_private_key: Option<usize>,
+    /// The SQL result table being read and a header line that may begin one.
+    tables: tables::TableState,
 }
 
 impl PiiState {
@@ -213,16 +222,22 @@ impl PiiState {
 #[derive(Debug, Clone)]
 pub(crate) struct PiiScanner {
     enabled: u16,
+    /// The regions whose national phone formats are read.
+    phone_regions: phones::PhoneRegions,
 }
 
 impl PiiScanner {
-    /// `None` when no type is enabled.
-    pub(crate) fn new(types: &[InfoType]) -> Option<PiiScanner> {
+    /// `None` when no type is enabled. `phone_regions`: region codes (unknown ones are
+    /// skipped).
+    pub(crate) fn new(types: &[InfoType], phone_regions: &[String]) -> Option<PiiScanner> {
         let enabled = types.iter().fold(0, |acc, t| acc | t.bit());
         if enabled == 0 {
             return None;
         }
-        Some(PiiScanner { enabled })
+        Some(PiiScanner {
+            enabled,
+            phone_regions: phones::PhoneRegions::new(phone_regions),
+        })
     }
 
     pub(crate) fn info_types(&self) -> Vec<InfoType> {
@@ -269,6 +284,7 @@ impl PiiScanner {
             state.open_private_key = Some(open);
         }
         self.detect_line_local(text, from, hits);
+        self.labelled_cells(text, from, state, hits);
         if hits.len() - before > 1 {
             resolve_overlaps(hits, before);
         }
@@ -292,11 +308,30 @@ impl PiiScanner {
 
     /// [`PiiScanner::scan_segment`] for many complete lines at once, when
     /// [`PiiScanner::independent_lines`] says it gives the same result.
-    pub(crate) fn scan_lines(&self, lines: &[u8], hits: &mut Vec<Hit>) {
+    pub(crate) fn scan_lines(&self, lines: &[u8], state: &mut PiiState, hits: &mut Vec<Hit>) {
         hits.clear();
         self.detect_line_local(lines, 0, hits);
+        self.labelled_cells(lines, 0, state, hits);
         if hits.len() > 1 {
             resolve_overlaps(hits, 0);
+        }
+    }
+
+    /// Cells of SQL result columns whose header names a phone number or an SSN.
+    fn labelled_cells(&self, text: &[u8], base: usize, state: &mut PiiState, hits: &mut Vec<Hit>) {
+        let (phone, ssn) = (
+            self.on(InfoType::PhoneNumber),
+            self.on(InfoType::UsSocialSecurityNumber),
+        );
+        if phone || ssn {
+            tables::labelled_cells(
+                text,
+                base,
+                &mut state.tables,
+                &self.phone_regions,
+                (phone, ssn),
+                hits,
+            );
         }
     }
 

@@ -8,11 +8,13 @@
 
 use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
+use super::phones::{Label, PhoneRegions, key_label_before, phone_national, phone_plus};
 use super::{Hit, InfoType, PiiScanner};
 
 /// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
 /// the word starts that can open a finding (a digit, `+`, `(`, an upper-case letter).
-pub(super) struct NumberScan {
+pub(super) struct NumberScan<'a> {
+    regions: &'a PhoneRegions,
     phone: bool,
     card: bool,
     ssn: bool,
@@ -24,10 +26,11 @@ pub(super) struct NumberScan {
     prev_word: u64,
 }
 
-impl NumberScan {
+impl<'a> NumberScan<'a> {
     /// `None` when no number detector is enabled.
-    pub(super) fn new(scanner: &PiiScanner) -> Option<NumberScan> {
+    pub(super) fn new(scanner: &'a PiiScanner) -> Option<NumberScan<'a>> {
         let scan = NumberScan {
+            regions: &scanner.phone_regions,
             phone: scanner.on(InfoType::PhoneNumber),
             card: scanner.on(InfoType::CreditCardNumber),
             ssn: scanner.on(InfoType::UsSocialSecurityNumber),
@@ -64,12 +67,34 @@ impl NumberScan {
                     };
                     self.digit_run_at(text, i, len)
                 }
-                b'+' if self.phone => {
-                    phone_international(text, i).map(|e| (e, InfoType::PhoneNumber))
+                b'+' if self.phone => phone_international(text, i)
+                    .or_else(|| {
+                        (b'1'..=b'9')
+                            .contains(&byte(text, i + 1))
+                            .then(|| phone_plus(text, i))
+                            .flatten()
+                    })
+                    .map(|e| (e, InfoType::PhoneNumber)),
+                b'(' if self.phone && byte(text, i + 1) == b'+' => {
+                    phone_plus(text, i + 1).map(|e| (e, InfoType::PhoneNumber))
                 }
-                b'(' if self.phone => {
-                    phone_nanp_parenthesized(text, i).map(|e| (e, InfoType::PhoneNumber))
-                }
+                b'(' if self.phone => phone_nanp_parenthesized(text, i)
+                    .or_else(|| {
+                        // `(0151) 1234567`, `(11) 2110-7975`: a parenthesized group and
+                        // a digit right after it or after one space or dash.
+                        let d = digits_at(text, i + 1);
+                        let close = i + 1 + d;
+                        let after = match byte(text, close + 1) {
+                            b' ' | b'-' => byte(text, close + 2),
+                            b => b,
+                        };
+                        ((1..=5).contains(&d)
+                            && byte(text, close) == b')'
+                            && after.is_ascii_digit())
+                        .then(|| phone_national(text, i, self.regions, false))
+                        .flatten()
+                    })
+                    .map(|e| (e, InfoType::PhoneNumber)),
                 b'A'..=b'Z' if self.iban => iban_code(text, i).map(|e| (e, InfoType::IbanCode)),
                 _ => None,
             };
@@ -81,16 +106,11 @@ impl NumberScan {
     }
 }
 
-impl NumberScan {
-    /// Dispatches on the digit run of `len` digits at `i` (a word start).
+impl NumberScan<'_> {
+    /// Dispatches on the digit run of `len` digits at `i` (a word start): the shapes of
+    /// fixed layouts first, then national phone formats and keyed identifiers.
+    #[inline]
     fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
-        let NumberScan {
-            phone,
-            card,
-            ssn,
-            ip,
-            ..
-        } = *self;
         let next = byte(text, i + len);
         // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
         // `1.5s`, `10234`) are rejected here without reading further.
@@ -102,9 +122,72 @@ impl NumberScan {
             13..=19 => true,
             _ => false,
         };
-        if !opens {
+        let national = self.phone && len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/');
+        // A bare run under a key or label that names it: `"ssn":"413161273"`,
+        // `phone=5019897824`.
+        let keyed = (self.phone || self.ssn)
+            && (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len)
+            && i > 0
+            && matches!(text[i - 1], b'"' | b'\'' | b' ' | b'\t' | b'=' | b':')
+            && !is_word(next);
+        if !(opens || national || keyed) {
             return None;
         }
+        if opens && let Some(found) = self.fixed_layout_at(text, i, len, next) {
+            return Some(found);
+        }
+        if national {
+            return may_be_national(text, i, len, next)
+                .then(|| phone_national(text, i, self.regions, false))
+                .flatten()
+                .map(|e| (e, InfoType::PhoneNumber));
+        }
+        if keyed {
+            match key_label_before(text, i)? {
+                Label::Ssn if self.ssn && len == 9 => {
+                    let end = i + len;
+                    let d = &text[i..end];
+                    let valid = &d[..3] != b"000"
+                        && &d[..3] != b"666"
+                        && d[0] != b'9'
+                        && &d[3..5] != b"00"
+                        && &d[5..] != b"0000";
+                    (valid && ends_cleanly(text, end))
+                        .then_some((end, InfoType::UsSocialSecurityNumber))
+                }
+                Label::Phone if self.phone => {
+                    let end = i + len;
+                    let d = &text[i..end];
+                    let nanp = (len == 10 && nanp_valid(d[0], d[3]))
+                        || (len == 11 && d[0] == b'1' && nanp_valid(d[1], d[4]));
+                    if nanp && ends_cleanly(text, end) {
+                        return Some((end, InfoType::PhoneNumber));
+                    }
+                    phone_national(text, i, self.regions, true).map(|e| (e, InfoType::PhoneNumber))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Cards, SSNs, North American phones and IPv4 addresses at a digit run.
+    /// Called for the runs whose length and next byte `next` can open one of them.
+    fn fixed_layout_at(
+        &self,
+        text: &[u8],
+        i: usize,
+        len: usize,
+        next: u8,
+    ) -> Option<(usize, InfoType)> {
+        let NumberScan {
+            phone,
+            card,
+            ssn,
+            ip,
+            ..
+        } = *self;
         // `2024-03-01-415...`, `1.2.3.4.5`: the middle of a longer dotted or dashed number.
         if i >= 2 && matches!(text[i - 1], b'.' | b'-') && text[i - 2].is_ascii_digit() {
             return None;
@@ -157,6 +240,38 @@ impl NumberScan {
         }
         None
     }
+}
+
+/// A cheap look at the group after the first before the full reading: there is one,
+/// the two have enough digits or a third follows, and they are not the start of a date
+/// (`2024-03-`, `01.03.`).
+#[inline]
+fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
+    let mut j = i + len + 1;
+    if sep == b'/' && byte(text, j) == b' ' {
+        j += 1;
+    }
+    let second = digits_at(text, j);
+    if second == 0 {
+        return byte(text, j) == b'(';
+    }
+    // No national format has a one-digit second group, or a one-digit first group
+    // before a short one; dotted numbers have groups of two digits or more (`1.5`,
+    // `8.0.36`, `127.0.0.1` stop here).
+    if second < 2 || (len == 1 && second < 3) || (sep == b'.' && len < 2) {
+        return false;
+    }
+    let after = byte(text, j + second);
+    let third = matches!(after, b' ' | b'-' | b'.' | b'/' | b'(')
+        && matches!(byte(text, j + second + 1), b'0'..=b'9' | b'(' | b' ');
+    if len + second < 7 && !third {
+        return false;
+    }
+    let dated = sep != b' '
+        && second == 2
+        && ((len == 4 && matches!(&text[i..i + 2], b"19" | b"20"))
+            || (len == 2 && after == sep && digits_at(text, j + 3) == 4));
+    !dated
 }
 
 /// True when `end` is followed by `.5`/`-5`: the number goes on.
@@ -327,7 +442,11 @@ fn card_grouped(text: &[u8], i: usize) -> Option<usize> {
             end += g + 1;
         }
         let end = end - 1;
-        if !is_word(byte(text, end)) && card_number_valid(&digits[..n]) {
+        // `9400 1118 9922 3197 4284 90`: the start of a longer sequence of groups (a
+        // tracking number), not a card.
+        let goes_on = (byte(text, end) == sep && digits_at(text, end + 1) == 4)
+            || (i >= 2 && text[i - 1] == sep && text[i - 2].is_ascii_digit());
+        if !is_word(byte(text, end)) && !goes_on && card_number_valid(&digits[..n]) {
             return Some(end);
         }
     }
@@ -405,7 +524,33 @@ fn ipv4_address(text: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let identifies_no_one = matches!(octets[0], 0 | 127 | 255);
-    (!identifies_no_one).then_some(at)
+    (!identifies_no_one && !after_version_key(text, i)).then_some(at)
+}
+
+/// `Version=2.0.0.0`, `"version": "1.2.3.4"`, `FileVersion 10.0.1.2`: a dotted quad
+/// under a key that names a version (.NET assembly and file versions).
+fn after_version_key(text: &[u8], i: usize) -> bool {
+    let mut at = i;
+    let skip = |at: &mut usize, pred: &dyn Fn(u8) -> bool, max: usize| {
+        let mut n = 0;
+        while *at > 0 && n < max && pred(text[*at - 1]) {
+            *at -= 1;
+            n += 1;
+        }
+    };
+    skip(&mut at, &|b| matches!(b, b'"' | b'\'' | b'v' | b'V'), 2);
+    skip(
+        &mut at,
+        &|b| matches!(b, b' ' | b'\t' | b'=' | b':' | b'"' | b'\''),
+        8,
+    );
+    let end = at;
+    skip(&mut at, &|b| b.is_ascii_alphabetic(), 32);
+    let key = &text[at..end];
+    key.len() >= 3 && {
+        let tail = &key[key.len().saturating_sub(7)..];
+        tail.eq_ignore_ascii_case(b"version") || key.eq_ignore_ascii_case(b"ver")
+    }
 }
 
 /// The octet at `at`: 1-3 digits, no leading zero, at most 255; its value and length.
@@ -490,7 +635,11 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<(String, InfoType)> {
-        let scanner = PiiScanner::new(&InfoType::ALL).expect("scanner");
+        let regions: Vec<String> = super::super::DEFAULT_PHONE_REGIONS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let scanner = PiiScanner::new(&InfoType::ALL, &regions).expect("scanner");
         let mut hits = Vec::new();
         let mut scan = NumberScan::new(&scanner).expect("number detectors");
         for block in blocks(text.as_bytes()) {
