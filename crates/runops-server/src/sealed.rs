@@ -27,6 +27,7 @@ const NONCE_LEN: usize = 12;
 /// Seals and opens configs with the server's key. `Debug` does not show the key.
 pub struct ConfigSealer {
     cipher: ChaCha20Poly1305,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for ConfigSealer {
@@ -39,7 +40,14 @@ impl ConfigSealer {
     pub fn from_key(key: &[u8; 32]) -> ConfigSealer {
         ConfigSealer {
             cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            fingerprint: fingerprint_of(key),
         }
+    }
+
+    /// A fingerprint of the key (HMAC-SHA-256 of a fixed label, 16 bytes in hex): tells
+    /// two keys apart without revealing either. Replicas sharing a database compare it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The key from `env_value` (the variable's value, when set), or the one in
@@ -166,6 +174,18 @@ impl ConfigSealer {
             )
             .map_err(|_| ())
     }
+}
+
+fn fingerprint_of(key: &[u8; 32]) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(b"runops secret key fingerprint v1");
+    mac.finalize().into_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn associated_data(org_id: i64, name: &str) -> Vec<u8> {

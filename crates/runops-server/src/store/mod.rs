@@ -9,6 +9,7 @@
 //! the Unix epoch; the times of state changes are passed in by the caller, so the
 //! state machine does not depend on the store's clock.
 
+pub mod postgres;
 pub mod reviews;
 pub mod sqlite;
 pub mod webhooks;
@@ -455,6 +456,17 @@ pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
         org_id: i64,
         running: &[i64],
     ) -> StoreResult<Vec<i64>>;
+    /// Of `cancels` (of `session_id`), how many were not yet delivered to one of its
+    /// polls; marks them delivered. `None`: this store does not track it, the one
+    /// process's hub does (a store shared by replicas must, as the session's next poll
+    /// may reach another replica).
+    async fn take_new_cancels(
+        &self,
+        _session_id: &str,
+        _cancels: &[i64],
+    ) -> StoreResult<Option<usize>> {
+        Ok(None)
+    }
     /// Offers whose start deadline passed go back to `ready`.
     async fn requeue_expired_offers(&self, now_ms: i64) -> StoreResult<Vec<RequeuedOffer>>;
 

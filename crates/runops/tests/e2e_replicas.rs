@@ -1,0 +1,314 @@
+//! End-to-end: several `runops server` replicas on one PostgreSQL database (issue 16),
+//! real binaries, real PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth; each
+//! test creates a database of its own and drops it). Under CI a missing PostgreSQL fails
+//! the test; elsewhere it is skipped with a reason.
+//!
+//! `RUNOPS_E2E_REPLICA_TASKS` sets how many tasks the round-robin test creates (default
+//! 300; `scripts/replicas-2000.sh` runs it with 2,000).
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+/// Base64 of 32 bytes: the key every replica of a test shares.
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const OTHER_KEY: &str = "HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+
+fn psql(database: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A database of this test, dropped when the test ends (even when it fails).
+struct Database {
+    name: String,
+}
+
+impl Database {
+    /// `None` when PostgreSQL is not reachable (and not under CI).
+    fn create(tag: &str) -> Option<Database> {
+        let up = psql("postgres", "select 1").is_some();
+        if !require("PostgreSQL on 127.0.0.1:5432 with `psql`", up) {
+            return None;
+        }
+        let name = format!("runops_e2e_{tag}_{}", std::process::id());
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        psql("postgres", &format!("CREATE DATABASE {name}")).expect("create the test database");
+        Some(Database { name })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// A replica of the control plane on `db` (each in a sandbox of its own: log, HOME).
+fn replica(sb: &Sandbox, db: &Database) -> Server {
+    let url = db.url();
+    Server::start_with(sb, 10, |c| {
+        c.env("RUNOPS_DATABASE_URL", &url)
+            .env("RUNOPS_SECRET_KEY", SECRET_KEY)
+            .env("RUNOPS_LOG", "info");
+    })
+}
+
+fn task_count() -> usize {
+    std::env::var("RUNOPS_E2E_REPLICA_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Every task's final status, from `tasks list --json` on `server`.
+fn statuses(server: &Server, limit: usize) -> BTreeMap<i64, String> {
+    let mut out = BTreeMap::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut args = vec![
+            "tasks".to_string(),
+            "list".into(),
+            "--json".into(),
+            "--limit".into(),
+            "1000".into(),
+        ];
+        if let Some(b) = before {
+            args.extend(["--before".into(), b.to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let list: serde_json::Value = serde_json::from_str(&server.cli_ok(&refs)).unwrap();
+        let tasks = list.as_array().cloned().unwrap_or_default();
+        if tasks.is_empty() {
+            break;
+        }
+        for t in &tasks {
+            out.insert(
+                t["id"].as_i64().unwrap(),
+                t["status"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+        before = tasks.last().and_then(|t| t["id"].as_i64());
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
+
+/// Three replicas on one database, an agent on each of two of them, tasks created
+/// round-robin on all three: every task runs exactly once (its marker file has one
+/// line) and none is lost.
+#[test]
+fn tasks_created_on_any_replica_run_exactly_once_on_agents_of_other_replicas() {
+    let Some(db) = Database::create("rr") else {
+        return;
+    };
+    let sbs: Vec<Sandbox> = (0..3).map(|_| Sandbox::new()).collect();
+    let replicas: Vec<Server> = sbs.iter().map(|sb| replica(sb, &db)).collect();
+    let markers = sbs[0].path("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    // Two tag sets, each served by one agent connected to a different replica.
+    replicas[0].cli_ok(&[
+        "targets", "create", "--name", "a", "--type", "bash", "--tags", "a",
+    ]);
+    replicas[1].cli_ok(&[
+        "targets", "create", "--name", "b", "--type", "bash", "--tags", "b",
+    ]);
+    let token_a = replicas[0].create_agent_token_for("a");
+    let token_b = replicas[1].create_agent_token_for("b");
+    let _agent_a = Agent::start(&sbs[0], "a", &token_a, Some("a"), &[("CONCURRENCY", "8")]);
+    let _agent_b = Agent::start(&sbs[1], "b", &token_b, Some("b"), &[("CONCURRENCY", "8")]);
+    wait_for("both agents to connect", || {
+        let out = replicas[2].cli_ok(&["agents", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (v.as_array()?.len() == 2).then_some(())
+    });
+
+    let n = task_count();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let server = &replicas[i % 3];
+        let target = if i % 2 == 0 { "a" } else { "b" };
+        let marker = markers.join(format!("task-{i}"));
+        let script = format!("echo \"run {i}\" >> '{}'; echo done {i}", marker.display());
+        ids.push((server.submit(target, &script), i));
+    }
+    let done = wait_for("every task to finish", || {
+        let st = statuses(&replicas[1], n);
+        let finished = st
+            .values()
+            .filter(|s| *s == "success" || *s == "failure")
+            .count();
+        (finished >= n).then_some(st)
+    });
+    assert_eq!(done.len(), n, "every created task is listed");
+    let failed: Vec<_> = done.iter().filter(|(_, s)| *s != "success").collect();
+    assert!(failed.is_empty(), "tasks that did not succeed: {failed:?}");
+    for (id, i) in &ids {
+        let marker = markers.join(format!("task-{i}"));
+        let text = std::fs::read_to_string(&marker)
+            .unwrap_or_else(|e| panic!("task {id}: no marker {}: {e}", marker.display()));
+        assert_eq!(text, format!("run {i}\n"), "task {id} ran exactly once");
+    }
+    // Any replica serves any task's log.
+    let (id, i) = ids[n - 1];
+    assert_eq!(replicas[0].logs(id).trim(), format!("done {i}"));
+}
+
+/// A log follower on one replica sees the output an agent uploads to another one, as
+/// it comes (`tasks logs -f` ends when the task ends, on the other replica).
+#[test]
+fn logs_follow_on_one_replica_shows_what_the_agent_sends_to_another() {
+    let Some(db) = Database::create("follow") else {
+        return;
+    };
+    let sbs: Vec<Sandbox> = (0..2).map(|_| Sandbox::new()).collect();
+    let replicas: Vec<Server> = sbs.iter().map(|sb| replica(sb, &db)).collect();
+    replicas[0].cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+    let token = replicas[0].create_agent_token();
+    let _agent = Agent::start(&sbs[0], "a", &token, None, &[]);
+    let gate = sbs[0].path("gate");
+    let script = format!(
+        "echo first; while [ ! -e '{}' ]; do sleep 0.05; done; echo second",
+        gate.display()
+    );
+    let id = replicas[0].submit("sh", &script);
+    replicas[0].wait_status(id, "running");
+    // Follow on the replica the agent does not talk to.
+    let mut follow = replicas[1]
+        .cli_cmd(&["tasks", "logs", &id.to_string(), "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => seen.extend_from_slice(&buf[..k]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    wait_for(
+        "the follower to be attached and the first line stored",
+        || replicas[1].logs(id).contains("first").then_some(()),
+    );
+    std::fs::write(&gate, "").unwrap();
+    let status = wait_for("the follower to end with the task", || {
+        follow.try_wait().ok().flatten()
+    });
+    assert!(
+        status.success(),
+        "tasks logs -f exits 0 when the task succeeds"
+    );
+    let seen = reader.join().unwrap();
+    assert_eq!(seen, "first\nsecond\n");
+}
+
+/// A replica given another RUNOPS_SECRET_KEY than the database's refuses to start.
+#[test]
+fn a_replica_with_another_secret_key_refuses_to_start() {
+    let Some(db) = Database::create("key") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let _first = replica(&sb, &db);
+    let other = Sandbox::new();
+    let out = output_within(
+        {
+            let mut c = base_command(&other.home());
+            c.args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+                .env("RUNOPS_DATABASE_URL", db.url())
+                .env("RUNOPS_SECRET_KEY", OTHER_KEY);
+            c
+        },
+        WAIT,
+        "runops server with another key",
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("RUNOPS_SECRET_KEY is not the key this database was set up with"),
+        "{err}"
+    );
+    // And without any key: a clear error too, not a key file of its own.
+    let out = output_within(
+        {
+            let mut c = base_command(&other.home());
+            c.args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+                .env("RUNOPS_DATABASE_URL", db.url());
+            c
+        },
+        WAIT,
+        "runops server without a key",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("set RUNOPS_SECRET_KEY"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `runops server migrate` applies the migrations and exits; a second run has nothing
+/// to do.
+#[test]
+fn server_migrate_applies_the_migrations_and_exits() {
+    let Some(db) = Database::create("migrate") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let run = || {
+        let mut c = base_command(&sb.home());
+        c.args(["server", "migrate"])
+            .env("RUNOPS_DATABASE_URL", db.url());
+        output_within(c, WAIT, "runops server migrate")
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("applied migration(s) 1"),
+        "{}",
+        stdout(&out)
+    );
+    let tables = psql(&db.name, "select count(*) from tasks").expect("the schema exists");
+    assert_eq!(tables.trim(), "0");
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+}
