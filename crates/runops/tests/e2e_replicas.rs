@@ -312,3 +312,45 @@ fn server_migrate_applies_the_migrations_and_exits() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
 }
+
+/// The replica an agent talks to is SIGKILLed while a task runs: the agent, given every
+/// replica's URL (`API_URL=a,b`), moves to the other one, and the task ends there with
+/// its whole log.
+#[test]
+fn an_agent_moves_to_another_replica_when_its_replica_is_killed_mid_task() {
+    let Some(db) = Database::create("kill") else {
+        return;
+    };
+    let sbs: Vec<Sandbox> = (0..2).map(|_| Sandbox::new()).collect();
+    let mut replicas: Vec<Server> = sbs.iter().map(|sb| replica(sb, &db)).collect();
+    replicas[1].cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+    let token = replicas[1].create_agent_token();
+    let urls = format!("{},{}", replicas[0].url(), replicas[1].url());
+    let agent = Agent::start(&sbs[1], "a", &token, None, &[("API_URL", &urls)]);
+    let gate = sbs[1].path("gate");
+    let script = format!(
+        "for i in $(seq 1 50); do echo before $i; done; while [ ! -e '{}' ]; do sleep 0.05; done; for i in $(seq 1 50); do echo after $i; done",
+        gate.display()
+    );
+    let id = replicas[1].submit("sh", &script);
+    replicas[1].wait_status(id, "running");
+    wait_for("the first half of the log on the server", || {
+        replicas[1].logs(id).contains("before 50").then_some(())
+    });
+    // SIGKILL the replica the agent uses (the first of its URLs).
+    let killed = replicas.remove(0);
+    drop(killed);
+    std::fs::write(&gate, "").unwrap();
+    let survivor = &replicas[0];
+    let t = survivor.wait_final(id);
+    assert_eq!(t["status"], "success", "{t}\nagent log:\n{}", agent.log());
+    let expected: String = (1..=50)
+        .map(|i| format!("before {i}\n"))
+        .chain((1..=50).map(|i| format!("after {i}\n")))
+        .collect();
+    assert_eq!(survivor.logs(id), expected);
+    // And the agent keeps taking work on the survivor.
+    let next = survivor.submit("sh", "echo still here");
+    assert_eq!(survivor.wait_final(next)["status"], "success");
+    assert_eq!(survivor.logs(next), "still here\n");
+}
