@@ -276,12 +276,18 @@ CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, id);
 -- Identity-provider JWTs of tasks waiting for dispatch, sealed with the server key
 -- (ChaCha20-Poly1305, see sealed.rs); deleted when the task is claimed or ends,
 -- expired rows purged by the reaper.
+-- `proof_sealed`: the creator's proof of a key-bound token; `proof_org`/`proof_due`
+-- while the task waits in `created` for it.
 CREATE TABLE held_jwts (
-    task_id     BIGINT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
-    sealed      BYTEA NOT NULL,
-    expires_at  BIGINT NOT NULL
+    task_id      BIGINT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+    sealed       BYTEA NOT NULL,
+    proof_sealed BYTEA,
+    drop_after   BIGINT NOT NULL,
+    proof_org    BIGINT,
+    proof_due    BIGINT
 );
-CREATE INDEX held_jwts_expiry ON held_jwts (expires_at);
+CREATE INDEX held_jwts_drop_after ON held_jwts (drop_after);
+CREATE INDEX held_jwts_proof_due ON held_jwts (proof_due) WHERE proof_due IS NOT NULL;
 
 -- Cancels already delivered to a session's poll (answered at once only once).
 CREATE TABLE delivered_cancels (

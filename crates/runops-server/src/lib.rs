@@ -217,6 +217,7 @@ impl Server {
             org_bytes: args.org_log_quota_bytes,
         };
         let secret_key = std::env::var(sealed::SECRET_KEY_ENV).ok();
+        let jwts = Arc::new(identity::HeldTokens::default());
         let (store, sealer, pg, generated_admin_token) = match admin::database_url(&args)? {
             Some(url) => {
                 // Replicas share the database, so they must share the key: a key file
@@ -237,7 +238,10 @@ impl Server {
                 pg.check_key_fingerprint(sealer.fingerprint()).await?;
                 let lock = pg.begin_bootstrap().await?;
                 let pool = pg.pool().clone();
-                let store: Arc<dyn Store> = Arc::new(pg);
+                let pg = Arc::new(pg);
+                // Replicas share the creators' identity tokens (sealed) through it.
+                jwts.share(pg.clone(), sealer.clone());
+                let store: Arc<dyn Store> = pg;
                 let generated = bootstrap(store.as_ref(), admin_token).await?;
                 lock.commit().await?;
                 (store, sealer, Some(pool), generated)
@@ -315,7 +319,7 @@ impl Server {
             metrics: Arc::new(metrics::Metrics::default()),
             sealer,
             identity,
-            jwts: Arc::new(identity::HeldTokens::default()),
+            jwts,
             unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
                 unused_first_admin_token,
             )),

@@ -141,6 +141,25 @@ impl ConfigSealer {
             .map_err(|_| anyhow::anyhow!("the stored webhook secret is not text"))
     }
 
+    /// Seals text held for a task (its creator's identity token or proof, while the
+    /// task waits for dispatch in a database that replicas share), bound to the task.
+    pub fn seal_held(&self, task_id: i64, what: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+        self.seal_bytes(text.as_bytes(), &held_associated_data(task_id, what))
+            .map_err(|_| anyhow::anyhow!("cannot encrypt the held {what}"))
+    }
+
+    /// Opens what [`ConfigSealer::seal_held`] produced for the same task and `what`.
+    pub fn open_held(&self, task_id: i64, what: &str, sealed: &[u8]) -> anyhow::Result<String> {
+        let plain = self
+            .open_bytes(sealed, &held_associated_data(task_id, what))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the held {what} of task {task_id} cannot be decrypted: this replica's {SECRET_KEY_ENV} is not the one it was stored with"
+                )
+            })?;
+        String::from_utf8(plain).map_err(|_| anyhow::anyhow!("the held {what} is not text"))
+    }
+
     /// `1 || nonce || ciphertext+tag` of `plain` with `aad`.
     fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -190,6 +209,10 @@ fn fingerprint_of(key: &[u8; 32]) -> String {
 
 fn associated_data(org_id: i64, name: &str) -> Vec<u8> {
     format!("runops target config\0{org_id}\0{name}").into_bytes()
+}
+
+fn held_associated_data(task_id: i64, what: &str) -> Vec<u8> {
+    format!("runops held {what}\0{task_id}").into_bytes()
 }
 
 fn webhook_associated_data(org_id: i64, url: &str) -> Vec<u8> {

@@ -9,6 +9,7 @@
 //! the Unix epoch; the times of state changes are passed in by the caller, so the
 //! state machine does not depend on the store's clock.
 
+pub mod held;
 pub mod postgres;
 pub mod reviews;
 pub mod sqlite;

@@ -2028,6 +2028,87 @@ async fn release_session_tasks(
 #[path = "postgres_reviews.rs"]
 mod reviews;
 
+#[async_trait]
+impl super::held::HeldTokenStore for PgStore {
+    async fn held_count(&self, now_ms: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM held_jwts WHERE drop_after > $1")
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64_of(n))
+    }
+
+    async fn hold_token(&self, row: &super::held::HeldRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO held_jwts (task_id, sealed, proof_sealed, drop_after, proof_org, proof_due) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO UPDATE SET sealed = EXCLUDED.sealed, \
+             proof_sealed = EXCLUDED.proof_sealed, drop_after = EXCLUDED.drop_after, \
+             proof_org = EXCLUDED.proof_org, proof_due = EXCLUDED.proof_due",
+        )
+        .bind(row.task_id)
+        .bind(&row.sealed)
+        .bind(row.proof_sealed.as_deref())
+        .bind(row.drop_after_ms)
+        .bind(row.awaiting_proof.map(|(org, _)| org))
+        .bind(row.awaiting_proof.map(|(_, due)| due))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn held_token(&self, task_id: i64) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+        Ok(
+            sqlx::query_as("SELECT sealed, proof_sealed FROM held_jwts WHERE task_id = $1")
+                .bind(task_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn await_held_proof(&self, task_id: i64, org_id: i64, due_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE held_jwts SET proof_org = $2, proof_due = $3 WHERE task_id = $1")
+            .bind(task_id)
+            .bind(org_id)
+            .bind(due_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_held_proof(&self, task_id: i64, proof_sealed: &[u8]) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE held_jwts SET proof_sealed = $2, proof_org = NULL, proof_due = NULL \
+             WHERE task_id = $1 AND proof_due IS NOT NULL",
+        )
+        .bind(task_id)
+        .bind(proof_sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn take_overdue_proofs(&self, now_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
+        sqlx::query("DELETE FROM held_jwts WHERE drop_after < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_as(
+            "DELETE FROM held_jwts WHERE proof_due <= $1 RETURNING proof_org, task_id",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn release_token(&self, task_id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM held_jwts WHERE task_id = $1")
+            .bind(task_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Statuses come from `TaskStatus::as_str`, never from literals in SQL text.
