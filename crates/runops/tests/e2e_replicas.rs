@@ -354,3 +354,106 @@ fn an_agent_moves_to_another_replica_when_its_replica_is_killed_mid_task() {
     assert_eq!(survivor.wait_final(next)["status"], "success");
     assert_eq!(survivor.logs(next), "still here\n");
 }
+
+/// A TCP relay between a replica and PostgreSQL that the test can cut (every
+/// connection closed, new ones refused) and restore: the database "goes away" for this
+/// replica without touching the PostgreSQL other tests share.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut list = conns2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// While its database is unreachable a replica reports not-ready (`/readyz` 503, still
+/// live), and once it is back the replica serves again without a restart: the task
+/// created before the outage and one created after both run once.
+#[test]
+fn a_replica_is_not_ready_while_its_database_is_away_and_recovers_without_a_restart() {
+    let Some(db) = Database::create("outage") else {
+        return;
+    };
+    let relay = Relay::start(5432);
+    let sb = Sandbox::new();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        relay.port, db.name
+    );
+    let server = Server::start_with(&sb, 10, |c| {
+        c.env("RUNOPS_DATABASE_URL", &url)
+            .env("RUNOPS_SECRET_KEY", SECRET_KEY);
+    });
+    server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+    let token = server.create_agent_token();
+    let _agent = Agent::start(&sb, "a", &token, None, &[]);
+    let marker = sb.path("ran");
+    let first = server.submit("sh", &format!("echo 1 >> '{}'", marker.display()));
+    assert_eq!(server.wait_final(first)["status"], "success");
+    assert_eq!(http_get(server.port, "/readyz").map(|r| r.0), Some(200));
+
+    relay.cut();
+    wait_for("/readyz to fail while the database is away", || {
+        http_get(server.port, "/readyz")
+            .filter(|(status, _)| *status == 503)
+            .map(|_| ())
+    });
+    assert_eq!(
+        http_get(server.port, "/healthz").map(|r| r.0),
+        Some(200),
+        "the process itself is alive"
+    );
+    relay.restore();
+    wait_for("/readyz to pass again", || {
+        http_get(server.port, "/readyz")
+            .filter(|(status, _)| *status == 200)
+            .map(|_| ())
+    });
+    let second = server.submit("sh", &format!("echo 2 >> '{}'", marker.display()));
+    assert_eq!(server.wait_final(second)["status"], "success");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "1\n2\n");
+}

@@ -36,6 +36,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every migration of `crates/runops-server/migrations_postgres`, in version order.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_postgres");
 
+/// How long `/readyz` waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The `NOTIFY` channel on which every replica announces wake-ups (see [`Wake`]).
 pub const NOTIFY_CHANNEL: &str = "runops_wake";
 
@@ -346,8 +349,16 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        // Bounded: a readiness probe must get its answer while the database is away,
+        // not after the pool's acquire timeout.
+        match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await
+        {
+            Ok(r) => {
+                r?;
+                Ok(())
+            }
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     async fn close(&self) {
