@@ -135,11 +135,22 @@ async fn fresh_database() -> Option<(PgConnectOptions, Database)> {
         .execute(&mut admin)
         .await
         .expect("lock");
-    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} TEMPLATE {template}"
-    )))
-    .execute(&mut admin)
-    .await;
+    // A copy fails while anything else (autovacuum) is connected to the template:
+    // that passes, so try again a few times.
+    let mut created = Err(sqlx::Error::PoolClosed);
+    for _ in 0..50 {
+        created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {template}"
+        )))
+        .execute(&mut admin)
+        .await;
+        match &created {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            _ => break,
+        }
+    }
     sqlx::query("SELECT pg_advisory_unlock(8616)")
         .execute(&mut admin)
         .await
