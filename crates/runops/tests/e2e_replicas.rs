@@ -457,3 +457,108 @@ fn a_replica_is_not_ready_while_its_database_is_away_and_recovers_without_a_rest
     assert_eq!(server.wait_final(second)["status"], "success");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "1\n2\n");
 }
+
+/// `runops server copy-store` moves a SQLite installation (targets with a sealed
+/// config, tasks and their logs, tokens, audit rows) into PostgreSQL, verified by counts
+/// and checksums; a replica on the copy serves the same log bytes, accepts the same
+/// tokens and opens the sealed config with the installation's key.
+#[test]
+fn copy_store_moves_a_sqlite_installation_to_postgresql() {
+    let Some(db) = Database::create("copy") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let (ids, agent_token, logs) = {
+        let old = Server::start(&sb, 10);
+        old.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+        old.cli_ok(&[
+            "targets",
+            "create",
+            "--name",
+            "cfg",
+            "--type",
+            "bash",
+            "--secret-provider",
+            "runops",
+            "--config",
+            r#"{"API_USER": "svc-copy-user"}"#,
+        ]);
+        let agent_token = old.create_agent_token();
+        let _agent = Agent::start(&sb, "a", &agent_token, None, &[]);
+        let ids: Vec<i64> = (0..3)
+            .map(|i| {
+                old.submit(
+                    "sh",
+                    &format!("for j in $(seq 1 200); do echo task {i} line $j; done"),
+                )
+            })
+            .collect();
+        let logs: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                assert_eq!(old.wait_final(*id)["status"], "success");
+                old.logs(*id)
+            })
+            .collect();
+        (ids, agent_token, logs)
+        // The old server and its agent stop here.
+    };
+    let data_dir = sb.path("server-data");
+    let key = std::fs::read_to_string(data_dir.join("secret.key")).unwrap();
+    let mut c = base_command(&sb.home());
+    c.args(["server", "copy-store", "--from"])
+        .arg(format!("sqlite://{}", data_dir.display()))
+        .args(["--to", &db.url()]);
+    let out = output_within(c, WAIT, "runops server copy-store");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout(&out);
+    for table in [
+        "tasks",
+        "task_log_chunks",
+        "tokens",
+        "audit_events",
+        "targets",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(table))
+            .unwrap_or_else(|| panic!("{table} in the report:\n{report}"));
+        assert!(!line.contains(" 0 rows"), "{line}");
+    }
+    assert!(report.contains("RUNOPS_SECRET_KEY"), "{report}");
+
+    let sb2 = Sandbox::new();
+    let url = db.url();
+    let replica = Server::start_with(&sb2, 10, |c| {
+        c.env("RUNOPS_DATABASE_URL", &url)
+            .env("RUNOPS_SECRET_KEY", key.trim());
+    });
+    for (id, log) in ids.iter().zip(&logs) {
+        assert_eq!(&replica.logs(*id), log, "task {id}: the same log bytes");
+    }
+    // The same agent token (and the same agent data dir: it resumes its session).
+    let _agent = Agent::start(&sb, "a", &agent_token, None, &[("API_URL", &replica.url())]);
+    let next = replica.submit(
+        "cfg",
+        "test \"$API_USER\" = svc-copy-user && echo config opens",
+    );
+    let t = replica.wait_final(next);
+    assert_eq!(t["status"], "success", "{t}");
+    assert_eq!(replica.logs(next), "config opens\n");
+    assert!(
+        next > *ids.last().unwrap(),
+        "new ids continue after the copied ones"
+    );
+    // A second copy into the same database is refused.
+    let mut c = base_command(&sb.home());
+    c.args(["server", "copy-store", "--from"])
+        .arg(format!("sqlite://{}", data_dir.display()))
+        .args(["--to", &db.url()]);
+    let out = output_within(c, WAIT, "runops server copy-store again");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds an installation"),
+        "{}",
+        stderr(&out)
+    );
+}
