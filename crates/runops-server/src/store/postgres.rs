@@ -183,6 +183,14 @@ const KEY_FINGERPRINT: &str = "secret_key_fingerprint";
 /// Advisory lock key of the bootstrap (any constant of ours).
 const BOOTSTRAP_LOCK: i64 = 0x7275_6e6f_7073_0001;
 
+/// Ends `tx` without writing, at once: a transaction that is only dropped keeps its row
+/// locks until the pool gets round to rolling it back, and a claim meanwhile would skip
+/// those rows (`SKIP LOCKED`) as if another replica held them.
+async fn rolled_back<T>(tx: Transaction<'_, Postgres>, value: T) -> StoreResult<T> {
+    tx.rollback().await?;
+    Ok(value)
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -576,7 +584,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
-            return Ok(None);
+            return rolled_back(tx, None).await;
         }
         let sessions: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM agent_sessions WHERE token_id = $1 AND ended_at IS NULL",
@@ -883,12 +891,14 @@ impl Store for PgStore {
     ) -> StoreResult<Decided<StartOutcome>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
-            return Ok(Decided::only(StartOutcome::NotFound));
+            return rolled_back(tx, Decided::only(StartOutcome::NotFound)).await;
         };
         let d = match lifecycle::decide(&state, &Event::Start { session_id, now_ms }) {
             Ok(d) => d,
-            Err(Refusal::Ended(status)) => return Ok(Decided::only(StartOutcome::Ended(status))),
-            Err(_) => return Ok(Decided::only(StartOutcome::OfferExpired)),
+            Err(Refusal::Ended(status)) => {
+                return rolled_back(tx, Decided::only(StartOutcome::Ended(status))).await;
+            }
+            Err(_) => return rolled_back(tx, Decided::only(StartOutcome::OfferExpired)).await,
         };
         let after = write_task(&mut tx, id, &d.write, now_ms).await?;
         tx.commit().await?;
@@ -923,7 +933,7 @@ impl Store for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(Decided::only(AppendOutcome::NotFound));
+            return rolled_back(tx, Decided::only(AppendOutcome::NotFound)).await;
         };
         let state = TaskState {
             status: parse_status(&row.try_get::<String, _>("status")?)?,
@@ -952,15 +962,17 @@ impl Store for PgStore {
         let d = match lifecycle::decide(&state, &chunk) {
             Ok(d) => d,
             Err(Refusal::LogGap { stored }) => {
-                return Ok(Decided::only(AppendOutcome::Gap(stored)));
+                return rolled_back(tx, Decided::only(AppendOutcome::Gap(stored))).await;
             }
             Err(
                 Refusal::Ended(status) | Refusal::NotYours(status) | Refusal::WrongStatus(status),
-            ) => return Ok(Decided::only(AppendOutcome::Ended(status))),
+            ) => return rolled_back(tx, Decided::only(AppendOutcome::Ended(status))).await,
             Err(r) => {
-                return Ok(Decided::only(AppendOutcome::Ended(refused_status(
-                    r, &state,
-                ))));
+                return rolled_back(
+                    tx,
+                    Decided::only(AppendOutcome::Ended(refused_status(r, &state))),
+                )
+                .await;
             }
         };
         let effects = (!d.effects.is_empty()).then_some(TaskEffects {
@@ -969,10 +981,14 @@ impl Store for PgStore {
         });
         let Write::AppendLog { skip } = d.write else {
             // A resend of bytes already stored.
-            return Ok(Decided {
-                outcome: AppendOutcome::Stored(state.log_received),
-                effects,
-            });
+            return rolled_back(
+                tx,
+                Decided {
+                    outcome: AppendOutcome::Stored(state.log_received),
+                    effects,
+                },
+            )
+            .await;
         };
         let new = &bytes[usize::try_from(skip).unwrap_or(usize::MAX).min(bytes.len())..];
         let mut kept_now = kept;
@@ -1160,7 +1176,7 @@ impl Store for PgStore {
     ) -> StoreResult<Decided<FinishOutcome>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
-            return Ok(Decided::only(FinishOutcome::NotFound));
+            return rolled_back(tx, Decided::only(FinishOutcome::NotFound)).await;
         };
         let event = Event::Finish {
             session_id: &req.session_id,
@@ -1171,15 +1187,22 @@ impl Store for PgStore {
         };
         let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
-            Err(Refusal::Ended(status)) => return Ok(Decided::only(FinishOutcome::Ended(status))),
-            Err(Refusal::LogIncomplete { stored }) => {
-                return Ok(Decided::only(FinishOutcome::LogIncomplete { stored }));
+            Err(Refusal::Ended(status)) => {
+                return rolled_back(tx, Decided::only(FinishOutcome::Ended(status))).await;
             }
-            Err(_) => return Ok(Decided::only(FinishOutcome::NotYours)),
+            Err(Refusal::LogIncomplete { stored }) => {
+                return rolled_back(tx, Decided::only(FinishOutcome::LogIncomplete { stored }))
+                    .await;
+            }
+            Err(_) => return rolled_back(tx, Decided::only(FinishOutcome::NotYours)).await,
         };
         let Write::Finish { status, reason } = d.write else {
             // The same result again: the first one stays.
-            return Ok(Decided::only(FinishOutcome::AlreadyFinished(Box::new(rec))));
+            return rolled_back(
+                tx,
+                Decided::only(FinishOutcome::AlreadyFinished(Box::new(rec))),
+            )
+            .await;
         };
         let message = match status {
             TaskStatus::Success => None,
@@ -1218,14 +1241,16 @@ impl Store for PgStore {
     ) -> StoreResult<Decided<KillOutcome>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
-            return Ok(Decided::only(KillOutcome::NotFound));
+            return rolled_back(tx, Decided::only(KillOutcome::NotFound)).await;
         };
         let d = match lifecycle::decide(&state, &Event::Kill { by: by_email }) {
             Ok(d) => d,
             Err(r) => {
-                return Ok(Decided::only(KillOutcome::AlreadyEnded(refused_status(
-                    r, &state,
-                ))));
+                return rolled_back(
+                    tx,
+                    Decided::only(KillOutcome::AlreadyEnded(refused_status(r, &state))),
+                )
+                .await;
             }
         };
         let after = write_task(&mut tx, id, &d.write, now_ms)
@@ -1374,7 +1399,7 @@ impl Store for PgStore {
     ) -> StoreResult<EndedSession> {
         let mut tx = self.pool.begin().await?;
         let Some((mut recovered, _)) = session_head(&mut tx, id).await? else {
-            return Ok(EndedSession::default());
+            return rolled_back(tx, EndedSession::default()).await;
         };
         release_session_tasks(
             &mut tx,
@@ -1429,10 +1454,10 @@ impl Store for PgStore {
     ) -> StoreResult<EndedSession> {
         let mut tx = self.pool.begin().await?;
         let Some((mut ended, already)) = session_head(&mut tx, id).await? else {
-            return Ok(EndedSession::default());
+            return rolled_back(tx, EndedSession::default()).await;
         };
         if already {
-            return Ok(ended);
+            return rolled_back(tx, ended).await;
         }
         sqlx::query("UPDATE agent_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3")
             .bind(now_ms)
@@ -1714,10 +1739,10 @@ impl PgStore {
     ) -> StoreResult<Decided<bool>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
-            return Ok(Decided::only(false));
+            return rolled_back(tx, Decided::only(false)).await;
         };
         let Ok(d) = lifecycle::decide(&state, event) else {
-            return Ok(Decided::only(false));
+            return rolled_back(tx, Decided::only(false)).await;
         };
         write_task(&mut tx, id, &d.write, now_ms).await?;
         tx.commit().await?;

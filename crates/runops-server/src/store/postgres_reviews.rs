@@ -106,20 +106,24 @@ impl ReviewStore for PgStore {
     ) -> StoreResult<Decided<ReviewOutcome>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, task_id).await? else {
-            return Ok(Decided::only(ReviewOutcome::NotFound));
+            return rolled_back(tx, Decided::only(ReviewOutcome::NotFound)).await;
         };
         let Some(mut head) = review_of(&mut tx, org_id, task_id).await? else {
-            return Ok(Decided::only(ReviewOutcome::NotReviewed));
+            return rolled_back(tx, Decided::only(ReviewOutcome::NotReviewed)).await;
         };
         if state.status != TaskStatus::PendingReview {
-            return Ok(Decided::only(ReviewOutcome::NotPending(state.status)));
+            return rolled_back(tx, Decided::only(ReviewOutcome::NotPending(state.status))).await;
         }
         if let Some(seen) = &new.sha256_seen
             && !seen.eq_ignore_ascii_case(&head.sha256)
         {
-            return Ok(Decided::only(ReviewOutcome::DigestMismatch {
-                stored: head.sha256.clone(),
-            }));
+            return rolled_back(
+                tx,
+                Decided::only(ReviewOutcome::DigestMismatch {
+                    stored: head.sha256.clone(),
+                }),
+            )
+            .await;
         }
         let cast: Vec<review::CastReview> = head.entries.iter().map(review::cast_of).collect();
         match review::may_review(&head.rule, &rec.task.user, &new.user, &cast) {
@@ -127,7 +131,9 @@ impl ReviewStore for PgStore {
             // An admin forcing needs no group, but is still not the creator and
             // reviews once.
             Err(review::Refusal::NotInGroups { .. }) if new.forced => {}
-            Err(refusal) => return Ok(Decided::only(ReviewOutcome::Refused(refusal))),
+            Err(refusal) => {
+                return rolled_back(tx, Decided::only(ReviewOutcome::Refused(refusal))).await;
+            }
         }
         let groups = review::counted_groups(&head.rule, &new.user);
         let verdict = if new.approved {
@@ -217,7 +223,7 @@ impl ReviewStore for PgStore {
     ) -> StoreResult<Decided<RunOutcome>> {
         let mut tx = self.pool.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, task_id).await? else {
-            return Ok(Decided::only(RunOutcome::NotFound));
+            return rolled_back(tx, Decided::only(RunOutcome::NotFound)).await;
         };
         // The creator's proof, when the token is key-bound, came with the run request.
         let d = match lifecycle::decide(
@@ -227,7 +233,9 @@ impl ReviewStore for PgStore {
             },
         ) {
             Ok(d) => d,
-            Err(_) => return Ok(Decided::only(RunOutcome::NotApproved(state.status))),
+            Err(_) => {
+                return rolled_back(tx, Decided::only(RunOutcome::NotApproved(state.status))).await;
+            }
         };
         sqlx::query("UPDATE tasks SET run_requested_at = $1, created_with_jwt = $2 WHERE id = $3")
             .bind(now_ms)

@@ -1,7 +1,7 @@
 //! [`WebhookStore`] on PostgreSQL: the `webhooks`, `webhook_events` and
 //! `webhook_deliveries` tables. Replicas claim due deliveries with `SKIP LOCKED`.
 
-use super::{PgStore, json_list, to_json_list, ts, ts_opt};
+use super::{PgStore, json_list, rolled_back, to_json_list, ts, ts_opt};
 use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery, NewEvent, NewWebhook, WebhookStore};
 use crate::store::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -176,7 +176,7 @@ impl WebhookStore for PgStore {
             }
         }
         if subscribed.is_empty() {
-            return Ok(0);
+            return rolled_back(tx, 0).await;
         }
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO webhook_events (org_id, task_id, kind, payload_json, created_at) \
@@ -190,7 +190,7 @@ impl WebhookStore for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(event_id) = inserted else {
-            return Ok(0);
+            return rolled_back(tx, 0).await;
         };
         for webhook_id in &subscribed {
             sqlx::query(
