@@ -1,8 +1,8 @@
 //! Persistent state of the control plane behind one trait.
 //!
-//! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the
-//! implementation used today, and a PostgreSQL store can be added beside it without
-//! touching any handler. Every method that changes a task's state does so in one
+//! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the default
+//! and [`postgres::PgStore`] serves several replicas on one database, both passing the
+//! same conformance suite (`tests/conformance/`). Every method that changes a task's state does so in one
 //! transaction, so a crash never leaves a task half-moved: it reads the row, asks
 //! [`crate::lifecycle`] what the event does, and writes that; the effects it decided
 //! come back in [`Decided`] for the handler to apply. Times are milliseconds since
