@@ -240,3 +240,27 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_replica_urls_are_used_one_at_a_time_and_failed_over_in_turn() {
+        let c = Client::new(" http://a:1/ , http://b:2", "t").unwrap();
+        assert_eq!(c.base_urls(), ["http://a:1", "http://b:2"]);
+        assert_eq!(c.base_url(), "http://a:1");
+        // A failure of a replica calls no longer go to moves nothing.
+        c.fail_over("http://b:2");
+        assert_eq!(c.base_url(), "http://a:1");
+        c.fail_over("http://a:1");
+        assert_eq!(c.base_url(), "http://b:2");
+        // Clones share the choice (the agent's tasks each hold one).
+        let clone = c.clone();
+        clone.fail_over("http://b:2");
+        assert_eq!(c.base_url(), "http://a:1");
+        assert_eq!(c.base_of("http://b:2/v1/agent/poll"), Some("http://b:2"));
+        let err = Client::new("http://a:1,ftp://b", "t").err().unwrap();
+        assert!(err.to_string().contains("ftp://b"), "{err}");
+    }
+}
