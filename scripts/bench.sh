@@ -5,7 +5,7 @@
 # Copy the figures you want to keep into BENCHMARKS.md.
 #
 #   bash scripts/bench.sh                    # everything
-#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control
+#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control control-postgres
 #   QUICK=1 bash scripts/bench.sh            # debug builds, tiny samples: checks the harness only
 #
 # Needs bash, and for the postgres comparison psql plus a PostgreSQL on 127.0.0.1:5432

@@ -18,7 +18,7 @@ pub struct AgentArgs {
         hide_default_value = true
     )]
     pub token: String,
-    /// server URL; overrides the one carried by the token
+    /// server URL; overrides the one carried by the token. Replicas of one control plane: comma-separated URLs, the agent moves to the next one when the one it uses does not answer
     #[arg(long, env = "API_URL")]
     pub api_url: Option<String>,
     /// run only the targets whose tags equal these; empty = only untagged targets

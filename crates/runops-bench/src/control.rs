@@ -1,4 +1,5 @@
-//! Measurement 7: Control-plane capacity on SQLite: how many task creations and claims per second
+//! Measurements 7 and 8: Control-plane capacity on SQLite (and on PostgreSQL with 1 and 3
+//! replicas): how many task creations and claims per second
 //! one `runops server` sustains, with no process spawned anywhere. Agents are simulated
 //! in the bench process: each is a real session (`connect`) whose loop long-polls for up
 //! to 30 offers, then calls `start` and `finish` (empty log, success) for each, as a
@@ -31,9 +32,10 @@ fn target(i: usize) -> String {
     format!("cp-{}", i % AGENTS)
 }
 
-/// Runs `f(client, i)` for i in 0..n with `workers` concurrent callers; the wall time.
+/// Runs `f(client, i)` for i in 0..n with `workers` concurrent callers (worker `w`
+/// calls through `clients[w % len]`: one replica each, round-robin); the wall time.
 async fn concurrently<F, Fut>(
-    client: &Client,
+    clients: &[Client],
     n: usize,
     workers: usize,
     f: F,
@@ -45,8 +47,8 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
-        .map(|_| {
-            let (client, next, f) = (client.clone(), next.clone(), f.clone());
+        .map(|w| {
+            let (client, next, f) = (clients[w % clients.len()].clone(), next.clone(), f.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +124,99 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     );
     let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
     let server = ServerProc::start(bin, dir.path(), &[]).await?;
-    let admin = server.admin()?;
+    measure(&mut sec, &[server], n).await?;
+    sec.note(format!(
+        "{n} tasks per phase on a fresh server (default settings, SQLite in WAL mode on the machine's disk). Creations: {CREATORS} \
+         concurrent `POST /v1/tasks` over {AGENTS} targets while no agent is connected. Claims: {AGENTS} simulated agents (tags \
+         `cp-0`…) drain those tasks; each poll asks for up to {SLOTS} offers, and each offer is started and finished (3 writes \
+         per task: claim, start, finish). The bench process (clients) shares the machine's cores with the server."
+    ));
+    Ok(sec)
+}
+
+/// The key every replica of the PostgreSQL runs shares.
+const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn psql(sql: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            sql,
+        ])
+        .output()
+        .context("cannot run psql (the PostgreSQL runs need it)")?;
+    if !out.status.success() {
+        anyhow::bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Measurement 8: measurement 7 on PostgreSQL (the machine's, 127.0.0.1:5432, user
+/// `postgres` without a password), with 1 and with 3 replicas on one database: creators
+/// and simulated agents spread over the replicas round-robin.
+pub async fn run_postgres(bin: &Path, n: usize) -> anyhow::Result<Vec<Section>> {
+    let mut out = Vec::new();
+    for replicas in [1usize, 3] {
+        let mut sec = Section::new(
+            &format!("control-postgres-{replicas}"),
+            &format!(
+                "8. Control-plane capacity (PostgreSQL, {replicas} replica{}, simulated agents)",
+                if replicas == 1 { "" } else { "s" }
+            ),
+        );
+        let name = format!("runops_bench_{}_{replicas}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        psql(&format!("CREATE DATABASE {name}"))?;
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
+        let mut servers = Vec::new();
+        let result = async {
+            for r in 0..replicas {
+                let sub = dir.path().join(format!("replica-{r}"));
+                std::fs::create_dir_all(&sub)?;
+                servers.push(
+                    ServerProc::start_env(
+                        bin,
+                        &sub,
+                        &[],
+                        &[
+                            ("RUNOPS_DATABASE_URL", &url),
+                            ("RUNOPS_SECRET_KEY", BENCH_KEY),
+                        ],
+                    )
+                    .await?,
+                );
+            }
+            measure(&mut sec, &servers, n).await
+        }
+        .await;
+        drop(servers);
+        let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        result?;
+        sec.note(format!(
+            "As measurement 7, on PostgreSQL 127.0.0.1:5432 (the machine's, default settings, fresh database) with {replicas} \
+             `runops server` replica(s) on one database; the {CREATORS} creators and the {AGENTS} simulated agents use the \
+             replicas round-robin, so offers, wake-ups (LISTEN/NOTIFY) and claims (FOR UPDATE SKIP LOCKED) cross replicas."
+        ));
+        out.push(sec);
+    }
+    Ok(out)
+}
+
+/// Creations, claims and both at once on `servers` (one or several replicas).
+async fn measure(sec: &mut Section, servers: &[ServerProc], n: usize) -> anyhow::Result<()> {
+    let admins: Vec<Client> = servers
+        .iter()
+        .map(|s| s.admin())
+        .collect::<anyhow::Result<_>>()?;
+    let admin = &admins[0];
     for i in 0..AGENTS {
         admin
             .create_target(&TargetCreate {
@@ -143,11 +237,11 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     }
 
     // Warm-up, then the floor.
-    concurrently(&admin, 200, CREATORS, |c, _| async move {
+    concurrently(&admins, 200, CREATORS, |c, _| async move {
         c.me().await.map(drop).map_err(Into::into)
     })
     .await?;
-    let floor = concurrently(&admin, n, CREATORS, |c, _| async move {
+    let floor = concurrently(&admins, n, CREATORS, |c, _| async move {
         c.me().await.map(drop).map_err(Into::into)
     })
     .await?;
@@ -164,7 +258,7 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
         .map_err(Into::into)
     };
     // Creations with no agent connected: the tasks wait as `ready`.
-    let created = concurrently(&admin, n, CREATORS, create).await?;
+    let created = concurrently(&admins, n, CREATORS, create).await?;
     let create_rate = n as f64 / created.as_secs_f64();
 
     // The simulated agents drain those n tasks.
@@ -175,7 +269,7 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let all_done = Arc::new(all_done);
     let mut sessions = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
-        let client = Client::new(&server.url, token)?;
+        let client = Client::new(&servers[i % servers.len()].url, token)?;
         let session = client
             .agent_connect(&ConnectRequest {
                 tags: Some(target(i)),
@@ -212,7 +306,7 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let _ = all_done.send(false);
     total.fetch_add(n, Ordering::Relaxed);
     let mixed_start = Instant::now();
-    concurrently(&admin, n, CREATORS, create).await?;
+    concurrently(&admins, n, CREATORS, create).await?;
     all_done_rx.wait_for(|d| *d).await?;
     let mixed = mixed_start.elapsed();
     let mixed_rate = n as f64 / mixed.as_secs_f64();
@@ -251,11 +345,5 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     sec.detail("drain_s", drained.as_secs_f64());
     sec.detail("mixed_s", mixed.as_secs_f64());
     sec.detail("floor_s", floor.as_secs_f64());
-    sec.note(format!(
-        "{n} tasks per phase on a fresh server (default settings, SQLite in WAL mode on the machine's disk). Creations: {CREATORS} \
-         concurrent `POST /v1/tasks` over {AGENTS} targets while no agent is connected. Claims: {AGENTS} simulated agents (tags \
-         `cp-0`…) drain those tasks; each poll asks for up to {SLOTS} offers, and each offer is started and finished (3 writes \
-         per task: claim, start, finish). The bench process (clients) shares the machine's cores with the server."
-    ));
-    Ok(sec)
+    Ok(())
 }

@@ -42,6 +42,8 @@ enum Measurement {
     Redaction,
     /// 7. creations and claims per second with simulated agents
     Control,
+    /// 8. the same on PostgreSQL (127.0.0.1:5432) with 1 and 3 server replicas
+    ControlPostgres,
 }
 
 /// Run the Runops benchmarks against a built `runops` binary.
@@ -127,6 +129,7 @@ async fn measure(m: Measurement, bin: &Path, z: &Sizes) -> Vec<Section> {
             .await
             .map(|(a, b)| vec![a, b]),
         Measurement::Control => control::run(bin, z.control).await.map(|s| vec![s]),
+        Measurement::ControlPostgres => control::run_postgres(bin, z.control).await,
         Measurement::Redaction => match &z.redact_table {
             Some(path) => redaction_section(path).map(|s| vec![s]),
             None => Err(anyhow::anyhow!(
@@ -172,6 +175,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             Measurement::Memory,
             Measurement::Redaction,
             Measurement::Control,
+            Measurement::ControlPostgres,
         ]
         .into_iter()
         .filter(|m| *m != Measurement::Redaction || args.redact_table.is_some())

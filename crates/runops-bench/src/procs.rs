@@ -70,6 +70,16 @@ impl ServerProc {
     /// Starts `runops server` on a free port with its data in `dir`; `extra_args` are
     /// passed on (`--log-cap-bytes ...`). Returns once the API answers.
     pub async fn start(bin: &Path, dir: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
+        Self::start_env(bin, dir, extra_args, &[]).await
+    }
+
+    /// [`ServerProc::start`] with extra environment (a database URL, a secret key).
+    pub async fn start_env(
+        bin: &Path,
+        dir: &Path,
+        extra_args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let home = dir.join("home");
         std::fs::create_dir_all(&home)?;
@@ -82,6 +92,7 @@ impl ServerProc {
             .arg("--data-dir")
             .arg(dir.join("server-data"))
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUNOPS_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(out)
             .stderr(err)

@@ -1,7 +1,10 @@
 //! Typed HTTP client for the Runops API.
 //!
 //! One [`Client`] holds the server URL, the bearer token and a pooled `reqwest`
-//! client. [`user`] has the user-facing calls (targets, tasks, logs, agents, users),
+//! client. The URL may be a comma-separated list of replicas of one control plane
+//! (`http://a:8080,http://b:8080`): calls go to one of them, and a call that cannot
+//! reach it (or gets 502/503/504) moves the client to the next one for the calls that
+//! follow (the caller's own retry reaches it). [`user`] has the user-facing calls (targets, tasks, logs, agents, users),
 //! [`agent`] the agent protocol. Every failure becomes a [`ClientError`] whose
 //! `Display` is the server's own message plus its hint, ready to print.
 
@@ -12,6 +15,8 @@ pub mod webhooks;
 use runops_proto::api::ApiErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long to wait for a TCP connection to the server before giving up.
@@ -69,22 +74,29 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-/// A connection to one Runops server with one token.
+/// A connection to one Runops server (or one of its replicas) with one token.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    bases: Arc<Vec<String>>,
+    /// Index in `bases` of the replica calls go to.
+    current: Arc<AtomicUsize>,
     token: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    /// `base_url` is the server's root (`http://127.0.0.1:8080`).
+    /// `base_url` is the server's root (`http://127.0.0.1:8080`), or several replicas'
+    /// roots separated by commas.
     pub fn new(base_url: &str, token: &str) -> Result<Client> {
-        let base = base_url.trim().trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Config(format!(
-                "server URL `{base}` must start with http:// or https://"
-            )));
+        let mut bases = Vec::new();
+        for part in base_url.split(',') {
+            let base = part.trim().trim_end_matches('/').to_string();
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(ClientError::Config(format!(
+                    "server URL `{base}` must start with http:// or https://"
+                )));
+            }
+            bases.push(base);
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -92,18 +104,51 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
-            base,
+            bases: Arc::new(bases),
+            current: Arc::new(AtomicUsize::new(0)),
             token: token.trim().to_string(),
             http,
         })
     }
 
+    /// The URL calls go to now (one of the replicas when several were given).
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Every URL this client was given.
+    pub fn base_urls(&self) -> &[String] {
+        &self.bases
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.base_url(), path)
+    }
+
+    /// `failed` (a URL calls went to) did not answer: later calls go to the next
+    /// replica. Several calls failing together move it once.
+    fn fail_over(&self, failed: &str) {
+        let n = self.bases.len();
+        if n < 2 {
+            return;
+        }
+        let now = self.current.load(Ordering::Relaxed);
+        if self.bases[now % n] == failed {
+            let _ = self.current.compare_exchange(
+                now,
+                (now + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The replica `url` (of a request) belongs to.
+    fn base_of(&self, url: &str) -> Option<&str> {
+        self.bases
+            .iter()
+            .find(|b| url.starts_with(b.as_str()))
+            .map(String::as_str)
     }
 
     /// Starts a request with auth; `timeout` bounds the whole exchange when given.
@@ -128,6 +173,11 @@ impl Client {
         let resp = rb.send().await.map_err(|e| self.transport(e))?;
         if resp.status().is_success() {
             return Ok(resp);
+        }
+        if matches!(resp.status().as_u16(), 502..=504)
+            && let Some(base) = self.base_of(resp.url().as_str())
+        {
+            self.fail_over(base);
         }
         Err(self.error_from(resp).await)
     }
@@ -167,10 +217,13 @@ impl Client {
     }
 
     pub(crate) fn transport(&self, e: reqwest::Error) -> ClientError {
-        ClientError::Transport {
-            url: self.base.clone(),
-            source: e,
-        }
+        let url = e
+            .url()
+            .and_then(|u| self.base_of(u.as_str()))
+            .unwrap_or_else(|| self.base_url())
+            .to_string();
+        self.fail_over(&url);
+        ClientError::Transport { url, source: e }
     }
 
     async fn error_from(&self, resp: reqwest::Response) -> ClientError {
@@ -185,5 +238,29 @@ impl Client {
                 detail: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_replica_urls_are_used_one_at_a_time_and_failed_over_in_turn() {
+        let c = Client::new(" http://a:1/ , http://b:2", "t").unwrap();
+        assert_eq!(c.base_urls(), ["http://a:1", "http://b:2"]);
+        assert_eq!(c.base_url(), "http://a:1");
+        // A failure of a replica calls no longer go to moves nothing.
+        c.fail_over("http://b:2");
+        assert_eq!(c.base_url(), "http://a:1");
+        c.fail_over("http://a:1");
+        assert_eq!(c.base_url(), "http://b:2");
+        // Clones share the choice (the agent's tasks each hold one).
+        let clone = c.clone();
+        clone.fail_over("http://b:2");
+        assert_eq!(c.base_url(), "http://a:1");
+        assert_eq!(c.base_of("http://b:2/v1/agent/poll"), Some("http://b:2"));
+        let err = Client::new("http://a:1,ftp://b", "t").err().unwrap();
+        assert!(err.to_string().contains("ftp://b"), "{err}");
     }
 }

@@ -35,7 +35,7 @@ pub async fn apply_detailed(
                     st.hub.wake_session(session);
                 }
             }
-            Effect::ReleaseToken => st.jwts.release(t.id),
+            Effect::ReleaseToken => st.jwts.release(t.id).await,
             Effect::CountStarted { waited_ms } => st.metrics.task_started(waited_ms),
             Effect::CountFinished { status, reason } => st.metrics.task_finished(status, reason),
             Effect::CountLogBytes(bytes) => st.metrics.log_bytes_received(bytes),

@@ -11,12 +11,16 @@
 //! lost even if its lease elapsed while the server held the poll), and which cancels
 //! were already delivered (so that a cancel answers a poll at once only once).
 //!
+//! With several replicas on one PostgreSQL database, every wake-up is also published
+//! ([`Hub::publish_to`]) and the other replicas apply it to their own waiters
+//! ([`Hub::apply_remote`], fed by `LISTEN`; see `pg_listen.rs`).
+//!
 //! Waiters use the `Notified::enable` pattern: register first, then read the store,
 //! then wait; a notification between the read and the wait is never lost.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
 /// (org id, tag key) — the unit of dispatch.
@@ -47,6 +51,17 @@ struct HubState {
     logs: HashMap<i64, Arc<Notify>>,
 }
 
+/// A wake-up that other replicas must see too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "w", rename_all = "snake_case")]
+pub enum Wake {
+    Work { org: i64, tags: Option<String> },
+    TagsFreed { org: i64, tags: Option<String> },
+    Session { id: String },
+    ForgetSession { id: String },
+    Log { task: i64 },
+}
+
 /// Shared by every request of one server process.
 #[derive(Default)]
 pub struct Hub {
@@ -54,6 +69,8 @@ pub struct Hub {
     /// Fires on shutdown so long polls and log followers answer at once.
     pub shutdown: Notify,
     stopping: AtomicBool,
+    /// Where wake-ups go to reach the other replicas (set on PostgreSQL only).
+    remote: OnceLock<tokio::sync::mpsc::Sender<Wake>>,
 }
 
 fn key(org_id: i64, tags: Option<&str>) -> TagsKey {
@@ -69,6 +86,46 @@ impl Hub {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// From now on every wake-up is also sent to `tx` (for the other replicas).
+    pub fn publish_to(&self, tx: tokio::sync::mpsc::Sender<Wake>) {
+        let _ = self.remote.set(tx);
+    }
+
+    fn publish(&self, wake: Wake) {
+        if let Some(tx) = self.remote.get() {
+            // A hint: when the queue is full (the database is down), waiters still
+            // look again at the end of their hold.
+            let _ = tx.try_send(wake);
+        }
+    }
+
+    /// A wake-up another replica published: wakes this process's waiters only.
+    pub fn apply_remote(&self, wake: &Wake) {
+        match wake {
+            Wake::Work { org, tags } => self.local_wake_work(*org, tags.as_deref()),
+            Wake::TagsFreed { org, tags } => self.local_wake_tags_freed(*org, tags.as_deref()),
+            Wake::Session { id } => self.local_wake_session(id),
+            Wake::ForgetSession { id } => self.local_forget_session(id),
+            Wake::Log { task } => self.local_wake_log(*task),
+        }
+    }
+
+    /// Wakes every waiter (after the link to the other replicas was lost for a while:
+    /// what they published meanwhile is unknown, so everyone looks again).
+    pub fn wake_everyone(&self) {
+        let st = self.lock();
+        for ch in st.tags.values() {
+            ch.work.notify_waiters();
+            ch.freed.notify_waiters();
+        }
+        for s in st.sessions.values() {
+            s.wake.notify_waiters();
+        }
+        for n in st.logs.values() {
+            n.notify_waiters();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -97,12 +154,28 @@ impl Hub {
 
     /// New or requeued work for (org, tags).
     pub fn wake_work(&self, org_id: i64, tags: Option<&str>) {
+        self.local_wake_work(org_id, tags);
+        self.publish(Wake::Work {
+            org: org_id,
+            tags: tags.map(str::to_string),
+        });
+    }
+
+    fn local_wake_work(&self, org_id: i64, tags: Option<&str>) {
         if let Some(ch) = self.lock().tags.get(&key(org_id, tags)) {
             ch.work.notify_waiters();
         }
     }
 
     pub fn wake_tags_freed(&self, org_id: i64, tags: Option<&str>) {
+        self.local_wake_tags_freed(org_id, tags);
+        self.publish(Wake::TagsFreed {
+            org: org_id,
+            tags: tags.map(str::to_string),
+        });
+    }
+
+    fn local_wake_tags_freed(&self, org_id: i64, tags: Option<&str>) {
         if let Some(ch) = self.lock().tags.get(&key(org_id, tags)) {
             ch.freed.notify_waiters();
         }
@@ -118,6 +191,13 @@ impl Hub {
     }
 
     pub fn wake_session(&self, session_id: &str) {
+        self.local_wake_session(session_id);
+        self.publish(Wake::Session {
+            id: session_id.to_string(),
+        });
+    }
+
+    fn local_wake_session(&self, session_id: &str) {
         if let Some(s) = self.lock().sessions.get(session_id) {
             s.wake.notify_waiters();
         }
@@ -125,6 +205,13 @@ impl Hub {
 
     /// Forgets an ended session (after waking its poll so that it answers).
     pub fn forget_session(&self, session_id: &str) {
+        self.local_forget_session(session_id);
+        self.publish(Wake::ForgetSession {
+            id: session_id.to_string(),
+        });
+    }
+
+    fn local_forget_session(&self, session_id: &str) {
         if let Some(s) = self.lock().sessions.remove(session_id) {
             s.wake.notify_waiters();
         }
@@ -166,6 +253,11 @@ impl Hub {
     }
 
     pub fn wake_log(&self, task_id: i64) {
+        self.local_wake_log(task_id);
+        self.publish(Wake::Log { task: task_id });
+    }
+
+    fn local_wake_log(&self, task_id: i64) {
         if let Some(n) = self.lock().logs.get(&task_id) {
             n.notify_waiters();
         }

@@ -24,6 +24,8 @@
 use crate::auth::{Credential, UserAuth};
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::sealed::ConfigSealer;
+use crate::store::held::{HeldRow, HeldTokenStore};
 use crate::store::{NewUser, StoreError};
 use crate::{now_ms, validate};
 use runops_jwt::{JwksVerifier, VerifierConfig};
@@ -293,13 +295,24 @@ pub async fn authenticate_jwt(
     })
 }
 
-/// Creator tokens of tasks not started yet, by task id: memory only.
+/// Creator tokens of tasks not started yet, by task id: in memory for one process, or
+/// sealed with the server key in the database that replicas share ([`HeldTokens::share`]).
 #[derive(Default)]
 pub struct HeldTokens {
     tokens: Mutex<HashMap<i64, Held>>,
     /// Wakes a dispatch waiting for a token being registered.
     registered: Notify,
+    /// The shared store and the key tokens are sealed with (PostgreSQL).
+    shared: std::sync::OnceLock<Shared>,
 }
+
+struct Shared {
+    store: Arc<dyn HeldTokenStore>,
+    sealer: Arc<ConfigSealer>,
+}
+
+/// How often a dispatch waiting for a token held by another replica looks again.
+const SHARED_HANDOFF_POLL: Duration = Duration::from_millis(50);
 
 struct Held {
     token: String,
@@ -311,67 +324,147 @@ struct Held {
     awaiting_proof: Option<(i64, i64)>,
 }
 
+/// A failure of the shared store: logged, and the token counts as not held (a task
+/// never reaches an agent without its token; it fails `unauthenticated` instead).
+fn shared_failed(what: &str, e: impl std::fmt::Display) {
+    tracing::warn!(error = %e, "held identity tokens: cannot {what} in the database");
+}
+
 impl HeldTokens {
+    /// From now on tokens are held in `store`, sealed with `sealer` (every replica of
+    /// one database sees them).
+    pub fn share(&self, store: Arc<dyn HeldTokenStore>, sealer: Arc<ConfigSealer>) {
+        let _ = self.shared.set(Shared { store, sealer });
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<i64, Held>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// True when another token can be held (checked before creating a task).
-    pub fn has_room(&self) -> bool {
+    pub async fn has_room(&self) -> bool {
         let now = now_ms();
+        if let Some(sh) = self.shared.get() {
+            return match sh.store.held_count(now).await {
+                Ok(n) => n < MAX_HELD_TOKENS as u64,
+                Err(e) => {
+                    shared_failed("count tokens", e);
+                    false
+                }
+            };
+        }
         let mut held = self.lock();
         held.retain(|_, h| h.drop_after_ms > now);
         held.len() < MAX_HELD_TOKENS
     }
 
     /// Holds `token` for `task_id` until the task starts (or the token expires).
-    pub fn hold(&self, task_id: i64, token: &str, expires_at_ms: Option<i64>) {
-        let drop_after_ms = expires_at_ms
-            .unwrap_or_else(now_ms)
-            .saturating_add(HELD_TOKEN_GRACE_MS);
-        self.lock().insert(
-            task_id,
-            Held {
-                token: token.to_string(),
-                drop_after_ms,
-                proof: None,
-                awaiting_proof: None,
-            },
-        );
-        self.registered.notify_waiters();
+    pub async fn hold(&self, task_id: i64, token: &str, expires_at_ms: Option<i64>) {
+        self.insert(task_id, token, expires_at_ms, None).await;
     }
 
     /// Holds `token` with the creator's already checked `proof` for `task_id` (an
     /// approved task run with a key-bound token, see `http::reviews::run`).
-    pub fn hold_proven(&self, task_id: i64, token: &str, expires_at_ms: Option<i64>, proof: &str) {
+    pub async fn hold_proven(
+        &self,
+        task_id: i64,
+        token: &str,
+        expires_at_ms: Option<i64>,
+        proof: &str,
+    ) {
+        self.insert(task_id, token, expires_at_ms, Some(proof))
+            .await;
+    }
+
+    async fn insert(
+        &self,
+        task_id: i64,
+        token: &str,
+        expires_at_ms: Option<i64>,
+        proof: Option<&str>,
+    ) {
         let drop_after_ms = expires_at_ms
             .unwrap_or_else(now_ms)
             .saturating_add(HELD_TOKEN_GRACE_MS);
-        self.lock().insert(
-            task_id,
-            Held {
-                token: token.to_string(),
-                drop_after_ms,
-                proof: Some(proof.to_string()),
-                awaiting_proof: None,
-            },
-        );
+        if let Some(sh) = self.shared.get() {
+            let sealed = sh.sealer.seal_held(task_id, "token", token);
+            let proof_sealed = proof
+                .map(|p| sh.sealer.seal_held(task_id, "proof", p))
+                .transpose();
+            match (sealed, proof_sealed) {
+                (Ok(sealed), Ok(proof_sealed)) => {
+                    let row = HeldRow {
+                        task_id,
+                        sealed,
+                        proof_sealed,
+                        drop_after_ms,
+                        awaiting_proof: None,
+                    };
+                    if let Err(e) = sh.store.hold_token(&row).await {
+                        shared_failed("hold a token", e);
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => shared_failed("seal a token", e),
+            }
+        } else {
+            self.lock().insert(
+                task_id,
+                Held {
+                    token: token.to_string(),
+                    drop_after_ms,
+                    proof: proof.map(str::to_string),
+                    awaiting_proof: None,
+                },
+            );
+        }
         self.registered.notify_waiters();
     }
 
-    fn get(&self, task_id: i64) -> Option<(String, Option<String>)> {
-        self.lock()
-            .get(&task_id)
-            .map(|h| (h.token.clone(), h.proof.clone()))
+    async fn get(&self, task_id: i64) -> Option<(String, Option<String>)> {
+        let Some(sh) = self.shared.get() else {
+            return self
+                .lock()
+                .get(&task_id)
+                .map(|h| (h.token.clone(), h.proof.clone()));
+        };
+        let (sealed, proof) = match sh.store.held_token(task_id).await {
+            Ok(row) => row?,
+            Err(e) => {
+                shared_failed("read a token", e);
+                return None;
+            }
+        };
+        let opened = sh
+            .sealer
+            .open_held(task_id, "token", &sealed)
+            .and_then(|t| {
+                let p = proof
+                    .map(|p| sh.sealer.open_held(task_id, "proof", &p))
+                    .transpose()?;
+                Ok((t, p))
+            });
+        match opened {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                shared_failed("open a token", e);
+                None
+            }
+        }
     }
 
     /// The token held for `task_id`.
-    pub fn token(&self, task_id: i64) -> Option<String> {
-        self.lock().get(&task_id).map(|h| h.token.clone())
+    pub async fn token(&self, task_id: i64) -> Option<String> {
+        self.get(task_id).await.map(|(t, _)| t)
     }
 
     /// The task of a held token waits for its creator's proof until `due_ms`.
-    pub fn await_proof(&self, task_id: i64, org_id: i64, due_ms: i64) {
+    pub async fn await_proof(&self, task_id: i64, org_id: i64, due_ms: i64) {
+        if let Some(sh) = self.shared.get() {
+            if let Err(e) = sh.store.await_held_proof(task_id, org_id, due_ms).await {
+                shared_failed("record a proof wait", e);
+            }
+            return;
+        }
         if let Some(h) = self.lock().get_mut(&task_id) {
             h.awaiting_proof = Some((org_id, due_ms));
         }
@@ -379,7 +472,23 @@ impl HeldTokens {
 
     /// Holds the creator's proof next to the token; false when the task no longer
     /// waits for one (its wait ran out, or it was killed).
-    pub fn set_proof(&self, task_id: i64, proof: &str) -> bool {
+    pub async fn set_proof(&self, task_id: i64, proof: &str) -> bool {
+        if let Some(sh) = self.shared.get() {
+            let sealed = match sh.sealer.seal_held(task_id, "proof", proof) {
+                Ok(s) => s,
+                Err(e) => {
+                    shared_failed("seal a proof", e);
+                    return false;
+                }
+            };
+            return match sh.store.set_held_proof(task_id, &sealed).await {
+                Ok(set) => set,
+                Err(e) => {
+                    shared_failed("hold a proof", e);
+                    false
+                }
+            };
+        }
         match self.lock().get_mut(&task_id) {
             Some(h) if h.awaiting_proof.is_some() => {
                 h.awaiting_proof = None;
@@ -392,7 +501,17 @@ impl HeldTokens {
 
     /// Tasks whose proof did not come by `now_ms`, as `(org id, task id)`; their
     /// tokens are dropped (the caller fails the tasks).
-    pub fn overdue_proofs(&self, now_ms: i64) -> Vec<(i64, i64)> {
+    pub async fn overdue_proofs(&self, now_ms: i64) -> Vec<(i64, i64)> {
+        if let Some(sh) = self.shared.get() {
+            return sh
+                .store
+                .take_overdue_proofs(now_ms)
+                .await
+                .unwrap_or_else(|e| {
+                    shared_failed("find overdue proofs", e);
+                    Vec::new()
+                });
+        }
         let mut held = self.lock();
         let overdue: Vec<(i64, i64)> = held
             .iter()
@@ -408,11 +527,18 @@ impl HeldTokens {
     }
 
     /// The task started (or ended): its token is not needed any more.
-    pub fn release(&self, task_id: i64) {
+    pub async fn release(&self, task_id: i64) {
+        if let Some(sh) = self.shared.get() {
+            if let Err(e) = sh.store.release_token(task_id).await {
+                shared_failed("drop a token", e);
+            }
+            return;
+        }
         self.lock().remove(&task_id);
     }
 
-    /// How many tokens are held (tests, metrics).
+    /// How many tokens this process holds in memory (tests, metrics; 0 when they are
+    /// in the shared database).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -422,18 +548,24 @@ impl HeldTokens {
     }
 
     /// The token of `task_id`, waiting up to [`TOKEN_HANDOFF_WAIT`] for it to be
-    /// registered by the request that created the task.
+    /// registered by the request that created the task (on any replica).
     async fn wait_for(&self, task_id: i64) -> Option<(String, Option<String>)> {
         let deadline = tokio::time::Instant::now() + TOKEN_HANDOFF_WAIT;
         loop {
             let registered = self.registered.notified();
             tokio::pin!(registered);
             registered.as_mut().enable();
-            if let Some(t) = self.get(task_id) {
+            if let Some(t) = self.get(task_id).await {
                 return Some(t);
             }
-            if tokio::time::timeout_at(deadline, registered).await.is_err() {
-                return None;
+            // Another replica's registration fires no local wake-up: look again soon.
+            let wait = match self.shared.get() {
+                Some(_) => deadline.min(tokio::time::Instant::now() + SHARED_HANDOFF_POLL),
+                None => deadline,
+            };
+            let _ = tokio::time::timeout_at(wait, registered).await;
+            if tokio::time::Instant::now() >= deadline {
+                return self.get(task_id).await;
             }
         }
     }
@@ -535,40 +667,44 @@ mod tests {
         let later = held.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            later.hold(7, "a.b.c", None);
+            later.hold(7, "a.b.c", None).await;
         });
         assert_eq!(
             held.wait_for(7).await.map(|(t, _)| t).as_deref(),
             Some("a.b.c")
         );
-        held.release(7);
+        held.release(7).await;
         assert!(held.is_empty());
     }
 
-    #[test]
-    fn a_task_waits_for_its_proof_until_its_deadline() {
+    #[tokio::test]
+    async fn a_task_waits_for_its_proof_until_its_deadline() {
         let held = HeldTokens::default();
-        held.hold(1, "a.b.c", None);
-        held.await_proof(1, 9, 1000);
-        held.hold(2, "d.e.f", None);
-        held.await_proof(2, 9, 1000);
-        assert!(held.set_proof(2, "proof"));
-        assert!(!held.set_proof(2, "again"), "a task is proven once");
-        assert!(held.overdue_proofs(999).is_empty());
-        assert_eq!(held.overdue_proofs(1000), vec![(9, 1)]);
+        held.hold(1, "a.b.c", None).await;
+        held.await_proof(1, 9, 1000).await;
+        held.hold(2, "d.e.f", None).await;
+        held.await_proof(2, 9, 1000).await;
+        assert!(held.set_proof(2, "proof").await);
+        assert!(!held.set_proof(2, "again").await, "a task is proven once");
+        assert!(held.overdue_proofs(999).await.is_empty());
+        assert_eq!(held.overdue_proofs(1000).await, vec![(9, 1)]);
         assert!(
-            held.token(1).is_none(),
+            held.token(1).await.is_none(),
             "an unproven task's token is dropped"
         );
-        assert!(!held.set_proof(1, "late"), "too late");
-        assert_eq!(held.get(2), Some(("d.e.f".into(), Some("proof".into()))));
+        assert!(!held.set_proof(1, "late").await, "too late");
+        assert_eq!(
+            held.get(2).await,
+            Some(("d.e.f".into(), Some("proof".into())))
+        );
     }
 
     #[tokio::test]
     async fn expired_tokens_are_dropped() {
         let held = HeldTokens::default();
-        held.hold(1, "x.y.z", Some(now_ms() - HELD_TOKEN_GRACE_MS - 1000));
-        assert!(held.has_room());
+        held.hold(1, "x.y.z", Some(now_ms() - HELD_TOKEN_GRACE_MS - 1000))
+            .await;
+        assert!(held.has_room().await);
         assert!(held.is_empty());
     }
 }

@@ -19,6 +19,7 @@
 //! `notify.rs` + `webhook/` (events delivered to webhooks from an outbox), and this
 //! file (start-up, bootstrap, shutdown).
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod conn;
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod pg_listen;
 pub mod reaper;
 pub mod review;
 pub mod sealed;
@@ -119,8 +121,16 @@ pub struct ServerArgs {
     /// Longest wait between two attempts of a failed webhook delivery (backoff doubles from 1 s up to this; given up after 3 days).
     #[arg(long, env = "RUNOPS_WEBHOOK_RETRY_MAX_SECS", default_value_t = webhook::DEFAULT_RETRY_MAX_SECS)]
     pub webhook_retry_max_secs: u64,
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`) shared by any number of server replicas; absent: SQLite in --data-dir.
+    #[arg(long, env = "RUNOPS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections each replica opens to PostgreSQL at most.
+    #[arg(long, env = "RUNOPS_DATABASE_POOL_SIZE", default_value_t = store::postgres::DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
+    #[command(subcommand)]
+    pub command: Option<admin::ServerCommand>,
 }
 
 impl ServerArgs {
@@ -141,6 +151,9 @@ impl ServerArgs {
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
             webhook_retry_max_secs: webhook::DEFAULT_RETRY_MAX_SECS,
             auth: identity::AuthArgs::default(),
+            database_url: None,
+            database_pool_size: store::postgres::DEFAULT_POOL_SIZE,
+            command: None,
         }
     }
 }
@@ -156,6 +169,8 @@ pub struct Server {
     reaper: JoinHandle<()>,
     retention: JoinHandle<()>,
     webhooks: JoinHandle<()>,
+    /// The NOTIFY sender and LISTEN tasks (PostgreSQL only).
+    links: Vec<JoinHandle<()>>,
 }
 
 /// Poll hold: well under the lease (the poll is the heartbeat), at most 25 s.
@@ -197,20 +212,56 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        create_data_dir(&args.data_dir).await?;
-        let sealer = Arc::new(sealed::ConfigSealer::load(
-            std::env::var(sealed::SECRET_KEY_ENV).ok().as_deref(),
-            &args.data_dir,
-        )?);
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&args.data_dir).await?.with_log_quotas(
-                store::sqlite::LogQuotas {
-                    server_bytes: args.log_quota_bytes,
-                    org_bytes: args.org_log_quota_bytes,
-                },
-            ));
-        secure_data_dir(&args.data_dir)?;
-        let generated_admin_token = bootstrap(store.as_ref(), admin_token).await?;
+        let quotas = store::sqlite::LogQuotas {
+            server_bytes: args.log_quota_bytes,
+            org_bytes: args.org_log_quota_bytes,
+        };
+        let secret_key = std::env::var(sealed::SECRET_KEY_ENV).ok();
+        let jwts = Arc::new(identity::HeldTokens::default());
+        let (store, sealer, pg, generated_admin_token) = match admin::database_url(&args)? {
+            Some(url) => {
+                // Replicas share the database, so they must share the key: a key file
+                // generated per replica would differ.
+                let Some(key) = secret_key.as_deref().filter(|k| !k.trim().is_empty()) else {
+                    anyhow::bail!(
+                        "with --database-url (RUNOPS_DATABASE_URL) set {} to the same key on every replica (`openssl rand -base64 32`)",
+                        sealed::SECRET_KEY_ENV
+                    );
+                };
+                let sealer = Arc::new(sealed::ConfigSealer::load(Some(key), &args.data_dir)?);
+                let pg = store::postgres::PgStore::open(
+                    store::postgres::connect_options(&url)?,
+                    args.database_pool_size,
+                )
+                .await?
+                .with_log_quotas(quotas);
+                pg.check_key_fingerprint(sealer.fingerprint()).await?;
+                let lock = pg.begin_bootstrap().await?;
+                let pool = pg.pool().clone();
+                let pg = Arc::new(pg);
+                // Replicas share the creators' identity tokens (sealed) through it.
+                jwts.share(pg.clone(), sealer.clone());
+                let store: Arc<dyn Store> = pg;
+                let generated = bootstrap(store.as_ref(), admin_token).await?;
+                lock.commit().await?;
+                (store, sealer, Some(pool), generated)
+            }
+            None => {
+                create_data_dir(&args.data_dir).await?;
+                let sealer = Arc::new(sealed::ConfigSealer::load(
+                    secret_key.as_deref(),
+                    &args.data_dir,
+                )?);
+                let store: Arc<dyn Store> = Arc::new(
+                    SqliteStore::open(&args.data_dir)
+                        .await?
+                        .with_log_quotas(quotas),
+                );
+                secure_data_dir(&args.data_dir)?;
+                let generated = bootstrap(store.as_ref(), admin_token).await?;
+                (store, sealer, None, generated)
+            }
+        };
         let unused_first_admin_token = match store.first_admin_token().await? {
             Some((id, false)) => {
                 if generated_admin_token.is_none() {
@@ -234,9 +285,15 @@ impl Server {
                 .await?
                 .map(Arc::new);
         // Tasks waiting for their creator's proof lost the token they need (memory only).
-        let unproven = store
-            .fail_tasks_awaiting_proof(identity::LOST_TOKEN_MESSAGE, now_ms())
-            .await?;
+        // On PostgreSQL the other replicas may hold those tokens: a start of one replica
+        // fails none of them (one that lost its token fails when it is claimed).
+        let unproven = if pg.is_some() {
+            0
+        } else {
+            store
+                .fail_tasks_awaiting_proof(identity::LOST_TOKEN_MESSAGE, now_ms())
+                .await?
+        };
         if unproven > 0 {
             tracing::warn!(
                 tasks = unproven,
@@ -262,7 +319,7 @@ impl Server {
             metrics: Arc::new(metrics::Metrics::default()),
             sealer,
             identity,
-            jwts: Arc::new(identity::HeldTokens::default()),
+            jwts,
             unused_first_admin_token: Arc::new(std::sync::atomic::AtomicI64::new(
                 unused_first_admin_token,
             )),
@@ -277,6 +334,10 @@ impl Server {
                 public_url: url.clone(),
             }),
         };
+        let links = match pg {
+            Some(pool) => pg_listen::start(pool, state.hub.clone()).await?.into(),
+            None => Vec::new(),
+        };
         let app = http::router(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = tokio::spawn(conn::serve(listener, app, limits, stopped));
@@ -289,6 +350,7 @@ impl Server {
         tracing::info!(
             %addr,
             %url,
+            store = if args.database_url.is_some() { "postgresql" } else { "sqlite" },
             data_dir = %args.data_dir.display(),
             max_connections = limits.max_connections,
             "runops server listening"
@@ -303,6 +365,7 @@ impl Server {
             reaper,
             retention,
             webhooks,
+            links,
         })
     }
 
@@ -353,6 +416,10 @@ impl Server {
         let _ = self.reaper.await;
         self.retention.abort();
         let _ = self.retention.await;
+        for link in self.links {
+            link.abort();
+            let _ = link.await;
+        }
         // Attempts in flight end within their timeout; then their outcome is recorded.
         self.state.webhooks.stop();
         let mut webhooks = self.webhooks;

@@ -77,7 +77,7 @@ pub async fn sweep(st: &AppState) -> anyhow::Result<()> {
         .await;
         effects::apply(st, &system, e.effects.as_ref()).await;
     }
-    let overdue = st.jwts.overdue_proofs(now);
+    let overdue = st.jwts.overdue_proofs(now).await;
     if !overdue.is_empty() {
         let message = crate::identity::proof_missing_message();
         for (org_id, id) in overdue {

@@ -27,6 +27,7 @@ const NONCE_LEN: usize = 12;
 /// Seals and opens configs with the server's key. `Debug` does not show the key.
 pub struct ConfigSealer {
     cipher: ChaCha20Poly1305,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for ConfigSealer {
@@ -39,7 +40,14 @@ impl ConfigSealer {
     pub fn from_key(key: &[u8; 32]) -> ConfigSealer {
         ConfigSealer {
             cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            fingerprint: fingerprint_of(key),
         }
+    }
+
+    /// A fingerprint of the key (HMAC-SHA-256 of a fixed label, 16 bytes in hex): tells
+    /// two keys apart without revealing either. Replicas sharing a database compare it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The key from `env_value` (the variable's value, when set), or the one in
@@ -133,6 +141,25 @@ impl ConfigSealer {
             .map_err(|_| anyhow::anyhow!("the stored webhook secret is not text"))
     }
 
+    /// Seals text held for a task (its creator's identity token or proof, while the
+    /// task waits for dispatch in a database that replicas share), bound to the task.
+    pub fn seal_held(&self, task_id: i64, what: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+        self.seal_bytes(text.as_bytes(), &held_associated_data(task_id, what))
+            .map_err(|_| anyhow::anyhow!("cannot encrypt the held {what}"))
+    }
+
+    /// Opens what [`ConfigSealer::seal_held`] produced for the same task and `what`.
+    pub fn open_held(&self, task_id: i64, what: &str, sealed: &[u8]) -> anyhow::Result<String> {
+        let plain = self
+            .open_bytes(sealed, &held_associated_data(task_id, what))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the held {what} of task {task_id} cannot be decrypted: this replica's {SECRET_KEY_ENV} is not the one it was stored with"
+                )
+            })?;
+        String::from_utf8(plain).map_err(|_| anyhow::anyhow!("the held {what} is not text"))
+    }
+
     /// `1 || nonce || ciphertext+tag` of `plain` with `aad`.
     fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -168,8 +195,24 @@ impl ConfigSealer {
     }
 }
 
+fn fingerprint_of(key: &[u8; 32]) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(b"runops secret key fingerprint v1");
+    mac.finalize().into_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn associated_data(org_id: i64, name: &str) -> Vec<u8> {
     format!("runops target config\0{org_id}\0{name}").into_bytes()
+}
+
+fn held_associated_data(task_id: i64, what: &str) -> Vec<u8> {
+    format!("runops held {what}\0{task_id}").into_bytes()
 }
 
 fn webhook_associated_data(org_id: i64, url: &str) -> Vec<u8> {

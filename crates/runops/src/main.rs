@@ -113,6 +113,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: runops_server::ServerArgs) -> anyhow::Result<()> {
+    if let Some(command) = &args.command {
+        println!("{}", runops_server::admin::run(command, &args).await?);
+        return Ok(());
+    }
     let admin_token = std::env::var("RUNOPS_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());

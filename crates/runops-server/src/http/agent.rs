@@ -454,7 +454,10 @@ pub async fn poll(
             .store
             .cancels_for(&session.id, session.org_id, &req.running)
             .await?;
-        let new_cancels = st.hub.take_new_cancels(&session.id, &cancel);
+        let new_cancels = match st.store.take_new_cancels(&session.id, &cancel).await? {
+            Some(n) => n,
+            None => st.hub.take_new_cancels(&session.id, &cancel),
+        };
         let now = now_ms();
         let mut offers = st
             .store

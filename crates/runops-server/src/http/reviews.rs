@@ -325,7 +325,7 @@ pub async fn run(
         )?),
         None => None,
     };
-    if token.is_some() && !st.jwts.has_room() {
+    if token.is_some() && !st.jwts.has_room().await {
         return Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -337,8 +337,8 @@ pub async fn run(
     if let Some(token) = token {
         let expiry = crate::identity::token_expiry_ms(token);
         match &proof {
-            Some(proof) => st.jwts.hold_proven(id, token, expiry, proof),
-            None => st.jwts.hold(id, token, expiry),
+            Some(proof) => st.jwts.hold_proven(id, token, expiry, proof).await,
+            None => st.jwts.hold(id, token, expiry).await,
         }
     }
     let outcome = st
@@ -352,7 +352,7 @@ pub async fn run(
         }) => (rec, effects),
         other => {
             if token.is_some() {
-                st.jwts.release(id);
+                st.jwts.release(id).await;
             }
             return Err(match other?.outcome {
                 RunOutcome::NotApproved(status) => {

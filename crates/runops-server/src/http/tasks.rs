@@ -84,7 +84,7 @@ pub async fn create(
     });
     // The creator's identity token travels to the agent with the task (memory only).
     let creator_token = crate::identity::creator_token(&auth).filter(|_| !reviewed);
-    if creator_token.is_some() && !st.jwts.has_room() {
+    if creator_token.is_some() && !st.jwts.has_room().await {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -110,11 +110,13 @@ pub async fn create(
     let rec = st.store.create_task(auth.org_id(), &new, now).await?;
     if let Some(token) = creator_token {
         st.jwts
-            .hold(rec.task.id, token, crate::identity::token_expiry_ms(token));
+            .hold(rec.task.id, token, crate::identity::token_expiry_ms(token))
+            .await;
         if awaits_proof {
             let wait_ms = i64::try_from(crate::identity::PROOF_WAIT.as_millis()).unwrap_or(0);
             st.jwts
-                .await_proof(rec.task.id, auth.org_id(), now.saturating_add(wait_ms));
+                .await_proof(rec.task.id, auth.org_id(), now.saturating_add(wait_ms))
+                .await;
         }
     }
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = %status, by = %auth.user.email, "task created");
@@ -156,7 +158,7 @@ pub async fn proof(
             format!("task {id} is {}, not waiting for a proof", rec.task.status),
         ));
     }
-    let token = st.jwts.token(id);
+    let token = st.jwts.token(id).await;
     let Some((token, jkt)) = token.and_then(|t| crate::identity::bound_key(&t).map(|k| (t, k)))
     else {
         return Err(ApiError::conflict(
@@ -183,7 +185,7 @@ pub async fn proof(
             "sign the proof with the key your identity token is bound to (`runops login --dpop-key FILE`)",
         )
     })?;
-    let proven = match st.jwts.set_proof(id, &req.proof) {
+    let proven = match st.jwts.set_proof(id, &req.proof).await {
         true => st.store.ready_proven_task(auth.org_id(), id).await?,
         false => Decided::only(false),
     };

@@ -1,14 +1,16 @@
 //! Persistent state of the control plane behind one trait.
 //!
-//! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the
-//! implementation used today, and a PostgreSQL store can be added beside it without
-//! touching any handler. Every method that changes a task's state does so in one
+//! Handlers only ever see an `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the default
+//! and [`postgres::PgStore`] serves several replicas on one database, both passing the
+//! same conformance suite (`tests/conformance/`). Every method that changes a task's state does so in one
 //! transaction, so a crash never leaves a task half-moved: it reads the row, asks
 //! [`crate::lifecycle`] what the event does, and writes that; the effects it decided
 //! come back in [`Decided`] for the handler to apply. Times are milliseconds since
 //! the Unix epoch; the times of state changes are passed in by the caller, so the
 //! state machine does not depend on the store's clock.
 
+pub mod held;
+pub mod postgres;
 pub mod reviews;
 pub mod sqlite;
 pub mod web_sessions;
@@ -461,6 +463,17 @@ pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
         org_id: i64,
         running: &[i64],
     ) -> StoreResult<Vec<i64>>;
+    /// Of `cancels` (of `session_id`), how many were not yet delivered to one of its
+    /// polls; marks them delivered. `None`: this store does not track it, the one
+    /// process's hub does (a store shared by replicas must, as the session's next poll
+    /// may reach another replica).
+    async fn take_new_cancels(
+        &self,
+        _session_id: &str,
+        _cancels: &[i64],
+    ) -> StoreResult<Option<usize>> {
+        Ok(None)
+    }
     /// Offers whose start deadline passed go back to `ready`.
     async fn requeue_expired_offers(&self, now_ms: i64) -> StoreResult<Vec<RequeuedOffer>>;
 
