@@ -423,7 +423,8 @@ class Soak:
             due = start + duration * i / n
             if due > time.time():
                 time.sleep(due - time.time())
-            name = self.rng.choice(AGENTS)[0]
+            # Each agent gets work in proportion to its concurrency.
+            name = self.rng.choices(AGENTS, weights=[c for _, c, _ in AGENTS])[0][0]
             seed = self.rng.randrange(2**32)
             body = {
                 "target": f"soak-{name}",
