@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
         printf '%-16s %12s %8s %10s\n' "$t" "$runs" "$secs" "$rate"
     else
         printf '%-16s %12s\n' "$t" "CRASH"
-        grep -E 'panicked at|ERROR: libFuzzer|Test unit written to' "$log" | head -5 >&2
+        grep -E 'panicked at|ERROR: libFuzzer|Test unit written to' "$log" | cut -c1-300 | head -5 >&2
         status=1
     fi
 done
