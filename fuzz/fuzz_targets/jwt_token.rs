@@ -62,7 +62,8 @@ fuzz_target!(|input: Input| {
     let _ = looks_like_jwt(&token);
     if let Ok(v) = verify_with_jwks(&token, JWKS.as_bytes(), &cfg) {
         assert!(
-            GOOD.iter().any(|g| signed_part(g) == signed_part(token.trim())),
+            GOOD.iter()
+                .any(|g| signed_part(g) == signed_part(token.trim())),
             "accepted a token that was not signed by the key set: {token:?}"
         );
         assert!(v.claims.contains_key("exp"));

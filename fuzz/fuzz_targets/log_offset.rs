@@ -49,6 +49,7 @@ fuzz_target!(|input: Input| {
     let mut kept: Vec<u8> = Vec::new();
     let mut kept_log = 0u64; // bytes of the log itself among `kept`
     let mut truncated = false;
+    let mut lied_so_far = false;
     for op in &input.ops {
         let before = state.log_received;
         let (session, offset, bytes): (&str, u64, Vec<u8>) = match *op {
@@ -58,7 +59,9 @@ fuzz_target!(|input: Input| {
                 ("s1", s as u64, log[s..e].to_vec())
             }
             Op::Lie { offset, len } => ("s1", offset, vec![b'?'; usize::from(len) % 64]),
-            Op::Foreign { offset, len } => ("s2", u64::from(offset), vec![b'!'; usize::from(len) % 64]),
+            Op::Foreign { offset, len } => {
+                ("s2", u64::from(offset), vec![b'!'; usize::from(len) % 64])
+            }
             Op::Finish { size } => {
                 let finish = Event::Finish {
                     session_id: "s1",
@@ -68,8 +71,13 @@ fuzz_target!(|input: Input| {
                     log_elsewhere: false,
                 };
                 match decide(&state, &finish) {
+                    // A resent finish of a task that ended keeps the first result.
+                    Ok(d) if state.status.is_final() => assert_eq!(d.write, Write::Nothing),
                     Ok(d) => {
-                        assert!(state.log_received >= u64::from(size), "finished before the log arrived");
+                        assert!(
+                            state.log_received >= u64::from(size),
+                            "finished before the log arrived"
+                        );
                         state = d.next;
                     }
                     Err(Refusal::LogIncomplete { stored }) => {
@@ -82,7 +90,7 @@ fuzz_target!(|input: Input| {
                 continue;
             }
         };
-        let lying = matches!(op, Op::Lie { .. });
+        lied_so_far |= matches!(op, Op::Lie { .. });
         let chunk = Event::LogChunk {
             session_id: session,
             offset,
@@ -96,11 +104,14 @@ fuzz_target!(|input: Input| {
                     assert_eq!(offset + skip, before, "appended at the wrong place");
                     let new = &bytes[skip as usize..];
                     if !truncated {
-                        let plan = log_keep(new.len() as u64, &LogRoom {
-                            task: (cap, kept.len() as u64),
-                            org: None,
-                            server: None,
-                        });
+                        let plan = log_keep(
+                            new.len() as u64,
+                            &LogRoom {
+                                task: (cap, kept.len() as u64),
+                                org: None,
+                                server: None,
+                            },
+                        );
                         assert!(plan.keep <= new.len() as u64);
                         kept.extend_from_slice(&new[..plan.keep as usize]);
                         kept_log += plan.keep;
@@ -123,9 +134,15 @@ fuzz_target!(|input: Input| {
             Err(Refusal::Ended(_)) => assert!(state.status.is_final()),
             Err(r) => panic!("unexpected refusal of a chunk: {r:?}"),
         }
-        assert!(state.log_received >= before, "the acknowledged size went down");
-        if !lying {
-            assert!(state.log_received <= log.len() as u64, "acknowledged bytes never sent");
+        assert!(
+            state.log_received >= before,
+            "the acknowledged size went down"
+        );
+        if !lied_so_far {
+            assert!(
+                state.log_received <= log.len() as u64,
+                "acknowledged bytes never sent"
+            );
         }
     }
     // Without lies, what is kept is the log's prefix (then the note, if the cap hit).
@@ -145,12 +162,22 @@ fuzz_target!(|input: Input| {
     // MAX_LOG_CHUNK_BYTES.
     wild.log_received = received % (i64::MAX as u64 + 1);
     let len = u64::from(len % (runops_proto::limits::MAX_LOG_CHUNK_BYTES as u32 + 1));
-    let _ = decide(&wild, &Event::LogChunk { session_id: "s1", offset, len });
-    let _ = decide(&wild, &Event::Finish {
-        session_id: "s1",
-        status: TaskStatus::Success,
-        failure_reason: None,
-        log_size: offset,
-        log_elsewhere: false,
-    });
+    let _ = decide(
+        &wild,
+        &Event::LogChunk {
+            session_id: "s1",
+            offset,
+            len,
+        },
+    );
+    let _ = decide(
+        &wild,
+        &Event::Finish {
+            session_id: "s1",
+            status: TaskStatus::Success,
+            failure_reason: None,
+            log_size: offset,
+            log_elsewhere: false,
+        },
+    );
 });

@@ -84,7 +84,10 @@ fuzz_target!(|input: Input| {
     });
     let whole = r.redact(&input.text);
     if std::str::from_utf8(&input.text).is_ok() {
-        assert!(std::str::from_utf8(&whole).is_ok(), "valid UTF-8 became invalid");
+        assert!(
+            std::str::from_utf8(&whole).is_ok(),
+            "valid UTF-8 became invalid"
+        );
     }
     let streamed = chunked(&r, &input.text, &input.cuts, None);
     assert_eq!(streamed, whole, "streamed redaction differs from one-shot");

@@ -59,6 +59,10 @@ fuzz_target!(|input: Input| {
     let mut s = original.clone();
     apply_mapping(&mut s, Some(&text)).unwrap_or_else(|e| panic!("{text} refused: {}", e.message));
     for (wanted, source) in want {
-        assert_eq!(s.get(&wanted), original.get(&source), "{wanted} <- {source}");
+        assert_eq!(
+            s.get(&wanted),
+            original.get(&source),
+            "{wanted} <- {source}"
+        );
     }
 });

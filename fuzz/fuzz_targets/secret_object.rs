@@ -21,7 +21,10 @@ struct Input {
 fuzz_target!(|input: Input| {
     match parse_secret_object(&input.text) {
         Ok(_) => {}
-        Err(e) => assert!(e.starts_with("is not a JSON object") || e.starts_with("has a value"), "unexpected message {e:?}"),
+        Err(e) => assert!(
+            e.starts_with("is not a JSON object") || e.starts_with("has a value"),
+            "unexpected message {e:?}"
+        ),
     }
     if input.pairs.is_empty() {
         return;

@@ -8,9 +8,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 /// markers contain) and no newline; quotes, shell metacharacters and non-ASCII letters
 /// for the quoted and escaped forms.
 pub const SECRET_ALPHABET: &[char] = &[
-    'a', 'b', 'c', 'x', 'y', 'z', 'A', 'B', 'Q', 'Z', '0', '1', '7', '9', '!', '@', '#', '%',
-    '&', '*', '/', '+', '=', ' ', '_', '.', ':', '\'', '"', '$', '`', '~', '<', '>', ';', 'é',
-    'ß', '-',
+    'a', 'b', 'c', 'x', 'y', 'z', 'A', 'B', 'Q', 'Z', '0', '1', '7', '9', '!', '@', '#', '%', '&',
+    '*', '/', '+', '=', ' ', '_', '.', ':', '\'', '"', '$', '`', '~', '<', '>', ';', 'é', 'ß', '-',
 ];
 
 /// A secret value of 6 to 24 characters of [`SECRET_ALPHABET`] chosen by `raw`.
@@ -172,7 +171,9 @@ pub fn without_markers(out: &[u8]) -> Vec<u8> {
         if out[i] == b'[' {
             let len = out[i + 1..]
                 .iter()
-                .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_' || **b == b':')
+                .take_while(|b| {
+                    b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_' || **b == b':'
+                })
                 .count();
             if len > 0 && out.get(i + 1 + len) == Some(&b']') {
                 res.push(0);
