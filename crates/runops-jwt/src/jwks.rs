@@ -173,6 +173,34 @@ impl JwksVerifier {
     }
 }
 
+/// [`JwksVerifier::verify`] with the key set given as a JWKS document instead of
+/// fetched: the same header checks, JWKS parsing, key choice and token checks.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn verify_with_document(
+    token: &str,
+    jwks: &[u8],
+    cfg: &VerifierConfig,
+) -> Result<VerifiedToken, JwtError> {
+    let token = token.trim();
+    let header = parse_header(token)?;
+    let alg = accepted_algorithm(&header.alg)?;
+    let keys = parse_jwks(jwks).map_err(|detail| JwtError::JwksUnavailable {
+        url: cfg.jwks_url.clone(),
+        detail,
+    })?;
+    let cache = KeyCache {
+        keys,
+        ..KeyCache::default()
+    };
+    let jwk = cache
+        .find(header.kid.as_deref(), alg)
+        .ok_or_else(|| JwtError::UnknownKey {
+            kid: header.kid.clone().unwrap_or_default(),
+            url: cfg.jwks_url.clone(),
+        })?;
+    verify_with_key(token, alg, &jwk, cfg)
+}
+
 /// The usable keys of a JWKS document. Keys this crate cannot read (other key types,
 /// odd parameters) are skipped, not fatal: providers publish all sorts of keys.
 fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {

@@ -21,6 +21,8 @@
 //! With the `testing` feature, [`testing`] generates keys (with the `openssl` CLI),
 //! serves a JWKS on loopback and signs tokens, for the tests of every crate.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod jwks;
 pub mod proof;
 #[cfg(feature = "testing")]

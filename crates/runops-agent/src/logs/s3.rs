@@ -188,7 +188,9 @@ impl S3LogStore {
             .mode(0o600)
             .open(self.pending_dir.join(format!("{task_id}.key")))
             .await?;
-        tokio::io::AsyncWriteExt::write_all(&mut key, self.key(task_id).as_bytes()).await
+        tokio::io::AsyncWriteExt::write_all(&mut key, self.key(task_id).as_bytes()).await?;
+        // A failed background write (a full disk) shows only at the flush.
+        tokio::io::AsyncWriteExt::flush(&mut key).await
     }
 
     /// Tries every pending log once; returns how many were stored.

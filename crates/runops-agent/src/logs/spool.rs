@@ -123,6 +123,7 @@ impl Spool {
             file.write_all(b"\n").await?;
         }
         file.write_all(line.as_bytes()).await?;
+        file.flush().await?;
         file.sync_data().await?;
         let result = TaskResult {
             status: TaskStatus::Failure,
@@ -249,6 +250,10 @@ async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()
         .open(&tmp)
         .await?;
     file.write_all(bytes).await?;
+    // tokio's File writes in the background and reports a failed write (a full disk)
+    // only to the next write or flush, never to `sync_data`: without this flush a
+    // truncated file would be renamed into place as if complete.
+    file.flush().await?;
     file.sync_data().await?;
     drop(file);
     tokio::fs::rename(&tmp, dir.join(name)).await
@@ -296,6 +301,77 @@ mod tests {
         assert_eq!(spool.pending().await.unwrap(), vec![5]);
         task.remove().await.unwrap();
         assert!(spool.pending().await.unwrap().is_empty());
+    }
+
+    /// Set in the child process of [`a_result_that_does_not_fit_on_disk_is_an_error`].
+    const SMALL_DISK_CHILD: &str = "RUNOPS_TEST_SPOOL_FSIZE_CHILD";
+
+    /// Regression (chaos soak, spool disk full): a result that could not be written
+    /// whole was renamed into place truncated, `write_result` said Ok, and the task's
+    /// uploader later found no readable result and never reported the task, which then
+    /// stayed `running` on the server for good. The disk is made "full" for a child
+    /// process by a file size limit (RLIMIT_FSIZE), so the write fails like ENOSPC.
+    #[test]
+    fn a_result_that_does_not_fit_on_disk_is_an_error() {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new(exe);
+        child
+            .args([
+                "--exact",
+                "logs::spool::tests::small_disk_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SMALL_DISK_CHILD, "1");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            child.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 4096,
+                    rlim_max: 4096,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Writes beyond the limit fail with EFBIG instead of killing the child.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = child.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("small disk checked"),
+            "the child did not run: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn small_disk_child() {
+        if std::env::var_os(SMALL_DISK_CHILD).is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let task = spool.task(9);
+        task.create().await.unwrap();
+        let mut big = result(1);
+        big.failure_message = Some("x".repeat(10_000));
+        let e = task.write_result(&big).await;
+        assert!(
+            e.is_err(),
+            "a result larger than the disk was stored: {e:?}"
+        );
+        // Nothing truncated took the result's place.
+        assert_eq!(task.result().await.unwrap(), None);
+        assert!(!task.dir().join("result.json").exists());
+        // What fits is stored.
+        task.write_result(&result(1)).await.unwrap();
+        assert_eq!(task.result().await.unwrap(), Some(result(1)));
+        println!("small disk checked");
     }
 
     #[tokio::test]

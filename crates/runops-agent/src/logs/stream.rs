@@ -14,7 +14,12 @@ use crate::config::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
 use crate::connection::ServerLink;
 use runops_client::ClientError;
 use runops_proto::limits::MAX_LOG_CHUNK_BYTES;
+use runops_proto::{FailureReason, TaskStatus};
 use tokio::sync::watch;
+
+/// The failure reported for a finished task whose result cannot be read back from the
+/// spool (it was lost with a full or damaged disk).
+pub const LOST_RESULT_MESSAGE: &str = "the agent could not read the task's result back from its spool (disk full or damaged); the log may be incomplete";
 
 /// What the server's answer means for the uploader.
 enum Answer<T> {
@@ -91,11 +96,22 @@ pub async fn report_task(
         let result = match spool.result().await {
             Ok(Some(r)) => r,
             Ok(None) => {
+                // Never leave the task `running` on the server for good: report it
+                // failed with the log the server has.
                 tracing::error!(
                     task_id,
-                    "the task finished but its result is missing from the spool"
+                    "the task finished but its result is missing from the spool; reporting it failed"
                 );
-                return;
+                TaskResult {
+                    status: TaskStatus::Failure,
+                    exit_code: None,
+                    failure_reason: Some(FailureReason::AgentError),
+                    failure_message: Some(LOST_RESULT_MESSAGE.to_string()),
+                    redacted: false,
+                    log_size: acked,
+                    elapsed_ms: 0,
+                    log_location: None,
+                }
             }
             Err(e) => {
                 tracing::warn!(task_id, "cannot read the task's result from the spool: {e}");

@@ -95,16 +95,29 @@ fn push_statement<'a>(
     if only_blank_or_comments(chunk, dialect) {
         return;
     }
-    let trimmed = chunk.trim_start();
+    // The same blanks as `only_blank_or_comments`: with `str::trim` (Unicode
+    // whitespace) a chunk of a vertical tab alone passed as a statement and then
+    // trimmed to an empty one, sent to the server as an empty query.
+    let trimmed = chunk.trim_start_matches(is_blank_char);
     let offset = start + (chunk.len() - trimmed.len());
     let line = 1 + script.as_bytes()[..offset]
         .iter()
         .filter(|&&c| c == b'\n')
         .count();
     out.push(Statement {
-        text: trimmed.trim_end(),
+        text: trimmed.trim_end_matches(is_blank_char),
         line,
     });
+}
+
+/// Blanks between statements: ASCII whitespace and the vertical tab (both servers'
+/// lexers skip it).
+fn is_blank(c: u8) -> bool {
+    c.is_ascii_whitespace() || c == 0x0b
+}
+
+fn is_blank_char(c: char) -> bool {
+    u8::try_from(c).is_ok_and(is_blank)
 }
 
 /// True when `s` holds nothing the server would run.
@@ -113,7 +126,7 @@ pub fn only_blank_or_comments(s: &str, dialect: Dialect) -> bool {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            c if c.is_ascii_whitespace() => i += 1,
+            c if is_blank(c) => i += 1,
             b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line(b, i),
             b'#' if dialect == Dialect::Mysql => i = skip_line(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
@@ -267,6 +280,20 @@ pub fn top_level_words(text: &str, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz target `sql_split`, input "\x0b\n"): a vertical tab alone
+    /// was a statement, trimmed to an empty one and sent to the server.
+    #[test]
+    fn a_vertical_tab_is_blank_and_never_an_empty_statement() {
+        for d in [Dialect::Postgres, Dialect::Mysql] {
+            assert!(split_statements("\x0b\n", d).is_empty());
+            assert!(only_blank_or_comments("\x0b -- c\n", d));
+            assert_eq!(
+                texts("select 1;\x0b\n\x0bselect 2\x0b", d),
+                [("select 1", 1), ("select 2", 2)]
+            );
+        }
+    }
 
     fn texts(script: &str, d: Dialect) -> Vec<(&str, usize)> {
         split_statements(script, d)
