@@ -40,6 +40,7 @@ have python3 || apt_install python3
 have node || apt_install nodejs
 have sqlite3 || apt_install sqlite3
 have pgrep || apt_install procps
+have ip || apt_install iproute2
 
 # --- databases (e2e_databases.rs) ------------------------------------------------------
 # PostgreSQL and MariaDB on 127.0.0.1 (started if installed but not running, installed
@@ -223,3 +224,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --workspace --locked "$@"
+
+# The short chaos soak (RELIABILITY.md): 500 tasks, 10 faults; fails on any lost,
+# duplicated, mismatched or leaked task. Skipped when cargo test was given a filter.
+if [ "$#" -eq 0 ]; then
+  log "chaos soak (short)"
+  bash scripts/soak.sh --short
+fi
