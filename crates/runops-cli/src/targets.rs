@@ -6,7 +6,9 @@
 use crate::error::{CliError, CliResult};
 use crate::output::{self, cell, or_dash};
 use chrono::Utc;
+use clap::builder::PossibleValuesParser;
 use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use runops_proto::vocab::{RedactMode, ReviewMode, TargetType};
 use std::io::IsTerminal;
 
 #[derive(clap::Args, Debug)]
@@ -43,23 +45,17 @@ pub struct TargetDeleteArgs {
     pub yes: bool,
 }
 
-/// Types that connect to a database with credentials from the target's secrets; one
-/// without any secret source cannot run (the agent's runners list what they need).
-const DATABASE_TYPES: &[&str] = &[
-    "postgres",
-    "postgres-csv",
-    "mysql",
-    "mysql-csv",
-    "mongodb",
-    "sql-server",
-];
-
 /// The warning for a database target created without a secret source.
 fn missing_secret_source_warning(req: &TargetCreate) -> Option<String> {
     let has_source = req.secret_path.is_some()
         || req.secret_provider.is_some()
         || req.config.as_ref().is_some_and(|c| !c.is_empty());
-    if has_source || !DATABASE_TYPES.contains(&req.kind.trim()) {
+    let is_database = req
+        .kind
+        .trim()
+        .parse::<TargetType>()
+        .is_ok_and(TargetType::connects_to_database);
+    if has_source || !is_database {
         return None;
     }
     Some(format!(
@@ -182,7 +178,7 @@ pub struct TargetFields {
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<u64>,
     /// Remove personal data from the output too (`all`, default) or only secrets (`none`).
-    #[arg(long, value_name = "MODE", value_parser = ["all", "none"])]
+    #[arg(long, value_name = "MODE", value_parser = PossibleValuesParser::new(RedactMode::NAMES))]
     pub redact: Option<String>,
     /// Secret keys to redact although they name where to connect (keys ending in _HOST,
     /// _PORT, _DB, _USER... are shown by default), comma-separated; "" clears the list.
@@ -200,7 +196,7 @@ pub struct TargetFields {
     )]
     pub public_keys: Option<String>,
     /// Review before running: none (default), anyone, team.
-    #[arg(long, value_name = "MODE", value_parser = ["none", "anyone", "team"])]
+    #[arg(long, value_name = "MODE", value_parser = PossibleValuesParser::new(ReviewMode::NAMES))]
     pub review: Option<String>,
     /// Reviewer groups, comma-separated (one approval from each with `--review team`).
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
@@ -596,11 +592,11 @@ fn target_details(t: &Target) -> String {
         ("reviewers", reviewers),
         (
             "min approvals",
-            match (t.review.as_str(), t.min_approvals) {
-                ("none", _) => "-".to_string(),
+            match (ReviewMode::parse(&t.review), t.min_approvals) {
+                (Some(ReviewMode::None), _) => "-".to_string(),
                 (_, Some(n)) => n.to_string(),
-                ("team", None) => "every reviewer group".to_string(),
-                (_, None) => "1".to_string(),
+                (Some(ReviewMode::Team), None) => "every reviewer group".to_string(),
+                (Some(ReviewMode::Anyone) | None, None) => "1".to_string(),
             },
         ),
         ("review ttl", output::short_duration(t.review_ttl)),

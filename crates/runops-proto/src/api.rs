@@ -345,7 +345,7 @@ impl TaskReview {
     /// `0 of 1 (any other user)`: how far the approvals are.
     pub fn progress(&self) -> String {
         let head = format!("{} of {}", self.approvals, self.required);
-        if self.rule == "team" {
+        if self.rule == crate::vocab::ReviewMode::Team.as_str() {
             let word = if self.reviewers.len() == 1 {
                 "group"
             } else {

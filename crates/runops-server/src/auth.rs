@@ -121,7 +121,7 @@ impl UserAuth {
     }
 
     pub fn is_admin(&self) -> bool {
-        self.user.role == "admin"
+        self.user.role == runops_proto::Role::Admin.as_str()
     }
 
     /// `403` unless the caller is an admin; `what` completes "only admins can ...".

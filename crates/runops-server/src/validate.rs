@@ -7,43 +7,7 @@ use runops_proto::limits::{
 };
 
 use crate::error::ApiError;
-
-/// The integration types an agent knows.
-pub const TARGET_TYPES: &[&str] = &[
-    "bash",
-    "python",
-    "node",
-    "elixir",
-    "postgres",
-    "postgres-csv",
-    "mysql",
-    "mysql-csv",
-    "sql-server",
-    "mongodb",
-    "k8s",
-    "k8s-apply",
-    "k8s-exec",
-    "rails-console-k8s",
-    "hashicorp-vault",
-    "rails",
-    "rails-console",
-    "rails-console-ecs",
-    "ecs-exec",
-    "heroku",
-    "custom_command",
-];
-
-pub const SECRET_PROVIDERS: &[&str] = &[
-    "env-var",
-    "filesystem",
-    "aws",
-    "hashicorp/kv",
-    "hashicorp/db",
-    "runops",
-];
-
-const REDACT_MODES: &[&str] = &["all", "none"];
-const REVIEW_MODES: &[&str] = &["none", "anyone", "team"];
+use runops_proto::vocab::{RedactMode, ReviewMode, Role, SecretProvider, TargetType, UnknownName};
 
 /// Longest task timeout: a week. Longer jobs do not belong in an ad-hoc task runner.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -68,33 +32,22 @@ pub fn target_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn target_type(kind: &str) -> Result<(), ApiError> {
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "the target type is empty; use one of: {}",
-            TARGET_TYPES.join(", ")
-        )));
-    }
-    if !TARGET_TYPES.contains(&kind) {
-        return Err(ApiError::bad_request(format!(
-            "unknown target type `{}`; use one of: {}",
-            crate::error::echo(kind),
-            TARGET_TYPES.join(", ")
-        )));
-    }
-    Ok(())
+/// The integration type named `kind`: one of [`TargetType::NAMES`].
+pub fn target_type(kind: &str) -> Result<TargetType, ApiError> {
+    parse(kind)
 }
 
-fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {field} `{}`; use one of: {}",
-            crate::error::echo(value),
-            allowed.join(", ")
-        )))
-    }
+/// `value` as a name of vocabulary `T`; the error names the vocabulary, the value, the
+/// valid names and the closest one (`unknown target type `postgress` (did you mean
+/// `postgres`?); use one of: ...`).
+fn parse<T: std::str::FromStr<Err = UnknownName>>(value: &str) -> Result<T, ApiError> {
+    value.parse::<T>().map_err(|e| {
+        let e = UnknownName {
+            value: crate::error::echo(value).into_owned(),
+            ..e
+        };
+        ApiError::bad_request(e.to_string())
+    })
 }
 
 fn max_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
@@ -224,13 +177,13 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
         )));
     }
     target_name(&t.name)?;
-    target_type(&t.kind)?;
+    let kind = target_type(&t.kind)?;
     if let Some(p) = &t.secret_provider {
-        one_of("secret_provider", p, SECRET_PROVIDERS)?;
+        parse::<SecretProvider>(p)?;
     }
-    one_of("redact", &t.redact, REDACT_MODES)?;
-    one_of("review", &t.review, REVIEW_MODES)?;
-    review_rule(t)?;
+    parse::<RedactMode>(&t.redact)?;
+    let review = parse::<ReviewMode>(&t.review)?;
+    review_rule(t, review)?;
     if t.timeout == 0 || t.timeout > MAX_TIMEOUT_SECS {
         return Err(ApiError::bad_request(format!(
             "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), not {}",
@@ -241,7 +194,7 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
     max_len("secret_path", &t.secret_path, MAX_CONFIG_FIELD_LEN)?;
     max_len("custom_command", &t.custom_command, MAX_CONFIG_FIELD_LEN)?;
     max_len("runner_provider", &t.runner_provider, MAX_NAME_LEN)?;
-    if t.kind == "custom_command" && t.custom_command.is_none() {
+    if kind == TargetType::CustomCommand && t.custom_command.is_none() {
         return Err(ApiError::bad_request(
             "a target of type `custom_command` needs a custom_command",
         ));
@@ -254,11 +207,11 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
 
 /// A target's review settings fit together (whether the groups exist is checked
 /// against the org's users by the handler, see [`unknown_reviewer_groups`]).
-fn review_rule(t: &Target) -> Result<(), ApiError> {
+fn review_rule(t: &Target, mode: ReviewMode) -> Result<(), ApiError> {
     use crate::review::{MAX_MIN_APPROVALS, MAX_REVIEWER_GROUPS, MAX_TTL_SECS, MIN_TTL_SECS};
     let groups = t.reviewers.len();
-    match t.review.as_str() {
-        "none" => {
+    match mode {
+        ReviewMode::None => {
             if groups > 0 || t.min_approvals.is_some() {
                 return Err(ApiError::bad_request(
                     "reviewers and min_approvals need a review rule, and review is `none`",
@@ -268,7 +221,7 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
                 ));
             }
         }
-        "anyone" => {
+        ReviewMode::Anyone => {
             if groups > 0 {
                 return Err(ApiError::bad_request(
                     "`--review anyone` takes no reviewer groups: any other user may approve",
@@ -283,7 +236,7 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
                 )));
             }
         }
-        _ => {
+        ReviewMode::Team => {
             if groups == 0 {
                 return Err(
                     ApiError::bad_request("`--review team` needs reviewer groups").hint(
@@ -344,35 +297,23 @@ fn reviewers(v: Option<Vec<String>>) -> Vec<String> {
         .collect()
 }
 
-/// Families of types that need the same secrets and give the task the same power: a
-/// task may override its target's type only within the target's family. Outside it a
-/// user could, say, run `bash` with a database target's password in its environment.
-const TYPE_FAMILIES: &[&[&str]] = &[
-    &["bash", "python", "node", "elixir"],
-    &["postgres", "postgres-csv"],
-    &["mysql", "mysql-csv"],
-    &["k8s", "k8s-apply", "k8s-exec", "rails-console-k8s"],
-    &["rails", "rails-console"],
-    &["rails-console-ecs", "ecs-exec"],
-];
-
-/// The type a task runs as when it asks for `requested` on a target of `target_kind`.
+/// Checks that a task may run as `requested` on a target of `target_kind`: the same
+/// type, or one of its [`TargetType::family`] (the same secrets and power).
 pub fn task_type(target_kind: &str, requested: &str) -> Result<(), ApiError> {
-    target_type(requested)?;
+    let requested_type = target_type(requested)?;
     if requested == target_kind {
         return Ok(());
     }
-    let family = TYPE_FAMILIES
-        .iter()
-        .find(|f| f.contains(&target_kind))
-        .copied()
-        .unwrap_or(&[]);
-    if family.contains(&requested) {
+    let family = match target_kind.parse::<TargetType>() {
+        Ok(t) => t.family(),
+        Err(_) => &[],
+    };
+    if family.contains(&requested_type) {
         return Ok(());
     }
     let allowed = family
         .iter()
-        .filter(|k| **k != target_kind)
+        .filter(|k| k.as_str() != target_kind)
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>();
     let hint = if allowed.is_empty() {
@@ -397,7 +338,7 @@ pub fn new_target(
     let secret_path = non_empty(req.secret_path);
     let mut secret_provider = non_empty(req.secret_provider);
     if secret_provider.is_none() && secret_path.is_some() {
-        secret_provider = Some("env-var".into());
+        secret_provider = Some(SecretProvider::DEFAULT.as_str().into());
     }
     let t = Target {
         name: req.name,
@@ -408,8 +349,12 @@ pub fn new_target(
         secret_path,
         secret_mapping: secret_mapping(req.secret_mapping)?,
         runner_provider: non_empty(req.runner_provider),
-        redact: req.redact.unwrap_or_else(|| "all".into()),
-        review: req.review.unwrap_or_else(|| "none".into()),
+        redact: req
+            .redact
+            .unwrap_or_else(|| RedactMode::DEFAULT.as_str().into()),
+        review: req
+            .review
+            .unwrap_or_else(|| ReviewMode::DEFAULT.as_str().into()),
         reviewers: reviewers(req.reviewers),
         min_approvals: req.min_approvals,
         approval_ttl: req
@@ -452,7 +397,7 @@ pub fn apply_update(
         t.secret_path = non_empty(Some(v));
     }
     if t.secret_provider.is_none() && t.secret_path.is_some() {
-        t.secret_provider = Some("env-var".into());
+        t.secret_provider = Some(SecretProvider::DEFAULT.as_str().into());
     }
     if let Some(v) = u.secret_mapping {
         t.secret_mapping = secret_mapping(Some(v))?;
@@ -481,7 +426,7 @@ pub fn apply_update(
         t.review_ttl = v;
     }
     // Turning reviews off drops the rule's details with them.
-    if t.review == "none" && review_set {
+    if t.review == ReviewMode::None.as_str() && review_set {
         if !reviewers_set {
             t.reviewers.clear();
         }
@@ -553,7 +498,7 @@ pub fn target_config(
 }
 
 /// Name, e-mail and role of a new user.
-pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> {
+pub fn user_fields(name: &str, email: &str, role: &str) -> Result<Role, ApiError> {
     if name.trim().is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!(
             "user name must be 1 to {MAX_NAME_LEN} characters"
@@ -569,7 +514,7 @@ pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> 
             crate::error::echo(email)
         )));
     }
-    one_of("role", role, &["admin", "user"])
+    parse(role)
 }
 
 #[cfg(test)]

@@ -1015,7 +1015,7 @@ async fn other_organisations_objects_are_not_found() {
                 name: "eve".into(),
                 email: "eve@other".into(),
                 groups: vec![],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             now,
         )

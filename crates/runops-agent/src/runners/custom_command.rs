@@ -11,20 +11,15 @@
 
 use super::argv::split_words;
 use super::tool::{Invocation, Tool, run_tool, secret};
-use super::{CUSTOM_COMMAND_TYPE, RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use base64::Engine;
-use std::sync::Arc;
 
 /// The placeholder filled with the script.
 pub const SCRIPT_PLACEHOLDER: &str = "SCRIPT";
 
 pub struct CustomCommandRunner;
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(CUSTOM_COMMAND_TYPE, Arc::new(CustomCommandRunner));
-}
 
 #[async_trait]
 impl Runner for CustomCommandRunner {

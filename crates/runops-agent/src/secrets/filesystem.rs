@@ -61,7 +61,7 @@ impl FilesystemProvider {
 #[async_trait]
 impl SecretsProvider for FilesystemProvider {
     fn name(&self) -> &'static str {
-        "filesystem"
+        runops_proto::SecretProvider::Filesystem.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

@@ -553,7 +553,7 @@ impl VaultKvProvider {
 #[async_trait]
 impl SecretsProvider for VaultKvProvider {
     fn name(&self) -> &'static str {
-        "hashicorp/kv"
+        runops_proto::SecretProvider::HashicorpKv.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {
@@ -600,7 +600,7 @@ pub const REVOKE_LEASE_CONFIG_KEY: &str = "VAULT_REVOKE_LEASE";
 #[async_trait]
 impl SecretsProvider for VaultDbProvider {
     fn name(&self) -> &'static str {
-        "hashicorp/db"
+        runops_proto::SecretProvider::HashicorpDb.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

@@ -308,8 +308,9 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
-            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = 'admin' ORDER BY o.id, u.id LIMIT 1"
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = ? ORDER BY o.id, u.id LIMIT 1"
         ))
+        .bind(runops_proto::Role::Admin.as_str())
         .fetch_optional(&self.writer)
         .await?;
         match row {
@@ -329,7 +330,7 @@ impl Store for SqliteStore {
         .bind(&user.name)
         .bind(&user.email)
         .bind(to_json_list(&user.groups))
-        .bind(&user.role)
+        .bind(user.role.as_str())
         .bind(now_ms)
         .execute(&self.writer)
         .await;
@@ -352,7 +353,7 @@ impl Store for SqliteStore {
             name: user.name.clone(),
             email: user.email.clone(),
             groups: user.groups.clone(),
-            role: user.role.clone(),
+            role: user.role.as_str().to_string(),
             org,
             created_at: ts(now_ms)?,
         })

@@ -198,7 +198,7 @@ pub async fn org(store: &dyn Store, name: &str) -> Org {
                 name: format!("{name} admin"),
                 email: format!("admin@{name}.example"),
                 groups: vec!["ops".into()],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             T0,
         )

@@ -108,7 +108,7 @@ pub async fn task_list_filters_and_pages_newest_first(store: &dyn Store) {
                 name: "Bob".into(),
                 email: "bob@acme.example".into(),
                 groups: Vec::new(),
-                role: "user".into(),
+                role: runops_proto::Role::User,
             },
             T0,
         )
