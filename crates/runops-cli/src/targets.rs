@@ -7,7 +7,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{self, cell, or_dash};
 use chrono::Utc;
 use clap::builder::PossibleValuesParser;
-use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use runops_proto::api::{Target, TargetCreate, TargetSettings, TargetUpdate};
 use runops_proto::vocab::{RedactMode, ReviewMode, TargetType};
 use std::io::IsTerminal;
 
@@ -135,8 +135,10 @@ pub struct TargetUpdateArgs {
     pub channel: Option<String>,
 }
 
-/// The optional fields shared by `create` and `update`. In `update`, an empty value
-/// clears a text field (`--tags ''` makes the target run on the untagged agent).
+/// The optional fields shared by `create` and `update`: one flag for each of
+/// `runops_proto::api::TargetSettings` (see [`TargetFields::settings`]). In `update`, an
+/// empty value clears a text field (`--tags ''` makes the target run on the untagged
+/// agent).
 #[derive(clap::Args, Debug, Default)]
 pub struct TargetFields {
     /// Agent tags this target runs on (the agent's TAGS); none means the untagged agent.
@@ -347,56 +349,49 @@ fn clean_groups(groups: Option<Vec<String>>) -> Option<Vec<String>> {
     })
 }
 
+impl TargetFields {
+    /// The settings these flags give (the config apart: see [`TargetFields::config`]).
+    fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            secret_provider: self.secret_provider.clone(),
+            secret_path: self.secret_path.clone(),
+            secret_mapping: self.secret_mapping.clone().map(serde_json::Value::String),
+            runner_provider: self.runner_provider.clone(),
+            redact: self.redact.clone(),
+            review: self.review.clone(),
+            reviewers: clean_groups(self.reviewers.clone()),
+            min_approvals: self.min_approvals,
+            approval_ttl: self.approval_ttl,
+            review_ttl: self.review_ttl,
+            custom_command: self.custom_command.clone(),
+            timeout: self.timeout,
+            config: None,
+            redact_keys: self.redact_keys.as_deref().map(key_names),
+            public_keys: self.public_keys.as_deref().map(key_names),
+        }
+    }
+}
+
 impl TargetCreateArgs {
     pub(crate) fn to_request(&self) -> TargetCreate {
-        let f = &self.fields;
         TargetCreate {
             name: self.name.clone(),
             kind: self.kind.clone(),
-            description: f.description.clone(),
-            tags: f.tags.clone(),
-            secret_provider: f.secret_provider.clone(),
-            secret_path: f.secret_path.clone(),
-            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
-            runner_provider: f.runner_provider.clone(),
-            redact: f.redact.clone(),
-            review: f.review.clone(),
-            reviewers: clean_groups(f.reviewers.clone()),
-            min_approvals: f.min_approvals,
-            approval_ttl: f.approval_ttl,
-            review_ttl: f.review_ttl,
-            custom_command: f.custom_command.clone(),
-            timeout: f.timeout,
-            config: None,
-            redact_keys: f.redact_keys.as_deref().map(key_names),
-            public_keys: f.public_keys.as_deref().map(key_names),
+            ..Default::default()
         }
+        .with_settings(self.fields.settings())
     }
 }
 
 impl TargetUpdateArgs {
     pub(crate) fn to_request(&self) -> TargetUpdate {
-        let f = &self.fields;
         TargetUpdate {
             kind: self.kind.clone(),
-            description: f.description.clone(),
-            tags: f.tags.clone(),
-            secret_provider: f.secret_provider.clone(),
-            secret_path: f.secret_path.clone(),
-            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
-            runner_provider: f.runner_provider.clone(),
-            redact: f.redact.clone(),
-            review: f.review.clone(),
-            reviewers: clean_groups(f.reviewers.clone()),
-            min_approvals: f.min_approvals,
-            approval_ttl: f.approval_ttl,
-            review_ttl: f.review_ttl,
-            custom_command: f.custom_command.clone(),
-            timeout: f.timeout,
-            config: None,
-            redact_keys: f.redact_keys.as_deref().map(key_names),
-            public_keys: f.public_keys.as_deref().map(key_names),
+            ..Default::default()
         }
+        .with_settings(self.fields.settings())
     }
 }
 

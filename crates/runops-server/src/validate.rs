@@ -1,7 +1,7 @@
 //! Checks of user input that the handlers share: target fields, tags, users.
 //! Every error names the field and the accepted values.
 
-use runops_proto::api::{DEFAULT_TIMEOUT_SECS, Target, TargetCreate, TargetUpdate};
+use runops_proto::api::{DEFAULT_TIMEOUT_SECS, Target, TargetCreate, TargetSettings, TargetUpdate};
 use runops_proto::limits::{
     MAX_CONFIG_FIELD_LEN, MAX_MESSAGE_LEN, MAX_TAGS_LEN, MAX_TARGET_NAME_LEN,
 };
@@ -330,99 +330,127 @@ pub fn task_type(target_kind: &str, requested: &str) -> Result<(), ApiError> {
     .hint(hint))
 }
 
-/// Builds the target to store from a create request.
+/// Builds the target to store from a create request: the defaults, then the settings
+/// given (see [`apply_settings`]).
 pub fn new_target(
-    req: TargetCreate,
+    mut req: TargetCreate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Target, ApiError> {
-    let secret_path = non_empty(req.secret_path);
-    let mut secret_provider = non_empty(req.secret_provider);
-    if secret_provider.is_none() && secret_path.is_some() {
-        secret_provider = Some(SecretProvider::DEFAULT.as_str().into());
-    }
+    let settings = req.take_settings();
     let t = Target {
         name: req.name,
         kind: req.kind.trim().to_string(),
-        description: non_empty(req.description),
-        tags: normalize_tags(req.tags)?,
-        secret_provider,
-        secret_path,
-        secret_mapping: secret_mapping(req.secret_mapping)?,
-        runner_provider: non_empty(req.runner_provider),
-        redact: req
-            .redact
-            .unwrap_or_else(|| RedactMode::DEFAULT.as_str().into()),
-        review: req
-            .review
-            .unwrap_or_else(|| ReviewMode::DEFAULT.as_str().into()),
-        reviewers: reviewers(req.reviewers),
-        min_approvals: req.min_approvals,
-        approval_ttl: req
-            .approval_ttl
-            .unwrap_or(runops_proto::api::DEFAULT_APPROVAL_TTL_SECS),
-        review_ttl: req
-            .review_ttl
-            .unwrap_or(runops_proto::api::DEFAULT_REVIEW_TTL_SECS),
-        custom_command: non_empty(req.custom_command),
-        timeout: req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
+        description: None,
+        tags: None,
+        secret_provider: None,
+        secret_path: None,
+        secret_mapping: None,
+        runner_provider: None,
+        redact: RedactMode::DEFAULT.as_str().into(),
+        review: ReviewMode::DEFAULT.as_str().into(),
+        reviewers: Vec::new(),
+        min_approvals: None,
+        approval_ttl: runops_proto::api::DEFAULT_APPROVAL_TTL_SECS,
+        review_ttl: runops_proto::api::DEFAULT_REVIEW_TTL_SECS,
+        custom_command: None,
+        timeout: DEFAULT_TIMEOUT_SECS,
         created_at: now,
         updated_at: now,
         config_keys: Vec::new(),
-        redact_keys: key_list("redact_keys", req.redact_keys)?,
-        public_keys: key_list("public_keys", req.public_keys)?,
+        redact_keys: Vec::new(),
+        public_keys: Vec::new(),
     };
-    check_target(&t)?;
-    Ok(t)
+    apply_settings(t, settings, Apply::Create)
 }
 
 /// Applies an update (present fields only; `""` clears an optional text field).
 pub fn apply_update(
     mut t: Target,
-    u: TargetUpdate,
+    mut u: TargetUpdate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Target, ApiError> {
-    if let Some(kind) = u.kind {
+    if let Some(kind) = u.kind.take() {
         t.kind = kind.trim().to_string();
     }
-    if let Some(v) = u.description {
+    t.updated_at = now;
+    apply_settings(t, u.take_settings(), Apply::Update)
+}
+
+/// Whether settings complete a new target or change an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Create,
+    Update,
+}
+
+/// Sets the settings present in `s` on `t` (`""` clears an optional text field), then
+/// checks the whole target. The one place each setting of a create or an update is
+/// read: the destructuring below does not compile when a setting is added to
+/// `runops_proto::api::TargetSettings` and not handled here. `config` is stored apart
+/// (sealed) by the handler, which takes it out of the request first.
+fn apply_settings(mut t: Target, s: TargetSettings, how: Apply) -> Result<Target, ApiError> {
+    let TargetSettings {
+        description,
+        tags,
+        secret_provider,
+        secret_path,
+        secret_mapping: mapping,
+        runner_provider,
+        redact,
+        review,
+        reviewers: groups,
+        min_approvals,
+        approval_ttl,
+        review_ttl,
+        custom_command,
+        timeout,
+        config: _,
+        redact_keys,
+        public_keys,
+    } = s;
+    if let Some(v) = description {
         t.description = non_empty(Some(v));
     }
-    if let Some(v) = u.tags {
+    if let Some(v) = tags {
         t.tags = normalize_tags(Some(v))?;
     }
-    if let Some(v) = u.secret_provider {
+    if let Some(v) = secret_provider {
         t.secret_provider = non_empty(Some(v));
     }
-    if let Some(v) = u.secret_path {
+    if let Some(v) = secret_path {
         t.secret_path = non_empty(Some(v));
     }
     if t.secret_provider.is_none() && t.secret_path.is_some() {
         t.secret_provider = Some(SecretProvider::DEFAULT.as_str().into());
     }
-    if let Some(v) = u.secret_mapping {
+    if let Some(v) = mapping {
         t.secret_mapping = secret_mapping(Some(v))?;
     }
-    if let Some(v) = u.runner_provider {
+    if let Some(v) = runner_provider {
         t.runner_provider = non_empty(Some(v));
     }
-    if let Some(v) = u.redact {
+    if let Some(v) = redact {
         t.redact = v;
     }
-    let review_set = u.review.is_some();
-    let reviewers_set = u.reviewers.is_some();
-    if let Some(v) = u.review {
+    let review_set = review.is_some();
+    let reviewers_set = groups.is_some();
+    if let Some(v) = review {
         t.review = v;
     }
-    if let Some(v) = u.reviewers {
+    if let Some(v) = groups {
         t.reviewers = reviewers(Some(v));
     }
-    if let Some(n) = u.min_approvals {
-        t.min_approvals = (n > 0).then_some(n);
+    if let Some(n) = min_approvals {
+        // `0` in an update goes back to the default; in a create it is refused below.
+        t.min_approvals = match how {
+            Apply::Create => Some(n),
+            Apply::Update => (n > 0).then_some(n),
+        };
     }
-    if let Some(v) = u.approval_ttl {
+    if let Some(v) = approval_ttl {
         t.approval_ttl = v;
     }
-    if let Some(v) = u.review_ttl {
+    if let Some(v) = review_ttl {
         t.review_ttl = v;
     }
     // Turning reviews off drops the rule's details with them.
@@ -430,23 +458,22 @@ pub fn apply_update(
         if !reviewers_set {
             t.reviewers.clear();
         }
-        if u.min_approvals.is_none() {
+        if min_approvals.is_none() {
             t.min_approvals = None;
         }
     }
-    if let Some(v) = u.custom_command {
+    if let Some(v) = custom_command {
         t.custom_command = non_empty(Some(v));
     }
-    if let Some(v) = u.timeout {
+    if let Some(v) = timeout {
         t.timeout = v;
     }
-    if let Some(v) = u.redact_keys {
+    if let Some(v) = redact_keys {
         t.redact_keys = key_list("redact_keys", Some(v))?;
     }
-    if let Some(v) = u.public_keys {
+    if let Some(v) = public_keys {
         t.public_keys = key_list("public_keys", Some(v))?;
     }
-    t.updated_at = now;
     check_target(&t)?;
     Ok(t)
 }
