@@ -288,11 +288,7 @@ pub fn digest(t: &ReviewedTask<'_>) -> String {
             "min_approvals": target.min_approvals,
         },
     });
-    hex(&Sha256::digest(doc.to_string().as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(doc.to_string().as_bytes()))
 }
 
 /// `24h`, `7d`, `90s`: a wait as the CLI's flags write it.

@@ -127,7 +127,7 @@ async fn probe_version(program: &PathBuf, args: &[&str], path: &str) -> Option<S
     cmd.args(args)
         .env_clear()
         .env("PATH", path)
-        .env("LANG", crate::config::DEFAULT_LANG)
+        .env("LANG", crate::limits::DEFAULT_LANG)
         // An agent that exits while a probe still runs closes its pipes: the Erlang VM
         // behind `elixir` then writes an erl_crash.dump into its working directory.
         .env("ERL_CRASH_DUMP_SECONDS", "0")

@@ -84,33 +84,7 @@ pub fn plan(
 /// Replaces each `[[KEY]]` of one word whose key `lookup` knows; values are not
 /// scanned again.
 pub fn fill_placeholders(word: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(word.len());
-    let mut rest = word;
-    while let Some(open) = rest.find("[[") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let filled = after.find("]]").and_then(|close| {
-            let key = after[..close].trim();
-            let is_key = !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-            let value = if is_key { lookup(key) } else { None }?;
-            Some((value, close))
-        });
-        match filled {
-            Some((value, close)) => {
-                out.push_str(&value);
-                rest = &after[close + 2..];
-            }
-            None => {
-                out.push_str("[[");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::render::render(word, crate::render::COMMAND, lookup)
 }
 
 #[cfg(test)]

@@ -159,14 +159,14 @@ macro_rules! target_settings_sql {
         const SNAPSHOT_COLUMNS: &[&str] = &[$($scol,)*];
 
         /// Binds the values of [`TARGET_SETTING_COLUMNS`].
-        fn bind_target_settings<'q>(q: SqliteQuery<'q>, t: &Target) -> SqliteQuery<'q> {
-            $( let q = { let $tt = t; q.bind($tbind) }; )*
-            bind_snapshot(q, t)
+        fn bind_target_settings<'q>(q: SqliteQuery<'q>, target: &Target) -> SqliteQuery<'q> {
+            $( let q = { let $tt = target; q.bind($tbind) }; )*
+            bind_snapshot(q, target)
         }
 
         /// Binds the values of [`SNAPSHOT_COLUMNS`].
-        fn bind_snapshot<'q>(q: SqliteQuery<'q>, t: &Target) -> SqliteQuery<'q> {
-            $( let q = { let $st = t; q.bind($sbind) }; )*
+        fn bind_snapshot<'q>(q: SqliteQuery<'q>, target: &Target) -> SqliteQuery<'q> {
+            $( let q = { let $st = target; q.bind($sbind) }; )*
             q
         }
     };
@@ -1130,10 +1130,10 @@ impl Store for SqliteStore {
         };
         let event = Event::Finish {
             session_id: &req.session_id,
-            status: req.status,
-            failure_reason: req.failure_reason,
-            log_size: req.log_size,
-            log_elsewhere: req.log_location.is_some(),
+            status: req.result.status,
+            failure_reason: req.result.failure_reason,
+            log_size: req.result.log_size,
+            log_elsewhere: req.result.log_location.is_some(),
         };
         let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
@@ -1149,21 +1149,21 @@ impl Store for SqliteStore {
         };
         let message = match status {
             TaskStatus::Success => None,
-            _ => req.failure_message.clone(),
+            _ => req.result.failure_message.clone(),
         };
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
             task_cols!()
         ))
         .bind(status.as_str())
-        .bind(req.exit_code)
+        .bind(req.result.exit_code)
         .bind(reason.map(|r| r.as_str()))
         .bind(message)
-        .bind(req.redacted)
-        .bind(i64::try_from(req.log_size).unwrap_or(i64::MAX))
-        .bind(req.log_location.as_deref().unwrap_or("server"))
+        .bind(req.result.redacted)
+        .bind(i64::try_from(req.result.log_size).unwrap_or(i64::MAX))
+        .bind(req.result.log_location.as_deref().unwrap_or("server"))
         .bind(now_ms)
-        .bind(i64::try_from(req.elapsed_ms).unwrap_or(i64::MAX))
+        .bind(i64::try_from(req.result.elapsed_ms).unwrap_or(i64::MAX))
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
