@@ -148,24 +148,15 @@ pub fn new_instance_id() -> String {
         let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         return format!("{:x}-{:x}", std::process::id(), t);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The machine's host name, for `runops agents list`.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most
-    // that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end])
-            && !name.is_empty()
-        {
-            return name.to_string();
-        }
+    match nix::unistd::gethostname() {
+        Ok(name) if !name.is_empty() => name.to_string_lossy().into_owned(),
+        _ => "unknown".to_string(),
     }
-    "unknown".to_string()
 }
 
 #[cfg(test)]

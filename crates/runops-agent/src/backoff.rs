@@ -1,6 +1,6 @@
 //! Exponential backoff with jitter for retries against the server.
 
-use crate::config::{BACKOFF_INITIAL, BACKOFF_MAX};
+use crate::limits::{BACKOFF_INITIAL, BACKOFF_MAX};
 use std::time::Duration;
 
 /// Delays of 0.5 s doubling up to 30 s; each one is randomised between half and all of

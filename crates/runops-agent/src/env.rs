@@ -6,8 +6,8 @@
 //! environment first. When the agent runs as root with a run-as user ([`RunAs`]), the
 //! child also takes that user's identity (and HOME) in `apply`.
 
-use crate::config::{DEFAULT_LANG, DEFAULT_PATH};
 use crate::isolation::SharedIsolation;
+use crate::limits::{DEFAULT_LANG, DEFAULT_PATH};
 use crate::run_as::RunAs;
 use crate::secrets::Secrets;
 use runops_proto::agent::TaskOffer;

@@ -25,7 +25,7 @@
 //!   descends from it and carries the task's `RUNOPS_TASK_ID`, and every re-parented
 //!   orphan that carries no marker of another running task.
 
-use crate::config::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT};
+use crate::limits::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -256,13 +256,7 @@ impl CgroupBase {
         let dir = mount.join(rel.trim_start_matches('/'));
         use sha2::Digest;
         let hash = sha2::Sha256::digest(data_dir.as_os_str().as_bytes());
-        let prefix = format!(
-            "runops-{}-",
-            hash[..4]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let prefix = format!("runops-{}-", hex::encode(&hash[..4]));
         let base = CgroupBase { dir, prefix };
         let probe = base
             .dir
@@ -725,7 +719,7 @@ impl Isolation {
                 "{}task-{}-{}",
                 base.prefix,
                 task_id.unwrap_or_default(),
-                rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                hex::encode(rnd)
             );
             let dir = base.dir.join(name);
             std::fs::create_dir(&dir)?;

@@ -23,6 +23,7 @@ pub mod failure;
 pub mod health;
 pub mod isolation;
 pub mod jwt;
+pub mod limits;
 pub mod logs;
 pub mod pipeline;
 pub mod process;
@@ -46,7 +47,6 @@ use crate::runners::RunnerRegistry;
 use crate::secrets::SecretsRegistry;
 use crate::tasks::{ActiveTasks, Slots};
 use anyhow::Context;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -247,17 +247,16 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            anyhow::bail!(
-                "the data dir {} is in use by another running agent; give each agent its own RUNOPS_AGENT_DATA_DIR",
-                dir.display()
-            );
+    // An exclusive `flock`, released when the file is closed (or the process dies).
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data dir {} is in use by another running agent; give each agent its own RUNOPS_AGENT_DATA_DIR",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
         }
-        anyhow::bail!("cannot lock {}: {e}", path.display());
     }
     Ok(file)
 }

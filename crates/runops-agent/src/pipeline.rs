@@ -252,7 +252,12 @@ fn task_redactor(ctx: &PipelineContext, offer: &TaskOffer, secrets: Secrets) -> 
     }
     Redactor::new(&RedactConfig {
         secrets,
-        personal_data: offer.redact != "none",
+        // Anything but an explicit `none` (a name this agent does not know too) also
+        // removes personal data: redacting more is the safe side.
+        personal_data: !matches!(
+            offer.redact.parse::<runops_proto::RedactMode>(),
+            Ok(runops_proto::RedactMode::None)
+        ),
         info_types: ctx.redact_info_types.clone(),
         phone_regions: ctx.redact_phone_regions.clone(),
     })

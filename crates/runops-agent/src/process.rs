@@ -2,10 +2,10 @@
 //! both pipes into the task's log in arrival order, and a kill that leaves nothing
 //! behind (SIGTERM to the group, a grace period, SIGKILL to the group).
 
-use crate::config::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT, PIPE_DRAIN_TIMEOUT, PIPE_READ_BYTES};
 use crate::env::ChildEnv;
 use crate::failure::TaskFailure;
 use crate::isolation;
+use crate::limits::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT, PIPE_DRAIN_TIMEOUT, PIPE_READ_BYTES};
 use crate::logs::output::{Source, TaskLog};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};

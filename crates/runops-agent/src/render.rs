@@ -1,17 +1,42 @@
-//! `{{KEY}}` placeholders in scripts.
+//! Placeholders: `{{KEY}}` in scripts, `[[KEY]]` in a target's `custom_command`. One
+//! renderer serves both; only the delimiters differ.
 //!
-//! Only `{{KEY}}` (spaces inside the braces allowed) is replaced, by the value of a
-//! secret or metadata key. Everything else stays byte for byte: unknown placeholders,
-//! other `{{...}}` text, and no HTML escaping (the original blanked and escaped them).
+//! Only a placeholder (spaces inside the delimiters allowed) whose key `lookup` knows is
+//! replaced, by the value of a secret or metadata key; values are not scanned again.
+//! Everything else stays byte for byte: unknown placeholders, other `{{...}}` text, and
+//! no HTML escaping (the original blanked and escaped them).
 
-/// Replaces each `{{KEY}}` whose key `lookup` knows.
-pub fn render_placeholders<'a>(script: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
-    let mut out = String::with_capacity(script.len());
-    let mut rest = script;
-    while let Some(open) = rest.find("{{") {
+/// The delimiters of one placeholder syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delimiters {
+    pub open: &'static str,
+    pub close: &'static str,
+}
+
+/// `{{KEY}}`: placeholders in scripts.
+pub const SCRIPT: Delimiters = Delimiters {
+    open: "{{",
+    close: "}}",
+};
+
+/// `[[KEY]]`: placeholders in a target's `custom_command`.
+pub const COMMAND: Delimiters = Delimiters {
+    open: "[[",
+    close: "]]",
+};
+
+/// Replaces each placeholder of `text` written with `d` whose key `lookup` knows.
+pub fn render<V: AsRef<str>>(
+    text: &str,
+    d: Delimiters,
+    lookup: impl Fn(&str) -> Option<V>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find(d.open) {
         out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let replaced = after.find("}}").and_then(|close| {
+        let after = &rest[open + d.open.len()..];
+        let replaced = after.find(d.close).and_then(|close| {
             let key = after[..close].trim();
             let is_key = !key.is_empty()
                 && key
@@ -22,18 +47,23 @@ pub fn render_placeholders<'a>(script: &str, lookup: impl Fn(&str) -> Option<&'a
         });
         match replaced {
             Some((value, close)) => {
-                out.push_str(value);
-                rest = &after[close + 2..];
+                out.push_str(value.as_ref());
+                rest = &after[close + d.close.len()..];
             }
             None => {
-                // Keep the braces and look for the next placeholder right after them.
-                out.push_str("{{");
+                // Keep the delimiter and look for the next placeholder right after it.
+                out.push_str(d.open);
                 rest = after;
             }
         }
     }
     out.push_str(rest);
     out
+}
+
+/// Replaces each `{{KEY}}` of a script whose key `lookup` knows.
+pub fn render_placeholders<'a>(script: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    render(script, SCRIPT, lookup)
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ pub fn shared_tmp_root(data_dir: &Path) -> io::Result<PathBuf> {
     for _ in 0..8 {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let name = hex::encode(bytes);
         let root = base.join(format!("{TMP_ROOT_PREFIX}{name}"));
         match std::fs::DirBuilder::new().mode(0o711).create(&root) {
             Ok(()) => {

@@ -195,7 +195,7 @@ async fn finish(
         return err(StatusCode::GONE, "session_expired", "session expired");
     }
     let stored = f.logs.get(&id).map_or(0, |l| l.len() as u64);
-    if req.log_size > stored {
+    if req.result.log_size > stored {
         return (
             StatusCode::CONFLICT,
             Json(json!({"code": "log_incomplete", "error": "log incomplete", "stored": stored})),
@@ -205,7 +205,7 @@ async fn finish(
     f.finished.insert(id, req.clone());
     Json(FinishResponse {
         task_id: id,
-        status: req.status,
+        status: req.result.status,
     })
     .into_response()
 }
@@ -360,9 +360,9 @@ async fn agent_runs_offers_within_concurrency_streams_logs_and_reports() {
     for id in 1..=6 {
         assert_eq!(log_of(&s, id), format!("task {id}\n"));
         let fin = &s.lock().unwrap().finished[&id];
-        assert_eq!(fin.status, TaskStatus::Success);
-        assert_eq!(fin.exit_code, Some(0));
-        assert_eq!(fin.log_size, format!("task {id}\n").len() as u64);
+        assert_eq!(fin.result.status, TaskStatus::Success);
+        assert_eq!(fin.result.exit_code, Some(0));
+        assert_eq!(fin.result.log_size, format!("task {id}\n").len() as u64);
         let count: u32 = std::fs::read_to_string(dir.path().join(format!("count-{id}")))
             .unwrap()
             .trim()
@@ -377,7 +377,11 @@ async fn agent_runs_offers_within_concurrency_streams_logs_and_reports() {
     assert_eq!(log_of(&s, 7), "pw=[REDACTED:MYSQL_PASS]\n");
     let fin = s.lock().unwrap().finished[&7].clone();
     assert_eq!(
-        (fin.status, fin.failure_reason, fin.exit_code),
+        (
+            fin.result.status,
+            fin.result.failure_reason,
+            fin.result.exit_code
+        ),
         (TaskStatus::Failure, Some(FailureReason::ExitCode), Some(4))
     );
     {
@@ -423,7 +427,7 @@ async fn reports_survive_server_errors_session_expiry_and_lost_chunks() {
     assert_eq!(log_of(&s, 1), "first\nsecond\n");
     {
         let f = s.lock().unwrap();
-        assert_eq!(f.finished[&1].status, TaskStatus::Success);
+        assert_eq!(f.finished[&1].result.status, TaskStatus::Success);
         assert!(f.connects.len() >= 2, "the agent did not reconnect");
         assert!(
             f.connects
@@ -450,7 +454,7 @@ async fn cancel_from_the_poll_kills_the_task() {
     s.lock().unwrap().cancel.push(9);
     until(&s, "task finished", |f| f.finished.contains_key(&9)).await;
     let fin = s.lock().unwrap().finished[&9].clone();
-    assert_eq!(fin.failure_reason, Some(FailureReason::Cancelled));
+    assert_eq!(fin.result.failure_reason, Some(FailureReason::Cancelled));
     assert!(
         log_of(&s, 9).contains("runops: the task was cancelled"),
         "{}",
@@ -485,7 +489,7 @@ async fn second_stop_request_cancels_running_tasks_then_the_agent_exits() {
     stop(agent, 2).await.unwrap();
     let f = s.lock().unwrap();
     assert_eq!(
-        f.finished[&3].failure_reason,
+        f.finished[&3].result.failure_reason,
         Some(FailureReason::Cancelled)
     );
     assert!(!f.started.contains(&4), "an offer was taken while stopping");
@@ -529,7 +533,7 @@ async fn spool_of_a_previous_run_is_reported_at_start() {
         format!("half\nrunops: {RESTARTED_MESSAGE}\n")
     );
     let fin = s.lock().unwrap().finished[&2].clone();
-    assert_eq!(fin.failure_reason, Some(FailureReason::AgentError));
+    assert_eq!(fin.result.failure_reason, Some(FailureReason::AgentError));
     assert!(
         s.lock().unwrap().started.is_empty(),
         "a spooled task was run again"

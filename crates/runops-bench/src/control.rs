@@ -93,14 +93,16 @@ async fn sim_agent(
                 client.agent_start(offer.task_id, sid).await?;
                 let fin = FinishRequest {
                     session_id: sid.clone(),
-                    status: TaskStatus::Success,
-                    exit_code: Some(0),
-                    failure_reason: None,
-                    failure_message: None,
-                    redacted: true,
-                    log_size: 0,
-                    log_location: None,
-                    elapsed_ms: 0,
+                    result: runops_proto::agent::TaskResult {
+                        status: TaskStatus::Success,
+                        exit_code: Some(0),
+                        failure_reason: None,
+                        failure_message: None,
+                        redacted: true,
+                        log_size: 0,
+                        log_location: None,
+                        elapsed_ms: 0,
+                    },
                 };
                 client.agent_finish(offer.task_id, &fin).await?;
                 anyhow::Ok(())

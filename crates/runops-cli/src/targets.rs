@@ -6,7 +6,9 @@
 use crate::error::{CliError, CliResult};
 use crate::output::{self, cell, or_dash};
 use chrono::Utc;
-use runops_proto::api::{Target, TargetCreate, TargetUpdate};
+use clap::builder::PossibleValuesParser;
+use runops_proto::api::{Target, TargetCreate, TargetSettings, TargetUpdate};
+use runops_proto::vocab::{RedactMode, ReviewMode, TargetType};
 use std::io::IsTerminal;
 
 #[derive(clap::Args, Debug)]
@@ -43,23 +45,17 @@ pub struct TargetDeleteArgs {
     pub yes: bool,
 }
 
-/// Types that connect to a database with credentials from the target's secrets; one
-/// without any secret source cannot run (the agent's runners list what they need).
-const DATABASE_TYPES: &[&str] = &[
-    "postgres",
-    "postgres-csv",
-    "mysql",
-    "mysql-csv",
-    "mongodb",
-    "sql-server",
-];
-
 /// The warning for a database target created without a secret source.
 fn missing_secret_source_warning(req: &TargetCreate) -> Option<String> {
     let has_source = req.secret_path.is_some()
         || req.secret_provider.is_some()
         || req.config.as_ref().is_some_and(|c| !c.is_empty());
-    if has_source || !DATABASE_TYPES.contains(&req.kind.trim()) {
+    let is_database = req
+        .kind
+        .trim()
+        .parse::<TargetType>()
+        .is_ok_and(TargetType::connects_to_database);
+    if has_source || !is_database {
         return None;
     }
     Some(format!(
@@ -139,8 +135,10 @@ pub struct TargetUpdateArgs {
     pub channel: Option<String>,
 }
 
-/// The optional fields shared by `create` and `update`. In `update`, an empty value
-/// clears a text field (`--tags ''` makes the target run on the untagged agent).
+/// The optional fields shared by `create` and `update`: one flag for each of
+/// `runops_proto::api::TargetSettings` (see [`TargetFields::settings`]). In `update`, an
+/// empty value clears a text field (`--tags ''` makes the target run on the untagged
+/// agent).
 #[derive(clap::Args, Debug, Default)]
 pub struct TargetFields {
     /// Agent tags this target runs on (the agent's TAGS); none means the untagged agent.
@@ -182,7 +180,7 @@ pub struct TargetFields {
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<u64>,
     /// Remove personal data from the output too (`all`, default) or only secrets (`none`).
-    #[arg(long, value_name = "MODE", value_parser = ["all", "none"])]
+    #[arg(long, value_name = "MODE", value_parser = PossibleValuesParser::new(RedactMode::NAMES))]
     pub redact: Option<String>,
     /// Secret keys to redact although they name where to connect (keys ending in _HOST,
     /// _PORT, _DB, _USER... are shown by default), comma-separated; "" clears the list.
@@ -200,7 +198,7 @@ pub struct TargetFields {
     )]
     pub public_keys: Option<String>,
     /// Review before running: none (default), anyone, team.
-    #[arg(long, value_name = "MODE", value_parser = ["none", "anyone", "team"])]
+    #[arg(long, value_name = "MODE", value_parser = PossibleValuesParser::new(ReviewMode::NAMES))]
     pub review: Option<String>,
     /// Reviewer groups, comma-separated (one approval from each with `--review team`).
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
@@ -351,56 +349,49 @@ fn clean_groups(groups: Option<Vec<String>>) -> Option<Vec<String>> {
     })
 }
 
+impl TargetFields {
+    /// The settings these flags give (the config apart: see [`TargetFields::config`]).
+    fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            secret_provider: self.secret_provider.clone(),
+            secret_path: self.secret_path.clone(),
+            secret_mapping: self.secret_mapping.clone().map(serde_json::Value::String),
+            runner_provider: self.runner_provider.clone(),
+            redact: self.redact.clone(),
+            review: self.review.clone(),
+            reviewers: clean_groups(self.reviewers.clone()),
+            min_approvals: self.min_approvals,
+            approval_ttl: self.approval_ttl,
+            review_ttl: self.review_ttl,
+            custom_command: self.custom_command.clone(),
+            timeout: self.timeout,
+            config: None,
+            redact_keys: self.redact_keys.as_deref().map(key_names),
+            public_keys: self.public_keys.as_deref().map(key_names),
+        }
+    }
+}
+
 impl TargetCreateArgs {
     pub(crate) fn to_request(&self) -> TargetCreate {
-        let f = &self.fields;
         TargetCreate {
             name: self.name.clone(),
             kind: self.kind.clone(),
-            description: f.description.clone(),
-            tags: f.tags.clone(),
-            secret_provider: f.secret_provider.clone(),
-            secret_path: f.secret_path.clone(),
-            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
-            runner_provider: f.runner_provider.clone(),
-            redact: f.redact.clone(),
-            review: f.review.clone(),
-            reviewers: clean_groups(f.reviewers.clone()),
-            min_approvals: f.min_approvals,
-            approval_ttl: f.approval_ttl,
-            review_ttl: f.review_ttl,
-            custom_command: f.custom_command.clone(),
-            timeout: f.timeout,
-            config: None,
-            redact_keys: f.redact_keys.as_deref().map(key_names),
-            public_keys: f.public_keys.as_deref().map(key_names),
+            ..Default::default()
         }
+        .with_settings(self.fields.settings())
     }
 }
 
 impl TargetUpdateArgs {
     pub(crate) fn to_request(&self) -> TargetUpdate {
-        let f = &self.fields;
         TargetUpdate {
             kind: self.kind.clone(),
-            description: f.description.clone(),
-            tags: f.tags.clone(),
-            secret_provider: f.secret_provider.clone(),
-            secret_path: f.secret_path.clone(),
-            secret_mapping: f.secret_mapping.clone().map(serde_json::Value::String),
-            runner_provider: f.runner_provider.clone(),
-            redact: f.redact.clone(),
-            review: f.review.clone(),
-            reviewers: clean_groups(f.reviewers.clone()),
-            min_approvals: f.min_approvals,
-            approval_ttl: f.approval_ttl,
-            review_ttl: f.review_ttl,
-            custom_command: f.custom_command.clone(),
-            timeout: f.timeout,
-            config: None,
-            redact_keys: f.redact_keys.as_deref().map(key_names),
-            public_keys: f.public_keys.as_deref().map(key_names),
+            ..Default::default()
         }
+        .with_settings(self.fields.settings())
     }
 }
 
@@ -596,11 +587,11 @@ fn target_details(t: &Target) -> String {
         ("reviewers", reviewers),
         (
             "min approvals",
-            match (t.review.as_str(), t.min_approvals) {
-                ("none", _) => "-".to_string(),
+            match (ReviewMode::parse(&t.review), t.min_approvals) {
+                (Some(ReviewMode::None), _) => "-".to_string(),
                 (_, Some(n)) => n.to_string(),
-                ("team", None) => "every reviewer group".to_string(),
-                (_, None) => "1".to_string(),
+                (Some(ReviewMode::Team), None) => "every reviewer group".to_string(),
+                (Some(ReviewMode::Anyone) | None, None) => "1".to_string(),
             },
         ),
         ("review ttl", output::short_duration(t.review_ttl)),

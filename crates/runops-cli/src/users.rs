@@ -35,7 +35,7 @@ pub struct UserCreateArgs {
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     pub groups: Vec<String>,
     /// `user` (default) or `admin`.
-    #[arg(long, value_name = "ROLE", value_parser = ["user", "admin"])]
+    #[arg(long, value_name = "ROLE", value_parser = clap::builder::PossibleValuesParser::new(runops_proto::Role::NAMES))]
     pub role: Option<String>,
 }
 

@@ -153,9 +153,10 @@ pub struct LogAck {
     pub stored: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FinishRequest {
-    pub session_id: String,
+/// How a task ended, as the agent reports it in [`FinishRequest`] (and keeps it in its
+/// spool until the server has it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
     /// `success` or `failure`.
     pub status: TaskStatus,
     pub exit_code: Option<i32>,
@@ -167,8 +168,28 @@ pub struct FinishRequest {
     pub log_size: u64,
     /// `None` when the log went to the server; `s3://bucket/key` when it went to the
     /// user's bucket.
+    #[serde(default)]
     pub log_location: Option<String>,
     pub elapsed_ms: u64,
+}
+
+impl TaskResult {
+    /// The finish call reporting this result for session `session_id`.
+    pub fn to_finish(&self, session_id: &str) -> FinishRequest {
+        FinishRequest {
+            session_id: session_id.to_string(),
+            result: self.clone(),
+        }
+    }
+}
+
+/// The body of the finish call: the session and the task's result, its fields at the
+/// top level.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishRequest {
+    pub session_id: String,
+    #[serde(flatten)]
+    pub result: TaskResult,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

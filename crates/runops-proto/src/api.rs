@@ -174,106 +174,121 @@ pub struct Target {
     pub public_keys: Vec<String>,
 }
 
-/// `POST /v1/targets`. `secret_mapping` may be a JSON object or a string holding one
-/// (the CLI passes the user's text through, so the server can point at the error).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetCreate {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_mapping: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runner_provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reviewers: Option<Vec<String>>,
-    /// See [`Target::min_approvals`]; `0` in an update goes back to the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_approvals: Option<u32>,
-    /// Seconds; see [`Target::approval_ttl`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_ttl: Option<u64>,
-    /// Seconds; see [`Target::review_ttl`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review_ttl: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_command: Option<String>,
-    /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
-    /// Write-only config (`{"KEY": "value"}`; numbers and booleans become strings): the
-    /// secrets of the `runops` provider, and extra keys for the others. Stored encrypted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Keys redacted even when they name where to connect (`["PG_HOST"]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redact_keys: Option<Vec<String>>,
-    /// Keys never redacted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_keys: Option<Vec<String>>,
+/// Calls `$m!` with the settings of a target that a create and an update both take,
+/// after the caller's own tokens: the one list of those fields. Each is optional in a
+/// request (absent: the default on create, unchanged on update).
+macro_rules! with_target_settings {
+    ($m:ident ! { $($args:tt)* }) => {
+        $m! { $($args)* [
+            /// Free text shown in lists.
+            description: String,
+            /// The agent tags the target runs on; `""` in an update makes it untagged.
+            tags: String,
+            /// A [`crate::vocab::SecretProvider`] name; `env-var` when a `secret_path`
+            /// is given without one.
+            secret_provider: String,
+            /// Where the secret is in the provider.
+            secret_path: String,
+            /// `{"WANTED_KEY": "KEY_IN_SECRET"}`: a JSON object, or a string holding one
+            /// (the CLI passes the user's text through, so the server can point at the
+            /// error).
+            secret_mapping: serde_json::Value,
+            /// Where the task runs (kept for compatibility with the original API).
+            runner_provider: String,
+            /// A [`crate::vocab::RedactMode`] name (default `all`).
+            redact: String,
+            /// A [`crate::vocab::ReviewMode`] name (default `none`).
+            review: String,
+            /// Reviewer groups (`team`).
+            reviewers: Vec<String>,
+            /// See [`Target::min_approvals`]; `0` in an update goes back to the default.
+            min_approvals: u32,
+            /// Seconds; see [`Target::approval_ttl`].
+            approval_ttl: u64,
+            /// Seconds; see [`Target::review_ttl`].
+            review_ttl: u64,
+            /// Replaces the type's command; `[[SCRIPT]]` and `[[KEY]]` are filled in.
+            custom_command: String,
+            /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
+            timeout: u64,
+            /// Write-only config (`{"KEY": "value"}`; numbers and booleans become
+            /// strings): the secrets of the `runops` provider, and extra keys for the
+            /// others. Stored encrypted. In an update, replaces it; `{}` removes it.
+            config: serde_json::Map<String, serde_json::Value>,
+            /// Keys redacted even when they name where to connect (`["PG_HOST"]`); in an
+            /// update, replaces the list (`[]` clears it).
+            redact_keys: Vec<String>,
+            /// Keys never redacted; in an update, replaces the list.
+            public_keys: Vec<String>,
+        ] }
+    };
 }
 
-/// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
-/// an optional text field (`"tags": ""` makes the target untagged).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetUpdate {
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_mapping: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runner_provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reviewers: Option<Vec<String>>,
-    /// See [`Target::min_approvals`]; `0` in an update goes back to the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_approvals: Option<u32>,
-    /// Seconds; see [`Target::approval_ttl`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_ttl: Option<u64>,
-    /// Seconds; see [`Target::review_ttl`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review_ttl: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
-    /// Replaces the list; an empty list clears it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redact_keys: Option<Vec<String>>,
-    /// Replaces the list; an empty list clears it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_keys: Option<Vec<String>>,
-    /// Replaces the write-only config; an empty object removes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+/// Defines a request struct: the caller's fields, then every target setting as an
+/// optional field; and moves the settings in and out as a [`TargetSettings`].
+macro_rules! settings_struct {
+    (
+        $(#[$sm:meta])*
+        $name:ident { $($head:tt)* }
+        [ $( $(#[$fm:meta])* $f:ident : $t:ty, )* ]
+    ) => {
+        $(#[$sm])*
+        pub struct $name {
+            $($head)*
+            $(
+                $(#[$fm])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $f: Option<$t>,
+            )*
+        }
+        impl $name {
+            /// Takes the target settings out of the request.
+            pub fn take_settings(&mut self) -> TargetSettings {
+                TargetSettings {
+                    $( $f: self.$f.take(), )*
+                }
+            }
+
+            /// The request with its target settings set to `s`.
+            pub fn with_settings(mut self, s: TargetSettings) -> Self {
+                $( self.$f = s.$f; )*
+                self
+            }
+        }
+    };
 }
+
+with_target_settings!(settings_struct! {
+    /// The settings of a target as a create or an update sends them, every one
+    /// optional (see [`TargetCreate`], [`TargetUpdate`]).
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    TargetSettings {}
+});
+
+with_target_settings!(settings_struct! {
+    /// `POST /v1/targets`: a name, a type and any of the [`TargetSettings`].
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    TargetCreate {
+        pub name: String,
+        /// A [`crate::vocab::TargetType`] name.
+        #[serde(rename = "type")]
+        pub kind: String,
+    }
+});
+
+with_target_settings!(settings_struct! {
+    /// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
+    /// an optional text field (`"tags": ""` makes the target untagged).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    TargetUpdate {
+        /// A new [`crate::vocab::TargetType`] name.
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        pub kind: Option<String>,
+    }
+});
 
 /// A task as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -345,7 +360,7 @@ impl TaskReview {
     /// `0 of 1 (any other user)`: how far the approvals are.
     pub fn progress(&self) -> String {
         let head = format!("{} of {}", self.approvals, self.required);
-        if self.rule == "team" {
+        if self.rule == crate::vocab::ReviewMode::Team.as_str() {
             let word = if self.reviewers.len() == 1 {
                 "group"
             } else {

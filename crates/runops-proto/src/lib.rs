@@ -9,6 +9,7 @@
 //! - [`token`]: the format of API and agent tokens (an agent token carries the server URL).
 //! - [`status`]: task statuses and failure reasons, with their wire names.
 //! - [`limits`]: size limits shared by both sides, each with its reason.
+//! - [`vocab`]: target types, secret providers, redact and review modes, roles.
 //! - [`webhook`]: the webhook API (receivers of task and review events, deliveries).
 
 pub mod agent;
@@ -16,9 +17,11 @@ pub mod api;
 pub mod limits;
 pub mod status;
 pub mod token;
+pub mod vocab;
 pub mod webhook;
 
 pub use status::{FailureReason, TaskStatus};
+pub use vocab::{RedactMode, ReviewMode, Role, SecretProvider, TargetType, UnknownName};
 
 /// The version every component reports (`runops --version`, agent `connect`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

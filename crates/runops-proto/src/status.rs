@@ -88,47 +88,24 @@ impl FromStr for TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every name, in the order of [`TaskStatus::ALL`].
+    pub const NAMES: [&'static str; 9] = [
+        "created",
+        "pending-review",
+        "approved",
+        "rejected",
+        "ready",
+        "dispatched",
+        "running",
+        "success",
+        "failure",
+    ];
+
     /// The status a mistyped name most likely meant: a few edits away, or sharing
     /// its first four letters (`failed` → `failure`, `pending` → `pending-review`).
     pub fn closest(typed: &str) -> Option<TaskStatus> {
-        let typed = typed.trim().to_ascii_lowercase().replace('_', "-");
-        if typed.is_empty() {
-            return None;
-        }
-        // Up to a third of the letters wrong, at least two: catches typos, not words.
-        let max_edits = (typed.chars().count() / 3).max(2);
-        let by_edits = TaskStatus::ALL
-            .into_iter()
-            .map(|st| (edit_distance(&typed, st.as_str()), st))
-            .filter(|(d, _)| *d <= max_edits)
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, st)| st);
-        by_edits.or_else(|| {
-            let head: String = typed.chars().take(4).collect();
-            (head.chars().count() == 4)
-                .then(|| {
-                    TaskStatus::ALL
-                        .into_iter()
-                        .find(|st| st.as_str().starts_with(&head))
-                })
-                .flatten()
-        })
+        crate::vocab::closest(typed, &TaskStatus::NAMES).and_then(|n| n.parse().ok())
     }
-}
-
-/// Levenshtein distance, for suggestions between short names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Why a task ended `failure`. A fixed list, so that automation can rely on it.
@@ -157,6 +134,19 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every name, in the order of [`FailureReason::ALL`].
+    pub const NAMES: [&'static str; 9] = [
+        "exit-code",
+        "timeout",
+        "cancelled",
+        "agent-lost",
+        "secrets",
+        "invalid-config",
+        "unauthenticated",
+        "agent-error",
+        "review-expired",
+    ];
+
     pub const ALL: [FailureReason; 9] = [
         FailureReason::ExitCode,
         FailureReason::Timeout,
@@ -196,7 +186,10 @@ impl FromStr for FailureReason {
         FailureReason::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown failure reason `{s}`"))
+            .ok_or_else(|| {
+                crate::vocab::UnknownName::new("failure reason", s, &FailureReason::NAMES)
+                    .to_string()
+            })
     }
 }
 
@@ -240,5 +233,16 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", r.as_str()));
             assert_eq!(r.as_str().parse::<FailureReason>().unwrap(), r);
         }
+        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, TaskStatus::NAMES);
+        let names: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, FailureReason::NAMES);
+        let e = "timeot".parse::<FailureReason>().unwrap_err();
+        assert!(
+            e.starts_with(
+                "unknown failure reason `timeot` (did you mean `timeout`?); use one of: exit-code,"
+            ),
+            "{e}"
+        );
     }
 }

@@ -39,7 +39,7 @@ pub fn random_secret() -> anyhow::Result<[u8; TOKEN_SECRET_BYTES]> {
 pub fn random_id() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("cannot read random bytes: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex::encode(b))
 }
 
 /// The bearer of a request, checked for presence and size only.
@@ -131,7 +131,7 @@ impl UserAuth {
     }
 
     pub fn is_admin(&self) -> bool {
-        self.user.role == "admin"
+        self.user.role == runops_proto::Role::Admin.as_str()
     }
 
     /// `403` unless the caller is an admin; `what` completes "only admins can ...".

@@ -249,12 +249,12 @@ pub async fn authenticate_jwt(
                 .string_claim("name")
                 .unwrap_or_else(|| email.split('@').next().unwrap_or(&email))
                 .to_string();
-            validate::user_fields(&name, &email, "user")?;
+            let role = validate::user_fields(&name, &email, runops_proto::Role::User.as_str())?;
             let new = NewUser {
                 name,
                 email: email.clone(),
                 groups: groups.unwrap_or_default(),
-                role: "user".into(),
+                role,
             };
             match st.store.create_user(idp.org_id, &new, now_ms()).await {
                 Ok(user) => {

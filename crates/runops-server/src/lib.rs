@@ -509,7 +509,7 @@ async fn bootstrap(
                     name: "admin".into(),
                     email: BOOTSTRAP_ADMIN_EMAIL.into(),
                     groups: vec!["admin".into()],
-                    role: "admin".into(),
+                    role: runops_proto::Role::Admin,
                 },
                 now,
             )
@@ -542,7 +542,10 @@ async fn bootstrap(
     match store.find_token(&hash).await? {
         Some(found) => {
             let is_admin = found.kind == TokenKind::User
-                && found.user.as_ref().is_some_and(|u| u.role == "admin");
+                && found
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.role == runops_proto::Role::Admin.as_str());
             if !is_admin {
                 anyhow::bail!(
                     "RUNOPS_ADMIN_TOKEN is already in use as a non-admin token; choose another value"

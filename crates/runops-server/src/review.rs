@@ -18,29 +18,8 @@ use runops_proto::TaskStatus;
 use runops_proto::api::{ReviewEntry, ReviewGroup, Target, TaskReview, User};
 use sha2::{Digest, Sha256};
 
-/// A target's `review` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReviewMode {
-    None,
-    Anyone,
-    Team,
-}
-
-impl ReviewMode {
-    pub const ALL: [ReviewMode; 3] = [ReviewMode::None, ReviewMode::Anyone, ReviewMode::Team];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewMode::None => "none",
-            ReviewMode::Anyone => "anyone",
-            ReviewMode::Team => "team",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ReviewMode> {
-        ReviewMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
+/// A target's `review` setting (defined with the other vocabularies in `runops-proto`).
+pub use runops_proto::vocab::ReviewMode;
 
 /// Most approvals an `anyone` rule may ask for: more is a typo, not a policy.
 pub const MAX_MIN_APPROVALS: u32 = 20;
@@ -309,11 +288,7 @@ pub fn digest(t: &ReviewedTask<'_>) -> String {
             "min_approvals": target.min_approvals,
         },
     });
-    hex(&Sha256::digest(doc.to_string().as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(doc.to_string().as_bytes()))
 }
 
 /// `24h`, `7d`, `90s`: a wait as the CLI's flags write it.

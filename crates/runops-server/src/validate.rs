@@ -1,49 +1,13 @@
 //! Checks of user input that the handlers share: target fields, tags, users.
 //! Every error names the field and the accepted values.
 
-use runops_proto::api::{DEFAULT_TIMEOUT_SECS, Target, TargetCreate, TargetUpdate};
+use runops_proto::api::{DEFAULT_TIMEOUT_SECS, Target, TargetCreate, TargetSettings, TargetUpdate};
 use runops_proto::limits::{
     MAX_CONFIG_FIELD_LEN, MAX_MESSAGE_LEN, MAX_TAGS_LEN, MAX_TARGET_NAME_LEN,
 };
 
 use crate::error::ApiError;
-
-/// The integration types an agent knows.
-pub const TARGET_TYPES: &[&str] = &[
-    "bash",
-    "python",
-    "node",
-    "elixir",
-    "postgres",
-    "postgres-csv",
-    "mysql",
-    "mysql-csv",
-    "sql-server",
-    "mongodb",
-    "k8s",
-    "k8s-apply",
-    "k8s-exec",
-    "rails-console-k8s",
-    "hashicorp-vault",
-    "rails",
-    "rails-console",
-    "rails-console-ecs",
-    "ecs-exec",
-    "heroku",
-    "custom_command",
-];
-
-pub const SECRET_PROVIDERS: &[&str] = &[
-    "env-var",
-    "filesystem",
-    "aws",
-    "hashicorp/kv",
-    "hashicorp/db",
-    "runops",
-];
-
-const REDACT_MODES: &[&str] = &["all", "none"];
-const REVIEW_MODES: &[&str] = &["none", "anyone", "team"];
+use runops_proto::vocab::{RedactMode, ReviewMode, Role, SecretProvider, TargetType, UnknownName};
 
 /// Longest task timeout: a week. Longer jobs do not belong in an ad-hoc task runner.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -68,33 +32,22 @@ pub fn target_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn target_type(kind: &str) -> Result<(), ApiError> {
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "the target type is empty; use one of: {}",
-            TARGET_TYPES.join(", ")
-        )));
-    }
-    if !TARGET_TYPES.contains(&kind) {
-        return Err(ApiError::bad_request(format!(
-            "unknown target type `{}`; use one of: {}",
-            crate::error::echo(kind),
-            TARGET_TYPES.join(", ")
-        )));
-    }
-    Ok(())
+/// The integration type named `kind`: one of [`TargetType::NAMES`].
+pub fn target_type(kind: &str) -> Result<TargetType, ApiError> {
+    parse(kind)
 }
 
-fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {field} `{}`; use one of: {}",
-            crate::error::echo(value),
-            allowed.join(", ")
-        )))
-    }
+/// `value` as a name of vocabulary `T`; the error names the vocabulary, the value, the
+/// valid names and the closest one (`unknown target type `postgress` (did you mean
+/// `postgres`?); use one of: ...`).
+fn parse<T: std::str::FromStr<Err = UnknownName>>(value: &str) -> Result<T, ApiError> {
+    value.parse::<T>().map_err(|e| {
+        let e = UnknownName {
+            value: crate::error::echo(value).into_owned(),
+            ..e
+        };
+        ApiError::bad_request(e.to_string())
+    })
 }
 
 fn max_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
@@ -224,13 +177,13 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
         )));
     }
     target_name(&t.name)?;
-    target_type(&t.kind)?;
+    let kind = target_type(&t.kind)?;
     if let Some(p) = &t.secret_provider {
-        one_of("secret_provider", p, SECRET_PROVIDERS)?;
+        parse::<SecretProvider>(p)?;
     }
-    one_of("redact", &t.redact, REDACT_MODES)?;
-    one_of("review", &t.review, REVIEW_MODES)?;
-    review_rule(t)?;
+    parse::<RedactMode>(&t.redact)?;
+    let review = parse::<ReviewMode>(&t.review)?;
+    review_rule(t, review)?;
     if t.timeout == 0 || t.timeout > MAX_TIMEOUT_SECS {
         return Err(ApiError::bad_request(format!(
             "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), not {}",
@@ -241,7 +194,7 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
     max_len("secret_path", &t.secret_path, MAX_CONFIG_FIELD_LEN)?;
     max_len("custom_command", &t.custom_command, MAX_CONFIG_FIELD_LEN)?;
     max_len("runner_provider", &t.runner_provider, MAX_NAME_LEN)?;
-    if t.kind == "custom_command" && t.custom_command.is_none() {
+    if kind == TargetType::CustomCommand && t.custom_command.is_none() {
         return Err(ApiError::bad_request(
             "a target of type `custom_command` needs a custom_command",
         ));
@@ -254,11 +207,11 @@ fn check_target(t: &Target) -> Result<(), ApiError> {
 
 /// A target's review settings fit together (whether the groups exist is checked
 /// against the org's users by the handler, see [`unknown_reviewer_groups`]).
-fn review_rule(t: &Target) -> Result<(), ApiError> {
+fn review_rule(t: &Target, mode: ReviewMode) -> Result<(), ApiError> {
     use crate::review::{MAX_MIN_APPROVALS, MAX_REVIEWER_GROUPS, MAX_TTL_SECS, MIN_TTL_SECS};
     let groups = t.reviewers.len();
-    match t.review.as_str() {
-        "none" => {
+    match mode {
+        ReviewMode::None => {
             if groups > 0 || t.min_approvals.is_some() {
                 return Err(ApiError::bad_request(
                     "reviewers and min_approvals need a review rule, and review is `none`",
@@ -268,7 +221,7 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
                 ));
             }
         }
-        "anyone" => {
+        ReviewMode::Anyone => {
             if groups > 0 {
                 return Err(ApiError::bad_request(
                     "`--review anyone` takes no reviewer groups: any other user may approve",
@@ -283,7 +236,7 @@ fn review_rule(t: &Target) -> Result<(), ApiError> {
                 )));
             }
         }
-        _ => {
+        ReviewMode::Team => {
             if groups == 0 {
                 return Err(
                     ApiError::bad_request("`--review team` needs reviewer groups").hint(
@@ -344,35 +297,23 @@ fn reviewers(v: Option<Vec<String>>) -> Vec<String> {
         .collect()
 }
 
-/// Families of types that need the same secrets and give the task the same power: a
-/// task may override its target's type only within the target's family. Outside it a
-/// user could, say, run `bash` with a database target's password in its environment.
-const TYPE_FAMILIES: &[&[&str]] = &[
-    &["bash", "python", "node", "elixir"],
-    &["postgres", "postgres-csv"],
-    &["mysql", "mysql-csv"],
-    &["k8s", "k8s-apply", "k8s-exec", "rails-console-k8s"],
-    &["rails", "rails-console"],
-    &["rails-console-ecs", "ecs-exec"],
-];
-
-/// The type a task runs as when it asks for `requested` on a target of `target_kind`.
+/// Checks that a task may run as `requested` on a target of `target_kind`: the same
+/// type, or one of its [`TargetType::family`] (the same secrets and power).
 pub fn task_type(target_kind: &str, requested: &str) -> Result<(), ApiError> {
-    target_type(requested)?;
+    let requested_type = target_type(requested)?;
     if requested == target_kind {
         return Ok(());
     }
-    let family = TYPE_FAMILIES
-        .iter()
-        .find(|f| f.contains(&target_kind))
-        .copied()
-        .unwrap_or(&[]);
-    if family.contains(&requested) {
+    let family = match target_kind.parse::<TargetType>() {
+        Ok(t) => t.family(),
+        Err(_) => &[],
+    };
+    if family.contains(&requested_type) {
         return Ok(());
     }
     let allowed = family
         .iter()
-        .filter(|k| **k != target_kind)
+        .filter(|k| k.as_str() != target_kind)
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>();
     let hint = if allowed.is_empty() {
@@ -389,119 +330,150 @@ pub fn task_type(target_kind: &str, requested: &str) -> Result<(), ApiError> {
     .hint(hint))
 }
 
-/// Builds the target to store from a create request.
+/// Builds the target to store from a create request: the defaults, then the settings
+/// given (see [`apply_settings`]).
 pub fn new_target(
-    req: TargetCreate,
+    mut req: TargetCreate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Target, ApiError> {
-    let secret_path = non_empty(req.secret_path);
-    let mut secret_provider = non_empty(req.secret_provider);
-    if secret_provider.is_none() && secret_path.is_some() {
-        secret_provider = Some("env-var".into());
-    }
+    let settings = req.take_settings();
     let t = Target {
         name: req.name,
         kind: req.kind.trim().to_string(),
-        description: non_empty(req.description),
-        tags: normalize_tags(req.tags)?,
-        secret_provider,
-        secret_path,
-        secret_mapping: secret_mapping(req.secret_mapping)?,
-        runner_provider: non_empty(req.runner_provider),
-        redact: req.redact.unwrap_or_else(|| "all".into()),
-        review: req.review.unwrap_or_else(|| "none".into()),
-        reviewers: reviewers(req.reviewers),
-        min_approvals: req.min_approvals,
-        approval_ttl: req
-            .approval_ttl
-            .unwrap_or(runops_proto::api::DEFAULT_APPROVAL_TTL_SECS),
-        review_ttl: req
-            .review_ttl
-            .unwrap_or(runops_proto::api::DEFAULT_REVIEW_TTL_SECS),
-        custom_command: non_empty(req.custom_command),
-        timeout: req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
+        description: None,
+        tags: None,
+        secret_provider: None,
+        secret_path: None,
+        secret_mapping: None,
+        runner_provider: None,
+        redact: RedactMode::DEFAULT.as_str().into(),
+        review: ReviewMode::DEFAULT.as_str().into(),
+        reviewers: Vec::new(),
+        min_approvals: None,
+        approval_ttl: runops_proto::api::DEFAULT_APPROVAL_TTL_SECS,
+        review_ttl: runops_proto::api::DEFAULT_REVIEW_TTL_SECS,
+        custom_command: None,
+        timeout: DEFAULT_TIMEOUT_SECS,
         created_at: now,
         updated_at: now,
         config_keys: Vec::new(),
-        redact_keys: key_list("redact_keys", req.redact_keys)?,
-        public_keys: key_list("public_keys", req.public_keys)?,
+        redact_keys: Vec::new(),
+        public_keys: Vec::new(),
     };
-    check_target(&t)?;
-    Ok(t)
+    apply_settings(t, settings, Apply::Create)
 }
 
 /// Applies an update (present fields only; `""` clears an optional text field).
 pub fn apply_update(
     mut t: Target,
-    u: TargetUpdate,
+    mut u: TargetUpdate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Target, ApiError> {
-    if let Some(kind) = u.kind {
+    if let Some(kind) = u.kind.take() {
         t.kind = kind.trim().to_string();
     }
-    if let Some(v) = u.description {
+    t.updated_at = now;
+    apply_settings(t, u.take_settings(), Apply::Update)
+}
+
+/// Whether settings complete a new target or change an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Create,
+    Update,
+}
+
+/// Sets the settings present in `s` on `t` (`""` clears an optional text field), then
+/// checks the whole target. The one place each setting of a create or an update is
+/// read: the destructuring below does not compile when a setting is added to
+/// `runops_proto::api::TargetSettings` and not handled here. `config` is stored apart
+/// (sealed) by the handler, which takes it out of the request first.
+fn apply_settings(mut t: Target, s: TargetSettings, how: Apply) -> Result<Target, ApiError> {
+    let TargetSettings {
+        description,
+        tags,
+        secret_provider,
+        secret_path,
+        secret_mapping: mapping,
+        runner_provider,
+        redact,
+        review,
+        reviewers: groups,
+        min_approvals,
+        approval_ttl,
+        review_ttl,
+        custom_command,
+        timeout,
+        config: _,
+        redact_keys,
+        public_keys,
+    } = s;
+    if let Some(v) = description {
         t.description = non_empty(Some(v));
     }
-    if let Some(v) = u.tags {
+    if let Some(v) = tags {
         t.tags = normalize_tags(Some(v))?;
     }
-    if let Some(v) = u.secret_provider {
+    if let Some(v) = secret_provider {
         t.secret_provider = non_empty(Some(v));
     }
-    if let Some(v) = u.secret_path {
+    if let Some(v) = secret_path {
         t.secret_path = non_empty(Some(v));
     }
     if t.secret_provider.is_none() && t.secret_path.is_some() {
-        t.secret_provider = Some("env-var".into());
+        t.secret_provider = Some(SecretProvider::DEFAULT.as_str().into());
     }
-    if let Some(v) = u.secret_mapping {
+    if let Some(v) = mapping {
         t.secret_mapping = secret_mapping(Some(v))?;
     }
-    if let Some(v) = u.runner_provider {
+    if let Some(v) = runner_provider {
         t.runner_provider = non_empty(Some(v));
     }
-    if let Some(v) = u.redact {
+    if let Some(v) = redact {
         t.redact = v;
     }
-    let review_set = u.review.is_some();
-    let reviewers_set = u.reviewers.is_some();
-    if let Some(v) = u.review {
+    let review_set = review.is_some();
+    let reviewers_set = groups.is_some();
+    if let Some(v) = review {
         t.review = v;
     }
-    if let Some(v) = u.reviewers {
+    if let Some(v) = groups {
         t.reviewers = reviewers(Some(v));
     }
-    if let Some(n) = u.min_approvals {
-        t.min_approvals = (n > 0).then_some(n);
+    if let Some(n) = min_approvals {
+        // `0` in an update goes back to the default; in a create it is refused below.
+        t.min_approvals = match how {
+            Apply::Create => Some(n),
+            Apply::Update => (n > 0).then_some(n),
+        };
     }
-    if let Some(v) = u.approval_ttl {
+    if let Some(v) = approval_ttl {
         t.approval_ttl = v;
     }
-    if let Some(v) = u.review_ttl {
+    if let Some(v) = review_ttl {
         t.review_ttl = v;
     }
     // Turning reviews off drops the rule's details with them.
-    if t.review == "none" && review_set {
+    if t.review == ReviewMode::None.as_str() && review_set {
         if !reviewers_set {
             t.reviewers.clear();
         }
-        if u.min_approvals.is_none() {
+        if min_approvals.is_none() {
             t.min_approvals = None;
         }
     }
-    if let Some(v) = u.custom_command {
+    if let Some(v) = custom_command {
         t.custom_command = non_empty(Some(v));
     }
-    if let Some(v) = u.timeout {
+    if let Some(v) = timeout {
         t.timeout = v;
     }
-    if let Some(v) = u.redact_keys {
+    if let Some(v) = redact_keys {
         t.redact_keys = key_list("redact_keys", Some(v))?;
     }
-    if let Some(v) = u.public_keys {
+    if let Some(v) = public_keys {
         t.public_keys = key_list("public_keys", Some(v))?;
     }
-    t.updated_at = now;
     check_target(&t)?;
     Ok(t)
 }
@@ -553,7 +525,7 @@ pub fn target_config(
 }
 
 /// Name, e-mail and role of a new user.
-pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> {
+pub fn user_fields(name: &str, email: &str, role: &str) -> Result<Role, ApiError> {
     if name.trim().is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!(
             "user name must be 1 to {MAX_NAME_LEN} characters"
@@ -569,7 +541,7 @@ pub fn user_fields(name: &str, email: &str, role: &str) -> Result<(), ApiError> 
             crate::error::echo(email)
         )));
     }
-    one_of("role", role, &["admin", "user"])
+    parse(role)
 }
 
 #[cfg(test)]

@@ -312,7 +312,7 @@ async fn every_audited_action_is_recorded_without_secrets_for_admins_of_the_org_
                 name: "bob".into(),
                 email: "bob@b.example".into(),
                 groups: vec![],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             now,
         )

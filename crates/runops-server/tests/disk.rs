@@ -85,14 +85,16 @@ async fn run(admin: &Client, agent: &Client, s: &str, log: &[u8]) -> (i64, u64) 
             id,
             &FinishRequest {
                 session_id: s.into(),
-                status: TaskStatus::Success,
-                exit_code: Some(0),
-                failure_reason: None,
-                failure_message: None,
-                redacted: true,
-                log_size: log.len() as u64,
-                log_location: None,
-                elapsed_ms: 1,
+                result: runops_proto::agent::TaskResult {
+                    status: TaskStatus::Success,
+                    exit_code: Some(0),
+                    failure_reason: None,
+                    failure_message: None,
+                    redacted: true,
+                    log_size: log.len() as u64,
+                    log_location: None,
+                    elapsed_ms: 1,
+                },
             },
         )
         .await

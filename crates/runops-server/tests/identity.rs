@@ -151,7 +151,7 @@ async fn another_organisation_sees_none_of_this_ones_objects_on_any_endpoint() {
                 name: "bob".into(),
                 email: "bob@b.example".into(),
                 groups: vec![],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             now,
         )

@@ -137,14 +137,16 @@ async fn poll(agent: &Client, req: &PollRequest) -> PollResponse {
 fn finish_ok(session: &str, log_size: u64) -> FinishRequest {
     FinishRequest {
         session_id: session.into(),
-        status: TaskStatus::Success,
-        exit_code: Some(0),
-        failure_reason: None,
-        failure_message: None,
-        redacted: true,
-        log_size,
-        log_location: None,
-        elapsed_ms: 5,
+        result: runops_proto::agent::TaskResult {
+            status: TaskStatus::Success,
+            exit_code: Some(0),
+            failure_reason: None,
+            failure_message: None,
+            redacted: true,
+            log_size,
+            log_location: None,
+            elapsed_ms: 5,
+        },
     }
 }
 
@@ -626,8 +628,8 @@ async fn agent_runs_a_task_end_to_end() {
         TaskStatus::Success
     );
     let mut other = finish_ok(&s, 12);
-    other.status = TaskStatus::Failure;
-    other.failure_reason = Some(FailureReason::ExitCode);
+    other.result.status = TaskStatus::Failure;
+    other.result.failure_reason = Some(FailureReason::ExitCode);
     assert_eq!(
         api_err(agent.agent_finish(id, &other).await.unwrap_err()).1,
         "task_ended"
@@ -906,9 +908,9 @@ async fn kill_reaches_the_agent_in_its_poll() {
     assert_eq!(waiting.await.unwrap().cancel, vec![id]);
 
     let mut fin = finish_ok(&s, 0);
-    fin.status = TaskStatus::Failure;
-    fin.failure_reason = Some(FailureReason::Cancelled);
-    fin.exit_code = None;
+    fin.result.status = TaskStatus::Failure;
+    fin.result.failure_reason = Some(FailureReason::Cancelled);
+    fin.result.exit_code = None;
     agent.agent_finish(id, &fin).await.unwrap();
     let (status, _, msg) = api_err(env.admin.kill_task(id).await.unwrap_err());
     assert_eq!(status, 409);
@@ -1015,7 +1017,7 @@ async fn other_organisations_objects_are_not_found() {
                 name: "eve".into(),
                 email: "eve@other".into(),
                 groups: vec![],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             now,
         )
@@ -1291,14 +1293,16 @@ async fn a_session_is_usable_only_with_the_token_that_opened_it() {
     );
     let forged = FinishRequest {
         session_id: s.clone(),
-        status: TaskStatus::Success,
-        exit_code: Some(0),
-        failure_reason: None,
-        failure_message: None,
-        redacted: true,
-        log_size: 0,
-        log_location: None,
-        elapsed_ms: 1,
+        result: runops_proto::agent::TaskResult {
+            status: TaskStatus::Success,
+            exit_code: Some(0),
+            failure_reason: None,
+            failure_message: None,
+            redacted: true,
+            log_size: 0,
+            log_location: None,
+            elapsed_ms: 1,
+        },
     };
     assert_eq!(
         api_err(thief.agent_finish(id, &forged).await.unwrap_err()).0,
@@ -1319,7 +1323,7 @@ async fn a_session_is_usable_only_with_the_token_that_opened_it() {
         .await
         .unwrap();
     let mut real = forged.clone();
-    real.log_size = 3;
+    real.result.log_size = 3;
     owner.agent_finish(id, &real).await.unwrap();
     assert_eq!(&env.admin.task_logs(id, 0).await.unwrap()[..], b"hi\n");
 

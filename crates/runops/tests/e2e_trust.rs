@@ -107,14 +107,16 @@ fn a_stolen_session_id_gets_no_task_no_config_and_cannot_forge_a_result() {
         assert_eq!(err.status(), Some(404), "{err}");
         let forged = FinishRequest {
             session_id: session.clone(),
-            status: TaskStatus::Success,
-            exit_code: Some(0),
-            failure_reason: None,
-            failure_message: None,
-            redacted: true,
-            log_size: 0,
-            log_location: None,
-            elapsed_ms: 1,
+            result: runops_proto::agent::TaskResult {
+                status: TaskStatus::Success,
+                exit_code: Some(0),
+                failure_reason: None,
+                failure_message: None,
+                redacted: true,
+                log_size: 0,
+                log_location: None,
+                elapsed_ms: 1,
+            },
         };
         let err = rt
             .block_on(thief.agent_finish(id, &forged))

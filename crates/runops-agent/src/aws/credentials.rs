@@ -23,7 +23,7 @@
 //! S3 logs) and never reach a task's child process (see [`crate::env`]).
 
 use super::{AwsEnv, AwsError, classify};
-use crate::config::{AWS_CREDENTIALS_REFRESH_MARGIN, AWS_IMDS_TIMEOUT};
+use crate::limits::{AWS_CREDENTIALS_REFRESH_MARGIN, AWS_IMDS_TIMEOUT};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -77,7 +77,7 @@ pub fn sign(
     let k_region = hmac(&k_date, req.region.as_bytes());
     let k_service = hmac(&k_region, req.service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
-    let signature = hex(&hmac(&k_signing, string_to_sign.as_bytes()));
+    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
     added.push((
         "authorization".to_string(),
         format!(
@@ -128,7 +128,7 @@ pub fn host_header(url: &reqwest::Url) -> String {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -139,10 +139,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     };
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 pub mod connect;
 pub mod poll;
 
-use crate::config::SESSION_WAIT;
+use crate::limits::SESSION_WAIT;
 use runops_client::Client;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};

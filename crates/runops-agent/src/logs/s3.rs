@@ -18,7 +18,7 @@ use crate::aws::credentials::{CredentialChain, xml_tag};
 use crate::aws::sigv4::{SignRequest, sha256_hex, sign, uri_encode};
 use crate::aws::{AwsEnv, AwsError, AwsErrorKind, classify};
 use crate::backoff::Backoff;
-use crate::config::{S3_PART_BYTES, S3_REQUEST_TIMEOUT, S3_RETRY_INTERVAL, S3_UPLOAD_ATTEMPTS};
+use crate::limits::{S3_PART_BYTES, S3_REQUEST_TIMEOUT, S3_RETRY_INTERVAL, S3_UPLOAD_ATTEMPTS};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use tokio::io::AsyncReadExt;
@@ -94,7 +94,7 @@ pub struct S3LogStore {
 impl S3LogStore {
     pub fn new(settings: S3Settings, aws: AwsEnv, data_dir: &Path) -> S3LogStore {
         let http = reqwest::Client::builder()
-            .connect_timeout(crate::config::SECRETS_CONNECT_TIMEOUT)
+            .connect_timeout(crate::limits::SECRETS_CONNECT_TIMEOUT)
             .timeout(S3_REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();

@@ -3,9 +3,7 @@
 //! A task's directory is removed when the server has acknowledged its result, so what
 //! is left at start-up is exactly what still has to be reported.
 
-use runops_proto::agent::FinishRequest;
 use runops_proto::{FailureReason, TaskStatus};
-use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,35 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 pub const RESTARTED_MESSAGE: &str = "the agent restarted while the task ran; it was not re-run";
 
 /// A finished task's result, as it will be reported (the session id is added then).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskResult {
-    pub status: TaskStatus,
-    pub exit_code: Option<i32>,
-    pub failure_reason: Option<FailureReason>,
-    pub failure_message: Option<String>,
-    pub redacted: bool,
-    pub log_size: u64,
-    pub elapsed_ms: u64,
-    /// `s3://bucket/key` when the log was also stored in the user's bucket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_location: Option<String>,
-}
-
-impl TaskResult {
-    pub fn to_finish(&self, session_id: &str) -> FinishRequest {
-        FinishRequest {
-            session_id: session_id.to_string(),
-            status: self.status,
-            exit_code: self.exit_code,
-            failure_reason: self.failure_reason,
-            failure_message: self.failure_message.clone(),
-            redacted: self.redacted,
-            log_size: self.log_size,
-            log_location: self.log_location.clone(),
-            elapsed_ms: self.elapsed_ms,
-        }
-    }
-}
+pub use runops_proto::agent::TaskResult;
 
 /// Creates `dir` (and parents) readable by the agent's user only.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {

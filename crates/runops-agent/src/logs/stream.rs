@@ -10,8 +10,8 @@
 use super::output::LogProgress;
 use super::spool::{TaskResult, TaskSpool};
 use crate::backoff::Backoff;
-use crate::config::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
 use crate::connection::ServerLink;
+use crate::limits::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
 use runops_client::ClientError;
 use runops_proto::limits::MAX_LOG_CHUNK_BYTES;
 use runops_proto::{FailureReason, TaskStatus};

@@ -6,6 +6,7 @@
 use super::RunnerRegistry;
 use super::tool::{Tool, find_program};
 use super::{ecs, elixir, heroku, k8s, rails, vault};
+use runops_proto::vocab::TargetType;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -39,34 +40,38 @@ pub enum CheckStatus {
     Unavailable { why: String },
 }
 
-/// The tool a type starts and the arguments that print its version (`None`: built in).
-fn tool_of(kind: &str) -> Option<(Tool, &'static [&'static str])> {
+/// The tool a type starts and the arguments that print its version (`None`: built in,
+/// or the target's own command).
+fn tool_of(kind: TargetType) -> Option<(Tool, &'static [&'static str])> {
+    use TargetType::*;
     let plain = |program: &str, install: &'static str| Tool {
         program: program.to_string(),
         config_var: None,
         install,
     };
     Some(match kind {
-        "bash" => (plain("bash", "`apt-get install bash`"), &["--version"]),
-        "python" => (
+        Bash => (plain("bash", "`apt-get install bash`"), &["--version"]),
+        Python => (
             plain("python3", "`apt-get install python3`"),
             &["--version"],
         ),
-        "node" => (plain("node", "`apt-get install nodejs`"), &["--version"]),
-        "mongodb" => (
+        Node => (plain("node", "`apt-get install nodejs`"), &["--version"]),
+        Mongodb => (
             plain(
                 "mongosh",
                 "https://www.mongodb.com/docs/mongodb-shell/install/",
             ),
             &["--version"],
         ),
-        k if k8s::K8S_TYPES.contains(&k) => (k8s::kubectl_tool(), &["version", "--client"]),
-        "hashicorp-vault" => (vault::vault_tool(), &["version"]),
-        "elixir" => (elixir::elixir_tool(), &["--version"]),
-        "rails" | "rails-console" => (rails::rails_tool(), &["--version"]),
-        "ecs-exec" | "rails-console-ecs" => (ecs::aws_tool(), &["--version"]),
-        "heroku" => (heroku::heroku_tool(), &["--version"]),
-        _ => return None,
+        K8s | K8sApply | K8sExec | RailsConsoleK8s => {
+            (k8s::kubectl_tool(), &["version", "--client"])
+        }
+        HashicorpVault => (vault::vault_tool(), &["version"]),
+        Elixir => (elixir::elixir_tool(), &["--version"]),
+        Rails | RailsConsole => (rails::rails_tool(), &["--version"]),
+        EcsExec | RailsConsoleEcs => (ecs::aws_tool(), &["--version"]),
+        Heroku => (heroku::heroku_tool(), &["--version"]),
+        Postgres | PostgresCsv | Mysql | MysqlCsv | SqlServer | CustomCommand => return None,
     })
 }
 
@@ -82,10 +87,13 @@ pub async fn check_integrations(registry: &RunnerRegistry, path: &str) -> Vec<In
 }
 
 async fn check_type(kind: &str, path: &str) -> CheckStatus {
-    if kind == super::CUSTOM_COMMAND_TYPE {
+    let Ok(known) = kind.parse::<TargetType>() else {
+        return CheckStatus::BuiltIn;
+    };
+    if known == TargetType::CustomCommand {
         return CheckStatus::PerTarget;
     }
-    let Some((tool, version_args)) = tool_of(kind) else {
+    let Some((tool, version_args)) = tool_of(known) else {
         return CheckStatus::BuiltIn;
     };
     let Some(found) = find_program(&tool.program, path) else {
@@ -96,7 +104,7 @@ async fn check_type(kind: &str, path: &str) -> CheckStatus {
         };
         return CheckStatus::Unavailable { why };
     };
-    if matches!(kind, "ecs-exec" | "rails-console-ecs")
+    if matches!(known, TargetType::EcsExec | TargetType::RailsConsoleEcs)
         && find_program(SESSION_MANAGER_PLUGIN, path).is_none()
     {
         return CheckStatus::Unavailable {
@@ -119,7 +127,7 @@ async fn probe_version(program: &PathBuf, args: &[&str], path: &str) -> Option<S
     cmd.args(args)
         .env_clear()
         .env("PATH", path)
-        .env("LANG", crate::config::DEFAULT_LANG)
+        .env("LANG", crate::limits::DEFAULT_LANG)
         // An agent that exits while a probe still runs closes its pipes: the Erlang VM
         // behind `elixir` then writes an erl_crash.dump into its working directory.
         .env("ERL_CRASH_DUMP_SECONDS", "0")

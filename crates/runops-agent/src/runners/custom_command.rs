@@ -11,20 +11,15 @@
 
 use super::argv::split_words;
 use super::tool::{Invocation, Tool, run_tool, secret};
-use super::{CUSTOM_COMMAND_TYPE, RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use base64::Engine;
-use std::sync::Arc;
 
 /// The placeholder filled with the script.
 pub const SCRIPT_PLACEHOLDER: &str = "SCRIPT";
 
 pub struct CustomCommandRunner;
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(CUSTOM_COMMAND_TYPE, Arc::new(CustomCommandRunner));
-}
 
 #[async_trait]
 impl Runner for CustomCommandRunner {
@@ -89,33 +84,7 @@ pub fn plan(
 /// Replaces each `[[KEY]]` of one word whose key `lookup` knows; values are not
 /// scanned again.
 pub fn fill_placeholders(word: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(word.len());
-    let mut rest = word;
-    while let Some(open) = rest.find("[[") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let filled = after.find("]]").and_then(|close| {
-            let key = after[..close].trim();
-            let is_key = !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-            let value = if is_key { lookup(key) } else { None }?;
-            Some((value, close))
-        });
-        match filled {
-            Some((value, close)) => {
-                out.push_str(&value);
-                rest = &after[close + 2..];
-            }
-            None => {
-                out.push_str("[[");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::render::render(word, crate::render::COMMAND, lookup)
 }
 
 #[cfg(test)]

@@ -12,13 +12,12 @@
 //! another endpoint (a VPC endpoint, an emulator).
 
 use super::tool::{Invocation, Tool, run_tool, secret};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::aws::credentials::AwsCredentials;
 use crate::aws::sigv4::{SignRequest, host_header, sha256_hex, sign};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use base64::Engine;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the "aws not found" message sends the operator.
@@ -45,21 +44,6 @@ pub struct EcsRunner {
 /// `aws`, or the binary named by the agent's `AWS_CLI`.
 pub fn aws_tool() -> Tool {
     Tool::from_agent_env("aws", "AWS_CLI", AWS_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    for (kind, mode) in [
-        ("ecs-exec", EcsMode::Exec),
-        ("rails-console-ecs", EcsMode::RailsConsole),
-    ] {
-        reg.register(
-            kind,
-            Arc::new(EcsRunner {
-                tool: aws_tool(),
-                mode,
-            }),
-        );
-    }
 }
 
 /// Where a task runs and with which credentials.

@@ -2,10 +2,9 @@
 //! `elixir FILE` (the file, not `-e`, keeps the rendered script off the command line).
 
 use super::tool::{Invocation, Tool, run_tool, write_private_file};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
-use std::sync::Arc;
 
 /// Where the "elixir not found" message sends the operator.
 pub const ELIXIR_INSTALL: &str =
@@ -18,15 +17,6 @@ pub struct ElixirRunner {
 /// `elixir`, or the binary named by the agent's `ELIXIR_CLI`.
 pub fn elixir_tool() -> Tool {
     Tool::from_agent_env("elixir", "ELIXIR_CLI", ELIXIR_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(
-        "elixir",
-        Arc::new(ElixirRunner {
-            tool: elixir_tool(),
-        }),
-    );
 }
 
 #[async_trait]

@@ -5,10 +5,9 @@
 
 use super::argv::split_words;
 use super::tool::{Invocation, Tool, run_tool, secret};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
-use std::sync::Arc;
 
 /// Where the "heroku not found" message sends the operator.
 pub const HEROKU_INSTALL: &str =
@@ -21,15 +20,6 @@ pub struct HerokuRunner {
 /// `heroku`, or the binary named by the agent's `HEROKU_CLI`.
 pub fn heroku_tool() -> Tool {
     Tool::from_agent_env("heroku", "HEROKU_CLI", HEROKU_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(
-        "heroku",
-        Arc::new(HerokuRunner {
-            tool: heroku_tool(),
-        }),
-    );
 }
 
 /// The keys a heroku task reads.

@@ -15,18 +15,14 @@
 
 use super::argv::{split_commands, split_words};
 use super::tool::{Invocation, Tool, run_tool, secret, strip_tool_name, write_private_file};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use base64::Engine;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Where the "kubectl not found" message sends the operator.
 pub const KUBECTL_INSTALL: &str = "https://kubernetes.io/docs/tasks/tools/";
-
-/// The task types this module serves.
-pub const K8S_TYPES: [&str; 4] = ["k8s", "k8s-apply", "k8s-exec", "rails-console-k8s"];
 
 /// What a task of each type asks `kubectl` to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,24 +41,6 @@ pub struct KubectlRunner {
 /// `kubectl`, or the binary named by the agent's `KUBECTL`.
 pub fn kubectl_tool() -> Tool {
     Tool::from_agent_env("kubectl", "KUBECTL", KUBECTL_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    let tool = kubectl_tool();
-    for (kind, mode) in K8S_TYPES.into_iter().zip([
-        K8sMode::Command,
-        K8sMode::Apply,
-        K8sMode::Exec,
-        K8sMode::RailsConsole,
-    ]) {
-        reg.register(
-            kind,
-            Arc::new(KubectlRunner {
-                tool: tool.clone(),
-                mode,
-            }),
-        );
-    }
 }
 
 #[async_trait]

@@ -1,8 +1,10 @@
 //! Integrations: how a task of each `type` runs.
 //!
-//! Each integration is one module implementing [`Runner`] and is registered by type in
-//! [`RunnerRegistry::with_defaults`]; the pipeline only ever sees the trait, so adding an
-//! integration touches this file and its own module, nothing else.
+//! Each integration is one module implementing [`Runner`]. [`default_runner`] gives the
+//! runner of every [`TargetType`] the server accepts, by an exhaustive `match`: a type
+//! added to the vocabulary does not compile until the agent runs it.
+//! [`RunnerRegistry::with_defaults`] registers them all; the pipeline only ever sees the
+//! trait, so adding an integration touches this file and its own module, nothing else.
 
 pub mod argv;
 pub mod check;
@@ -28,6 +30,7 @@ use crate::failure::TaskFailure;
 use crate::logs::output::TaskLog;
 use crate::secrets::Secrets;
 use async_trait::async_trait;
+use runops_proto::vocab::TargetType;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,7 +83,64 @@ pub trait Runner: Send + Sync {
 }
 
 /// The type whose runner runs a target's `custom_command` (whatever the target's type).
-pub const CUSTOM_COMMAND_TYPE: &str = "custom_command";
+pub const CUSTOM_COMMAND_TYPE: &str = TargetType::CustomCommand.as_str();
+
+/// The runner of each type.
+pub fn default_runner(kind: TargetType) -> Arc<dyn Runner> {
+    use TargetType::*;
+    use sql_output::Style;
+    let script = |program, args| Arc::new(script::ScriptRunner { program, args });
+    let kubectl = |mode| {
+        Arc::new(k8s::KubectlRunner {
+            tool: k8s::kubectl_tool(),
+            mode,
+        })
+    };
+    let rails = |console| {
+        Arc::new(rails::RailsRunner {
+            tool: rails::rails_tool(),
+            console,
+            default_root: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+        })
+    };
+    let ecs = |mode| {
+        Arc::new(ecs::EcsRunner {
+            tool: ecs::aws_tool(),
+            mode,
+        })
+    };
+    match kind {
+        Bash => script("bash", &[]),
+        Python => script("python3", &["-"]),
+        Node => script("node", &["-"]),
+        Elixir => Arc::new(elixir::ElixirRunner {
+            tool: elixir::elixir_tool(),
+        }),
+        Postgres => Arc::new(postgres::PostgresRunner { style: Style::Psql }),
+        PostgresCsv => Arc::new(postgres::PostgresRunner { style: Style::Csv }),
+        Mysql => Arc::new(mysql::MysqlRunner {
+            style: Style::MysqlBatch,
+        }),
+        MysqlCsv => Arc::new(mysql::MysqlRunner { style: Style::Csv }),
+        SqlServer => Arc::new(sql_server::SqlServerRunner),
+        Mongodb => Arc::new(mongodb::MongoRunner),
+        K8s => kubectl(k8s::K8sMode::Command),
+        K8sApply => kubectl(k8s::K8sMode::Apply),
+        K8sExec => kubectl(k8s::K8sMode::Exec),
+        RailsConsoleK8s => kubectl(k8s::K8sMode::RailsConsole),
+        HashicorpVault => Arc::new(vault::VaultRunner {
+            tool: vault::vault_tool(),
+        }),
+        Rails => rails(false),
+        RailsConsole => rails(true),
+        RailsConsoleEcs => ecs(ecs::EcsMode::RailsConsole),
+        EcsExec => ecs(ecs::EcsMode::Exec),
+        Heroku => Arc::new(heroku::HerokuRunner {
+            tool: heroku::heroku_tool(),
+        }),
+        CustomCommand => Arc::new(custom_command::CustomCommandRunner),
+    }
+}
 
 /// The runners of this agent, by task type.
 #[derive(Clone, Default)]
@@ -89,21 +149,12 @@ pub struct RunnerRegistry {
 }
 
 impl RunnerRegistry {
-    /// Every integration this agent supports.
+    /// Every integration this agent supports: one runner for each [`TargetType`].
     pub fn with_defaults() -> RunnerRegistry {
         let mut reg = RunnerRegistry::default();
-        script::register(&mut reg);
-        k8s::register(&mut reg);
-        vault::register(&mut reg);
-        elixir::register(&mut reg);
-        rails::register(&mut reg);
-        ecs::register(&mut reg);
-        heroku::register(&mut reg);
-        postgres::register(&mut reg);
-        mysql::register(&mut reg);
-        mongodb::register(&mut reg);
-        sql_server::register(&mut reg);
-        custom_command::register(&mut reg);
+        for &kind in TargetType::ALL {
+            reg.register(kind.as_str(), default_runner(kind));
+        }
         reg
     }
 
@@ -137,5 +188,24 @@ impl RunnerRegistry {
     /// Supported types, sorted.
     pub fn supported(&self) -> Vec<&str> {
         self.runners.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent runs exactly the types the server accepts ([`TargetType`], which the
+    /// server's validation parses every target's type with).
+    #[test]
+    fn the_default_registry_runs_every_target_type_and_nothing_else() {
+        let reg = RunnerRegistry::with_defaults();
+        for kind in TargetType::ALL {
+            assert!(reg.resolve(kind.as_str()).is_ok(), "{kind}");
+        }
+        for name in reg.supported() {
+            assert!(name.parse::<TargetType>().is_ok(), "{name}");
+        }
+        assert_eq!(reg.supported().len(), TargetType::ALL.len());
     }
 }

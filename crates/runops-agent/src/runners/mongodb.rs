@@ -5,12 +5,11 @@
 //! `connect(process.env.MONGO_CONNECTION_URI)`, reading the URI from its own environment,
 //! which only the same user can read. An empty prompt keeps the output to the results.
 
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use crate::process::{ProcessSpec, run_process};
 use async_trait::async_trait;
 use std::path::Path;
-use std::sync::Arc;
 
 /// The shell this runner drives.
 pub const MONGOSH: &str = "mongosh";
@@ -20,10 +19,6 @@ const URI_KEY: &str = "MONGO_CONNECTION_URI";
 const CONNECT_EVAL: &str = "prompt = ''; db = connect(process.env.MONGO_CONNECTION_URI); void 0";
 
 pub struct MongoRunner;
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register("mongodb", Arc::new(MongoRunner));
-}
 
 /// The arguments of `mongosh`: no URI, no secret.
 pub fn mongosh_args() -> Vec<String> {

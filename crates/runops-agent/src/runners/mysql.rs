@@ -10,13 +10,12 @@
 use super::postgres_tls::decode_base64_secret;
 use super::sql_output::{CANCEL_WAIT, CONNECT_TIMEOUT, ResultWriter, Style, field_separator};
 use super::sql_script::{Dialect, Statement, split_statements};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, Opts, OptsBuilder, SslOpts, Value};
 use std::borrow::Cow;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The mysql client's exit code for a failed statement or connection.
@@ -30,16 +29,6 @@ const REQUIRED: &[&str] = &["MYSQL_HOST", "MYSQL_USER", "MYSQL_PASS", "MYSQL_DB"
 
 pub struct MysqlRunner {
     pub style: Style,
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(
-        "mysql",
-        Arc::new(MysqlRunner {
-            style: Style::MysqlBatch,
-        }),
-    );
-    reg.register("mysql-csv", Arc::new(MysqlRunner { style: Style::Csv }));
 }
 
 /// MYSQL_SSL_MODE, named as the `mysql` client's `--ssl-mode`.

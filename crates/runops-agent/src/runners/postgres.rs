@@ -17,11 +17,10 @@ use super::sql_output::{
     CANCEL_WAIT, CONNECT_TIMEOUT, ResultWriter, Style, field_separator, psql_row_count,
 };
 use super::sql_script::{Dialect, Statement, split_statements, top_level_words};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::{DbError, ErrorPosition};
@@ -43,14 +42,6 @@ const REQUIRED: &[&str] = &["PG_HOST", "PG_USER", "PG_PASS", "PG_DB"];
 
 pub struct PostgresRunner {
     pub style: Style,
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register("postgres", Arc::new(PostgresRunner { style: Style::Psql }));
-    reg.register(
-        "postgres-csv",
-        Arc::new(PostgresRunner { style: Style::Csv }),
-    );
 }
 
 /// Where and how to connect, from the task's secrets.

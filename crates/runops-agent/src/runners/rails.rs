@@ -9,11 +9,10 @@
 
 use super::argv::split_commands;
 use super::tool::{Invocation, Tool, run_tool, secret, strip_tool_name, write_private_file};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Where the "rails not found" message sends the operator.
 pub const RAILS_INSTALL: &str = "run the agent where the application's gems are installed (`gem install rails`, or Debian's `rails` package)";
@@ -29,20 +28,6 @@ pub struct RailsRunner {
 /// `rails`, or the binary named by the agent's `RAILS_CLI` (`bin/rails`).
 pub fn rails_tool() -> Tool {
     Tool::from_agent_env("rails", "RAILS_CLI", RAILS_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    let default_root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    for (kind, console) in [("rails", false), ("rails-console", true)] {
-        reg.register(
-            kind,
-            Arc::new(RailsRunner {
-                tool: rails_tool(),
-                console,
-                default_root: default_root.clone(),
-            }),
-        );
-    }
 }
 
 #[async_trait]

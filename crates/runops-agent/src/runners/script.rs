@@ -1,40 +1,15 @@
 //! `bash`, `python` and `node`: the interpreter reads the script on stdin, so the
 //! (rendered, secret-bearing) script never touches disk or a command line.
 
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use crate::process::{ProcessSpec, run_process};
 use async_trait::async_trait;
-use std::sync::Arc;
 
 /// An interpreter that runs a script given on stdin.
 pub struct ScriptRunner {
     pub program: &'static str,
     pub args: &'static [&'static str],
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(
-        "bash",
-        Arc::new(ScriptRunner {
-            program: "bash",
-            args: &[],
-        }),
-    );
-    reg.register(
-        "python",
-        Arc::new(ScriptRunner {
-            program: "python3",
-            args: &["-"],
-        }),
-    );
-    reg.register(
-        "node",
-        Arc::new(ScriptRunner {
-            program: "node",
-            args: &["-"],
-        }),
-    );
 }
 
 #[async_trait]

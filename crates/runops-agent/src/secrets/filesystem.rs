@@ -5,8 +5,8 @@
 
 use super::env_var::parse_secret_object;
 use super::{Secrets, SecretsProvider};
-use crate::config::MAX_SECRETS_FILE_BYTES;
 use crate::failure::TaskFailure;
+use crate::limits::MAX_SECRETS_FILE_BYTES;
 use async_trait::async_trait;
 use runops_proto::agent::TaskOffer;
 use std::path::PathBuf;
@@ -61,7 +61,7 @@ impl FilesystemProvider {
 #[async_trait]
 impl SecretsProvider for FilesystemProvider {
     fn name(&self) -> &'static str {
-        "filesystem"
+        runops_proto::SecretProvider::Filesystem.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

@@ -1,6 +1,6 @@
 //! The HTTP client the network providers share, and the words for transport errors.
 
-use crate::config::{MAX_SECRET_RESPONSE_BYTES, SECRETS_CONNECT_TIMEOUT, SECRETS_REQUEST_TIMEOUT};
+use crate::limits::{MAX_SECRET_RESPONSE_BYTES, SECRETS_CONNECT_TIMEOUT, SECRETS_REQUEST_TIMEOUT};
 
 /// A client with the secrets timeouts, so an unreachable or hung manager fails fast.
 pub fn client() -> reqwest::Client {

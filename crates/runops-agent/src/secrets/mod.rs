@@ -15,6 +15,7 @@ pub mod vault;
 
 use crate::failure::TaskFailure;
 use async_trait::async_trait;
+use runops_proto::SecretProvider;
 use runops_proto::agent::TaskOffer;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,17 +24,7 @@ use std::sync::Arc;
 pub type Secrets = BTreeMap<String, String>;
 
 /// The provider used when a target has a `secret_path` but no `secret_provider`.
-pub const DEFAULT_PROVIDER: &str = "env-var";
-
-/// Providers the product knows besides `env-var` (all registered by
-/// [`SecretsRegistry::with_defaults`]; a registry built by hand may lack some).
-const PLANNED_PROVIDERS: &[&str] = &[
-    "filesystem",
-    "aws",
-    "hashicorp/kv",
-    "hashicorp/db",
-    "runops",
-];
+pub const DEFAULT_PROVIDER: &str = SecretProvider::DEFAULT.as_str();
 
 /// Fetches the secrets of one task from one kind of secrets manager.
 #[async_trait]
@@ -57,25 +48,39 @@ pub struct SecretsRegistry {
 }
 
 impl SecretsRegistry {
-    /// Every provider this agent supports, reading the agent's own environment.
+    /// Every provider this agent supports (one for each [`SecretProvider`]), reading
+    /// the agent's own environment.
     pub fn with_defaults() -> SecretsRegistry {
-        let mut reg = SecretsRegistry::default();
-        reg.register(Arc::new(env_var::EnvVarProvider::from_process_env()));
-        reg.register(Arc::new(filesystem::FilesystemProvider::from_process_env()));
-        reg.register(Arc::new(aws::AwsSecretsManager::new(
-            crate::aws::AwsEnv::from_process_env(),
-        )));
         let vault = Arc::new(vault::VaultClient::new(
             vault::VaultSettings::from_process_env(),
         ));
-        reg.register(Arc::new(vault::VaultKvProvider::new(vault.clone())));
-        reg.register(Arc::new(vault::VaultDbProvider::new(vault)));
-        reg.register(Arc::new(runops::RunopsProvider));
+        let mut reg = SecretsRegistry::default();
+        for &p in SecretProvider::ALL {
+            reg.register(match p {
+                SecretProvider::EnvVar => Arc::new(env_var::EnvVarProvider::from_process_env()),
+                SecretProvider::Filesystem => {
+                    Arc::new(filesystem::FilesystemProvider::from_process_env())
+                }
+                SecretProvider::Aws => Arc::new(aws::AwsSecretsManager::new(
+                    crate::aws::AwsEnv::from_process_env(),
+                )),
+                SecretProvider::HashicorpKv => Arc::new(vault::VaultKvProvider::new(vault.clone())),
+                SecretProvider::HashicorpDb => Arc::new(vault::VaultDbProvider::new(vault.clone())),
+                SecretProvider::Runops => Arc::new(runops::RunopsProvider),
+            });
+        }
         reg
     }
 
     pub fn register(&mut self, provider: Arc<dyn SecretsProvider>) {
         self.providers.insert(provider.name(), provider);
+    }
+
+    /// The names of the providers registered, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.providers.keys().copied().collect();
+        names.sort_unstable();
+        names
     }
 
     /// Fetches the secrets of `offer`: none when it names neither a provider nor a path.
@@ -92,13 +97,13 @@ impl SecretsRegistry {
             _ => return Ok(Secrets::new()),
         };
         let provider = self.providers.get(name).ok_or_else(|| {
-            if PLANNED_PROVIDERS.contains(&name) {
+            if name.parse::<SecretProvider>().is_ok() {
                 TaskFailure::invalid_config(format!(
                     "secret provider `{name}` is not available in this agent yet"
                 ))
             } else {
                 let mut known: Vec<&str> = self.providers.keys().copied().collect();
-                known.extend(PLANNED_PROVIDERS);
+                known.extend(SecretProvider::NAMES);
                 known.sort_unstable();
                 known.dedup();
                 TaskFailure::invalid_config(format!(
@@ -195,5 +200,19 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.message.contains("env-var"), "{e}");
+    }
+
+    /// The agent has a provider for exactly the names the server accepts
+    /// ([`SecretProvider`], which the server's validation parses them with).
+    #[test]
+    fn the_default_registry_has_every_provider_and_nothing_else() {
+        let reg = SecretsRegistry::with_defaults();
+        for p in SecretProvider::ALL {
+            assert!(reg.providers.contains_key(p.as_str()), "{p}");
+        }
+        for name in reg.providers.keys() {
+            assert!(name.parse::<SecretProvider>().is_ok(), "{name}");
+        }
+        assert_eq!(reg.providers.len(), SecretProvider::ALL.len());
     }
 }

@@ -12,7 +12,7 @@ pub struct RunopsProvider;
 #[async_trait]
 impl SecretsProvider for RunopsProvider {
     fn name(&self) -> &'static str {
-        "runops"
+        runops_proto::SecretProvider::Runops.as_str()
     }
 
     async fn fetch(&self, offer: &TaskOffer) -> Result<Secrets, TaskFailure> {

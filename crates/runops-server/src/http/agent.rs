@@ -584,13 +584,13 @@ pub async fn finish(
     ApiJson(mut req): ApiJson<FinishRequest>,
 ) -> ApiResult<Json<FinishResponse>> {
     let id = parse_task_id(&raw)?;
-    if !matches!(req.status, TaskStatus::Success | TaskStatus::Failure) {
+    if !matches!(req.result.status, TaskStatus::Success | TaskStatus::Failure) {
         return Err(ApiError::bad_request(format!(
             "a task finishes `success` or `failure`, not `{}`",
-            req.status
+            req.result.status
         )));
     }
-    req.failure_message = req.failure_message.map(truncate_message);
+    req.result.failure_message = req.result.failure_message.map(truncate_message);
     owned_session(&st, &auth, &req.session_id, "finish").await?;
     let d = st
         .store
@@ -620,7 +620,7 @@ pub async fn finish(
                 "log_incomplete",
                 format!(
                     "the server has {stored} bytes of the log of task {id}, the agent reports {}",
-                    req.log_size
+                    req.result.log_size
                 ),
             )
             .hint(format!(

@@ -71,9 +71,11 @@ pub async fn create_user(
     ApiJson(req): ApiJson<UserCreate>,
 ) -> ApiResult<(StatusCode, Json<UserCreated>)> {
     auth.require_admin("create users")?;
-    let role = req.role.unwrap_or_else(|| "user".into());
+    let role = req
+        .role
+        .unwrap_or_else(|| runops_proto::Role::DEFAULT.as_str().into());
     let email = req.email.trim().to_string();
-    validate::user_fields(&req.name, &email, &role)?;
+    let role = validate::user_fields(&req.name, &email, &role)?;
     let groups: Vec<String> = req
         .groups
         .iter()

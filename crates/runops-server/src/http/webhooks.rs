@@ -78,10 +78,7 @@ pub async fn create(
         tracing::error!(error = %e, "no randomness for a webhook secret");
         ApiError::internal()
     })?;
-    let secret = format!(
-        "{SECRET_PREFIX}{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let secret = format!("{SECRET_PREFIX}{}", hex::encode(bytes));
     let sealed = st
         .sealer
         .seal_webhook_secret(auth.org_id(), &url, &secret)

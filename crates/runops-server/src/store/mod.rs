@@ -72,7 +72,7 @@ pub struct NewUser {
     pub name: String,
     pub email: String,
     pub groups: Vec<String>,
-    pub role: String,
+    pub role: runops_proto::Role,
 }
 
 /// A task to create: the caller resolved the target and snapshots its settings here.

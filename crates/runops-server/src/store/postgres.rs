@@ -407,8 +407,9 @@ impl Store for PgStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
-            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = 'admin' ORDER BY o.id, u.id LIMIT 1"
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = $1 ORDER BY o.id, u.id LIMIT 1"
         ))
+        .bind(runops_proto::Role::Admin.as_str())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -428,7 +429,7 @@ impl Store for PgStore {
         .bind(&user.name)
         .bind(&user.email)
         .bind(to_json_list(&user.groups))
-        .bind(&user.role)
+        .bind(user.role.as_str())
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await;
@@ -451,7 +452,7 @@ impl Store for PgStore {
             name: user.name.clone(),
             email: user.email.clone(),
             groups: user.groups.clone(),
-            role: user.role.clone(),
+            role: user.role.as_str().to_string(),
             org,
             created_at: ts(now_ms)?,
         })
@@ -1180,10 +1181,10 @@ impl Store for PgStore {
         };
         let event = Event::Finish {
             session_id: &req.session_id,
-            status: req.status,
-            failure_reason: req.failure_reason,
-            log_size: req.log_size,
-            log_elsewhere: req.log_location.is_some(),
+            status: req.result.status,
+            failure_reason: req.result.failure_reason,
+            log_size: req.result.log_size,
+            log_elsewhere: req.result.log_location.is_some(),
         };
         let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
@@ -1206,21 +1207,21 @@ impl Store for PgStore {
         };
         let message = match status {
             TaskStatus::Success => None,
-            _ => req.failure_message.clone(),
+            _ => req.result.failure_message.clone(),
         };
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = $1, exit_code = $2, failure_reason = $3, failure_message = $4, redacted = $5, log_size = $6, log_location = $7, finished_at = $8, elapsed_ms = $9, offer_deadline = NULL WHERE id = $10 RETURNING ",
             task_cols!()
         ))
         .bind(status.as_str())
-        .bind(req.exit_code)
+        .bind(req.result.exit_code)
         .bind(reason.map(|r| r.as_str()))
         .bind(message)
-        .bind(req.redacted)
-        .bind(i64::try_from(req.log_size).unwrap_or(i64::MAX))
-        .bind(req.log_location.as_deref().unwrap_or("server"))
+        .bind(req.result.redacted)
+        .bind(i64::try_from(req.result.log_size).unwrap_or(i64::MAX))
+        .bind(req.result.log_location.as_deref().unwrap_or("server"))
         .bind(now_ms)
-        .bind(i64::try_from(req.elapsed_ms).unwrap_or(i64::MAX))
+        .bind(i64::try_from(req.result.elapsed_ms).unwrap_or(i64::MAX))
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
@@ -2158,5 +2159,15 @@ mod tests {
                 "postgres.rs has the literal {literal}: bind `TaskStatus::as_str()` instead"
             );
         }
+    }
+
+    /// Roles are bound from `Role`, as in sqlite.rs.
+    #[test]
+    fn no_admin_role_literal_in_sql() {
+        let literal = format!("'{}'", runops_proto::Role::Admin);
+        assert!(
+            !include_str!("postgres.rs").contains(&literal),
+            "postgres.rs has the literal {literal}: bind `Role::Admin.as_str()` instead"
+        );
     }
 }

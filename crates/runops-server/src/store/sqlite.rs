@@ -140,11 +140,134 @@ macro_rules! user_cols {
     };
 }
 
-macro_rules! target_cols {
-    () => {
-        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs"
+/// A query with its arguments, as the binding helpers pass it along.
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// The stored settings of a target, each a column and the value bound to it: the one
+/// list the targets' INSERT, UPDATE and SELECT and a task's snapshot of its target (its
+/// INSERT; the offer reads the snapshot back) are generated from. `target` columns only
+/// a target row has; `snapshot` columns a task copies at its creation, under the same
+/// names.
+macro_rules! target_settings_sql {
+    (
+        target { $($tcol:literal => |$tt:ident| $tbind:expr,)* }
+        snapshot { $($scol:literal => |$st:ident| $sbind:expr,)* }
+    ) => {
+        /// Every settings column of `targets`, in bind order.
+        const TARGET_SETTING_COLUMNS: &[&str] = &[$($tcol,)* $($scol,)*];
+        /// The settings columns a task snapshots (the same names in `tasks`), in bind
+        /// order.
+        const SNAPSHOT_COLUMNS: &[&str] = &[$($scol,)*];
+
+        /// Binds the values of [`TARGET_SETTING_COLUMNS`].
+        fn bind_target_settings<'q>(q: SqliteQuery<'q>, target: &Target) -> SqliteQuery<'q> {
+            $( let q = { let $tt = target; q.bind($tbind) }; )*
+            bind_snapshot(q, target)
+        }
+
+        /// Binds the values of [`SNAPSHOT_COLUMNS`].
+        fn bind_snapshot<'q>(q: SqliteQuery<'q>, target: &Target) -> SqliteQuery<'q> {
+            $( let q = { let $st = target; q.bind($sbind) }; )*
+            q
+        }
     };
 }
+
+target_settings_sql! {
+    target {
+        "kind" => |t| &t.kind,
+        "description" => |t| &t.description,
+        "tags" => |t| &t.tags,
+        "runner_provider" => |t| &t.runner_provider,
+    }
+    snapshot {
+        "secret_provider" => |t| &t.secret_provider,
+        "secret_path" => |t| &t.secret_path,
+        "secret_mapping" => |t| mapping_text(t),
+        "redact" => |t| &t.redact,
+        "custom_command" => |t| &t.custom_command,
+        "timeout_secs" => |t| i64::try_from(t.timeout).unwrap_or(i64::MAX),
+        "redact_keys_json" => |t| to_json_list(&t.redact_keys),
+        "public_keys_json" => |t| to_json_list(&t.public_keys),
+        "review" => |t| &t.review,
+        "reviewers_json" => |t| to_json_list(&t.reviewers),
+        "min_approvals" => |t| t.min_approvals.map(i64::from),
+        "approval_ttl_secs" => |t| i64::try_from(t.approval_ttl).unwrap_or(i64::MAX),
+        "review_ttl_secs" => |t| i64::try_from(t.review_ttl).unwrap_or(i64::MAX),
+    }
+}
+
+/// `?, ?, ?` for `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The columns [`target_from_row`] reads.
+static TARGET_SELECT_COLS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "name, created_at, updated_at, config_keys_json, {}",
+        TARGET_SETTING_COLUMNS.join(", ")
+    )
+});
+
+static INSERT_TARGET_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO targets (org_id, name, created_at, updated_at, {}) VALUES (?, ?, ?, ?, {})",
+        TARGET_SETTING_COLUMNS.join(", "),
+        placeholders(TARGET_SETTING_COLUMNS.len())
+    )
+});
+
+static UPDATE_TARGET_SQL: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = TARGET_SETTING_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = ?"))
+        .collect();
+    format!(
+        "UPDATE targets SET updated_at = ?, {} WHERE org_id = ? AND name = ?",
+        set.join(", ")
+    )
+});
+
+static LIST_TARGETS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM targets WHERE org_id = ? ORDER BY name",
+        *TARGET_SELECT_COLS
+    )
+});
+
+static GET_TARGET_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM targets WHERE org_id = ? AND name = ?",
+        *TARGET_SELECT_COLS
+    )
+});
+
+/// A task and its snapshot of the target's settings.
+static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
+    const OWN: &[&str] = &[
+        "org_id",
+        "target_name",
+        "tags",
+        "tag_key",
+        "kind",
+        "script",
+        "message",
+        "user_id",
+        "user_email",
+        "user_groups_json",
+        "status",
+        "created_at",
+        "created_with_jwt",
+        "review_sha256",
+    ];
+    format!(
+        "INSERT INTO tasks ({}, {}) VALUES ({})",
+        OWN.join(", "),
+        SNAPSHOT_COLUMNS.join(", "),
+        placeholders(OWN.len() + SNAPSHOT_COLUMNS.len())
+    )
+});
 
 fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
     let mapping: Option<String> = row.try_get("secret_mapping")?;
@@ -313,8 +436,9 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             user_cols!(),
-            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = 'admin' ORDER BY o.id, u.id LIMIT 1"
+            ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = ? ORDER BY o.id, u.id LIMIT 1"
         ))
+        .bind(runops_proto::Role::Admin.as_str())
         .fetch_optional(&self.writer)
         .await?;
         match row {
@@ -334,7 +458,7 @@ impl Store for SqliteStore {
         .bind(&user.name)
         .bind(&user.email)
         .bind(to_json_list(&user.groups))
-        .bind(&user.role)
+        .bind(user.role.as_str())
         .bind(now_ms)
         .execute(&self.writer)
         .await;
@@ -357,7 +481,7 @@ impl Store for SqliteStore {
             name: user.name.clone(),
             email: user.email.clone(),
             groups: user.groups.clone(),
-            role: user.role.clone(),
+            role: user.role.as_str().to_string(),
             org,
             created_at: ts(now_ms)?,
         })
@@ -503,32 +627,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_target(&self, org_id: i64, t: &Target) -> StoreResult<Target> {
-        let r = sqlx::query(
-            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(org_id)
-        .bind(&t.name)
-        .bind(&t.kind)
-        .bind(&t.description)
-        .bind(&t.tags)
-        .bind(&t.secret_provider)
-        .bind(&t.secret_path)
-        .bind(mapping_text(t))
-        .bind(&t.runner_provider)
-        .bind(&t.redact)
-        .bind(&t.review)
-        .bind(to_json_list(&t.reviewers))
-        .bind(&t.custom_command)
-        .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
-        .bind(t.created_at.timestamp_millis())
-        .bind(t.updated_at.timestamp_millis())
-        .bind(to_json_list(&t.redact_keys))
-        .bind(to_json_list(&t.public_keys))
-        .bind(t.min_approvals.map(i64::from))
-        .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
-        .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
-        .execute(&self.writer)
-        .await;
+        let q = sqlx::query(INSERT_TARGET_SQL.as_str())
+            .bind(org_id)
+            .bind(&t.name)
+            .bind(t.created_at.timestamp_millis())
+            .bind(t.updated_at.timestamp_millis());
+        let r = bind_target_settings(q, t).execute(&self.writer).await;
         match r {
             Ok(_) => Ok(t.clone()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
@@ -540,56 +644,29 @@ impl Store for SqliteStore {
     }
 
     async fn list_targets(&self, org_id: i64) -> StoreResult<Vec<Target>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            target_cols!(),
-            " FROM targets WHERE org_id = ? ORDER BY name"
-        ))
-        .bind(org_id)
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(LIST_TARGETS_SQL.as_str())
+            .bind(org_id)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(target_from_row).collect()
     }
 
     async fn get_target(&self, org_id: i64, name: &str) -> StoreResult<Option<Target>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            target_cols!(),
-            " FROM targets WHERE org_id = ? AND name = ?"
-        ))
-        .bind(org_id)
-        .bind(name)
-        .fetch_optional(&self.reader)
-        .await?;
+        let row = sqlx::query(GET_TARGET_SQL.as_str())
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(target_from_row).transpose()
     }
 
     async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
-        let r = sqlx::query(
-            "UPDATE targets SET kind = ?, description = ?, tags = ?, secret_provider = ?, secret_path = ?, secret_mapping = ?, runner_provider = ?, redact = ?, review = ?, reviewers_json = ?, custom_command = ?, timeout_secs = ?, updated_at = ?, redact_keys_json = ?, public_keys_json = ?, min_approvals = ?, approval_ttl_secs = ?, review_ttl_secs = ? WHERE org_id = ? AND name = ?",
-        )
-        .bind(&t.kind)
-        .bind(&t.description)
-        .bind(&t.tags)
-        .bind(&t.secret_provider)
-        .bind(&t.secret_path)
-        .bind(mapping_text(t))
-        .bind(&t.runner_provider)
-        .bind(&t.redact)
-        .bind(&t.review)
-        .bind(to_json_list(&t.reviewers))
-        .bind(&t.custom_command)
-        .bind(i64::try_from(t.timeout).unwrap_or(i64::MAX))
-        .bind(t.updated_at.timestamp_millis())
-        .bind(to_json_list(&t.redact_keys))
-        .bind(to_json_list(&t.public_keys))
-        .bind(t.min_approvals.map(i64::from))
-        .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
-        .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
-        .bind(org_id)
-        .bind(&t.name)
-        .execute(&self.writer)
-        .await?;
+        let q = sqlx::query(UPDATE_TARGET_SQL.as_str()).bind(t.updated_at.timestamp_millis());
+        let r = bind_target_settings(q, t)
+            .bind(org_id)
+            .bind(&t.name)
+            .execute(&self.writer)
+            .await?;
         Ok((r.rows_affected() > 0).then(|| t.clone()))
     }
 
@@ -645,39 +722,25 @@ impl Store for SqliteStore {
 
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
-        let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(org_id)
-        .bind(&target.name)
-        .bind(&target.tags)
-        .bind(tag_key(target.tags.as_deref()))
-        .bind(&t.kind)
-        .bind(&t.script)
-        .bind(&t.message)
-        .bind(t.user.id)
-        .bind(&t.user.email)
-        .bind(to_json_list(&t.user.groups))
-        .bind(&target.secret_provider)
-        .bind(&target.secret_path)
-        .bind(mapping_text(target))
-        .bind(&target.redact)
-        .bind(&target.custom_command)
-        .bind(i64::try_from(target.timeout).unwrap_or(i64::MAX))
-        .bind(t.status.as_str())
-        .bind(now_ms)
-        .bind(t.created_with_jwt)
-        .bind(to_json_list(&target.redact_keys))
-        .bind(to_json_list(&target.public_keys))
-        .bind(&target.review)
-        .bind(to_json_list(&target.reviewers))
-        .bind(target.min_approvals.map(i64::from))
-        .bind(i64::try_from(target.approval_ttl).unwrap_or(i64::MAX))
-        .bind(i64::try_from(target.review_ttl).unwrap_or(i64::MAX))
-        .bind(&t.review_sha256)
-        .execute(&self.writer)
-        .await?
-        .last_insert_rowid();
+        let q = sqlx::query(INSERT_TASK_SQL.as_str())
+            .bind(org_id)
+            .bind(&target.name)
+            .bind(&target.tags)
+            .bind(tag_key(target.tags.as_deref()))
+            .bind(&t.kind)
+            .bind(&t.script)
+            .bind(&t.message)
+            .bind(t.user.id)
+            .bind(&t.user.email)
+            .bind(to_json_list(&t.user.groups))
+            .bind(t.status.as_str())
+            .bind(now_ms)
+            .bind(t.created_with_jwt)
+            .bind(&t.review_sha256);
+        let id = bind_snapshot(q, target)
+            .execute(&self.writer)
+            .await?
+            .last_insert_rowid();
         let row = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?"))
             .bind(id)
             .fetch_one(&self.writer)
@@ -1072,10 +1135,10 @@ impl Store for SqliteStore {
         };
         let event = Event::Finish {
             session_id: &req.session_id,
-            status: req.status,
-            failure_reason: req.failure_reason,
-            log_size: req.log_size,
-            log_elsewhere: req.log_location.is_some(),
+            status: req.result.status,
+            failure_reason: req.result.failure_reason,
+            log_size: req.result.log_size,
+            log_elsewhere: req.result.log_location.is_some(),
         };
         let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
@@ -1091,21 +1154,21 @@ impl Store for SqliteStore {
         };
         let message = match status {
             TaskStatus::Success => None,
-            _ => req.failure_message.clone(),
+            _ => req.result.failure_message.clone(),
         };
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
             task_cols!()
         ))
         .bind(status.as_str())
-        .bind(req.exit_code)
+        .bind(req.result.exit_code)
         .bind(reason.map(|r| r.as_str()))
         .bind(message)
-        .bind(req.redacted)
-        .bind(i64::try_from(req.log_size).unwrap_or(i64::MAX))
-        .bind(req.log_location.as_deref().unwrap_or("server"))
+        .bind(req.result.redacted)
+        .bind(i64::try_from(req.result.log_size).unwrap_or(i64::MAX))
+        .bind(req.result.log_location.as_deref().unwrap_or("server"))
         .bind(now_ms)
-        .bind(i64::try_from(req.elapsed_ms).unwrap_or(i64::MAX))
+        .bind(i64::try_from(req.result.elapsed_ms).unwrap_or(i64::MAX))
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
@@ -1938,6 +2001,37 @@ mod web_sessions;
 #[cfg(test)]
 mod tests {
     /// Statuses come from `TaskStatus::as_str`, never from literals in SQL text.
+    #[test]
+    fn no_admin_role_literal_in_sql() {
+        // (`'user'` is also a token kind, which `kind = 'user'` means here.)
+        let literal = format!("'{}'", runops_proto::Role::Admin);
+        assert!(
+            !include_str!("sqlite.rs").contains(&literal),
+            "sqlite.rs has the literal {literal}: bind `Role::Admin.as_str()` instead"
+        );
+    }
+
+    /// Every settings column is bound once, in the order listed.
+    #[test]
+    fn target_settings_sql_has_one_placeholder_per_column() {
+        let count = |sql: &str| sql.matches('?').count();
+        assert_eq!(
+            count(&super::INSERT_TARGET_SQL),
+            4 + super::TARGET_SETTING_COLUMNS.len()
+        );
+        assert_eq!(
+            count(&super::UPDATE_TARGET_SQL),
+            3 + super::TARGET_SETTING_COLUMNS.len()
+        );
+        assert_eq!(
+            count(&super::INSERT_TASK_SQL),
+            14 + super::SNAPSHOT_COLUMNS.len()
+        );
+        for c in super::SNAPSHOT_COLUMNS {
+            assert!(super::TARGET_SETTING_COLUMNS.contains(c), "{c}");
+        }
+    }
+
     #[test]
     fn no_status_literal_in_sql() {
         let source = include_str!("sqlite.rs");

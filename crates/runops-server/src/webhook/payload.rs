@@ -127,11 +127,7 @@ pub fn sign(secret: &str, unix_secs: i64, body: &[u8]) -> String {
     mac.update(unix_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Slack's mrkdwn control characters, escaped as Slack asks.

@@ -9,7 +9,7 @@ fn user(name: &str, email: &str, role: &str) -> NewUser {
         name: name.into(),
         email: email.into(),
         groups: vec!["dev".into(), "ops".into()],
-        role: role.into(),
+        role: role.parse().expect("a role name"),
     }
 }
 

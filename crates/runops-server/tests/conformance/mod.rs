@@ -200,7 +200,7 @@ pub async fn org(store: &dyn Store, name: &str) -> Org {
                 name: format!("{name} admin"),
                 email: format!("admin@{name}.example"),
                 groups: vec!["ops".into()],
-                role: "admin".into(),
+                role: runops_proto::Role::Admin,
             },
             T0,
         )
@@ -356,14 +356,16 @@ pub async fn task(store: &dyn Store, org: &Org, id: i64) -> TaskRecord {
 pub fn success(session: &SessionRecord, log_size: u64) -> FinishRequest {
     FinishRequest {
         session_id: session.id.clone(),
-        status: TaskStatus::Success,
-        exit_code: Some(0),
-        failure_reason: None,
-        failure_message: None,
-        redacted: true,
-        log_size,
-        log_location: None,
-        elapsed_ms: 1234,
+        result: runops_proto::agent::TaskResult {
+            status: TaskStatus::Success,
+            exit_code: Some(0),
+            failure_reason: None,
+            failure_message: None,
+            redacted: true,
+            log_size,
+            log_location: None,
+            elapsed_ms: 1234,
+        },
     }
 }
 

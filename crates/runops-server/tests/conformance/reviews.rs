@@ -43,7 +43,7 @@ async fn user(store: &dyn Store, org: &Org, email: &str, groups: &[&str]) -> Use
                 name: email.into(),
                 email: email.into(),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                role: "user".into(),
+                role: runops_proto::Role::User,
             },
             T0,
         )

@@ -108,7 +108,7 @@ pub async fn task_list_filters_and_pages_newest_first(store: &dyn Store) {
                 name: "Bob".into(),
                 email: "bob@acme.example".into(),
                 groups: Vec::new(),
-                role: "user".into(),
+                role: runops_proto::Role::User,
             },
             T0,
         )
@@ -530,8 +530,8 @@ pub async fn finish_checks_the_log_and_is_idempotent(store: &dyn Store) {
     };
     assert_eq!(again.task.finished_at, Some(at(T0 + 3)), "recorded once");
     let mut failed = success(&s, 8);
-    failed.status = TaskStatus::Failure;
-    failed.failure_reason = Some(FailureReason::ExitCode);
+    failed.result.status = TaskStatus::Failure;
+    failed.result.failure_reason = Some(FailureReason::ExitCode);
     let r = store
         .finish_task(acme.id, id, &failed, T0 + 9)
         .await
@@ -564,10 +564,10 @@ pub async fn finish_of_a_failure_keeps_its_reason_or_says_agent_error(store: &dy
     let id = ready_task(store, &acme, &t, "exit 3", T0).await.task.id;
     run_task(store, &s, id, T0).await;
     let mut req = success(&s, 0);
-    req.status = TaskStatus::Failure;
-    req.exit_code = Some(3);
-    req.failure_reason = Some(FailureReason::ExitCode);
-    req.failure_message = Some("exited with 3".into());
+    req.result.status = TaskStatus::Failure;
+    req.result.exit_code = Some(3);
+    req.result.failure_reason = Some(FailureReason::ExitCode);
+    req.result.failure_message = Some("exited with 3".into());
     let FinishOutcome::Finished(rec) = store
         .finish_task(acme.id, id, &req, T0 + 1)
         .await
@@ -587,7 +587,7 @@ pub async fn finish_of_a_failure_keeps_its_reason_or_says_agent_error(store: &dy
         .outcome;
     assert!(matches!(r, FinishOutcome::AlreadyFinished(_)), "{r:?}");
     let mut timeout = req.clone();
-    timeout.failure_reason = Some(FailureReason::Timeout);
+    timeout.result.failure_reason = Some(FailureReason::Timeout);
     let r = store
         .finish_task(acme.id, id, &timeout, T0 + 2)
         .await
@@ -601,8 +601,8 @@ pub async fn finish_of_a_failure_keeps_its_reason_or_says_agent_error(store: &dy
     let id = ready_task(store, &acme, &t, "?", T0).await.task.id;
     run_task(store, &s, id, T0).await;
     let mut req = success(&s, 0);
-    req.status = TaskStatus::Failure;
-    req.exit_code = None;
+    req.result.status = TaskStatus::Failure;
+    req.result.exit_code = None;
     let FinishOutcome::Finished(rec) = store
         .finish_task(acme.id, id, &req, T0 + 1)
         .await
@@ -617,8 +617,8 @@ pub async fn finish_of_a_failure_keeps_its_reason_or_says_agent_error(store: &dy
     let id = ready_task(store, &acme, &t, "true", T0).await.task.id;
     run_task(store, &s, id, T0).await;
     let mut req = success(&s, 0);
-    req.failure_reason = Some(FailureReason::Timeout);
-    req.failure_message = Some("noise".into());
+    req.result.failure_reason = Some(FailureReason::Timeout);
+    req.result.failure_message = Some("noise".into());
     let FinishOutcome::Finished(rec) = store
         .finish_task(acme.id, id, &req, T0 + 1)
         .await
@@ -638,7 +638,7 @@ pub async fn finish_with_the_log_elsewhere_skips_the_log_check(store: &dyn Store
     let id = ready_task(store, &acme, &t, "true", T0).await.task.id;
     run_task(store, &s, id, T0).await;
     let mut req = success(&s, 1_000_000);
-    req.log_location = Some("s3://bucket/task.log".into());
+    req.result.log_location = Some("s3://bucket/task.log".into());
     let FinishOutcome::Finished(rec) = store
         .finish_task(acme.id, id, &req, T0 + 1)
         .await
@@ -657,8 +657,8 @@ pub async fn finish_with_the_log_elsewhere_skips_the_log_check(store: &dyn Store
     let id = ready_task(store, &acme, &t, "true", T0).await.task.id;
     claim(store, &s, 10, T0).await;
     let mut req = success(&s, 0);
-    req.status = TaskStatus::Failure;
-    req.failure_reason = Some(FailureReason::InvalidConfig);
+    req.result.status = TaskStatus::Failure;
+    req.result.failure_reason = Some(FailureReason::InvalidConfig);
     let FinishOutcome::Finished(rec) = store
         .finish_task(acme.id, id, &req, T0 + 1)
         .await
@@ -777,8 +777,8 @@ pub async fn kill_cancels_an_unstarted_task_and_flags_a_running_one(store: &dyn 
     assert!(matches!(r, KillOutcome::CancelRequested { .. }), "{r:?}");
     // The agent reports how it ended.
     let mut req = success(&s, 0);
-    req.status = TaskStatus::Failure;
-    req.failure_reason = Some(FailureReason::Cancelled);
+    req.result.status = TaskStatus::Failure;
+    req.result.failure_reason = Some(FailureReason::Cancelled);
     let r = store
         .finish_task(acme.id, running, &req, T0 + 3)
         .await
