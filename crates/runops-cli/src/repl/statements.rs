@@ -36,13 +36,13 @@ impl StatementRule {
         }
     }
 
-    /// One sentence for the banner and `--help`: how a statement ends.
+    /// How a statement ends, for the banner.
     pub(crate) fn describe(self) -> &'static str {
         match self {
             StatementRule::Sql(_) => "a statement runs when it ends with `;`",
             StatementRule::Lines => {
-                "each line runs as a task; a line ending with `\\`, `{`, `(`, `:`, `do` or \
-                 `then` opens a block that runs at the next empty line"
+                "each line runs as a task; a line ending in `{`, `:`, `\\`, `do`, ... opens \
+                 a block that runs at an empty line"
             }
         }
     }
