@@ -459,3 +459,40 @@ fn piped_statements_run_in_turn_and_the_first_failure_ends_the_repl() {
         );
     }
 }
+
+/// The follow code the REPL shares with `tasks create` keeps the latter's Ctrl-C: it
+/// stops waiting (exit 130) and the task goes on.
+#[test]
+fn ctrl_c_during_tasks_create_detaches_and_the_task_goes_on() {
+    let env = start();
+    let server = &env.server;
+    server.cli_ok(&["targets", "create", "--name", "sh", "--type", "bash"]);
+    let mut c = server.cli_cmd(&[
+        "tasks",
+        "create",
+        "-t",
+        "sh",
+        "-s",
+        "echo started; sleep 30",
+    ]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn tasks create");
+    let id = task_in(server, "sh", "running")["id"].as_i64().unwrap();
+    wait_for("the task's first output", || {
+        server.logs(id).contains("started").then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("task {id} keeps running")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(server.task(id)["status"], "running");
+    server.cli_ok(&["tasks", "kill", &id.to_string()]);
+}
