@@ -54,9 +54,10 @@ pub enum TasksSub {
     /// Run your approved task (with your current credentials); waits and streams its
     /// output unless --no-wait.
     Run(TaskRunArgs),
-    /// An interactive prompt on a target: each statement typed runs as a task and its
-    /// output streams back (SQL types: statements end with `;`; others: one line, or a
-    /// block ended by an empty line). Ctrl-C kills the running task, Ctrl-D leaves.
+    /// A prompt on a target: each statement typed runs as a task, its output streams back.
+    ///
+    /// SQL types: a statement ends with `;`; other types: one line, or a block ended by
+    /// an empty line. Ctrl-C kills the running task, Ctrl-D leaves.
     Repl(crate::repl::ReplArgs),
 }
 
@@ -372,6 +373,10 @@ impl TasksCmd {
             }
             TasksSub::Reject(a) => crate::reviews::reject(a.id, a.comment, json).await,
             TasksSub::Run(a) => run(a, json).await,
+            TasksSub::Repl(_) if json => Err(CliError::new(
+                "`tasks repl` prints each task's output as it comes and has no --json",
+            )
+            .with_hint("for JSON, run each statement with `runops tasks create --json`")),
             TasksSub::Repl(a) => crate::repl::run(a).await,
             TasksSub::Kill(TaskId { id }) => {
                 let client = crate::connect()?;

@@ -437,6 +437,9 @@ fn piped_statements_run_in_turn_and_the_first_failure_ends_the_repl() {
     let out = server.cli(&["tasks", "repl", "-t", "nope"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    let out = server.cli(&["tasks", "repl", "-t", "sh", "--json"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("has no --json"), "{}", stderr(&out));
 
     if postgres_up() {
         server.cli_ok(&[
