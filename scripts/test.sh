@@ -41,6 +41,8 @@ have node || apt_install nodejs
 have sqlite3 || apt_install sqlite3
 have pgrep || apt_install procps
 have ip || apt_install iproute2
+# The pseudo-terminal e2e_repl.rs types into (send-keys) and reads (capture-pane).
+have tmux || apt_install tmux
 
 # --- databases (e2e_databases.rs) ------------------------------------------------------
 # PostgreSQL and MariaDB on 127.0.0.1 (started if installed but not running, installed
@@ -193,7 +195,7 @@ require_all() {
   pg_isready -q -h 127.0.0.1 2>/dev/null || missing+=("PostgreSQL on 127.0.0.1:5432")
   mysqladmin -h 127.0.0.1 -uroot ping >/dev/null 2>&1 || missing+=("MariaDB on 127.0.0.1:3306")
   local tool
-  for tool in bash python3 node psql mysql elixir rails kubectl bao rclone pgrep; do
+  for tool in bash python3 node psql mysql elixir rails kubectl bao rclone pgrep tmux; do
     have "$tool" || missing+=("$tool")
   done
   [ -x "$RUNOPS_TEST_MONGOSH_DIR/mongosh" ] || missing+=("mongosh ($RUNOPS_TEST_MONGOSH_DIR)")

@@ -10,7 +10,8 @@
 //! command; `RUNOPS_URL` / `RUNOPS_TOKEN` override it). Output is an
 //! aligned table or a `key: value` block by default and the API's JSON with `--json`
 //! (`output.rs`). `tasks create` follows the task's log live (`follow.rs`, with a
-//! spinner on a terminal from `spinner.rs`) and exits with the task's exit code.
+//! spinner on a terminal from `spinner.rs`) and exits with the task's exit code;
+//! `tasks repl` (`repl/`) sends each statement typed at a prompt as such a task.
 //! Every failure is printed cargo-style, `error: ...` then `hint: ...`, and exits 1.
 //!
 //! The docs' flags use underscores (`--secret_path`); every such flag also accepts the
@@ -25,6 +26,7 @@ mod follow;
 mod login;
 mod output;
 mod proof;
+mod repl;
 mod reviews;
 mod spinner;
 mod targets;

@@ -1,4 +1,4 @@
-//! `runops tasks create|list|show|logs|kill|approve|reject|run`.
+//! `runops tasks create|list|show|logs|kill|approve|reject|run` (and `repl`, in `repl/`).
 //!
 //! `tasks create` waits by default: it follows the task's log live on stdout and exits
 //! with the task's exit code ([`task_exit_code`]), printing why it failed on stderr. On a
@@ -54,6 +54,11 @@ pub enum TasksSub {
     /// Run your approved task (with your current credentials); waits and streams its
     /// output unless --no-wait.
     Run(TaskRunArgs),
+    /// A prompt on a target: each statement typed runs as a task, its output streams back.
+    ///
+    /// SQL types: a statement ends with `;`; other types: one line, or a block ended by
+    /// an empty line. Ctrl-C kills the running task, Ctrl-D leaves.
+    Repl(crate::repl::ReplArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -368,6 +373,11 @@ impl TasksCmd {
             }
             TasksSub::Reject(a) => crate::reviews::reject(a.id, a.comment, json).await,
             TasksSub::Run(a) => run(a, json).await,
+            TasksSub::Repl(_) if json => Err(CliError::new(
+                "`tasks repl` prints each task's output as it comes and has no --json",
+            )
+            .with_hint("for JSON, run each statement with `runops tasks create --json`")),
+            TasksSub::Repl(a) => crate::repl::run(a).await,
             TasksSub::Kill(TaskId { id }) => {
                 let client = crate::connect()?;
                 let task = client.kill_task(id).await?;
@@ -462,13 +472,7 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         message: args.message.clone(),
         kind: args.kind.clone(),
     };
-    let task = client.create_task(&req).await?;
-    // A JWT bound to a key: the task waits for our proof before any agent gets it.
-    let task = if task.status == TaskStatus::Created {
-        crate::proof::prove_created_task(&client, &req, task).await?
-    } else {
-        task
-    };
+    let task = submit(&client, &req).await?;
     let id = task.id;
     if args.no_wait {
         if json {
@@ -484,9 +488,53 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         }
         return Ok(0);
     }
+    follow_to_end(&client, &req, task, json, OnInterrupt::Detach).await
+}
+
+/// Creates the task `req` asks for; with a JWT bound to a key, also sends the proof the
+/// task waits for before any agent gets it.
+pub(crate) async fn submit(client: &Client, req: &TaskCreate) -> CliResult<Task> {
+    let task = client.create_task(req).await?;
+    if task.status == TaskStatus::Created {
+        crate::proof::prove_created_task(client, req, task).await
+    } else {
+        Ok(task)
+    }
+}
+
+/// What Ctrl-C does while a created task is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnInterrupt {
+    /// Stop waiting and say how to get back to the task, which goes on (`tasks create`;
+    /// exits 130).
+    Detach,
+    /// Kill the task as `runops tasks kill` does (a task waiting for review is
+    /// withdrawn), then follow it to its end; a second Ctrl-C stops waiting (the REPL).
+    Kill,
+}
+
+/// Follows the task `req` created to its end: waits for its reviews (then runs it with
+/// our current credentials), streams its log to stdout (with `json`, prints only the
+/// final task) and says why it failed. Returns the exit code of [`task_exit_code`], or
+/// 130 when the user stopped waiting.
+pub(crate) async fn follow_to_end(
+    client: &Client,
+    req: &TaskCreate,
+    task: Task,
+    json: bool,
+    on_interrupt: OnInterrupt,
+) -> CliResult<u8> {
+    let id = task.id;
+    if on_interrupt == OnInterrupt::Kill {
+        let run = async {
+            let task = reviewed_and_run(client, req, task).await?;
+            wait_for(client, task, json).await
+        };
+        return kill_on_interrupt(client, id, run).await;
+    }
     let task = if task.status == TaskStatus::PendingReview {
-        let reviewed = tokio::select! {
-            r = crate::reviews::wait_for_review(&client, task) => r?,
+        tokio::select! {
+            r = reviewed_and_run(client, req, task) => r?,
             _ = tokio::signal::ctrl_c() => {
                 spinner::clear_line();
                 output::note(&format!(
@@ -495,16 +543,61 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
                 ));
                 return Ok(EXIT_INTERRUPTED);
             }
-        };
-        if reviewed.status == TaskStatus::Approved {
-            crate::reviews::run_approved(&client, &reviewed, Some(&req)).await?
-        } else {
-            reviewed
         }
     } else {
         task
     };
-    until_interrupted(id, wait_for(&client, task, json)).await
+    until_interrupted(id, wait_for(client, task, json)).await
+}
+
+/// `task` once it no longer waits for review: when approved, run (with our current
+/// credentials); otherwise as the review left it (rejected, expired, withdrawn).
+async fn reviewed_and_run(client: &Client, req: &TaskCreate, task: Task) -> CliResult<Task> {
+    if task.status != TaskStatus::PendingReview {
+        return Ok(task);
+    }
+    let reviewed = crate::reviews::wait_for_review(client, task).await?;
+    if reviewed.status == TaskStatus::Approved {
+        crate::reviews::run_approved(client, &reviewed, Some(req)).await
+    } else {
+        Ok(reviewed)
+    }
+}
+
+/// Runs `fut` (which follows task `id` to its end); the first Ctrl-C kills the task and
+/// `fut` goes on to show how it ended, a second one stops waiting (exit 130).
+async fn kill_on_interrupt(
+    client: &Client,
+    id: i64,
+    fut: impl Future<Output = CliResult<u8>>,
+) -> CliResult<u8> {
+    let mut fut = std::pin::pin!(fut);
+    let mut kill_sent = false;
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tokio::signal::ctrl_c() => {
+                spinner::clear_line();
+                if kill_sent {
+                    output::note(&format!(
+                        "\nstopped waiting for task {id}; see how it ended with `runops tasks show {id}`"
+                    ));
+                    return Ok(EXIT_INTERRUPTED);
+                }
+                kill_sent = true;
+                match client.kill_task(id).await {
+                    Ok(_) => output::note(&format!(
+                        "\ninterrupted: killing task {id} (Ctrl-C again stops waiting)"
+                    )),
+                    // Already ended: following shows how.
+                    Err(e) => output::note(&format!(
+                        "\ninterrupted: cannot kill task {id}: {}",
+                        CliError::from(e).message
+                    )),
+                }
+            }
+        }
+    }
 }
 
 /// `runops tasks run ID`: runs an approved task of ours, then follows it like `create`.

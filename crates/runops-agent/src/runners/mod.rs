@@ -20,7 +20,8 @@ pub mod postgres_tls;
 pub mod rails;
 pub mod script;
 pub mod sql_output;
-pub mod sql_script;
+/// Splitting SQL scripts into statements: shared with the CLI's REPL (`runops-sql`).
+pub use runops_sql as sql_script;
 pub mod sql_server;
 pub mod tool;
 pub mod vault;

@@ -1,8 +1,14 @@
-//! Splitting a SQL script into statements, as `psql -f` and the `mysql` client do: both
-//! send one statement at a time (so each autocommits, an error stops the rest, and the
-//! error can name the statement's line). A `;` ends a statement only outside quotes,
+//! SQL script lexing shared by the Runops agent and CLI.
+//!
+//! The agent splits a script into statements, as `psql -f` and the `mysql` client do:
+//! both send one statement at a time (so each autocommits, an error stops the rest, and
+//! the error can name the statement's line). A `;` ends a statement only outside quotes,
 //! comments, dollar quotes (PostgreSQL) and parentheses (PostgreSQL, as psql does for
 //! `CREATE RULE`); the `mysql` client's `DELIMITER` command is understood too.
+//!
+//! The CLI's REPL (`runops tasks repl`) asks the same lexer whether what was typed so far
+//! ends a statement ([`ends_statement`]), so a `;` inside a string never sends half a
+//! statement and both sides agree on where statements end.
 
 /// Which lexical rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +32,24 @@ pub struct Statement<'a> {
 
 /// The statements of `script`, skipping those that hold only blanks and comments.
 pub fn split_statements(script: &str, dialect: Dialect) -> Vec<Statement<'_>> {
+    let (mut out, tail) = scan(script, dialect);
+    push_statement(script, tail, script.len(), dialect, &mut out);
+    out
+}
+
+/// True when `script` holds a statement and everything after its last delimiter is
+/// blanks and comments: what a REPL asks before sending what was typed. False while a
+/// quote, a dollar quote or a parenthesis is open, or after text with no delimiter yet.
+pub fn ends_statement(script: &str, dialect: Dialect) -> bool {
+    let (statements, tail) = scan(script, dialect);
+    !statements.is_empty()
+        && script
+            .get(tail..)
+            .is_some_and(|t| only_blank_or_comments(t, dialect))
+}
+
+/// The delimited statements of `script` and where the undelimited rest starts.
+fn scan(script: &str, dialect: Dialect) -> (Vec<Statement<'_>>, usize) {
     let b = script.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
@@ -78,8 +102,7 @@ pub fn split_statements(script: &str, dialect: Dialect) -> Vec<Statement<'_>> {
             _ => i += 1,
         }
     }
-    push_statement(script, start, b.len(), dialect, &mut out);
-    out
+    (out, start)
 }
 
 fn push_statement<'a>(
@@ -367,6 +390,47 @@ mod tests {
             1
         );
         assert_eq!(texts("select /* abc; select 2", Dialect::Mysql).len(), 1);
+    }
+
+    #[test]
+    fn a_statement_ends_at_a_delimiter_outside_quotes_comments_and_parentheses() {
+        let pg = Dialect::Postgres;
+        for done in [
+            "select 1;",
+            "select\n  2 as two\n;",
+            "select 'a;b'; -- trailing note",
+            "select 1; /* done */ ",
+            "select $$ a; b $$;",
+            "select 1; select 2;",
+        ] {
+            assert!(ends_statement(done, pg), "{done:?} should be complete");
+        }
+        for open in [
+            "",
+            "  ",
+            "-- only a comment;",
+            ";",
+            "select 1",
+            "select 'a;",
+            "select $body$ a;",
+            "select (1;",
+            "select 1; select 2",
+            "select \"x;",
+        ] {
+            assert!(!ends_statement(open, pg), "{open:?} should wait for more");
+        }
+        let my = Dialect::Mysql;
+        assert!(ends_statement("select 'it\\'s;';", my));
+        assert!(!ends_statement("select 'it\\'s;", my));
+        assert!(!ends_statement("select 1 # not yet;", my));
+        assert!(!ends_statement(
+            "DELIMITER //\ncreate procedure p() begin select 1;",
+            my
+        ));
+        assert!(ends_statement(
+            "DELIMITER //\ncreate procedure p() begin select 1; end//",
+            my
+        ));
     }
 
     #[test]
