@@ -301,6 +301,7 @@ mod tests {
             agent_connected: None,
             agent: None,
             review: None,
+            template: None,
         }
     }
 

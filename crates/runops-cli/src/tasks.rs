@@ -463,14 +463,27 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         kind: args.kind.clone(),
     };
     let task = client.create_task(&req).await?;
+    follow_created(&client, &req, task, args.no_wait, json).await
+}
+
+/// What `tasks create` does once the server made the task from `req` (a typed script,
+/// or a template's rendered one): proves it when the token is key-bound, then returns
+/// its id (`no_wait`) or waits for its reviews and follows it to its end.
+pub(crate) async fn follow_created(
+    client: &Client,
+    req: &TaskCreate,
+    task: Task,
+    no_wait: bool,
+    json: bool,
+) -> CliResult<u8> {
     // A JWT bound to a key: the task waits for our proof before any agent gets it.
     let task = if task.status == TaskStatus::Created {
-        crate::proof::prove_created_task(&client, &req, task).await?
+        crate::proof::prove_created_task(client, req, task).await?
     } else {
         task
     };
     let id = task.id;
-    if args.no_wait {
+    if no_wait {
         if json {
             output::print_json(&task)?;
         } else {
@@ -486,7 +499,7 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
     }
     let task = if task.status == TaskStatus::PendingReview {
         let reviewed = tokio::select! {
-            r = crate::reviews::wait_for_review(&client, task) => r?,
+            r = crate::reviews::wait_for_review(client, task) => r?,
             _ = tokio::signal::ctrl_c() => {
                 spinner::clear_line();
                 output::note(&format!(
@@ -497,14 +510,14 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
             }
         };
         if reviewed.status == TaskStatus::Approved {
-            crate::reviews::run_approved(&client, &reviewed, Some(&req)).await?
+            crate::reviews::run_approved(client, &reviewed, Some(req)).await?
         } else {
             reviewed
         }
     } else {
         task
     };
-    until_interrupted(id, wait_for(&client, task, json)).await
+    until_interrupted(id, wait_for(client, task, json)).await
 }
 
 /// `runops tasks run ID`: runs an approved task of ours, then follows it like `create`.
@@ -678,6 +691,25 @@ pub(crate) fn task_details(t: &Task, now: chrono::DateTime<Utc>) -> String {
                 .unwrap_or_else(|| "-".into()),
         ),
     ]);
+    if let Some(tpl) = &t.template {
+        pairs.push((
+            "template",
+            format!("{} at {}", cell(&tpl.name), cell(&tpl.commit)),
+        ));
+        let params: Vec<String> = tpl
+            .params
+            .iter()
+            .map(|(k, v)| format!("{}={}", cell(k), cell(v)))
+            .collect();
+        pairs.push((
+            "parameters",
+            if params.is_empty() {
+                "-".into()
+            } else {
+                params.join(" ")
+            },
+        ));
+    }
     let mut out = output::key_values(&pairs);
     if let Some(r) = &t.review {
         out.push_str(&crate::reviews::review_details(r, now));
@@ -854,6 +886,7 @@ pub(crate) mod tests {
             finished_at: Some(t0 + chrono::Duration::seconds(2)),
             elapsed_ms: Some(2000),
             review: None,
+            template: None,
         }
     }
 

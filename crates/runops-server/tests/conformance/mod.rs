@@ -258,6 +258,7 @@ pub fn new_task(target: &Target, user: &User, script: &str, status: TaskStatus) 
         status,
         created_with_jwt: false,
         review_sha256: None,
+        template: None,
     }
 }
 
