@@ -2036,7 +2036,7 @@ mod tests {
         );
         assert_eq!(
             count(&super::INSERT_TASK_SQL),
-            14 + super::SNAPSHOT_COLUMNS.len()
+            17 + super::SNAPSHOT_COLUMNS.len()
         );
         for c in super::SNAPSHOT_COLUMNS {
             assert!(super::TARGET_SETTING_COLUMNS.contains(c), "{c}");
