@@ -301,7 +301,6 @@ mod tests {
             agent_connected: None,
             agent: None,
             review: None,
-            template: None,
         }
     }
 

@@ -138,9 +138,11 @@ fn boolean(value: &str) -> Option<bool> {
     }
 }
 
-/// The header's lines without their comment marker, each with its line number, and
-/// the body; `Err` when the file does not open with a header.
-fn split(text: &str) -> Result<(Vec<(usize, &str)>, String), HeaderError> {
+/// A header line without its comment marker, with its 1-based line number.
+type HeaderLine<'a> = (usize, &'a str);
+
+/// The header's lines and the body; `Err` when the file does not open with a header.
+fn split(text: &str) -> Result<(Vec<HeaderLine<'_>>, String), HeaderError> {
     let lines: Vec<&str> = text.lines().collect();
     let start = usize::from(lines.first().is_some_and(|l| l.starts_with("#!")));
     let opening = lines.get(start).map(|l| l.trim_end()).unwrap_or("");
