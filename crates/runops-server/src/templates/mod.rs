@@ -44,16 +44,26 @@ pub struct TemplatesArgs {
     #[arg(long, env = "RUNOPS_TEMPLATES_REPO", value_name = "URL")]
     pub templates_repo: Option<String>,
     /// Branch of the templates repository.
-    #[arg(long, env = "RUNOPS_TEMPLATES_BRANCH", default_value = "main")]
+    #[arg(
+        long,
+        env = "RUNOPS_TEMPLATES_BRANCH",
+        value_name = "BRANCH",
+        default_value = "main"
+    )]
     pub templates_branch: String,
     /// Seconds between two pulls of the templates repository.
-    #[arg(long, env = "RUNOPS_TEMPLATES_INTERVAL_SECS", default_value_t = DEFAULT_INTERVAL_SECS)]
+    #[arg(long, env = "RUNOPS_TEMPLATES_INTERVAL_SECS", value_name = "SECS", default_value_t = DEFAULT_INTERVAL_SECS)]
     pub templates_interval_secs: u64,
     /// Private SSH key for an ssh:// or git@ templates repository.
     #[arg(long, env = "RUNOPS_TEMPLATES_SSH_KEY", value_name = "PATH")]
     pub templates_ssh_key: Option<PathBuf>,
     /// Shared secret of POST /v1/templates/webhook (GitHub `X-Hub-Signature-256` or GitLab `X-Gitlab-Token`).
-    #[arg(long, env = "RUNOPS_TEMPLATES_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RUNOPS_TEMPLATES_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub templates_webhook_secret: Option<String>,
 }
 
