@@ -1,5 +1,5 @@
 //! The commands users type: `runops login`, `whoami`, `config`, `targets`, `tasks`,
-//! `reviews`, `agents`, `users`, `tokens`, `audit`, `webhooks`.
+//! `reviews`, `templates`, `agents`, `users`, `tokens`, `audit`, `webhooks`.
 //!
 //! The `runops` binary flattens [`Command`] into its clap root and calls [`run`]. Each
 //! group lives in its own module (`targets.rs`, `tasks.rs`, ...) holding its clap
@@ -31,6 +31,7 @@ mod reviews;
 mod spinner;
 mod targets;
 mod tasks;
+mod templates;
 mod tokens;
 mod users;
 mod webhooks;
@@ -44,6 +45,7 @@ pub use login::LoginArgs;
 pub use reviews::ReviewsArgs;
 pub use targets::TargetsCmd;
 pub use tasks::{EXIT_INTERRUPTED, EXIT_TIMEOUT, TasksCmd, task_exit_code};
+pub use templates::TemplatesCmd;
 pub use tokens::TokensCmd;
 pub use users::UsersCmd;
 pub use webhooks::WebhooksCmd;
@@ -72,6 +74,8 @@ pub enum Command {
     Tasks(TasksCmd),
     /// Tasks waiting for your review, oldest first (`--all`: every pending one).
     Reviews(ReviewsArgs),
+    /// Vetted scripts from the server's git repository: list, show, run with parameters.
+    Templates(TemplatesCmd),
     /// Live agents and agent tokens.
     Agents(AgentsCmd),
     /// Users of the organisation.
@@ -107,6 +111,7 @@ pub async fn run_code(cmd: Command) -> u8 {
         Command::Targets(c) => c.run().await,
         Command::Tasks(c) => c.run().await,
         Command::Reviews(a) => a.run().await,
+        Command::Templates(c) => c.run().await,
         Command::Agents(c) => c.run().await,
         Command::Users(c) => c.run().await,
         Command::Tokens(c) => c.run().await,

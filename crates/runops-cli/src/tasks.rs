@@ -472,9 +472,23 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         message: args.message.clone(),
         kind: args.kind.clone(),
     };
-    let task = submit(&client, &req).await?;
+    let task = client.create_task(&req).await?;
+    follow_created(&client, &req, task, args.no_wait, json).await
+}
+
+/// What `tasks create` does once the server made the task from `req` (a typed script,
+/// or a template's rendered one): proves it when the token is key-bound, then returns
+/// its id (`no_wait`) or waits for its reviews and follows it to its end.
+pub(crate) async fn follow_created(
+    client: &Client,
+    req: &TaskCreate,
+    task: Task,
+    no_wait: bool,
+    json: bool,
+) -> CliResult<u8> {
+    let task = proved(client, req, task).await?;
     let id = task.id;
-    if args.no_wait {
+    if no_wait {
         if json {
             output::print_json(&task)?;
         } else {
@@ -488,13 +502,18 @@ async fn create(args: TaskCreateArgs, json: bool) -> CliResult<u8> {
         }
         return Ok(0);
     }
-    follow_to_end(&client, &req, task, json, OnInterrupt::Detach).await
+    follow_to_end(client, req, task, json, OnInterrupt::Detach).await
 }
 
-/// Creates the task `req` asks for; with a JWT bound to a key, also sends the proof the
-/// task waits for before any agent gets it.
+/// Creates the task `req` asks for, proved (see [`proved`]).
 pub(crate) async fn submit(client: &Client, req: &TaskCreate) -> CliResult<Task> {
     let task = client.create_task(req).await?;
+    proved(client, req, task).await
+}
+
+/// `task` as created from `req`; with a JWT bound to a key, first sends the proof the task
+/// waits for before any agent gets it.
+async fn proved(client: &Client, req: &TaskCreate, task: Task) -> CliResult<Task> {
     if task.status == TaskStatus::Created {
         crate::proof::prove_created_task(client, req, task).await
     } else {
@@ -771,6 +790,25 @@ pub(crate) fn task_details(t: &Task, now: chrono::DateTime<Utc>) -> String {
                 .unwrap_or_else(|| "-".into()),
         ),
     ]);
+    if let Some(tpl) = &t.template {
+        pairs.push((
+            "template",
+            format!("{} at {}", cell(&tpl.name), cell(&tpl.commit)),
+        ));
+        let params: Vec<String> = tpl
+            .params
+            .iter()
+            .map(|(k, v)| format!("{}={}", cell(k), cell(v)))
+            .collect();
+        pairs.push((
+            "parameters",
+            if params.is_empty() {
+                "-".into()
+            } else {
+                params.join(" ")
+            },
+        ));
+    }
     let mut out = output::key_values(&pairs);
     if let Some(r) = &t.review {
         out.push_str(&crate::reviews::review_details(r, now));
@@ -947,6 +985,7 @@ pub(crate) mod tests {
             finished_at: Some(t0 + chrono::Duration::seconds(2)),
             elapsed_ms: Some(2000),
             review: None,
+            template: None,
         }
     }
 

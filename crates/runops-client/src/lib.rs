@@ -9,6 +9,7 @@
 //! `Display` is the server's own message plus its hint, ready to print.
 
 pub mod agent;
+pub mod templates;
 pub mod user;
 pub mod webhooks;
 

@@ -8,7 +8,7 @@ use reqwest::Method;
 use runops_proto::api::*;
 
 /// Percent-encodes one URL path segment (target names may hold any character).
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

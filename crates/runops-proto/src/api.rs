@@ -29,6 +29,7 @@
 //! | `POST /v1/users`                | [`UserCreate`] → `201` [`UserCreated`] (admin) |
 //! | `GET /v1/users`                 | → `[`[`User`]`]`                               |
 //! | `GET /v1/audit`                 | query [`AuditQuery`] → `[`[`AuditEvent`]`]` newest first (admin) |
+//! | `/v1/templates/...`             | see [`crate::templates`]                       |
 //!
 //! Every error is a JSON [`ApiErrorBody`] with a status code that fits.
 
@@ -325,6 +326,9 @@ pub struct Task {
     /// `GET /v1/reviews`; lists leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<TaskReview>,
+    /// The template the task was made from (`runops templates run`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::templates::TaskTemplate>,
 }
 
 /// Where a task on a reviewed target stands with its reviews.

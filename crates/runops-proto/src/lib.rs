@@ -10,12 +10,14 @@
 //! - [`status`]: task statuses and failure reasons, with their wire names.
 //! - [`limits`]: size limits shared by both sides, each with its reason.
 //! - [`vocab`]: target types, secret providers, redact and review modes, roles.
+//! - [`templates`]: vetted scripts kept in git, run with parameters (`/v1/templates`).
 //! - [`webhook`]: the webhook API (receivers of task and review events, deliveries).
 
 pub mod agent;
 pub mod api;
 pub mod limits;
 pub mod status;
+pub mod templates;
 pub mod token;
 pub mod vocab;
 pub mod webhook;

@@ -13,6 +13,7 @@
 //! Files: `http/` (routes, one file per API area), `store/` (trait + SQLite),
 //! `auth.rs` (bearer tokens), `extract.rs` (JSON/query/path extractors with JSON
 //! errors), `error.rs` (the one `ApiError`), `validate.rs` (target and user checks),
+//! `templates/` (scripts from a git repository, run with parameters),
 //! `hub.rs` (wake-ups), `reaper.rs` (leases), `metrics.rs` (`/metrics`), `audit.rs`
 //! (the audit log: who did what, when, from where), `lifecycle.rs` (every task status
 //! change, decided without I/O), `effects.rs` (carries out what it decided),
@@ -37,6 +38,7 @@ pub mod reaper;
 pub mod review;
 pub mod sealed;
 pub mod store;
+pub mod templates;
 pub mod validate;
 pub mod webhook;
 
@@ -129,6 +131,8 @@ pub struct ServerArgs {
     pub database_pool_size: u32,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
+    #[command(flatten)]
+    pub templates: templates::TemplatesArgs,
     #[command(subcommand)]
     pub command: Option<admin::ServerCommand>,
 }
@@ -151,6 +155,11 @@ impl ServerArgs {
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
             webhook_retry_max_secs: webhook::DEFAULT_RETRY_MAX_SECS,
             auth: identity::AuthArgs::default(),
+            templates: templates::TemplatesArgs {
+                templates_branch: "main".into(),
+                templates_interval_secs: templates::DEFAULT_INTERVAL_SECS,
+                ..Default::default()
+            },
             database_url: None,
             database_pool_size: store::postgres::DEFAULT_POOL_SIZE,
             command: None,
@@ -169,6 +178,8 @@ pub struct Server {
     reaper: JoinHandle<()>,
     retention: JoinHandle<()>,
     webhooks: JoinHandle<()>,
+    /// Pulls the templates repository (idle without one).
+    templates: JoinHandle<()>,
     /// The NOTIFY sender and LISTEN tasks (PostgreSQL only).
     links: Vec<JoinHandle<()>>,
 }
@@ -307,6 +318,10 @@ impl Server {
                 "agent sessions from the last run get a fresh lease to come back"
             );
         }
+        let templates = Arc::new(templates::Templates::from_args(
+            &args.templates,
+            &args.data_dir,
+        )?);
         let addr = listener.local_addr()?;
         let url = args
             .public_url
@@ -326,6 +341,7 @@ impl Server {
             webhooks: Arc::new(webhook::Outbox::new(Duration::from_secs(
                 args.webhook_retry_max_secs,
             ))),
+            templates: templates.clone(),
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -347,6 +363,7 @@ impl Server {
             args.log_retention_days,
         ));
         let webhooks = tokio::spawn(webhook::worker::run(state.clone()));
+        let templates = tokio::spawn(templates.run_poller());
         tracing::info!(
             %addr,
             %url,
@@ -365,6 +382,7 @@ impl Server {
             reaper,
             retention,
             webhooks,
+            templates,
             links,
         })
     }
@@ -416,6 +434,8 @@ impl Server {
         let _ = self.reaper.await;
         self.retention.abort();
         let _ = self.retention.await;
+        self.templates.abort();
+        let _ = self.templates.await;
         for link in self.links {
             link.abort();
             let _ = link.await;

@@ -1,7 +1,7 @@
 //! The HTTP layer: the router, the shared state, and the routes that fit in a line.
 //! Each file below holds the handlers of one part of the API:
 //! [`targets`], [`tasks`] (with log reading), [`reviews`] (approve, reject, run, the
-//! inbox), [`org`] (me, users, tokens, agents, audit), [`webhooks`]
+//! inbox), [`templates`] (scripts from git, run with parameters), [`org`] (me, users, tokens, agents, audit), [`webhooks`]
 //! and [`agent`] (the agent protocol). [`web`] is the browser app at `/`, built on
 //! those same handlers.
 
@@ -10,6 +10,7 @@ pub mod org;
 pub mod reviews;
 pub mod targets;
 pub mod tasks;
+pub mod templates;
 pub mod web;
 pub mod webhooks;
 
@@ -66,6 +67,8 @@ pub struct AppState {
     pub unused_first_admin_token: Arc<std::sync::atomic::AtomicI64>,
     /// The webhook outbox's wake-up and retry settings.
     pub webhooks: Arc<crate::webhook::Outbox>,
+    /// The templates pulled from git (`--templates-repo`).
+    pub templates: Arc<crate::templates::Templates>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -90,6 +93,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/reject", post(reviews::reject))
         .route("/v1/tasks/{id}/run", post(reviews::run))
         .route("/v1/reviews", get(reviews::inbox))
+        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates/refresh", post(templates::refresh))
+        .route("/v1/templates/webhook", post(templates::webhook))
+        .route("/v1/templates/{name}", get(templates::show))
+        .route("/v1/templates/{name}/run", post(templates::run))
         .route("/v1/agents", get(org::list_agents))
         .route(
             "/v1/agent-tokens",

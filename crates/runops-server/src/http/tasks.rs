@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runops_proto::TaskStatus;
-use runops_proto::api::{LogsQuery, Task, TaskCreate, TaskListQuery, TaskProof};
+use runops_proto::api::{LogsQuery, Target, Task, TaskCreate, TaskListQuery, TaskProof};
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_SCRIPT_BYTES};
+use runops_proto::templates::TaskTemplate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -35,6 +36,26 @@ pub async fn create(
     auth: UserAuth,
     ApiJson(req): ApiJson<TaskCreate>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
+    let target = st
+        .store
+        .get_target(auth.org_id(), &req.target)
+        .await?
+        .ok_or_else(|| target_not_found(&req.target))?;
+    let task = create_task(&st, &auth, target, req, None).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// Creates a task on `target` (already looked up): the one path of every task, typed
+/// (`POST /v1/tasks`) or made from a template (`template`, recorded with the task).
+/// Checks the script and type, starts the reviews the target asks for, holds the
+/// creator's identity token, audits, and wakes the agents.
+pub async fn create_task(
+    st: &AppState,
+    auth: &UserAuth,
+    target: Target,
+    req: TaskCreate,
+    template: Option<TaskTemplate>,
+) -> ApiResult<Task> {
     if req.script.len() > MAX_SCRIPT_BYTES {
         return Err(ApiError::too_large(format!(
             "the script is {} bytes; the limit is {MAX_SCRIPT_BYTES} bytes",
@@ -55,11 +76,6 @@ pub async fn create(
             "the message is longer than {MAX_MESSAGE_LEN} bytes"
         )));
     }
-    let target = st
-        .store
-        .get_target(auth.org_id(), &req.target)
-        .await?
-        .ok_or_else(|| target_not_found(&req.target))?;
     let kind = match req
         .kind
         .map(|k| k.trim().to_string())
@@ -83,7 +99,7 @@ pub async fn create(
         })
     });
     // The creator's identity token travels to the agent with the task (memory only).
-    let creator_token = crate::identity::creator_token(&auth).filter(|_| !reviewed);
+    let creator_token = crate::identity::creator_token(auth).filter(|_| !reviewed);
     if creator_token.is_some() && !st.jwts.has_room().await {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +121,7 @@ pub async fn create(
         status,
         created_with_jwt: creator_token.is_some(),
         review_sha256,
+        template,
     };
     let now = now_ms();
     let rec = st.store.create_task(auth.org_id(), &new, now).await?;
@@ -120,15 +137,17 @@ pub async fn create(
         }
     }
     tracing::info!(task = rec.task.id, target = %rec.task.target, status = %status, by = %auth.user.email, "task created");
-    let detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind, "awaits_proof": awaits_proof});
-    audit::by_user(&st, &auth, "task.create", "task", rec.task.id, detail).await;
+    let mut detail = serde_json::json!({"target": rec.task.target, "type": rec.task.kind, "awaits_proof": awaits_proof});
+    if let Some(t) = &rec.task.template {
+        detail["template"] = serde_json::json!(t);
+    }
+    audit::by_user(st, auth, "task.create", "task", rec.task.id, detail).await;
     if reviewed {
-        let task = super::reviews::review_requested(&st, &auth, rec).await?;
-        return Ok((StatusCode::CREATED, Json(task)));
+        return super::reviews::review_requested(st, auth, rec).await;
     }
     let fx = TaskEffects::for_task(&rec, created);
-    effects::apply(&st, &Actor::user(&auth), fx.as_ref()).await;
-    Ok((StatusCode::CREATED, Json(rec.task)))
+    effects::apply(st, &Actor::user(auth), fx.as_ref()).await;
+    Ok(rec.task)
 }
 
 /// `POST /v1/tasks/{id}/proof`: the creator's proof for a task created with a JWT bound

@@ -89,6 +89,39 @@ pub struct NewTask {
     /// SHA-256 of what reviewers approve, for a task of a reviewed target (see
     /// [`crate::review::digest`]); the target's review rule is snapshotted with it.
     pub review_sha256: Option<String>,
+    /// The template it was made from, at which commit, with which values.
+    pub template: Option<runops_proto::templates::TaskTemplate>,
+}
+
+/// The stored form of a task's template parameters (a JSON object), `None` without a template.
+pub(crate) fn task_template_params_json(
+    t: Option<&runops_proto::templates::TaskTemplate>,
+) -> Option<String> {
+    t.map(|t| serde_json::to_string(&t.params).unwrap_or_else(|_| "{}".into()))
+}
+
+/// A task's template from its three columns (all set, or none).
+pub(crate) fn task_template_of(
+    name: Option<String>,
+    commit: Option<String>,
+    params_json: Option<String>,
+) -> StoreResult<Option<runops_proto::templates::TaskTemplate>> {
+    let (Some(name), Some(commit)) = (name, commit) else {
+        return Ok(None);
+    };
+    let params = match params_json {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "stored template parameters are not a JSON object: {e}"
+            ))
+        })?,
+        None => Default::default(),
+    };
+    Ok(Some(runops_proto::templates::TaskTemplate {
+        name,
+        commit,
+        params,
+    }))
 }
 
 /// A task plus the bookkeeping the API does not show.

@@ -274,7 +274,7 @@ fn target_from_row(row: &PgRow) -> StoreResult<Target> {
 
 macro_rules! task_cols {
     () => {
-        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt"
+        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt, template_name, template_commit, template_params_json"
     };
 }
 
@@ -318,6 +318,11 @@ fn task_from_row(row: &PgRow) -> StoreResult<TaskRecord> {
         finished_at: ts_opt(finished_ms)?,
         elapsed_ms,
         review: None,
+        template: super::task_template_of(
+            row.try_get("template_name")?,
+            row.try_get("template_commit")?,
+            row.try_get("template_params_json")?,
+        )?,
     };
     Ok(TaskRecord {
         task,
@@ -742,7 +747,7 @@ impl Store for PgStore {
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
         let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) RETURNING id",
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256, template_name, template_commit, template_params_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) RETURNING id",
         )
         .bind(org_id)
         .bind(&target.name)
@@ -771,6 +776,9 @@ impl Store for PgStore {
         .bind(i64::try_from(target.approval_ttl).unwrap_or(i64::MAX))
         .bind(i64::try_from(target.review_ttl).unwrap_or(i64::MAX))
         .bind(&t.review_sha256)
+        .bind(t.template.as_ref().map(|x| &x.name))
+        .bind(t.template.as_ref().map(|x| &x.commit))
+        .bind(super::task_template_params_json(t.template.as_ref()))
         .fetch_one(&self.pool)
         .await?
         .try_get::<i64, _>("id")?;

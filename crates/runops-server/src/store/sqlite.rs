@@ -260,6 +260,9 @@ static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
         "created_at",
         "created_with_jwt",
         "review_sha256",
+        "template_name",
+        "template_commit",
+        "template_params_json",
     ];
     format!(
         "INSERT INTO tasks ({}, {}) VALUES ({})",
@@ -307,7 +310,7 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
 
 macro_rules! task_cols {
     () => {
-        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt"
+        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt, template_name, template_commit, template_params_json"
     };
 }
 
@@ -351,6 +354,11 @@ fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
         finished_at: ts_opt(finished_ms)?,
         elapsed_ms,
         review: None,
+        template: super::task_template_of(
+            row.try_get("template_name")?,
+            row.try_get("template_commit")?,
+            row.try_get("template_params_json")?,
+        )?,
     };
     Ok(TaskRecord {
         task,
@@ -736,7 +744,10 @@ impl Store for SqliteStore {
             .bind(t.status.as_str())
             .bind(now_ms)
             .bind(t.created_with_jwt)
-            .bind(&t.review_sha256);
+            .bind(&t.review_sha256)
+            .bind(t.template.as_ref().map(|x| &x.name))
+            .bind(t.template.as_ref().map(|x| &x.commit))
+            .bind(super::task_template_params_json(t.template.as_ref()));
         let id = bind_snapshot(q, target)
             .execute(&self.writer)
             .await?
@@ -2025,7 +2036,7 @@ mod tests {
         );
         assert_eq!(
             count(&super::INSERT_TASK_SQL),
-            14 + super::SNAPSHOT_COLUMNS.len()
+            17 + super::SNAPSHOT_COLUMNS.len()
         );
         for c in super::SNAPSHOT_COLUMNS {
             assert!(super::TARGET_SETTING_COLUMNS.contains(c), "{c}");

@@ -254,6 +254,7 @@ mod tests {
             finished_at: None,
             elapsed_ms: None,
             review: None,
+            template: None,
         }
     }
 

@@ -106,6 +106,7 @@ macro_rules! store_conformance {
             tasks::jwt_tasks_wait_for_their_proof,
             tasks::fail_unstarted_task_only_ends_tasks_that_did_not_start,
             tasks::metrics_gauges_count_tasks_by_status_and_live_agents,
+            tasks::a_task_keeps_the_template_it_was_made_from,
             logs::log_appends_at_offsets_accept_resends_and_report_gaps,
             logs::log_of_another_session_or_an_ended_task_is_refused,
             logs::log_beyond_the_cap_is_acknowledged_not_kept_with_one_note,
@@ -258,6 +259,7 @@ pub fn new_task(target: &Target, user: &User, script: &str, status: TaskStatus) 
         status,
         created_with_jwt: false,
         review_sha256: None,
+        template: None,
     }
 }
 

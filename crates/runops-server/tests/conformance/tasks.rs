@@ -1113,3 +1113,49 @@ pub async fn metrics_gauges_count_tasks_by_status_and_live_agents(store: &dyn St
     assert_eq!(count(TaskStatus::Success), 0);
     assert_eq!(g.live_agents, 2);
 }
+
+pub async fn a_task_keeps_the_template_it_was_made_from(store: &dyn Store) {
+    let acme = org(store, "acme").await;
+    let t = create_target(store, &acme, "sh", None).await;
+    let plain = store
+        .create_task(
+            acme.id,
+            &new_task(&t, &acme.admin, "echo", TaskStatus::Ready),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.task.template, None, "a typed task has no template");
+    let from = runops_proto::templates::TaskTemplate {
+        name: "greet".into(),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        params: [("who", "alice"), ("times", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut new = new_task(&t, &acme.admin, "echo hello alice", TaskStatus::Ready);
+    new.template = Some(from.clone());
+    let rec = store.create_task(acme.id, &new, T0 + 1).await.unwrap();
+    assert_eq!(rec.task.template.as_ref(), Some(&from));
+    let listed = store
+        .list_tasks(acme.id, &TaskListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed[0].template.as_ref(), Some(&from), "listed with it");
+    // Running and finishing the task leaves what it was made from as it was.
+    let s = session(store, &acme, None, "s1").await;
+    let offers = claim(store, &s, 10, T0 + 2).await;
+    assert_eq!(task_ids(&offers), vec![plain.task.id, rec.task.id]);
+    store
+        .start_task(acme.id, rec.task.id, &s.id, T0 + 3)
+        .await
+        .unwrap();
+    store
+        .finish_task(acme.id, rec.task.id, &success(&s, 0), T0 + 4)
+        .await
+        .unwrap();
+    let done = task_of(store, &acme, rec.task.id).await;
+    assert_eq!(done.status, TaskStatus::Success);
+    assert_eq!(done.template, Some(from));
+}
