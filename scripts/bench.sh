@@ -5,11 +5,16 @@
 # Copy the figures you want to keep into BENCHMARKS.md.
 #
 #   bash scripts/bench.sh                    # everything
-#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control control-postgres
+#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control control-postgres dispatch-postgres
+#   bash scripts/bench.sh --replicas 1,3 control control-postgres dispatch-postgres   # SQLite vs PostgreSQL, one run
 #   QUICK=1 bash scripts/bench.sh            # debug builds, tiny samples: checks the harness only
 #
-# Needs bash, and for the postgres comparison psql plus a PostgreSQL on 127.0.0.1:5432
+# Needs bash; the overhead's postgres task needs psql plus a PostgreSQL on 127.0.0.1:5432
 # that lets `postgres` into database `test` without a password (marked pending otherwise).
+# The PostgreSQL measurements (control-postgres, dispatch-postgres) need psql and the server
+# at RUNOPS_BENCH_DATABASE_URL (or --database-url; default
+# postgres://postgres@127.0.0.1:5432/postgres): each run creates a fresh database there
+# (runops_bench_<pid>_...) and drops it afterwards.
 # The machine should be otherwise idle: the load average is recorded with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."

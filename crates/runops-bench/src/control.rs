@@ -6,6 +6,7 @@
 //! real agent does for a task that prints nothing. Baseline: authenticated `GET /v1/me`
 //! requests per second at the same concurrency (the HTTP + auth floor of this server).
 
+use crate::postgres::PgServer;
 use crate::procs::ServerProc;
 use crate::report::{Row, Section};
 use anyhow::Context;
@@ -137,35 +138,47 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
 }
 
 /// The key every replica of the PostgreSQL runs shares.
-const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-fn psql(sql: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            sql,
-        ])
-        .output()
-        .context("cannot run psql (the PostgreSQL runs need it)")?;
-    if !out.status.success() {
-        anyhow::bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+/// Starts `replicas` servers on the database `url`, each in a directory of its own
+/// under `dir`.
+pub async fn start_replicas(
+    bin: &Path,
+    dir: &Path,
+    url: &str,
+    replicas: usize,
+) -> anyhow::Result<Vec<ServerProc>> {
+    let mut servers = Vec::with_capacity(replicas);
+    for r in 0..replicas {
+        let sub = dir.join(format!("replica-{r}"));
+        std::fs::create_dir_all(&sub)?;
+        servers.push(
+            ServerProc::start_env(
+                bin,
+                &sub,
+                &[],
+                &[
+                    ("RUNOPS_DATABASE_URL", url),
+                    ("RUNOPS_SECRET_KEY", BENCH_KEY),
+                ],
+            )
+            .await?,
+        );
     }
-    Ok(())
+    Ok(servers)
 }
 
-/// Measurement 8: measurement 7 on PostgreSQL (the machine's, 127.0.0.1:5432, user
-/// `postgres` without a password), with 1 and with 3 replicas on one database: creators
-/// and simulated agents spread over the replicas round-robin.
-pub async fn run_postgres(bin: &Path, n: usize) -> anyhow::Result<Vec<Section>> {
+/// Measurement 8: measurement 7 on PostgreSQL (`--database-url`, a fresh database per
+/// run), with each count of `replicas` on one database: creators and simulated agents
+/// spread over the replicas round-robin.
+pub async fn run_postgres(
+    bin: &Path,
+    n: usize,
+    pg: &PgServer,
+    replicas: &[usize],
+) -> anyhow::Result<Vec<Section>> {
     let mut out = Vec::new();
-    for replicas in [1usize, 3] {
+    for &replicas in replicas {
         let mut sec = Section::new(
             &format!("control-postgres-{replicas}"),
             &format!(
@@ -173,39 +186,18 @@ pub async fn run_postgres(bin: &Path, n: usize) -> anyhow::Result<Vec<Section>> 
                 if replicas == 1 { "" } else { "s" }
             ),
         );
-        let name = format!("runops_bench_{}_{replicas}", std::process::id());
-        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-        psql(&format!("CREATE DATABASE {name}"))?;
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let db = pg.fresh_database(&format!("control_{replicas}"))?;
         let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
-        let mut servers = Vec::new();
-        let result = async {
-            for r in 0..replicas {
-                let sub = dir.path().join(format!("replica-{r}"));
-                std::fs::create_dir_all(&sub)?;
-                servers.push(
-                    ServerProc::start_env(
-                        bin,
-                        &sub,
-                        &[],
-                        &[
-                            ("RUNOPS_DATABASE_URL", &url),
-                            ("RUNOPS_SECRET_KEY", BENCH_KEY),
-                        ],
-                    )
-                    .await?,
-                );
-            }
-            measure(&mut sec, &servers, n).await
-        }
-        .await;
+        let servers = start_replicas(bin, dir.path(), &db.url, replicas).await?;
+        measure(&mut sec, &servers, n).await?;
+        // The servers stop before their database is dropped.
         drop(servers);
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        result?;
+        drop(db);
         sec.note(format!(
-            "As measurement 7, on PostgreSQL 127.0.0.1:5432 (the machine's, default settings, fresh database) with {replicas} \
+            "As measurement 7, on PostgreSQL {} (default settings, a fresh database) with {replicas} \
              `runops server` replica(s) on one database; the {CREATORS} creators and the {AGENTS} simulated agents use the \
-             replicas round-robin, so offers, wake-ups (LISTEN/NOTIFY) and claims (FOR UPDATE SKIP LOCKED) cross replicas."
+             replicas round-robin, so offers, wake-ups (LISTEN/NOTIFY) and claims (FOR UPDATE SKIP LOCKED) cross replicas.",
+            pg.describe()
         ));
         out.push(sec);
     }

@@ -9,14 +9,17 @@
 //! measurement for `bash -c 'echo $EPOCHREALTIME'` spawned directly by the bench. The
 //! server's own `started_at - created_at` (millisecond resolution) is reported too.
 
+use crate::control::start_replicas;
 use crate::drive::{
     IdleAgents, expect_success, ms, new_task, parse_epoch_realtime, realtime_us, wait_done,
 };
-use crate::procs::{LOCAL_TARGET, Stack};
+use crate::postgres::PgServer;
+use crate::procs::{AgentProc, LOCAL_TARGET, Stack};
 use crate::report::{Goal, Row, Section};
 use crate::stats::Summary;
 use anyhow::Context;
 use runops_client::Client;
+use runops_proto::api::TargetCreate;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,10 +43,13 @@ struct Samples {
     create_call: Vec<f64>,
 }
 
-async fn measure(client: &Client, n: usize) -> anyhow::Result<Samples> {
+/// Task `i` is created through `clients[i % len]` (one replica each, round-robin) and
+/// followed through the same client.
+async fn measure(clients: &[Client], n: usize) -> anyhow::Result<Samples> {
     let mut s = Samples::default();
     let req = new_task(LOCAL_TARGET, SCRIPT);
     for i in 0..WARMUP + n {
+        let client = &clients[i % clients.len()];
         let sent_us = realtime_us();
         let t0 = Instant::now();
         let task = client.create_task(&req).await?;
@@ -94,11 +100,11 @@ pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Sec
     let base = tokio::task::spawn_blocking(move || bash_baseline(n)).await??;
     let base = Summary::of(&base).context("no baseline samples")?;
 
-    let one = measure(&stack.admin, n).await?;
+    let one = measure(std::slice::from_ref(&stack.admin), n).await?;
     let idle = IdleAgents::start(&stack.server.url, &stack.admin, idle_agents, "idle").await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let listed = stack.admin.list_agents().await?.len();
-    let busy = measure(&stack.admin, n).await?;
+    let busy = measure(std::slice::from_ref(&stack.admin), n).await?;
     let polls = idle.stop().await?;
 
     let busy_label = format!("1 agent + {idle_agents} idle agents");
@@ -158,5 +164,95 @@ pub async fn run(bin: &Path, n: usize, idle_agents: usize) -> anyhow::Result<Sec
          real HTTP long poll open; the server listed {listed} live agents during that run."
     ));
     sec.note("The server's `started_at − created_at` has millisecond resolution (SQLite stores ms) and ends when the agent calls `start`, before bash is spawned.");
+    Ok(sec)
+}
+
+/// Measurement 9: dispatch latency with one agent on PostgreSQL (`--database-url`, a
+/// fresh database per run) with each count of `replicas`, next to the same case on
+/// SQLite measured in the same run. Tasks are created round-robin on the replicas while
+/// the agent polls the first one, so with several replicas most wake-ups cross replicas
+/// (`NOTIFY`).
+pub async fn run_postgres(
+    bin: &Path,
+    n: usize,
+    pg: &PgServer,
+    replicas: &[usize],
+) -> anyhow::Result<Section> {
+    let mut sec = Section::new(
+        "dispatch-postgres",
+        "9. Dispatch latency on PostgreSQL (task created → script running on the agent, 1 agent)",
+    );
+    let sqlite = {
+        let stack = Stack::start(bin, &[], true).await?;
+        measure(std::slice::from_ref(&stack.admin), n).await?
+    };
+    let sqlite_c = Summary::of(&sqlite.create_to_running).context("no SQLite samples")?;
+    let sqlite_rt = Summary::of(&sqlite.round_trip).context("no SQLite samples")?;
+    for &replicas in replicas {
+        let db = pg.fresh_database(&format!("dispatch_{replicas}"))?;
+        let dir = tempfile::Builder::new().prefix("runops-bench-").tempdir()?;
+        let servers = start_replicas(bin, dir.path(), &db.url, replicas).await?;
+        let admins: Vec<Client> = servers
+            .iter()
+            .map(|s| s.admin())
+            .collect::<anyhow::Result<_>>()?;
+        admins[0]
+            .create_target(&TargetCreate {
+                name: LOCAL_TARGET.into(),
+                kind: "bash".into(),
+                ..Default::default()
+            })
+            .await?;
+        let token = admins[0]
+            .create_agent_token(Some("bench".into()), None)
+            .await?
+            .token;
+        let agent = AgentProc::start(
+            bin,
+            dir.path(),
+            &admins[0],
+            &token,
+            None,
+            &[("API_URL", servers[0].url.as_str())],
+        )
+        .await?;
+        let s = measure(&admins, n).await?;
+        // The processes stop before their database is dropped.
+        drop(agent);
+        drop(servers);
+        drop(db);
+        let c = Summary::of(&s.create_to_running).context("no samples")?;
+        let rt = Summary::of(&s.round_trip).context("no samples")?;
+        let label = format!(
+            "PostgreSQL, {replicas} replica{}",
+            if replicas == 1 { "" } else { "s" }
+        );
+        sec.row(Row::new(format!("{label}: p50"), c.p50, "ms").vs("SQLite, p50", sqlite_c.p50));
+        sec.row(Row::new(format!("{label}: p99"), c.p99, "ms").vs("SQLite, p99", sqlite_c.p99));
+        sec.row(
+            Row::new(
+                format!("{label}: create → result and log in hand, p50"),
+                rt.p50,
+                "ms",
+            )
+            .vs("SQLite, p50", sqlite_rt.p50),
+        );
+        sec.detail(
+            &label,
+            serde_json::json!({"create_to_running_ms": c, "round_trip_ms": rt}),
+        );
+    }
+    sec.detail(
+        "sqlite",
+        serde_json::json!({"create_to_running_ms": sqlite_c, "round_trip_ms": sqlite_rt}),
+    );
+    sec.note(format!(
+        "{n} tasks per case, one at a time, after {WARMUP} warm-up tasks; script `{SCRIPT}`; latency measured as in \
+         measurement 1. One untagged agent (default settings) long-polls the first replica; tasks are created through \
+         the replicas in turn, so with 3 replicas two tasks in three are created on a replica the agent does not talk to \
+         and reach it through LISTEN/NOTIFY. PostgreSQL: {} (default settings, a fresh database per case). The SQLite \
+         column is the same case on a default `runops server` (SQLite, WAL) measured at the start of this section.",
+        pg.describe()
+    ));
     Ok(sec)
 }

@@ -16,6 +16,7 @@ mod dispatch;
 mod drive;
 mod memory;
 mod overhead;
+mod postgres;
 mod procs;
 mod report;
 mod stats;
@@ -42,8 +43,10 @@ enum Measurement {
     Redaction,
     /// 7. creations and claims per second with simulated agents
     Control,
-    /// 8. the same on PostgreSQL (127.0.0.1:5432) with 1 and 3 server replicas
+    /// 8. the same on PostgreSQL (--database-url) with 1 and 3 server replicas
     ControlPostgres,
+    /// 9. dispatch latency (1 agent) on PostgreSQL with 1 and 3 replicas, next to SQLite
+    DispatchPostgres,
 }
 
 /// Run the Runops benchmarks against a built `runops` binary.
@@ -78,6 +81,13 @@ struct Args {
     /// Bytes the big task prints (default 1 GiB; 16 MiB with --quick).
     #[arg(long)]
     log_bytes: Option<u64>,
+    /// The PostgreSQL server of measurements 8 and 9 (needs `psql`): each run creates a
+    /// fresh database on it (`runops_bench_<pid>_...`) and drops it afterwards.
+    #[arg(long, env = "RUNOPS_BENCH_DATABASE_URL", default_value = postgres::DEFAULT_URL)]
+    database_url: String,
+    /// Replica counts of the PostgreSQL measurements, each run in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1,3", value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: Vec<u16>,
 }
 
 /// Sample sizes of one run.
@@ -90,6 +100,8 @@ struct Sizes {
     log_bytes: u64,
     control: usize,
     redact_table: Option<PathBuf>,
+    database_url: String,
+    replicas: Vec<usize>,
 }
 
 impl Sizes {
@@ -108,6 +120,8 @@ impl Sizes {
             log_bytes: a.log_bytes.unwrap_or(l),
             control: c,
             redact_table: a.redact_table.clone(),
+            database_url: a.database_url.clone(),
+            replicas: a.replicas.iter().map(|&r| usize::from(r)).collect(),
         }
     }
 }
@@ -129,7 +143,16 @@ async fn measure(m: Measurement, bin: &Path, z: &Sizes) -> Vec<Section> {
             .await
             .map(|(a, b)| vec![a, b]),
         Measurement::Control => control::run(bin, z.control).await.map(|s| vec![s]),
-        Measurement::ControlPostgres => control::run_postgres(bin, z.control).await,
+        Measurement::ControlPostgres => match postgres::PgServer::new(&z.database_url) {
+            Ok(pg) => control::run_postgres(bin, z.control, &pg, &z.replicas).await,
+            Err(e) => Err(e),
+        },
+        Measurement::DispatchPostgres => match postgres::PgServer::new(&z.database_url) {
+            Ok(pg) => dispatch::run_postgres(bin, z.dispatch, &pg, &z.replicas)
+                .await
+                .map(|s| vec![s]),
+            Err(e) => Err(e),
+        },
         Measurement::Redaction => match &z.redact_table {
             Some(path) => redaction_section(path).map(|s| vec![s]),
             None => Err(anyhow::anyhow!(
@@ -176,6 +199,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             Measurement::Redaction,
             Measurement::Control,
             Measurement::ControlPostgres,
+            Measurement::DispatchPostgres,
         ]
         .into_iter()
         .filter(|m| *m != Measurement::Redaction || args.redact_table.is_some())

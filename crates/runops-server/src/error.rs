@@ -136,6 +136,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Conflict(msg) => ApiError::conflict("conflict", msg),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the database is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the server cannot reach its database right now",
+                )
+                .hint("retry in a moment: the server reconnects by itself once its database answers (`/readyz` says when)")
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()
@@ -182,5 +191,17 @@ mod tests {
         assert!(m.chars().count() <= MAX_ECHO_CHARS + 20, "{m}");
         let ok = "a normal message with `a-value` in it".to_string();
         assert_eq!(clip_message(ok.clone()), ok);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_other_failures_a_500() {
+        let down = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+        );
+        assert!(down.hint.is_some_and(|h| h.contains("retry")));
+        let broken = ApiError::from(StoreError::Corrupt("bad row".into()));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -562,3 +562,456 @@ fn copy_store_moves_a_sqlite_installation_to_postgresql() {
         stderr(&out)
     );
 }
+
+/// A PostgreSQL cluster of one test alone: `initdb` in a temp dir, started on a free
+/// port of 127.0.0.1 with trust auth, so the test may stop and start it at will (the
+/// shared server on 5432 is never touched). Stopped (immediately) when dropped.
+struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// Running as root: `initdb` and `postgres` refuse root, so they run as `postgres`.
+    as_postgres: bool,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
+fn postgres_bin_dir() -> Option<std::path::PathBuf> {
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("pg_ctl").exists()).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+impl PrivatePostgres {
+    /// `None` when the PostgreSQL server binaries are not installed (and not under CI).
+    fn start() -> Option<PrivatePostgres> {
+        let bin = postgres_bin_dir();
+        if !require(
+            "the PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb and pg_ctl)",
+            bin.is_some(),
+        ) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("runops-pg-")
+            .tempdir()
+            .expect("create temp dir");
+        let as_postgres = nix::unistd::getuid().is_root();
+        if as_postgres {
+            let user = nix::unistd::User::from_name("postgres").ok().flatten();
+            if !require(
+                "the `postgres` user (initdb refuses to run as root)",
+                user.is_some(),
+            ) {
+                return None;
+            }
+            let user = user?;
+            std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .expect("give the cluster's temp dir to the postgres user");
+        }
+        let pg = PrivatePostgres {
+            bin: bin?,
+            dir,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = pg.data_dir();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg.start_server();
+        Some(pg)
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> String {
+        let mut c = self.command(tool);
+        c.args(args);
+        let out = output_within(c, WAIT, tool);
+        assert!(
+            out.status.success(),
+            "{tool} {} failed: {}{}\nserver log:\n{}",
+            args.join(" "),
+            stdout(&out),
+            stderr(&out),
+            std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+        );
+        stdout(&out)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    fn start_server(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server as an operator's restart does (`-m fast`: sessions are ended,
+    /// transactions rolled back) and waits until it is down.
+    fn stop_server(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// `sql`'s output through `psql` (unaligned, tuples only).
+    fn psql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        self.run(
+            "psql",
+            &[
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let mut c = self.command("pg_ctl");
+        c.args(["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = c.status();
+    }
+}
+
+/// The marker files written so far: task index → the lines in it.
+fn markers_written(dir: &std::path::Path) -> BTreeMap<usize, String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let i = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("task-")?
+                .parse()
+                .ok()?;
+            Some((i, std::fs::read_to_string(e.path()).ok()?))
+        })
+        .collect()
+}
+
+/// PostgreSQL (a private cluster) is restarted while tasks are created on three replicas
+/// and run by agents of two of them. While it is down every replica reports not-ready
+/// and stays live; once it is back every replica serves again without being restarted,
+/// listens for the others' wake-ups again, and every task runs exactly once (its marker
+/// file holds one line): none is lost, none runs twice.
+#[test]
+fn replicas_ride_out_a_postgresql_restart_under_load_without_losing_or_repeating_a_task() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Tasks created after the restart, once every replica is ready again.
+    const AFTER_RESTART: usize = 20;
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    let url = pg.url();
+    let sbs: Vec<Sandbox> = (0..3).map(|_| Sandbox::new()).collect();
+    // A lease longer than the outage: agents are not declared lost while PostgreSQL is down.
+    let replicas: Vec<Server> = sbs
+        .iter()
+        .map(|sb| {
+            Server::start_with(sb, 60, |c| {
+                c.env("RUNOPS_DATABASE_URL", &url)
+                    .env("RUNOPS_SECRET_KEY", SECRET_KEY)
+                    .env("RUNOPS_LOG", "info");
+            })
+        })
+        .collect();
+    let markers = sbs[0].path("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    replicas[0].cli_ok(&[
+        "targets", "create", "--name", "a", "--type", "bash", "--tags", "a",
+    ]);
+    replicas[1].cli_ok(&[
+        "targets", "create", "--name", "b", "--type", "bash", "--tags", "b",
+    ]);
+    let token_a = replicas[0].create_agent_token_for("a");
+    let token_b = replicas[1].create_agent_token_for("b");
+    let agent_a = Agent::start(&sbs[0], "a", &token_a, Some("a"), &[("CONCURRENCY", "4")]);
+    let agent_b = Agent::start(&sbs[1], "b", &token_b, Some("b"), &[("CONCURRENCY", "4")]);
+    wait_for("both agents to connect", || {
+        let out = replicas[2].cli_ok(&["agents", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (v.as_array()?.len() == 2).then_some(())
+    });
+    let listening = || {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(listening(), "3", "every replica listens for wake-ups");
+
+    // index → the id `tasks create` printed, or its error (the database was down).
+    let created: Mutex<Vec<(usize, Result<i64, String>)>> = Mutex::new(Vec::new());
+    let restarted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let creator = s.spawn(|| {
+            let mut after = 0;
+            for i in 0.. {
+                let marker = markers.join(format!("task-{i}"));
+                // Long enough that tasks are running when PostgreSQL goes away.
+                let script = format!("echo \"run {i}\" >> '{}'; sleep 0.3", marker.display());
+                let target = if i % 2 == 0 { "a" } else { "b" };
+                let was_restarted = restarted.load(Ordering::SeqCst);
+                let out = replicas[i % 3].cli(&[
+                    "tasks",
+                    "create",
+                    "-t",
+                    target,
+                    "-s",
+                    &script,
+                    "--no-wait",
+                ]);
+                let result = if out.status.success() {
+                    Ok(stdout(&out).trim().parse::<i64>().expect("a task id"))
+                } else {
+                    Err(stderr(&out))
+                };
+                if was_restarted && result.is_ok() {
+                    after += 1;
+                }
+                created.lock().unwrap().push((i, result));
+                if after == AFTER_RESTART {
+                    break;
+                }
+            }
+        });
+        wait_for("tasks to run before the restart", || {
+            (markers_written(&markers).len() >= 10).then_some(())
+        });
+        pg.stop_server();
+        for r in &replicas {
+            wait_for(
+                "/readyz to fail on every replica while PostgreSQL is down",
+                || {
+                    http_get(r.port, "/readyz")
+                        .filter(|(status, _)| *status == 503)
+                        .map(|_| ())
+                },
+            );
+            assert_eq!(
+                http_get(r.port, "/healthz").map(|r| r.0),
+                Some(200),
+                "the replica itself stays alive"
+            );
+        }
+        // What a user creating a task meanwhile sees: a clear error to retry.
+        let refusal = wait_for("a creation to be refused while PostgreSQL is down", || {
+            let created = created.lock().unwrap();
+            created.iter().find_map(|c| c.1.as_ref().err().cloned())
+        });
+        assert!(
+            refusal.contains("cannot reach its database") && refusal.contains("retry"),
+            "{refusal}"
+        );
+        pg.start_server();
+        for r in &replicas {
+            wait_for("/readyz to pass again on every replica", || {
+                http_get(r.port, "/readyz")
+                    .filter(|(status, _)| *status == 200)
+                    .map(|_| ())
+            });
+        }
+        restarted.store(true, Ordering::SeqCst);
+        creator.join().expect("the creating thread");
+    });
+    wait_for("every replica to LISTEN again", || {
+        (listening() == "3").then_some(())
+    });
+
+    let created = created.into_inner().unwrap();
+    let accepted: Vec<(usize, i64)> = created
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|id| (*i, *id)))
+        .collect();
+    let total = created.len();
+    let listed = wait_for("every task to finish", || {
+        let st = statuses(&replicas[2], total + 1);
+        st.values()
+            .all(|s| s == "success" || s == "failure")
+            .then_some(st)
+    });
+    let failed: Vec<_> = listed.iter().filter(|(_, s)| *s != "success").collect();
+    assert!(
+        failed.is_empty(),
+        "tasks that did not succeed: {failed:?}\nagent a:\n{}\nagent b:\n{}",
+        agent_a.log(),
+        agent_b.log()
+    );
+    let ran = markers_written(&markers);
+    for (i, id) in &accepted {
+        assert!(
+            listed.contains_key(id),
+            "task {id} was created and is listed"
+        );
+        assert_eq!(
+            ran.get(i).map(String::as_str),
+            Some(format!("run {i}\n").as_str()),
+            "task {id} ran exactly once"
+        );
+    }
+    // A creation refused while the database was down may still have been stored (the
+    // answer was lost): then it ran once too. Nothing else ran.
+    for (i, text) in &ran {
+        assert_eq!(text, &format!("run {i}\n"), "task #{i} ran exactly once");
+    }
+    assert_eq!(
+        ran.len(),
+        listed.len(),
+        "every stored task ran, and only those"
+    );
+    assert!(
+        accepted.len() > AFTER_RESTART,
+        "tasks were created before the restart"
+    );
+    eprintln!(
+        "{total} creations: {} accepted, {} refused while PostgreSQL was down; {} tasks stored, each run once",
+        accepted.len(),
+        total - accepted.len(),
+        listed.len()
+    );
+}
+
+/// A POST of a form on loopback; returns (status, headers and body).
+fn http_post_form(port: u16, path: &str, form: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf))
+}
+
+/// A GET on loopback with a cookie; returns (status, headers and body).
+fn http_get_with_cookie(port: u16, path: &str, cookie: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf))
+}
+
+/// The web app signs in on PostgreSQL: a session opened on one replica is honoured by
+/// another (a browser behind a load balancer lands on any), and ends on every replica
+/// when the API token it was opened with is revoked.
+#[test]
+fn a_web_session_opened_on_one_replica_is_honoured_by_another() {
+    let Some(db) = Database::create("web") else {
+        return;
+    };
+    let sbs: Vec<Sandbox> = (0..2).map(|_| Sandbox::new()).collect();
+    let replicas: Vec<Server> = sbs.iter().map(|sb| replica(sb, &db)).collect();
+    let out = replicas[0].cli_ok(&["tokens", "create", "--json"]);
+    let token: serde_json::Value = serde_json::from_str(&out).expect("tokens create --json");
+    let (secret, token_id) = (
+        token["token"].as_str().expect("a token").to_string(),
+        token["id"].as_i64().expect("a token id"),
+    );
+    let (status, answer) =
+        http_post_form(replicas[0].port, "/sign-in", &format!("token={secret}")).unwrap();
+    assert_eq!(status, 303, "signed in and sent to the tasks:\n{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("a session cookie:\n{answer}"))
+        .to_string();
+    let (status, page) = http_get_with_cookie(replicas[1].port, "/tasks", &cookie).unwrap();
+    assert_eq!(status, 200, "the other replica knows the session:\n{page}");
+    replicas[1].cli_ok(&["tokens", "revoke", &token_id.to_string()]);
+    for r in &replicas {
+        let (status, page) = http_get_with_cookie(r.port, "/tasks", &cookie).unwrap();
+        assert_eq!(status, 303, "the session ended with its token:\n{page}");
+    }
+}

@@ -146,6 +146,7 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
                 "unavailable",
                 "the store does not answer",
             )
+            .hint("the process is alive (`/healthz`) and serves again by itself once its database answers; check the database")
             .into_response()
         }
     }

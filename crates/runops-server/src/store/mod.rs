@@ -43,6 +43,28 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// True when the database could not be reached (down, restarting, failing over, or
+    /// no connection free in time): the same request may succeed later, unchanged.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_) => true,
+                // PostgreSQL's classes 08 (connection exception) and 57P (the server is
+                // shutting down or starting up); SQLite's codes are numbers.
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// What a bearer token resolves to.
 #[derive(Debug, Clone)]
 pub struct AuthToken {

@@ -374,6 +374,10 @@ impl Store for PgStore {
         }
     }
 
+    fn web_sessions(&self) -> Option<&dyn super::web_sessions::WebSessionStore> {
+        Some(self)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -2072,6 +2076,9 @@ async fn release_session_tasks(
 // helpers above).
 #[path = "postgres_reviews.rs"]
 mod reviews;
+
+// Browser sessions of the web app (after the macros above, which it uses).
+mod web_sessions;
 
 #[async_trait]
 impl super::held::HeldTokenStore for PgStore {

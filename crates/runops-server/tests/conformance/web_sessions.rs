@@ -1,6 +1,6 @@
-//! Browser sessions of the web app (`Store::web_sessions`). A store that keeps none
-//! answers `None` (its web app then refuses to sign in, saying why); one that keeps
-//! them passes this contract.
+//! Browser sessions of the web app (`Store::web_sessions`). Every store of this crate
+//! keeps them (SQLite and PostgreSQL); the trait's `None` default is for a new store
+//! that does not yet, and would fail here until it does.
 
 use super::*;
 use runops_proto::token::TokenKind;
@@ -11,10 +11,9 @@ const HOUR: i64 = 3_600_000;
 pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_revocation(
     store: &dyn Store,
 ) {
-    let Some(sessions) = store.web_sessions() else {
-        eprintln!("this store keeps no web sessions; nothing to check");
-        return;
-    };
+    let sessions = store
+        .web_sessions()
+        .expect("the store keeps the web app's sessions");
     let acme = org(store, "acme").await;
     let token = store
         .create_token(

@@ -1,0 +1,89 @@
+//! [`WebSessionStore`] on PostgreSQL: the `web_sessions` table of migration 0005. Every
+//! replica reads the same rows, so a browser's requests may reach any of them.
+
+use super::{PgStore, user_from_row};
+use crate::store::StoreResult;
+use crate::store::web_sessions::{NewWebSession, WebSession, WebSessionStore};
+use async_trait::async_trait;
+use sqlx::Row;
+
+#[async_trait]
+impl WebSessionStore for PgStore {
+    async fn create_web_session(&self, s: &NewWebSession, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO web_sessions (id_hash, org_id, user_id, token_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&s.id_hash[..])
+        .bind(s.org_id)
+        .bind(s.user_id)
+        .bind(s.token_id)
+        .bind(&s.csrf)
+        .bind(now_ms)
+        .bind(s.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_web_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<WebSession>> {
+        let row = sqlx::query(concat!(
+            "SELECT s.org_id, s.token_id, s.csrf, s.expires_at, s.revoked_at, t.revoked_at AS token_revoked_at, \
+             o.name AS org_name, ",
+            user_cols!(),
+            " FROM web_sessions s JOIN orgs o ON o.id = s.org_id JOIN users u ON u.id = s.user_id \
+             LEFT JOIN tokens t ON t.id = s.token_id WHERE s.id_hash = $1"
+        ))
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let org: String = row.try_get("org_name")?;
+        Ok(Some(WebSession {
+            org_id: row.try_get("org_id")?,
+            user: user_from_row(&row, &org)?,
+            token_id: row.try_get("token_id")?,
+            token_revoked: row.try_get::<Option<i64>, _>("token_revoked_at")?.is_some(),
+            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            csrf: row.try_get("csrf")?,
+            expires_at_ms: row.try_get("expires_at")?,
+        }))
+    }
+
+    async fn revoke_web_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE web_sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(&id_hash[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_web_sessions(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE web_sessions SET revoked_at = $1 \
+             WHERE org_id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now_ms)
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_web_sessions(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
