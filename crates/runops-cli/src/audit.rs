@@ -36,6 +36,12 @@ pub struct AuditListArgs {
     /// agent.disconnect, agent.lost, agent.token-revoked.
     #[arg(long, value_name = "ACTION")]
     pub action: Option<String>,
+    /// Only events of this actor: a user's e-mail, or `agent` / `system`.
+    #[arg(long, value_name = "EMAIL")]
+    pub actor: Option<String>,
+    /// Only events about this object: a task id, a target name, a user's e-mail...
+    #[arg(long, value_name = "ID")]
+    pub object: Option<String>,
     /// Only events older than this event id (paging).
     #[arg(long, value_name = "ID")]
     pub before: Option<i64>,
@@ -50,6 +56,8 @@ impl AuditCmd {
                     limit: Some(args.limit),
                     before: args.before,
                     action: args.action.filter(|a| !a.trim().is_empty()),
+                    actor: args.actor.filter(|a| !a.trim().is_empty()),
+                    object: args.object.filter(|o| !o.trim().is_empty()),
                 };
                 let events = client.list_audit(&q).await?;
                 if self.json {

@@ -20,6 +20,18 @@ pub struct NewWebSession {
     pub token_id: Option<i64>,
     pub csrf: String,
     pub expires_at_ms: i64,
+    /// The ID token of a sign-in through the identity provider, sealed.
+    pub idp_token: Option<SealedIdpToken>,
+}
+
+/// The identity provider's ID token of an SSO session, sealed with the server key and
+/// bound to the session (`ConfigSealer::seal_session_token`): tasks created from the
+/// session carry it to the agent, as tasks created with the CLI carry the user's JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedIdpToken {
+    pub sealed: Vec<u8>,
+    /// The token's `exp`, in ms since the epoch.
+    pub expires_at_ms: i64,
 }
 
 /// A stored session with its user, as a request sees it.
@@ -35,6 +47,8 @@ pub struct WebSession {
     pub revoked: bool,
     pub csrf: String,
     pub expires_at_ms: i64,
+    /// The ID token of a sign-in through the identity provider, sealed.
+    pub idp_token: Option<SealedIdpToken>,
 }
 
 #[async_trait]
