@@ -492,7 +492,7 @@ async fn the_users_tokens_and_audit_pages_filter_what_they_list() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"].is_null())
+        .find(|t| t["current"] == true)
         .map(|t| t["id"].as_i64().unwrap())
         .unwrap();
     web.api(
