@@ -6,8 +6,11 @@
   "use strict";
 
   // The live log keeps only its tail in the page, so a huge log never slows the tab;
-  // the full log is the download link.
-  var LOG_KEEP_CHARS = 256 * 1024;
+  // the full log is the download link. (The server renders the last 64 KiB too.)
+  var LOG_KEEP_CHARS = 64 * 1024;
+  // New log text is shown at most this often: each showing lays the tail out again, and
+  // a 100 MB log arriving at full speed would otherwise keep the page busy doing so.
+  var LOG_SHOW_MS = 100;
   // How often an open task list asks for its rows again.
   var LIST_REFRESH_MS = 3000;
   // After a failed request, wait this long before trying again.
@@ -17,8 +20,8 @@
     return new Promise(function (resolve) { setTimeout(resolve, ms); });
   }
 
-  // What arrived since the last frame, rendered together once per frame; never more
-  // than the tail the page keeps (a background tab, which runs no frames, compacts it).
+  // What arrived since the last showing, shown together every LOG_SHOW_MS; never more
+  // than the tail the page keeps (what waits is compacted to that tail too).
   function logView(pre) {
     var pending = [];
     var pendingChars = 0;
@@ -66,7 +69,7 @@
         }
         if (!scheduled) {
           scheduled = true;
-          requestAnimationFrame(flush);
+          setTimeout(flush, LOG_SHOW_MS);
         }
       },
       flush: flush
