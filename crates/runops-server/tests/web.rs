@@ -719,6 +719,15 @@ async fn tasks_page_with_100k_tasks_render_times_per_filter() {
         json!({"name": "demo", "type": "bash"}),
     )
     .await;
+    for i in 0..20 {
+        web.api(
+            ADMIN,
+            reqwest::Method::POST,
+            "/v1/targets",
+            json!({"name": format!("target-{i}"), "type": "bash"}),
+        )
+        .await;
+    }
     // One task made by the API as the template; the rest copied from it in SQL (fast),
     // with the statuses, targets and users of a busy installation: mostly successes,
     // some failures, a few running, ready or waiting for review; no `approved`,
@@ -800,9 +809,10 @@ async fn tasks_page_with_100k_tasks_render_times_per_filter() {
         "?status=approved",
         "?status=dispatched",
         "?target=target-7",
-        "?target=no-such-target",
+        "?target=target-19",
         "?user=user3%40example.com",
         "?mine=1",
+        "?status=running&target=target-16",
         "?status=running&target=target-7",
         "?status=pending-review&user=user49%40example.com",
         "?before=50000",
