@@ -56,9 +56,11 @@ pub trait WebSessionStore: Send + Sync {
     async fn create_web_session(&self, s: &NewWebSession, now_ms: i64) -> StoreResult<()>;
     /// The session whose cookie secret hashes to `id_hash`, revoked or not.
     async fn find_web_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<WebSession>>;
-    /// Ends one session; false when there is no such live session.
+    /// Ends one session (dropping its identity token); false when there is no such live
+    /// session.
     async fn revoke_web_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<bool>;
-    /// Ends every live session of a user; returns how many.
+    /// Ends every live session of a user (dropping their identity tokens); returns how
+    /// many.
     async fn revoke_user_web_sessions(
         &self,
         org_id: i64,

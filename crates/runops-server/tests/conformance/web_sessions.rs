@@ -177,6 +177,9 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
             .await
             .unwrap()
     );
+    let s = sessions.find_web_session(&[13; 32]).await.unwrap().unwrap();
+    assert!(s.revoked);
+    assert_eq!(s.idp_token, None, "signing out drops the identity token");
 
     // Ended sessions are deleted once they ended before the cutoff.
     assert_eq!(sessions.purge_web_sessions(T0 + 1).await.unwrap(), 0);

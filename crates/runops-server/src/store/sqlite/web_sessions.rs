@@ -65,7 +65,8 @@ impl WebSessionStore for SqliteStore {
 
     async fn revoke_web_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE web_sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL",
+            "UPDATE web_sessions SET revoked_at = ?, idp_token_sealed = NULL, idp_token_expires_at = NULL \
+             WHERE id_hash = ? AND revoked_at IS NULL",
         )
         .bind(now_ms)
         .bind(&id_hash[..])
@@ -81,7 +82,7 @@ impl WebSessionStore for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE web_sessions SET revoked_at = ? \
+            "UPDATE web_sessions SET revoked_at = ?, idp_token_sealed = NULL, idp_token_expires_at = NULL \
              WHERE org_id = ? AND user_id = ? AND revoked_at IS NULL AND expires_at > ?",
         )
         .bind(now_ms)
