@@ -490,3 +490,17 @@ async fn signed_out(st: &AppState, user: &WebUser) -> WebResult<Response> {
     }
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sso_sessions_id_token_goes_with_tasks_until_a_minute_before_it_expires() {
+        let exp = 10_000_000;
+        assert!(idp_token_usable(exp, exp - IDP_TOKEN_MIN_LEFT_MS));
+        assert!(!idp_token_usable(exp, exp - IDP_TOKEN_MIN_LEFT_MS + 1));
+        assert!(!idp_token_usable(exp, exp + 1));
+        assert!(!idp_token_usable(i64::MIN, i64::MAX), "no overflow");
+    }
+}
