@@ -130,9 +130,15 @@ mod tests {
         let AuditSub::List(l) = a.cmd;
         assert_eq!(l.limit, 5);
         assert_eq!(l.action.as_deref(), Some("task.kill"));
+        let AuditSub::List(l) =
+            audit(&["list", "--actor", "ana@example.com", "--object", "42"]).cmd;
+        assert_eq!(
+            (l.actor.as_deref(), l.object.as_deref()),
+            (Some("ana@example.com"), Some("42"))
+        );
         let AuditSub::List(l) = audit(&["ls"]).cmd;
         assert_eq!(l.limit, DEFAULT_LIMIT);
-        assert!(l.action.is_none());
+        assert!(l.action.is_none() && l.actor.is_none() && l.object.is_none());
         assert!(parse_err(&["audit", "list", "--limit", "0"]).contains("0"));
     }
 
