@@ -3,7 +3,9 @@
 //! not implement it yet still builds (its web app then refuses to sign in, saying so).
 //!
 //! Only the SHA-256 of a session's cookie secret is stored. A session belongs to the API
-//! token it was opened with: a revoked token ends its sessions at their next request.
+//! token it was opened with: a revoked token ends its sessions at their next request. A
+//! session opened through the identity provider keeps its ID token sealed
+//! ([`SealedIdpToken`]) until it ends.
 
 use async_trait::async_trait;
 use runops_proto::api::User;
