@@ -36,6 +36,12 @@ pub struct AuditListArgs {
     /// agent.disconnect, agent.lost, agent.token-revoked.
     #[arg(long, value_name = "ACTION")]
     pub action: Option<String>,
+    /// Only events of this actor: a user's e-mail, or `agent` / `system`.
+    #[arg(long, value_name = "EMAIL")]
+    pub actor: Option<String>,
+    /// Only events about this object: a task id, a target name, a user's e-mail...
+    #[arg(long, value_name = "ID")]
+    pub object: Option<String>,
     /// Only events older than this event id (paging).
     #[arg(long, value_name = "ID")]
     pub before: Option<i64>,
@@ -50,6 +56,8 @@ impl AuditCmd {
                     limit: Some(args.limit),
                     before: args.before,
                     action: args.action.filter(|a| !a.trim().is_empty()),
+                    actor: args.actor.filter(|a| !a.trim().is_empty()),
+                    object: args.object.filter(|o| !o.trim().is_empty()),
                 };
                 let events = client.list_audit(&q).await?;
                 if self.json {
@@ -122,9 +130,15 @@ mod tests {
         let AuditSub::List(l) = a.cmd;
         assert_eq!(l.limit, 5);
         assert_eq!(l.action.as_deref(), Some("task.kill"));
+        let AuditSub::List(l) =
+            audit(&["list", "--actor", "ana@example.com", "--object", "42"]).cmd;
+        assert_eq!(
+            (l.actor.as_deref(), l.object.as_deref()),
+            (Some("ana@example.com"), Some("42"))
+        );
         let AuditSub::List(l) = audit(&["ls"]).cmd;
         assert_eq!(l.limit, DEFAULT_LIMIT);
-        assert!(l.action.is_none());
+        assert!(l.action.is_none() && l.actor.is_none() && l.object.is_none());
         assert!(parse_err(&["audit", "list", "--limit", "0"]).contains("0"));
     }
 

@@ -649,4 +649,11 @@ pub struct AuditQuery {
     /// Only this action (`target.update`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Only events of this actor: a user's e-mail, or `system` / `agent` for events no
+    /// user caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Only events about this object: a task id, a target's name, a user's e-mail...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }

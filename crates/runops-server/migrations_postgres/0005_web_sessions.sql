@@ -12,7 +12,11 @@ CREATE TABLE web_sessions (
     csrf        TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
-    revoked_at  BIGINT
+    revoked_at  BIGINT,
+    -- A session opened through the identity provider keeps the ID token of its sign-in,
+    -- sealed with the server key, for the tasks it creates (SQLite's 0013).
+    idp_token_sealed     BYTEA,
+    idp_token_expires_at BIGINT
 );
 CREATE INDEX web_sessions_user ON web_sessions (user_id);
 -- The hourly purge deletes by these.

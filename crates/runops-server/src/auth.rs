@@ -112,7 +112,8 @@ pub enum Credential {
     ApiToken { id: i64 },
     /// An identity-provider JWT (kept for the tasks this request creates; never stored).
     IdentityToken(String),
-    /// A web app session opened through the identity provider (SSO): no token is held.
+    /// A web app session opened through the identity provider (SSO) whose ID token has
+    /// expired (while it is valid, the session's requests carry it as `IdentityToken`).
     Sso,
 }
 

@@ -160,6 +160,27 @@ impl ConfigSealer {
         String::from_utf8(plain).map_err(|_| anyhow::anyhow!("the held {what} is not text"))
     }
 
+    /// Seals the identity provider's ID token of a web session opened with SSO, bound to
+    /// the session (the SHA-256 of its cookie secret): copied onto another session's row,
+    /// it does not open.
+    pub fn seal_session_token(&self, session: &[u8; 32], token: &str) -> anyhow::Result<Vec<u8>> {
+        self.seal_bytes(token.as_bytes(), &session_associated_data(session))
+            .map_err(|_| anyhow::anyhow!("cannot encrypt the session's identity token"))
+    }
+
+    /// Opens what [`ConfigSealer::seal_session_token`] produced for the same session.
+    pub fn open_session_token(&self, session: &[u8; 32], sealed: &[u8]) -> anyhow::Result<String> {
+        let plain = self
+            .open_bytes(sealed, &session_associated_data(session))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the identity token of a web session cannot be decrypted: the server's secret key ({SECRET_KEY_ENV} or {SECRET_KEY_FILE}) is not the one it was stored with"
+                )
+            })?;
+        String::from_utf8(plain)
+            .map_err(|_| anyhow::anyhow!("the session's identity token is not text"))
+    }
+
     /// `1 || nonce || ciphertext+tag` of `plain` with `aad`.
     fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -213,6 +234,12 @@ fn associated_data(org_id: i64, name: &str) -> Vec<u8> {
 
 fn held_associated_data(task_id: i64, what: &str) -> Vec<u8> {
     format!("runops held {what}\0{task_id}").into_bytes()
+}
+
+fn session_associated_data(session: &[u8; 32]) -> Vec<u8> {
+    let mut aad = b"runops web session token\0".to_vec();
+    aad.extend_from_slice(session);
+    aad
 }
 
 fn webhook_associated_data(org_id: i64, url: &str) -> Vec<u8> {
@@ -274,6 +301,23 @@ mod tests {
         );
         // Two seals of the same config differ (fresh nonce).
         assert_ne!(sealed, s.seal(1, "db", &config()).unwrap());
+    }
+
+    #[test]
+    fn a_sessions_identity_token_opens_only_for_that_session() {
+        let s = ConfigSealer::from_key(&[7; 32]);
+        let sealed = s.seal_session_token(&[1; 32], "eyJ.payload.sig").unwrap();
+        assert!(!sealed.windows(3).any(|w| w == b"eyJ"), "plain text sealed");
+        assert_eq!(
+            s.open_session_token(&[1; 32], &sealed).unwrap(),
+            "eyJ.payload.sig"
+        );
+        assert!(s.open_session_token(&[2; 32], &sealed).is_err());
+        assert!(
+            ConfigSealer::from_key(&[8; 32])
+                .open_session_token(&[1; 32], &sealed)
+                .is_err()
+        );
     }
 
     #[test]

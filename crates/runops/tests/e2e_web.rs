@@ -457,8 +457,38 @@ impl Drop for OidcProvider {
     }
 }
 
+/// Signs in through the provider's own login and consent pages as `login` (any name
+/// is accepted as the e-mail), in a browser that has no session there yet.
+fn sign_in_with_sso(b: &Browser, server: &Server, login: &str) {
+    b.goto(&format!("{}/sign-in", server.url()));
+    b.click_on("#sso");
+    b.fill("input[name=login]", login);
+    b.fill("input[name=password]", "anything");
+    b.click_on("button[type=submit]");
+    b.wait_until("the tasks page after the SSO round trip", || {
+        if b.url().ends_with("/tasks") {
+            return Some(());
+        }
+        if b.url().contains("/interaction/")
+            && let Some(consent) = b.find("button[type=submit]")
+        {
+            b.click(&consent);
+        }
+        None
+    });
+    assert_eq!(b.text_of(".who").unwrap_or_default(), login);
+}
+
+/// Creates a task from the new-task form; returns the page shown after the post.
+fn create_in_browser(b: &Browser, server: &Server, target: &str, script: &str) {
+    b.goto(&format!("{}/tasks/new?target={target}", server.url()));
+    b.fill("#script", script);
+    b.click_on("form[action='/tasks/new'] button[type=submit]");
+}
+
 #[test]
-fn sign_in_with_sso_through_a_real_openid_connect_provider() {
+fn sign_in_with_sso_through_a_real_openid_connect_provider_and_run_on_an_agent_that_checks_the_token()
+ {
     let sb = Sandbox::new();
     let Some(driver) = driver(&sb) else { return };
     let module = oidc_provider_module();
@@ -470,8 +500,9 @@ fn sign_in_with_sso_through_a_real_openid_connect_provider() {
     }
     let idp_port = free_port();
     let issuer = format!("http://127.0.0.1:{idp_port}");
+    let jwks = format!("{issuer}/jwks");
     let server = Server::start_with(&sb, 10, |c| {
-        c.args(["--auth-jwk-url", &format!("{issuer}/jwks")])
+        c.args(["--auth-jwk-url", &jwks])
             .args(["--auth-issuer", &issuer])
             .args(["--auth-audience", "runops-web"])
             .args(["--oidc-issuer", &issuer])
@@ -499,31 +530,74 @@ fn sign_in_with_sso_through_a_real_openid_connect_provider() {
     wait_for("oidc-provider to answer", || {
         http_get(idp_port, "/.well-known/openid-configuration").filter(|(s, _)| *s == 200)
     });
+    // An agent that runs only tasks carrying their creator's identity-provider token.
+    let _agent = Agent::start(
+        &sb,
+        "checks-jwt",
+        &server.create_agent_token(),
+        None,
+        &[
+            ("JWK_URL", jwks.as_str()),
+            ("JWT_ISSUER", issuer.as_str()),
+            ("JWT_AUDIENCE", "runops-web"),
+        ],
+    );
+    server.cli_ok(&[
+        "targets", "create", "--name", "guarded", "--type", "bash", "--redact", "none",
+    ]);
     let shots = screenshot_dir("sso");
     let b = driver.browser(&profile(&sb, "sso"));
-    b.goto(&format!("{}/sign-in", server.url()));
-    b.click_on("#sso");
-    // The provider's own login page, then its consent page.
-    b.fill("input[name=login]", "dana@example.com");
-    b.fill("input[name=password]", "anything");
-    b.click_on("button[type=submit]");
-    b.wait_until("the tasks page after the SSO round trip", || {
-        if b.url().ends_with("/tasks") {
-            return Some(());
-        }
-        if b.url().contains("/interaction/")
-            && let Some(consent) = b.find("button[type=submit]")
-        {
-            b.click(&consent);
-        }
-        None
-    });
-    assert_eq!(b.text_of(".who").unwrap_or_default(), "dana@example.com");
+    sign_in_with_sso(&b, &server, "dana@example.com");
     check_page(&b, &shots, "tasks-after-sso");
     let audit = server.cli_ok(&["audit", "list", "--action", "login", "--json"]);
     assert!(
         audit.contains("web-sso") && audit.contains("dana@example.com"),
         "{audit}"
+    );
+
+    // A task created in the browser carries dana's ID token: the agent runs it as her.
+    create_in_browser(
+        &b,
+        &server,
+        "guarded",
+        "echo \"ran for $RUNOPS_TASK_USER_EMAIL\"",
+    );
+    b.wait_until("the task to succeed", || {
+        (shown_status(&b) == "success").then_some(())
+    });
+    let log = b.text_of("#log").unwrap_or_default();
+    assert!(log.contains("ran for dana@example.com"), "{log}");
+    // The same target refuses a task made with an API token: the agent does check.
+    let refused = server.submit("guarded", "echo no-token");
+    let t = server.wait_final(refused);
+    assert_eq!(
+        (t["status"].as_str(), t["failure_reason"].as_str()),
+        (Some("failure"), Some("unauthenticated")),
+        "{t}"
+    );
+
+    // A user whose ID token is about to expire (the provider gives `brief…` logins
+    // 30-second tokens) reads, but is asked to sign in again before creating a task.
+    let brief = driver.browser(&profile(&sb, "brief"));
+    sign_in_with_sso(&brief, &server, "brief@example.com");
+    brief.goto(&format!("{}/tasks/new?target=guarded", server.url()));
+    let notice = brief.wait_until("the sign-in-again notice", || {
+        brief.text_of("#sign-in-again")
+    });
+    assert!(notice.contains("Sign in with SSO again"), "{notice}");
+    check_page(&brief, &shots, "new-task-sign-in-again");
+    brief.fill("#script", "echo too-late");
+    brief.click_on("form[action='/tasks/new'] button[type=submit]");
+    let shown = brief.wait_until("the refusal", || brief.text_of(".error"));
+    assert!(
+        shown.contains("your sign-in with the identity provider has expired"),
+        "{shown}"
+    );
+    let tasks: Value = serde_json::from_str(&server.cli_ok(&["tasks", "list", "--json"]))
+        .expect("tasks list --json");
+    assert!(
+        !tasks.to_string().contains("too-late"),
+        "no task was created: {tasks}"
     );
 }
 
@@ -593,5 +667,126 @@ fn a_csv_task_shows_its_result_as_a_table_and_downloads_as_csv() {
             .unwrap_or("")
             .starts_with("id,name\n1,<b>bold?</b>\n2,\"a,\"\"b\"\"\"\n"),
         "{csv}"
+    );
+}
+
+/// Bytes the task of the big-log test prints: the issue's 100 MB.
+const BIG_LOG_BYTES: u64 = 100_000_000;
+
+/// Most characters the live log may hold in the page: the script keeps its last 64 Ki
+/// characters and trims when it holds twice that (plus one showing's new text, below
+/// that).
+const LOG_PAGE_MAX_CHARS: u64 = 3 * 64 * 1024;
+
+#[test]
+fn a_task_page_following_a_100_mb_log_stays_responsive_and_renders_only_the_tail() {
+    let sb = Sandbox::new();
+    let Some(driver) = driver(&sb) else { return };
+    let server = Server::start(&sb, 10);
+    let _agent = Agent::start(&sb, "a", &server.create_agent_token(), None, &[]);
+    server.cli_ok(&[
+        "targets", "create", "--name", "big", "--type", "bash", "--redact", "none",
+    ]);
+    let shots = screenshot_dir("big_log");
+    let b = driver.browser(&profile(&sb, "admin"));
+    sign_in(&b, &server, ADMIN_TOKEN);
+    let script = format!(
+        "yes 'runops big log line: 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ' | head -c {BIG_LOG_BYTES}\necho\necho the-very-last-line"
+    );
+    // While the log streams in, the page answers script calls, and its log holds only
+    // the tail. Each sample: a WebDriver round trip running JavaScript in the page.
+    // The page also measures its own main-thread stalls: a 50 ms timer's worst lateness
+    // since the previous probe (installed again after each reload).
+    let probe = "if (!window.__lag) { window.__lag = {worst: 0, last: performance.now()}; \
+                 setInterval(function () { var now = performance.now(); \
+                 window.__lag.worst = Math.max(window.__lag.worst, now - window.__lag.last - 50); \
+                 window.__lag.last = now; }, 50); } \
+                 var lag = window.__lag.worst; window.__lag.worst = 0; \
+                 var log = document.getElementById('log'); \
+                 return [lag, log ? log.textContent.length : 0, \
+                 log ? Number(log.dataset.received || 0) : 0, \
+                 (document.querySelector('h1 .status') || {}).textContent || ''];";
+    // The floor: the same probe on the idle new-task page.
+    b.goto(&format!("{}/tasks/new", server.url()));
+    let mut idle_ms = Vec::new();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        b.js(probe);
+        idle_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    idle_ms.sort_by(f64::total_cmp);
+    b.fill("#script", &script);
+    let started = std::time::Instant::now();
+    b.click_on("form[action='/tasks/new'] button[type=submit]");
+    let id: i64 = b.wait_until("the task page", || {
+        b.url().rsplit('/').next().and_then(|s| s.parse().ok())
+    });
+
+    let mut round_trips_ms = Vec::new();
+    let mut worst_lag_ms = 0f64;
+    let mut longest_text = 0u64;
+    let mut most_received_live = 0u64;
+    let deadline = started + std::time::Duration::from_secs(900);
+    let status = loop {
+        let t = std::time::Instant::now();
+        let v = b.js(probe);
+        round_trips_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        worst_lag_ms = worst_lag_ms.max(v[0].as_f64().unwrap_or(0.0));
+        let chars = v[1].as_u64().unwrap_or(0);
+        longest_text = longest_text.max(chars);
+        most_received_live = most_received_live.max(v[2].as_u64().unwrap_or(0));
+        assert!(
+            chars <= LOG_PAGE_MAX_CHARS,
+            "the page holds {chars} characters of log"
+        );
+        let status = v[3].as_str().unwrap_or("").to_string();
+        if status == "success" || status == "failure" {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} did not end within 15 minutes (last status {status})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let took = started.elapsed();
+    assert_eq!(status, "success");
+    let t = server.task(id);
+    let size = t["log_size"].as_u64().unwrap_or(0);
+    assert!(size > BIG_LOG_BYTES, "the whole log was kept: {t}");
+
+    // The finished page shows the tail (with its end) and says the rest is a download.
+    let log = b.wait_until("the end of the log", || {
+        b.text_of("#log")
+            .filter(|l| l.contains("the-very-last-line"))
+    });
+    assert!(
+        (log.len() as u64) < LOG_PAGE_MAX_CHARS,
+        "{} characters rendered",
+        log.len()
+    );
+    assert!(
+        b.js("return !document.getElementById('log-trimmed').hidden;") == Value::Bool(true),
+        "the page says the earlier output is in the download"
+    );
+    let download = b
+        .js("return document.querySelector(\"a[href$='/log.txt']\").textContent;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(download.contains(" bytes)"), "{download}");
+    check_page(&b, &shots, "task-big-log");
+
+    round_trips_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| round_trips_ms[((round_trips_ms.len() - 1) as f64 * p) as usize];
+    println!(
+        "100 MB log: task ended in {:.1} s; {} page probes while following: round trip p50 {:.1} ms, p95 {:.1} ms, worst {:.1} ms \
+         (idle page: p50 {:.1} ms); worst main-thread stall {worst_lag_ms:.0} ms; most log characters in the page {longest_text} (cap {LOG_PAGE_MAX_CHARS}); log offset the open page followed live to {most_received_live}; log kept {size} bytes",
+        took.as_secs_f64(),
+        round_trips_ms.len(),
+        pct(0.5),
+        pct(0.95),
+        round_trips_ms[round_trips_ms.len() - 1],
+        idle_ms[idle_ms.len() / 2],
     );
 }

@@ -640,6 +640,23 @@ pub struct NewAuditEvent {
     pub detail: serde_json::Value,
 }
 
+/// The actor filter of an audit query (`AuditQuery::actor`): a user's e-mail, or the
+/// kind of a caller that is no user (`agent`, `system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditActorFilter<'a> {
+    Email(&'a str),
+    Kind(&'a str),
+}
+
+impl<'a> AuditActorFilter<'a> {
+    pub fn of(actor: &'a str) -> AuditActorFilter<'a> {
+        match actor {
+            "agent" | "system" => AuditActorFilter::Kind(actor),
+            email => AuditActorFilter::Email(email),
+        }
+    }
+}
+
 /// One organisation's share of a log purge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgedLogs {

@@ -814,25 +814,45 @@ impl Store for PgStore {
         let status = q.status.map(|s| s.as_str());
         let since_ms = q.since.map(|t| t.timestamp_millis());
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-        let rows = sqlx::query(concat!(
+        // Only the filters given are in the statement: a prepared statement's generic
+        // plan cannot use the `tasks_org_*` indexes for `($2 IS NULL OR status = $2)`.
+        let mut sql = String::from(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE org_id = $1 AND ($2 IS NULL OR status = $3) AND ($4 IS NULL OR target_name = $5) AND ($6 IS NULL OR id < $7) AND ($8 IS NULL OR user_email = $9) AND ($10 IS NULL OR created_at >= $11) ORDER BY id DESC LIMIT $12"
-        ))
-        .bind(org_id)
-        .bind(status)
-        .bind(status)
-        .bind(&q.target)
-        .bind(&q.target)
-        .bind(q.before)
-        .bind(q.before)
-        .bind(&q.user)
-        .bind(&q.user)
-        .bind(since_ms)
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+            " FROM tasks WHERE org_id = $1"
+        ));
+        let mut n = 1;
+        for (given, column) in [
+            (status.is_some(), "status ="),
+            (q.target.is_some(), "target_name ="),
+            (q.user.is_some(), "user_email ="),
+            (q.before.is_some(), "id <"),
+            (since_ms.is_some(), "created_at >="),
+        ] {
+            if given {
+                n += 1;
+                sql.push_str(&format!(" AND {column} ${n}"));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+        // Built from fixed clauses only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        if let Some(s) = status {
+            query = query.bind(s);
+        }
+        if let Some(t) = &q.target {
+            query = query.bind(t);
+        }
+        if let Some(u) = &q.user {
+            query = query.bind(u);
+        }
+        if let Some(b) = q.before {
+            query = query.bind(b);
+        }
+        if let Some(s) = since_ms {
+            query = query.bind(s);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| task_from_row(r).map(|t| t.task))
             .collect()
@@ -1686,19 +1706,50 @@ impl Store for PgStore {
 
     async fn list_audit(&self, org_id: i64, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-        let rows = sqlx::query(
+        let actor = q.actor.as_deref().map(AuditActorFilter::of);
+        // Only the filters given, so that the plan can use the `audit_events_org_*` indexes.
+        let mut sql = String::from(
             "SELECT id, at, actor_email, actor_kind, action, object_kind, object_id, remote_addr, detail_json \
-             FROM audit_events WHERE org_id = $1 AND ($2 IS NULL OR id < $3) AND ($4 IS NULL OR action = $5) \
-             ORDER BY id DESC LIMIT $6",
-        )
-        .bind(org_id)
-        .bind(q.before)
-        .bind(q.before)
-        .bind(&q.action)
-        .bind(&q.action)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             FROM audit_events WHERE org_id = $1",
+        );
+        let mut n = 1;
+        for (given, clause) in [
+            (q.before.is_some(), "id <"),
+            (q.action.is_some(), "action ="),
+            (
+                matches!(actor, Some(AuditActorFilter::Email(_))),
+                "actor_email =",
+            ),
+            (
+                matches!(actor, Some(AuditActorFilter::Kind(_))),
+                "actor_email IS NULL AND actor_kind =",
+            ),
+            (q.object.is_some(), "object_id ="),
+        ] {
+            if given {
+                n += 1;
+                sql.push_str(&format!(" AND {clause} ${n}"));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+        // Built from fixed clauses only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        if let Some(b) = q.before {
+            query = query.bind(b);
+        }
+        if let Some(a) = &q.action {
+            query = query.bind(a);
+        }
+        match actor {
+            Some(AuditActorFilter::Email(e)) | Some(AuditActorFilter::Kind(e)) => {
+                query = query.bind(e);
+            }
+            None => {}
+        }
+        if let Some(o) = &q.object {
+            query = query.bind(o);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let detail: String = r.try_get("detail_json")?;

@@ -776,25 +776,25 @@ impl Store for SqliteStore {
         let status = q.status.map(|s| s.as_str());
         let since_ms = q.since.map(|t| t.timestamp_millis());
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE org_id = ? AND (? IS NULL OR status = ?) AND (? IS NULL OR target_name = ?) AND (? IS NULL OR id < ?) AND (? IS NULL OR user_email = ?) AND (? IS NULL OR created_at >= ?) ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(org_id)
-        .bind(status)
-        .bind(status)
-        .bind(&q.target)
-        .bind(&q.target)
-        .bind(q.before)
-        .bind(q.before)
-        .bind(&q.user)
-        .bind(&q.user)
-        .bind(since_ms)
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        let sql = list_tasks_sql(q);
+        // Built from fixed clauses only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        if let Some(s) = status {
+            query = query.bind(s);
+        }
+        if let Some(t) = &q.target {
+            query = query.bind(t);
+        }
+        if let Some(u) = &q.user {
+            query = query.bind(u);
+        }
+        if let Some(b) = q.before {
+            query = query.bind(b);
+        }
+        if let Some(s) = since_ms {
+            query = query.bind(s);
+        }
+        let rows = query.bind(limit).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| task_from_row(r).map(|t| t.task))
             .collect()
@@ -1607,19 +1607,48 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, org_id: i64, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-        let rows = sqlx::query(
+        let actor = q.actor.as_deref().map(AuditActorFilter::of);
+        // Only the filters given, so that SQLite can use the `audit_events_org_*` indexes.
+        let mut sql = String::from(
             "SELECT id, at, actor_email, actor_kind, action, object_kind, object_id, remote_addr, detail_json \
-             FROM audit_events WHERE org_id = ? AND (? IS NULL OR id < ?) AND (? IS NULL OR action = ?) \
-             ORDER BY id DESC LIMIT ?",
-        )
-        .bind(org_id)
-        .bind(q.before)
-        .bind(q.before)
-        .bind(&q.action)
-        .bind(&q.action)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+             FROM audit_events WHERE org_id = ?",
+        );
+        for (given, clause) in [
+            (q.before.is_some(), " AND id < ?"),
+            (q.action.is_some(), " AND action = ?"),
+            (
+                matches!(actor, Some(AuditActorFilter::Email(_))),
+                " AND actor_email = ?",
+            ),
+            (
+                matches!(actor, Some(AuditActorFilter::Kind(_))),
+                " AND actor_email IS NULL AND actor_kind = ?",
+            ),
+            (q.object.is_some(), " AND object_id = ?"),
+        ] {
+            if given {
+                sql.push_str(clause);
+            }
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        // Built from fixed clauses only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        if let Some(b) = q.before {
+            query = query.bind(b);
+        }
+        if let Some(a) = &q.action {
+            query = query.bind(a);
+        }
+        match actor {
+            Some(AuditActorFilter::Email(e)) | Some(AuditActorFilter::Kind(e)) => {
+                query = query.bind(e);
+            }
+            None => {}
+        }
+        if let Some(o) = &q.object {
+            query = query.bind(o);
+        }
+        let rows = query.bind(limit).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
                 let detail: String = r.try_get("detail_json")?;
@@ -2009,8 +2038,82 @@ mod reviews;
 // Browser sessions of the web app (after the macros above, which it uses).
 mod web_sessions;
 
+/// The statement of `list_tasks` for the filters `q` has, bound in this order: org,
+/// status, target, user, before, since, limit. Only the filters given are in it: SQLite
+/// plans a statement without its bound values, and `(? IS NULL OR status = ?)` would keep
+/// it off the `tasks_org_*` indexes (a scan of every task of the org for a rare status).
+fn list_tasks_sql(q: &TaskListQuery) -> String {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        task_cols!(),
+        " FROM tasks WHERE org_id = ?"
+    ));
+    for (given, clause) in [
+        (q.status.is_some(), " AND status = ?"),
+        (q.target.is_some(), " AND target_name = ?"),
+        (q.user.is_some(), " AND user_email = ?"),
+        (q.before.is_some(), " AND id < ?"),
+        (q.since.is_some(), " AND created_at >= ?"),
+    ] {
+        if given {
+            sql.push_str(clause);
+        }
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    sql
+}
+
 #[cfg(test)]
 mod tests {
+    /// Every filter of the task list (the web app's tasks page) is found through an
+    /// index, newest first, without sorting: no scan of the org's tasks.
+    #[tokio::test]
+    async fn task_list_filters_use_their_index() {
+        use runops_proto::TaskStatus;
+        use runops_proto::api::TaskListQuery;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(dir.path()).await.unwrap();
+        let q = |f: fn(&mut TaskListQuery)| {
+            let mut q = TaskListQuery::default();
+            f(&mut q);
+            q
+        };
+        for (query, index) in [
+            (q(|_| {}), "tasks_org"),
+            (q(|q| q.before = Some(9)), "tasks_org"),
+            (
+                q(|q| q.status = Some(TaskStatus::Running)),
+                "tasks_org_status",
+            ),
+            (
+                q(|q| {
+                    q.status = Some(TaskStatus::Running);
+                    q.before = Some(9);
+                }),
+                "tasks_org_status",
+            ),
+            (q(|q| q.target = Some("t".into())), "tasks_org_target"),
+            (q(|q| q.user = Some("u@x".into())), "tasks_org_user"),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", super::list_tasks_sql(&query));
+            let mut plan = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for _ in 0..sql.matches('?').count() {
+                plan = plan.bind(1_i64);
+            }
+            let rows = plan.fetch_all(&store.reader).await.unwrap();
+            let details: Vec<String> = rows
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+                .collect();
+            let plan = details.join(" | ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index} ")),
+                "{query:?}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
+        }
+    }
+
     /// Statuses come from `TaskStatus::as_str`, never from literals in SQL text.
     #[test]
     fn no_admin_role_literal_in_sql() {

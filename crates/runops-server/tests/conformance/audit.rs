@@ -90,7 +90,7 @@ pub async fn audit_events_are_listed_newest_first_per_org(store: &dyn Store) {
     let page = list(AuditQuery {
         limit: Some(2),
         before: Some(ids[3]),
-        action: None,
+        ..Default::default()
     })
     .await;
     assert_eq!(
@@ -105,6 +105,47 @@ pub async fn audit_events_are_listed_newest_first_per_org(store: &dyn Store) {
     assert_eq!(
         creates.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![ids[2], ids[0]]
+    );
+    // By actor (a user's e-mail, or the kind of a caller that is no user), by object,
+    // and both with an action.
+    let ids_of = |events: Vec<runops_proto::api::AuditEvent>| {
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    let by = |actor: &str| AuditQuery {
+        actor: Some(actor.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(list(by("ann@acme.example")).await),
+        vec![ids[3], ids[2], ids[1], ids[0]]
+    );
+    assert_eq!(ids_of(list(by("system")).await), vec![system]);
+    assert_eq!(ids_of(list(by("agent")).await), Vec::<i64>::new());
+    assert_eq!(
+        ids_of(list(by("x@other.example")).await),
+        Vec::<i64>::new(),
+        "another org's actor"
+    );
+    assert_eq!(
+        ids_of(
+            list(AuditQuery {
+                object: Some(format!("t{}", T0 + 1)),
+                ..Default::default()
+            })
+            .await
+        ),
+        vec![ids[1]]
+    );
+    assert_eq!(
+        ids_of(
+            list(AuditQuery {
+                action: Some("target.create".into()),
+                before: Some(ids[2]),
+                ..by("ann@acme.example")
+            })
+            .await
+        ),
+        vec![ids[0]]
     );
     let one = list(AuditQuery {
         limit: Some(0),

@@ -4,7 +4,7 @@
 
 use super::*;
 use runops_proto::token::TokenKind;
-use runops_server::store::web_sessions::NewWebSession;
+use runops_server::store::web_sessions::{NewWebSession, SealedIdpToken};
 
 const HOUR: i64 = 3_600_000;
 
@@ -44,6 +44,7 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
         token_id: Some(token_id),
         csrf: format!("csrf-{hash}"),
         expires_at_ms: T0 + 12 * HOUR,
+        idp_token: None,
     };
     sessions
         .create_web_session(&new(10, token), T0)
@@ -71,6 +72,7 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
     assert_eq!((s.token_id, s.csrf.as_str()), (Some(token), "csrf-10"));
     assert_eq!(s.expires_at_ms, T0 + 12 * HOUR);
     assert!(!s.revoked && !s.token_revoked);
+    assert_eq!(s.idp_token, None);
 
     // Signing out ends that session only, once.
     assert!(
@@ -152,14 +154,21 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
             .revoked
     );
 
-    // A session opened through the identity provider has no token.
+    // A session opened through the identity provider has no API token; it keeps the
+    // sealed ID token of its sign-in, as it was given.
+    let sealed = SealedIdpToken {
+        sealed: vec![1, 0, 255, 7, 42],
+        expires_at_ms: T0 + HOUR,
+    };
     let sso = NewWebSession {
         token_id: None,
+        idp_token: Some(sealed.clone()),
         ..new(13, token)
     };
     sessions.create_web_session(&sso, T0 + 4).await.unwrap();
     let s = sessions.find_web_session(&[13; 32]).await.unwrap().unwrap();
     assert_eq!(s.token_id, None);
+    assert_eq!(s.idp_token, Some(sealed));
     assert!(!s.revoked && !s.token_revoked);
     assert!(
         sessions
@@ -167,6 +176,9 @@ pub async fn web_sessions_resolve_to_their_user_and_end_on_sign_out_or_token_rev
             .await
             .unwrap()
     );
+    let s = sessions.find_web_session(&[13; 32]).await.unwrap().unwrap();
+    assert!(s.revoked);
+    assert_eq!(s.idp_token, None, "signing out drops the identity token");
 
     // Ended sessions are deleted once they ended before the cutoff.
     assert_eq!(sessions.purge_web_sessions(T0 + 1).await.unwrap(), 0);

@@ -1,10 +1,12 @@
 //! The organisation's pages: users (admins), API tokens (mine; everyone's for admins)
-//! and the audit log (admins), each through the API's own handlers.
+//! and the audit log (admins), each through the API's own handlers, each with filters
+//! in its URL. Users and tokens are filtered here ([`UserFilter`], [`TokenFilter`]: an
+//! organisation's lists are short); the audit log by the store, as it is paged.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use runops_proto::api::{AuditQuery, TokenListQuery, UserCreate, UserTokenCreate};
+use runops_proto::api::{AuditQuery, TokenListQuery, User, UserCreate, UserToken, UserTokenCreate};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Nav, page};
@@ -29,14 +31,51 @@ fn shown_once(what: &str, token: &str) -> Markup {
     }
 }
 
+fn trimmed(v: &Option<String>) -> &str {
+    v.as_deref().map(str::trim).unwrap_or("")
+}
+
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// Filters of the users page, as in its URL.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct UserFilter {
+    /// Part of the name or e-mail, any case.
+    #[serde(default)]
+    q: Option<String>,
+    /// `admin` or `user`; empty for both.
+    #[serde(default)]
+    role: Option<String>,
+    /// A group the user is in (exactly, any case).
+    #[serde(default)]
+    group: Option<String>,
+}
+
+impl UserFilter {
+    pub fn matches(&self, u: &User) -> bool {
+        let q = trimmed(&self.q);
+        let role = trimmed(&self.role);
+        let group = trimmed(&self.group);
+        (q.is_empty() || contains_ci(&u.name, q) || contains_ci(&u.email, q))
+            && (role.is_empty() || u.role == role)
+            && (group.is_empty() || u.groups.iter().any(|g| g.eq_ignore_ascii_case(group)))
+    }
+}
+
 async fn users_page(
     st: &AppState,
     user: &WebUser,
+    filter: &UserFilter,
     notice: Option<Markup>,
     error: Option<&ApiError>,
 ) -> WebResult<Markup> {
     user.auth.require_admin("manage users")?;
-    let axum::Json(users) = crate::http::org::list_users(State(st.clone()), user.auth()).await?;
+    let axum::Json(all) = crate::http::org::list_users(State(st.clone()), user.auth()).await?;
+    let total = all.len();
+    let users: Vec<User> = all.into_iter().filter(|u| filter.matches(u)).collect();
+    let role = trimmed(&filter.role);
     Ok(page(
         "Users",
         user,
@@ -56,19 +95,41 @@ async fn users_page(
                 }
                 button type="submit" { "Create user" }
             }
+            form method="get" action="/users" class="filters" {
+                div {
+                    label for="uf-q" { "Name or e-mail" }
+                    input id="uf-q" name="q" type="search" value=(trimmed(&filter.q));
+                }
+                div {
+                    label for="uf-role" { "Role" }
+                    select id="uf-role" name="role" {
+                        option value="" selected[role.is_empty()] { "any" }
+                        @for r in runops_proto::Role::ALL {
+                            option value=(r.as_str()) selected[role == r.as_str()] { (r.as_str()) }
+                        }
+                    }
+                }
+                div {
+                    label for="uf-group" { "Group" }
+                    input id="uf-group" name="group" value=(trimmed(&filter.group));
+                }
+                button type="submit" { "Filter" }
+            }
+            p class="small" id="user-count" { (users.len()) " of " (total) " users" }
             div class="scroll" {
                 table {
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "E-mail" } th scope="col" { "Groups" }
                         th scope="col" { "Role" } th scope="col" { "Created" }
                     } }
-                    tbody {
+                    tbody id="user-rows" {
                         @for u in &users {
                             tr {
                                 td { (u.name) } td { (u.email) } td { (u.groups.join(", ")) }
                                 td { (u.role) } td { (layout::time(u.created_at)) }
                             }
                         }
+                        @if users.is_empty() { tr { td colspan="5" class="empty" { "No users match." } } }
                     }
                 }
             }
@@ -76,9 +137,13 @@ async fn users_page(
     ))
 }
 
-/// `GET /users` (admins).
-pub async fn users(State(st): State<AppState>, user: WebUser) -> WebResult<Markup> {
-    users_page(&st, &user, None, None).await
+/// `GET /users?q=&role=&group=` (admins).
+pub async fn users(
+    State(st): State<AppState>,
+    user: WebUser,
+    WebQuery(filter): WebQuery<UserFilter>,
+) -> WebResult<Markup> {
+    users_page(&st, &user, &filter, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -107,16 +172,73 @@ pub async fn create_user(
     match crate::http::org::create_user(State(st.clone()), user.auth(), ApiJson(req)).await {
         Ok((_, axum::Json(c))) => {
             let notice = shown_once(&format!("User {} created.", c.user.email), &c.token);
-            Ok(users_page(&st, &user, Some(notice), None)
-                .await?
-                .into_response())
+            Ok(
+                users_page(&st, &user, &UserFilter::default(), Some(notice), None)
+                    .await?
+                    .into_response(),
+            )
         }
-        Err(e) => Ok((e.status, users_page(&st, &user, None, Some(&e)).await?).into_response()),
+        Err(e) => Ok((
+            e.status,
+            users_page(&st, &user, &UserFilter::default(), None, Some(&e)).await?,
+        )
+            .into_response()),
     }
 }
 
-async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> WebResult<Markup> {
-    let axum::Json(tokens) = crate::http::org::list_tokens(
+/// Filters of the API tokens page, as in its URL.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct TokenFilter {
+    /// Part of the owner's e-mail, any case (admins see everyone's tokens).
+    #[serde(default)]
+    user: Option<String>,
+    /// Part of the token's name, any case.
+    #[serde(default)]
+    name: Option<String>,
+    /// `active` or `revoked`; empty for both.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// The states a token can be filtered by.
+const TOKEN_STATES: [&str; 2] = ["active", "revoked"];
+
+impl TokenFilter {
+    pub fn matches(&self, t: &UserToken) -> bool {
+        let user = trimmed(&self.user);
+        let name = trimmed(&self.name);
+        let state_ok = match trimmed(&self.state) {
+            "active" => t.revoked_at.is_none(),
+            "revoked" => t.revoked_at.is_some(),
+            _ => true,
+        };
+        state_ok
+            && (user.is_empty() || contains_ci(&t.user, user))
+            && (name.is_empty() || t.name.as_deref().is_some_and(|n| contains_ci(n, name)))
+    }
+
+    /// A state that is neither empty nor one of [`TOKEN_STATES`].
+    fn check(&self) -> Result<(), ApiError> {
+        let state = trimmed(&self.state);
+        if state.is_empty() || TOKEN_STATES.contains(&state) {
+            return Ok(());
+        }
+        Err(ApiError::bad_request(format!(
+            "unknown token state `{state}`: it is `active` or `revoked`"
+        ))
+        .hint("leave the state empty to see every token"))
+    }
+}
+
+async fn tokens_page(
+    st: &AppState,
+    user: &WebUser,
+    filter: &TokenFilter,
+    notice: Option<Markup>,
+) -> WebResult<Markup> {
+    filter.check()?;
+    let state = trimmed(&filter.state);
+    let axum::Json(all) = crate::http::org::list_tokens(
         State(st.clone()),
         user.auth(),
         ApiQuery(TokenListQuery {
@@ -124,6 +246,8 @@ async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> W
         }),
     )
     .await?;
+    let total = all.len();
+    let tokens: Vec<UserToken> = all.into_iter().filter(|t| filter.matches(t)).collect();
     Ok(page(
         "API tokens",
         user,
@@ -141,13 +265,36 @@ async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> W
                 (csrf_field(user))
                 button type="submit" class="danger" { "Sign out of every browser" }
             }
+            form method="get" action="/tokens" class="filters" {
+                @if user.is_admin() {
+                    div {
+                        label for="tf-user" { "User (e-mail)" }
+                        input id="tf-user" name="user" type="search" value=(trimmed(&filter.user));
+                    }
+                }
+                div {
+                    label for="tf-name" { "Name" }
+                    input id="tf-name" name="name" type="search" value=(trimmed(&filter.name));
+                }
+                div {
+                    label for="tf-state" { "State" }
+                    select id="tf-state" name="state" {
+                        option value="" selected[state.is_empty()] { "any" }
+                        @for s in TOKEN_STATES {
+                            option value=(s) selected[state == s] { (s) }
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            p class="small" id="token-count" { (tokens.len()) " of " (total) " API tokens" }
             div class="scroll" {
                 table {
                     thead { tr {
                         th scope="col" { "ID" } th scope="col" { "Name" } th scope="col" { "User" }
                         th scope="col" { "Created" } th scope="col" { "Revoked" } th scope="col" { span class="visually-hidden" { "Actions" } }
                     } }
-                    tbody {
+                    tbody id="token-rows" {
                         @for t in &tokens {
                             tr {
                                 td { (t.id) @if t.current { " (this session)" } }
@@ -165,6 +312,7 @@ async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> W
                                 }
                             }
                         }
+                        @if tokens.is_empty() { tr { td colspan="6" class="empty" { "No API tokens match." } } }
                     }
                 }
             }
@@ -172,9 +320,13 @@ async fn tokens_page(st: &AppState, user: &WebUser, notice: Option<Markup>) -> W
     ))
 }
 
-/// `GET /tokens`.
-pub async fn tokens(State(st): State<AppState>, user: WebUser) -> WebResult<Markup> {
-    tokens_page(&st, &user, None).await
+/// `GET /tokens?user=&name=&state=`.
+pub async fn tokens(
+    State(st): State<AppState>,
+    user: WebUser,
+    WebQuery(filter): WebQuery<TokenFilter>,
+) -> WebResult<Markup> {
+    tokens_page(&st, &user, &filter, None).await
 }
 
 #[derive(Deserialize)]
@@ -194,7 +346,11 @@ pub async fn create_token(
     let (_, axum::Json(c)) =
         crate::http::org::create_token(State(st.clone()), user.auth(), ApiJson(req)).await?;
     let notice = shown_once(&format!("API token {} created.", c.id), &c.token);
-    Ok(tokens_page(&st, &user, Some(notice)).await?.into_response())
+    Ok(
+        tokens_page(&st, &user, &TokenFilter::default(), Some(notice))
+            .await?
+            .into_response(),
+    )
 }
 
 /// `POST /tokens/{id}/revoke`.
@@ -207,33 +363,47 @@ pub async fn revoke_token(
     Ok(see_other("/tokens"))
 }
 
+/// Filters of the audit log page, as in its URL.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct AuditFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     action: Option<String>,
+    /// A user's e-mail, or `agent` / `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    /// The object's id: a task id, a target's name...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     before: Option<i64>,
 }
 
-/// `GET /audit` (admins): newest first, filtered by action, paged by id.
+fn nonblank(v: &Option<String>) -> Option<String> {
+    Some(trimmed(v).to_string()).filter(|v| !v.is_empty())
+}
+
+/// `GET /audit?action=&actor=&object=&before=` (admins): newest first, filtered, paged
+/// by id.
 pub async fn audit(
     State(st): State<AppState>,
     user: WebUser,
     WebQuery(f): WebQuery<AuditFilter>,
 ) -> WebResult<Markup> {
-    let action = f
-        .action
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_string);
+    let f = AuditFilter {
+        action: nonblank(&f.action),
+        actor: nonblank(&f.actor),
+        object: nonblank(&f.object),
+        before: f.before,
+    };
     let axum::Json(events) = crate::http::org::list_audit(
         State(st),
         user.auth(),
         ApiQuery(AuditQuery {
             limit: Some(AUDIT_PAGE),
             before: f.before,
-            action: action.clone(),
+            action: f.action.clone(),
+            actor: f.actor.clone(),
+            object: f.object.clone(),
         }),
     )
     .await?;
@@ -241,8 +411,8 @@ pub async fn audit(
         .then(|| events.last().map(|e| e.id))
         .flatten()
         .map(|id| AuditFilter {
-            action: action.clone(),
             before: Some(id),
+            ..f.clone()
         });
     Ok(page(
         "Audit log",
@@ -253,7 +423,15 @@ pub async fn audit(
             form method="get" action="/audit" class="filters" {
                 div {
                     label for="a-action" { "Action" }
-                    input id="a-action" name="action" value=(action.as_deref().unwrap_or("")) placeholder="task.create, login, …";
+                    input id="a-action" name="action" value=(trimmed(&f.action)) placeholder="task.create, login, …";
+                }
+                div {
+                    label for="a-actor" { "Who (e-mail, agent or system)" }
+                    input id="a-actor" name="actor" value=(trimmed(&f.actor));
+                }
+                div {
+                    label for="a-object" { "Object (task id, target, e-mail…)" }
+                    input id="a-object" name="object" value=(trimmed(&f.object));
                 }
                 button type="submit" { "Filter" }
             }
@@ -263,7 +441,7 @@ pub async fn audit(
                         th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" }
                         th scope="col" { "Object" } th scope="col" { "From" } th scope="col" { "Detail" }
                     } }
-                    tbody {
+                    tbody id="audit-rows" {
                         @for e in &events {
                             tr {
                                 td { (layout::time(e.at)) }

@@ -198,6 +198,7 @@ pub async fn run(
     WebForm { user, .. }: WebForm<Empty>,
 ) -> WebResult<Response> {
     let id = parse_task_id(&raw)?;
+    user.require_task_credentials()?;
     let _ran = crate::http::reviews::run(
         State(st),
         user.auth(),

@@ -6,6 +6,14 @@
 //! API token used to sign in and the session's CSRF token. The cookie is `HttpOnly`,
 //! `SameSite=Lax`, and `Secure` when the public URL is `https://`. The API token is
 //! sent once, in the sign-in form's body; it never appears in a URL or a page.
+//!
+//! A session opened through the identity provider (SSO) keeps the ID token of its
+//! sign-in, sealed with the server key and bound to the session, never in a cookie or a
+//! page: tasks created from the session carry it to the agent (an agent with `JWK_URL`
+//! runs only tasks carrying their creator's token), as tasks created with the CLI carry
+//! the JWT it was given. Once the token is about to expire ([`IDP_TOKEN_MIN_LEFT_MS`]),
+//! the session still reads and reviews, and creating or running a task asks the user
+//! to sign in again ([`WebUser::require_task_credentials`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -25,7 +33,7 @@ use crate::auth::{Credential, UserAuth, hash_token};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::now_ms;
-use crate::store::web_sessions::{NewWebSession, WebSessionStore};
+use crate::store::web_sessions::{NewWebSession, SealedIdpToken, WebSessionStore};
 
 /// Name of the session cookie.
 const COOKIE_NAME: &str = "runops_session";
@@ -33,12 +41,26 @@ const COOKIE_NAME: &str = "runops_session";
 /// A session lasts a working day; then the user pastes a token again.
 const SESSION_TTL_SECS: i64 = 12 * 3600;
 
+/// An SSO session's ID token goes with a new task only while it has at least this long
+/// left: the agent checks it when the task starts, and a token that expires on the way
+/// would fail the task `unauthenticated` instead of asking for a new sign-in here.
+pub const IDP_TOKEN_MIN_LEFT_MS: i64 = 60_000;
+
+/// Whether an SSO session's ID token expiring at `expires_at_ms` may still go with a
+/// task created at `now_ms`.
+pub fn idp_token_usable(expires_at_ms: i64, now_ms: i64) -> bool {
+    expires_at_ms.saturating_sub(now_ms) >= IDP_TOKEN_MIN_LEFT_MS
+}
+
 /// The signed-in user of a web request, with the session's CSRF token for the forms of
 /// the page.
 pub struct WebUser {
     pub auth: UserAuth,
     pub csrf: String,
     id_hash: [u8; 32],
+    /// A session opened through the identity provider whose ID token can no longer go
+    /// with a task: when it expired (`None`: the session holds no token).
+    idp_token_expired: Option<Option<i64>>,
 }
 
 impl WebUser {
@@ -48,6 +70,27 @@ impl WebUser {
 
     pub fn email(&self) -> &str {
         &self.auth.user.email
+    }
+
+    /// For a session opened with SSO whose ID token expired: the refusal that asks the
+    /// user to sign in again (tasks created from the web carry that token to the agent).
+    pub fn require_task_credentials(&self) -> Result<(), ApiError> {
+        let Some(expired) = self.idp_token_expired else {
+            return Ok(());
+        };
+        let when = expired
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| format!(" (it expired at {})", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        Err(ApiError::unauthorized(format!(
+            "your sign-in with the identity provider has expired{when}; a task created here carries it to the agent, so nothing was created"
+        ))
+        .hint("sign in with SSO again (/sign-in/sso), then send the form again"))
+    }
+
+    /// True when this session's tasks need a new SSO sign-in first.
+    pub fn must_sign_in_again(&self) -> bool {
+        self.idp_token_expired.is_some()
     }
 
     /// The same user as another value (the API handlers take `UserAuth` by value).
@@ -94,21 +137,33 @@ impl FromRequestParts<AppState> for WebUser {
         let Some(s) = sessions(st)?.find_web_session(&id_hash).await? else {
             return Err(WebError::SignIn);
         };
-        if s.revoked || s.token_revoked || s.expires_at_ms <= now_ms() {
+        let now = now_ms();
+        if s.revoked || s.token_revoked || s.expires_at_ms <= now {
             return Err(WebError::SignIn);
         }
+        let (via, idp_token_expired) = match (s.token_id, &s.idp_token) {
+            (Some(id), _) => (Credential::ApiToken { id }, None),
+            (None, Some(t)) if idp_token_usable(t.expires_at_ms, now) => {
+                match st.sealer.open_session_token(&id_hash, &t.sealed) {
+                    Ok(jwt) => (Credential::IdentityToken(jwt), None),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "web session: its identity token does not open; the user signs in again");
+                        (Credential::Sso, Some(None))
+                    }
+                }
+            }
+            (None, t) => (Credential::Sso, Some(t.as_ref().map(|t| t.expires_at_ms))),
+        };
         Ok(WebUser {
             auth: UserAuth {
                 org_id: s.org_id,
                 user: s.user,
-                via: match s.token_id {
-                    Some(id) => Credential::ApiToken { id },
-                    None => Credential::Sso,
-                },
+                via,
                 remote_addr: crate::audit::peer_ip(parts),
             },
             csrf: s.csrf,
             id_hash,
+            idp_token_expired,
         })
     }
 }
@@ -285,16 +340,23 @@ async fn try_sign_in(st: &AppState, req: Request) -> WebResult<Response> {
         via: Credential::ApiToken { id: found.id },
         remote_addr,
     };
-    open_session(st, auth, Some(found.id)).await
+    open_session(st, auth, SignedInWith::ApiToken(found.id)).await
 }
 
-/// Opens a session for `auth` (signed in with the API token `token_id`, or through the
-/// identity provider), records the sign-in, and answers with the cookie and a redirect
-/// to the tasks.
+/// How a session was opened.
+pub enum SignedInWith<'a> {
+    /// An API token, by its id: the session ends when the token is revoked.
+    ApiToken(i64),
+    /// The identity provider (SSO), with the ID token it answered (already checked).
+    IdentityProvider { id_token: &'a str },
+}
+
+/// Opens a session for `auth`, records the sign-in, and answers with the cookie and a
+/// redirect to the tasks.
 pub async fn open_session(
     st: &AppState,
     auth: UserAuth,
-    token_id: Option<i64>,
+    with: SignedInWith<'_>,
 ) -> WebResult<Response> {
     let secret = crate::auth::random_secret().map_err(|e| {
         tracing::error!(error = %e, "cannot make a web session");
@@ -306,6 +368,27 @@ pub async fn open_session(
         ApiError::internal()
     })?;
     let now = now_ms();
+    let id_hash = hash_token(&secret);
+    let (token_id, idp_token) = match with {
+        SignedInWith::ApiToken(id) => (Some(id), None),
+        SignedInWith::IdentityProvider { id_token } => {
+            let sealed = st
+                .sealer
+                .seal_session_token(&id_hash, id_token)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot seal a web session's identity token");
+                    ApiError::internal()
+                })?;
+            let expires_at_ms = crate::identity::token_expiry_ms(id_token).unwrap_or(now);
+            (
+                None,
+                Some(SealedIdpToken {
+                    sealed,
+                    expires_at_ms,
+                }),
+            )
+        }
+    };
     let store = sessions(st)?;
     // Sessions that ended a full lifetime ago are of no use to anyone any more.
     store
@@ -314,12 +397,13 @@ pub async fn open_session(
     store
         .create_web_session(
             &NewWebSession {
-                id_hash: hash_token(&secret),
+                id_hash,
                 org_id: auth.org_id,
                 user_id: auth.user.id,
                 token_id,
                 csrf,
                 expires_at_ms: now + SESSION_TTL_SECS * 1000,
+                idp_token,
             },
             now,
         )
@@ -405,4 +489,18 @@ async fn signed_out(st: &AppState, user: &WebUser) -> WebResult<Response> {
         res.headers_mut().insert(SET_COOKIE, v);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sso_sessions_id_token_goes_with_tasks_until_a_minute_before_it_expires() {
+        let exp = 10_000_000;
+        assert!(idp_token_usable(exp, exp - IDP_TOKEN_MIN_LEFT_MS));
+        assert!(!idp_token_usable(exp, exp - IDP_TOKEN_MIN_LEFT_MS + 1));
+        assert!(!idp_token_usable(exp, exp + 1));
+        assert!(!idp_token_usable(i64::MIN, i64::MAX), "no overflow");
+    }
 }

@@ -7,7 +7,8 @@
 //! server. `GET /sign-in/sso/callback` checks `state`, exchanges the code (with the
 //! verifier) at the token endpoint, and checks the ID token exactly as an API request
 //! with a JWT is checked ([`crate::identity::authenticate_jwt`]: keys, issuer, audience,
-//! user mapping), plus its `nonce`. Then it opens a session like a token sign-in does.
+//! user mapping), plus its `nonce`. Then it opens a session like a token sign-in does,
+//! keeping the ID token sealed with it for the tasks it creates (see [`super::session`]).
 
 use axum::extract::{Request, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -18,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::session::open_session;
+use super::session::{SignedInWith, open_session};
 use super::{WebError, WebQuery, WebResult, see_other};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -237,7 +238,15 @@ pub async fn callback(
             "the ID token does not belong to this sign-in (nonce differs)",
         ));
     }
-    let mut res = open_session(&st, auth, None).await?;
+    // The session keeps the ID token (sealed, server-side) for the tasks it creates.
+    let mut res = open_session(
+        &st,
+        auth,
+        SignedInWith::IdentityProvider {
+            id_token: &answer.id_token,
+        },
+    )
+    .await?;
     // The round trip is over: its cookie goes.
     let gone = format!("{FLOW_COOKIE}=; Path=/sign-in/sso; HttpOnly; SameSite=Lax; Max-Age=0");
     if let Ok(v) = HeaderValue::from_str(&gone) {

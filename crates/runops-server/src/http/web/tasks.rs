@@ -389,8 +389,9 @@ pub async fn show(
                             "Download the full log" @if !running { " (" (kept) " bytes)" }
                         }
                     }
-                    @if start > 0 {
-                        p class="small" { "Showing the last " (LOG_TAIL_BYTES / 1024) " KiB; the earlier output is in the download." }
+                    // Shown by the page's script too, once the live tail drops earlier output.
+                    p class="small" id="log-trimmed" hidden[start == 0] {
+                        "Only the end of the log is shown here; the earlier output is in the download."
                     }
                     pre id="log" class="log" tabindex="0"
                         data-follow=[running.then(|| format!("/tasks/{id}/log?offset={kept}"))] { (tail.as_ref()) }
@@ -556,6 +557,14 @@ fn new_task_page(
         html! {
             h1 { "New task" }
             @if let Some(e) = error { (layout::error_box(e)) }
+            @else if user.must_sign_in_again() {
+                div class="notice" role="status" id="sign-in-again" {
+                    p {
+                        "Your sign-in with the identity provider has expired: a task created here carries it to the agent. "
+                        a href="/sign-in/sso" { "Sign in with SSO again" } " to create tasks."
+                    }
+                }
+            }
             form method="post" action="/tasks/new" class="card" {
                 (csrf_field(user))
                 label for="target" { "Target" }
@@ -609,7 +618,11 @@ pub async fn create(
         message: Some(form.message.trim().to_string()).filter(|m| !m.is_empty()),
         kind: None,
     };
-    match crate::http::tasks::create(State(st.clone()), user.auth(), ApiJson(req)).await {
+    let created = match user.require_task_credentials() {
+        Ok(()) => crate::http::tasks::create(State(st.clone()), user.auth(), ApiJson(req)).await,
+        Err(e) => Err(e),
+    };
+    match created {
         Ok((_, axum::Json(t))) => Ok(see_other(&format!("/tasks/{}", t.id))),
         Err(e) => {
             let axum::Json(targets) = crate::http::targets::list(State(st), user.auth()).await?;

@@ -1,9 +1,10 @@
-//! [`WebSessionStore`] on PostgreSQL: the `web_sessions` table of migration 0005. Every
+//! [`WebSessionStore`] on PostgreSQL: the `web_sessions` table of migration 0005 (with the
+//! sealed ID token of an SSO sign-in, as SQLite's 0013). Every
 //! replica reads the same rows, so a browser's requests may reach any of them.
 
 use super::{PgStore, user_from_row};
 use crate::store::StoreResult;
-use crate::store::web_sessions::{NewWebSession, WebSession, WebSessionStore};
+use crate::store::web_sessions::{NewWebSession, SealedIdpToken, WebSession, WebSessionStore};
 use async_trait::async_trait;
 use sqlx::Row;
 
@@ -11,8 +12,8 @@ use sqlx::Row;
 impl WebSessionStore for PgStore {
     async fn create_web_session(&self, s: &NewWebSession, now_ms: i64) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO web_sessions (id_hash, org_id, user_id, token_id, csrf, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO web_sessions (id_hash, org_id, user_id, token_id, csrf, created_at, expires_at, \
+             idp_token_sealed, idp_token_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.id_hash[..])
         .bind(s.org_id)
@@ -21,6 +22,8 @@ impl WebSessionStore for PgStore {
         .bind(&s.csrf)
         .bind(now_ms)
         .bind(s.expires_at_ms)
+        .bind(s.idp_token.as_ref().map(|t| &t.sealed[..]))
+        .bind(s.idp_token.as_ref().map(|t| t.expires_at_ms))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -29,6 +32,7 @@ impl WebSessionStore for PgStore {
     async fn find_web_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<WebSession>> {
         let row = sqlx::query(concat!(
             "SELECT s.org_id, s.token_id, s.csrf, s.expires_at, s.revoked_at, t.revoked_at AS token_revoked_at, \
+             s.idp_token_sealed, s.idp_token_expires_at, \
              o.name AS org_name, ",
             user_cols!(),
             " FROM web_sessions s JOIN orgs o ON o.id = s.org_id JOIN users u ON u.id = s.user_id \
@@ -39,6 +43,16 @@ impl WebSessionStore for PgStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let org: String = row.try_get("org_name")?;
+        let idp_token = match (
+            row.try_get::<Option<Vec<u8>>, _>("idp_token_sealed")?,
+            row.try_get::<Option<i64>, _>("idp_token_expires_at")?,
+        ) {
+            (Some(sealed), Some(expires_at_ms)) => Some(SealedIdpToken {
+                sealed,
+                expires_at_ms,
+            }),
+            _ => None,
+        };
         Ok(Some(WebSession {
             org_id: row.try_get("org_id")?,
             user: user_from_row(&row, &org)?,
@@ -47,12 +61,14 @@ impl WebSessionStore for PgStore {
             revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
             csrf: row.try_get("csrf")?,
             expires_at_ms: row.try_get("expires_at")?,
+            idp_token,
         }))
     }
 
     async fn revoke_web_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE web_sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL",
+            "UPDATE web_sessions SET revoked_at = $1, idp_token_sealed = NULL, idp_token_expires_at = NULL \
+             WHERE id_hash = $2 AND revoked_at IS NULL",
         )
         .bind(now_ms)
         .bind(&id_hash[..])
@@ -68,7 +84,7 @@ impl WebSessionStore for PgStore {
         now_ms: i64,
     ) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE web_sessions SET revoked_at = $1 \
+            "UPDATE web_sessions SET revoked_at = $1, idp_token_sealed = NULL, idp_token_expires_at = NULL \
              WHERE org_id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
         )
         .bind(now_ms)

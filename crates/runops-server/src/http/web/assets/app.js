@@ -6,8 +6,11 @@
   "use strict";
 
   // The live log keeps only its tail in the page, so a huge log never slows the tab;
-  // the full log is the download link.
-  var LOG_KEEP_CHARS = 256 * 1024;
+  // the full log is the download link. (The server renders the last 64 KiB too.)
+  var LOG_KEEP_CHARS = 64 * 1024;
+  // New log text is shown at most this often: each showing lays the tail out again, and
+  // a 100 MB log arriving at full speed would otherwise keep the page busy doing so.
+  var LOG_SHOW_MS = 100;
   // How often an open task list asks for its rows again.
   var LIST_REFRESH_MS = 3000;
   // After a failed request, wait this long before trying again.
@@ -17,18 +20,68 @@
     return new Promise(function (resolve) { setTimeout(resolve, ms); });
   }
 
-  function trimTail(pre) {
-    var text = pre.textContent;
-    if (text.length > 2 * LOG_KEEP_CHARS) {
-      pre.textContent = text.slice(text.length - LOG_KEEP_CHARS);
+  // What arrived since the last showing, shown together every LOG_SHOW_MS; never more
+  // than the tail the page keeps (what waits is compacted to that tail too).
+  function logView(pre) {
+    var pending = [];
+    var pendingChars = 0;
+    var shownChars = pre.textContent.length;
+    var scheduled = false;
+
+    function noteTrimmed() {
+      var note = document.getElementById("log-trimmed");
+      if (note) { note.hidden = false; }
     }
+
+    function flush() {
+      scheduled = false;
+      var text = pending.join("");
+      pending = [];
+      pendingChars = 0;
+      if (!text) { return; }
+      var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      if (text.length >= LOG_KEEP_CHARS) {
+        pre.textContent = text.slice(text.length - LOG_KEEP_CHARS);
+        shownChars = LOG_KEEP_CHARS;
+        noteTrimmed();
+      } else {
+        pre.append(text);
+        shownChars += text.length;
+        if (shownChars > 2 * LOG_KEEP_CHARS) {
+          var all = pre.textContent;
+          pre.textContent = all.slice(all.length - LOG_KEEP_CHARS);
+          shownChars = LOG_KEEP_CHARS;
+          noteTrimmed();
+        }
+      }
+      if (atBottom) { pre.scrollTop = pre.scrollHeight; }
+    }
+
+    return {
+      add: function (text) {
+        if (!text) { return; }
+        pending.push(text);
+        pendingChars += text.length;
+        if (pendingChars > 2 * LOG_KEEP_CHARS) {
+          var all = pending.join("");
+          pending = [all.slice(all.length - LOG_KEEP_CHARS)];
+          pendingChars = LOG_KEEP_CHARS;
+        }
+        if (!scheduled) {
+          scheduled = true;
+          setTimeout(flush, LOG_SHOW_MS);
+        }
+      },
+      flush: flush
+    };
   }
 
-  // Streams /tasks/ID/log?offset=N and appends what arrives, until the task ends.
+  // Streams /tasks/ID/log?offset=N and shows what arrives, until the task ends.
   async function followLog(pre) {
     var base = pre.dataset.follow;
     var offset = Number(new URL(base, location.href).searchParams.get("offset") || 0);
     var path = new URL(base, location.href).pathname;
+    var view = logView(pre);
     for (;;) {
       try {
         var res = await fetch(path + "?offset=" + offset, { credentials: "same-origin" });
@@ -39,11 +92,11 @@
           var part = await reader.read();
           if (part.done) { break; }
           offset += part.value.byteLength;
-          var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-          pre.append(decoder.decode(part.value, { stream: true }));
-          trimTail(pre);
-          if (atBottom) { pre.scrollTop = pre.scrollHeight; }
+          pre.dataset.received = String(offset);
+          view.add(decoder.decode(part.value, { stream: true }));
         }
+        view.add(decoder.decode());
+        view.flush();
         pre.dataset.ended = "true";
         return;
       } catch (e) {
