@@ -114,6 +114,8 @@ pub enum Credential {
     IdentityToken(String),
     /// A web app session opened through the identity provider (SSO): no token is held.
     Sso,
+    /// A Slack user (by Slack id) mapped to this user by the e-mail Slack verified.
+    Slack { user_id: String },
 }
 
 /// A user caller: an API token or an identity-provider token.
@@ -147,7 +149,7 @@ impl UserAuth {
     pub fn token_id(&self) -> Option<i64> {
         match self.via {
             Credential::ApiToken { id } => Some(id),
-            Credential::IdentityToken(_) | Credential::Sso => None,
+            Credential::IdentityToken(_) | Credential::Sso | Credential::Slack { .. } => None,
         }
     }
 }

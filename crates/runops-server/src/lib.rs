@@ -36,6 +36,7 @@ pub mod pg_listen;
 pub mod reaper;
 pub mod review;
 pub mod sealed;
+pub mod slack;
 pub mod store;
 pub mod validate;
 pub mod webhook;
@@ -129,6 +130,8 @@ pub struct ServerArgs {
     pub database_pool_size: u32,
     #[command(flatten)]
     pub auth: identity::AuthArgs,
+    #[command(flatten)]
+    pub slack: slack::SlackArgs,
     #[command(subcommand)]
     pub command: Option<admin::ServerCommand>,
 }
@@ -151,6 +154,7 @@ impl ServerArgs {
             idle_timeout_secs: conn::DEFAULT_IDLE_TIMEOUT_SECS,
             webhook_retry_max_secs: webhook::DEFAULT_RETRY_MAX_SECS,
             auth: identity::AuthArgs::default(),
+            slack: slack::SlackArgs::default(),
             database_url: None,
             database_pool_size: store::postgres::DEFAULT_POOL_SIZE,
             command: None,
@@ -169,6 +173,8 @@ pub struct Server {
     reaper: JoinHandle<()>,
     retention: JoinHandle<()>,
     webhooks: JoinHandle<()>,
+    /// Posts events to Slack (when the app is configured).
+    slack: Option<JoinHandle<()>>,
     /// The NOTIFY sender and LISTEN tasks (PostgreSQL only).
     links: Vec<JoinHandle<()>>,
 }
@@ -313,6 +319,14 @@ impl Server {
             .clone()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{addr}"));
+        let (slack_app, slack_events) = match slack::SlackApp::from_args(
+            &args.slack,
+            default_org_id,
+            &url,
+        )? {
+            Some((app, events)) => (Some(Arc::new(app)), Some(events)),
+            None => (None, None),
+        };
         let state = AppState {
             store,
             hub: Arc::new(Hub::default()),
@@ -326,6 +340,7 @@ impl Server {
             webhooks: Arc::new(webhook::Outbox::new(Duration::from_secs(
                 args.webhook_retry_max_secs,
             ))),
+            slack: slack_app,
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -347,6 +362,7 @@ impl Server {
             args.log_retention_days,
         ));
         let webhooks = tokio::spawn(webhook::worker::run(state.clone()));
+        let slack = slack_events.map(|rx| tokio::spawn(slack::events::run(state.clone(), rx)));
         tracing::info!(
             %addr,
             %url,
@@ -365,6 +381,7 @@ impl Server {
             reaper,
             retention,
             webhooks,
+            slack,
             links,
         })
     }
@@ -421,6 +438,11 @@ impl Server {
             let _ = link.await;
         }
         // Attempts in flight end within their timeout; then their outcome is recorded.
+        if let Some(slack) = self.slack {
+            // Events not posted yet are dropped (the queue is in memory, see slack/events.rs).
+            slack.abort();
+            let _ = slack.await;
+        }
         self.state.webhooks.stop();
         let mut webhooks = self.webhooks;
         if tokio::time::timeout(webhook::ATTEMPT_TIMEOUT * 2, &mut webhooks)

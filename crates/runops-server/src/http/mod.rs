@@ -66,6 +66,8 @@ pub struct AppState {
     pub unused_first_admin_token: Arc<std::sync::atomic::AtomicI64>,
     /// The webhook outbox's wake-up and retry settings.
     pub webhooks: Arc<crate::webhook::Outbox>,
+    /// The Slack app, when configured (`--slack-signing-secret`, `--slack-bot-token`).
+    pub slack: Option<Arc<crate::slack::SlackApp>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -103,6 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/v1/webhooks/{id}", delete(webhooks::remove))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/slack/commands", post(crate::slack::handlers::commands))
+        .route(
+            "/slack/interactivity",
+            post(crate::slack::handlers::interactivity),
+        )
         .route("/v1/agent/connect", post(agent::connect))
         .route("/v1/agent/poll", post(agent::poll))
         .route("/v1/agent/tasks/{id}/start", post(agent::start))
