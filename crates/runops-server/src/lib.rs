@@ -319,14 +319,11 @@ impl Server {
             .clone()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{addr}"));
-        let (slack_app, slack_events) = match slack::SlackApp::from_args(
-            &args.slack,
-            default_org_id,
-            &url,
-        )? {
-            Some((app, events)) => (Some(Arc::new(app)), Some(events)),
-            None => (None, None),
-        };
+        let (slack_app, slack_events) =
+            match slack::SlackApp::from_args(&args.slack, default_org_id, &url)? {
+                Some((app, events)) => (Some(Arc::new(app)), Some(events)),
+                None => (None, None),
+            };
         let state = AppState {
             store,
             hub: Arc::new(Hub::default()),

@@ -249,7 +249,10 @@ fn post_signed(port: u16, path: &str, body: &str, timestamp: i64, secret: &str) 
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -280,7 +283,13 @@ fn slash(server: &Server, slack: &SlackStandIn, user: &str, text: &str, n: &str)
 }
 
 /// `/runops TEXT`, expecting the immediate 200; returns the answer's text.
-fn command_answer(server: &Server, slack: &SlackStandIn, user: &str, text: &str, n: &str) -> String {
+fn command_answer(
+    server: &Server,
+    slack: &SlackStandIn,
+    user: &str,
+    text: &str,
+    n: &str,
+) -> String {
     let (status, body) = slash(server, slack, user, text, n);
     assert_eq!(status, 200, "/runops {text}: {body}");
     let answer = slack.wait_response(n);
@@ -411,11 +420,21 @@ fn task_count(server: &Server) -> usize {
 #[test]
 fn a_signed_slash_command_runs_a_task_and_posts_its_end_to_the_channel() {
     let sb = Sandbox::new();
-    let slack = SlackStandIn::start(&[("UANA", "ana@example.com"), ("UGHOST", "ghost@example.com")]);
+    let slack =
+        SlackStandIn::start(&[("UANA", "ana@example.com"), ("UGHOST", "ghost@example.com")]);
     let server = slack_server(&sb, &slack);
     server.create_user("ana", "dev");
     let _agent = untagged_agent(&sb, &server, &[]);
-    server.cli_ok(&["targets", "create", "--name", "local", "--type", "bash", "--channel", "#ops"]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "local",
+        "--type",
+        "bash",
+        "--channel",
+        "#ops",
+    ]);
 
     let text = command_answer(
         &server,
@@ -424,42 +443,80 @@ fn a_signed_slash_command_runs_a_task_and_posts_its_end_to_the_channel() {
         "tasks create -t local -s 'echo hello from slack; echo mail bob@example.com' -m \"from chat\"",
         "1",
     );
-    assert!(text.contains("created on `local`") && text.contains("posted in #ops"), "{text}");
+    assert!(
+        text.contains("created on `local`") && text.contains("posted in #ops"),
+        "{text}"
+    );
     let id = task_id_in(&text);
     let task = server.wait_final(id);
     assert_eq!(task["status"], "success", "{task}");
-    assert_eq!(task["user"], "ana@example.com", "the Slack user acts as their runops user");
+    assert_eq!(
+        task["user"], "ana@example.com",
+        "the Slack user acts as their runops user"
+    );
     assert_eq!(task["message"], "from chat");
 
     let finished = slack.wait_call("the finished message", "chat.postMessage", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Task {id} on `local` succeeded (exit code 0)")))
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("Task {id} on `local` succeeded (exit code 0)")))
     });
     assert_block_kit(&finished);
     assert_eq!(finished["channel"], "#ops");
     let all = finished.to_string();
-    assert!(all.contains("hello from slack"), "the first output lines: {all}");
+    assert!(
+        all.contains("hello from slack"),
+        "the first output lines: {all}"
+    );
     assert!(
         all.contains("[EMAIL_ADDRESS]") && !all.contains("bob@example.com"),
         "the output is shown redacted: {all}"
     );
-    assert!(all.contains(&format!("{}/tasks/{id}", server.url())), "a link to the web app: {all}");
+    assert!(
+        all.contains(&format!("{}/tasks/{id}", server.url())),
+        "a link to the web app: {all}"
+    );
     for c in slack.calls().iter().filter(|c| c.method != "respond") {
         assert_eq!(c.authorization, format!("Bearer {BOT_TOKEN}"), "{c:?}");
     }
 
     let shown = command_answer(&server, &slack, "UANA", &format!("tasks show {id}"), "2");
-    assert!(shown.contains(&format!("Task {id} on `local` is *success*")), "{shown}");
+    assert!(
+        shown.contains(&format!("Task {id} on `local` is *success*")),
+        "{shown}"
+    );
     let templates = command_answer(&server, &slack, "UANA", "templates list", "3");
-    assert!(templates.contains("templates are not configured on this server"), "{templates}");
+    assert!(
+        templates.contains("templates are not configured on this server"),
+        "{templates}"
+    );
     let bad = command_answer(&server, &slack, "UANA", "tasks create -t local", "4");
-    assert!(bad.contains("needs a script") && bad.contains("/runops tasks create"), "{bad}");
-    let missing = command_answer(&server, &slack, "UANA", "tasks create -t nope -s 'echo'", "5");
+    assert!(
+        bad.contains("needs a script") && bad.contains("/runops tasks create"),
+        "{bad}"
+    );
+    let missing = command_answer(
+        &server,
+        &slack,
+        "UANA",
+        "tasks create -t nope -s 'echo'",
+        "5",
+    );
     assert!(missing.contains("nope"), "{missing}");
 
     // A Slack user without a runops account is told how to get one, and nothing runs.
     let before = task_count(&server);
-    let ghost = command_answer(&server, &slack, "UGHOST", "tasks create -t local -s 'echo hi'", "6");
-    assert!(ghost.contains("ghost@example.com") && ghost.contains("not a runops user"), "{ghost}");
+    let ghost = command_answer(
+        &server,
+        &slack,
+        "UGHOST",
+        "tasks create -t local -s 'echo hi'",
+        "6",
+    );
+    assert!(
+        ghost.contains("ghost@example.com") && ghost.contains("not a runops user"),
+        "{ghost}"
+    );
     assert!(ghost.contains("runops users create"), "{ghost}");
     let ghost_show = command_answer(&server, &slack, "UGHOST", &format!("tasks show {id}"), "7");
     assert!(ghost_show.contains("not a runops user"), "{ghost_show}");
@@ -468,19 +525,45 @@ fn a_signed_slash_command_runs_a_task_and_posts_its_end_to_the_channel() {
     // Requests not signed with the app's secret, or replayed late, are refused before
     // anything happens.
     let calls_before = slack.calls().len();
-    let body = form(&[("user_id", "UANA"), ("text", "tasks create -t local -s 'echo x'"), ("response_url", &slack.response_url("8"))]);
-    let (status, answer) = post_signed(server.port, "/slack/commands", &body, unix_now(), "not-the-secret");
+    let body = form(&[
+        ("user_id", "UANA"),
+        ("text", "tasks create -t local -s 'echo x'"),
+        ("response_url", &slack.response_url("8")),
+    ]);
+    let (status, answer) = post_signed(
+        server.port,
+        "/slack/commands",
+        &body,
+        unix_now(),
+        "not-the-secret",
+    );
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("not a request from Slack"), "{answer}");
-    let (status, answer) = post_signed(server.port, "/slack/commands", &body, unix_now() - 600, SIGNING_SECRET);
+    let (status, answer) = post_signed(
+        server.port,
+        "/slack/commands",
+        &body,
+        unix_now() - 600,
+        SIGNING_SECRET,
+    );
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("signed 600 s away"), "{answer}");
-    let (status, _) = post_signed(server.port, "/slack/interactivity", "payload=%7B%7D", unix_now(), "not-the-secret");
+    let (status, _) = post_signed(
+        server.port,
+        "/slack/interactivity",
+        "payload=%7B%7D",
+        unix_now(),
+        "not-the-secret",
+    );
     assert_eq!(status, 401);
     // The command after them (signed) proves the refused ones were not queued.
     let later = command_answer(&server, &slack, "UANA", "help", "9");
     assert!(later.contains("/runops tasks create"), "{later}");
-    assert_eq!(task_count(&server), before, "no task from a refused request");
+    assert_eq!(
+        task_count(&server),
+        before,
+        "no task from a refused request"
+    );
     assert!(
         slack.calls()[calls_before..]
             .iter()
@@ -499,21 +582,50 @@ fn reviews_from_slack_approve_in_place_run_and_reject_with_a_reason() {
     server.create_user("bob", "dba");
     let _agent = untagged_agent(&sb, &server, &[]);
     server.cli_ok(&[
-        "targets", "create", "--name", "prod", "--type", "bash", "--review", "anyone", "--channel", "#ops",
+        "targets",
+        "create",
+        "--name",
+        "prod",
+        "--type",
+        "bash",
+        "--review",
+        "anyone",
+        "--channel",
+        "#ops",
     ]);
 
-    let text = command_answer(&server, &slack, "UANA", "tasks create -t prod -s 'echo approved in slack'", "1");
+    let text = command_answer(
+        &server,
+        &slack,
+        "UANA",
+        "tasks create -t prod -s 'echo approved in slack'",
+        "1",
+    );
     assert!(text.contains("waits for review"), "{text}");
     let id = task_id_in(&text);
     assert_eq!(server.task(id)["status"], "pending-review");
     let posted = slack.wait_posted("the review request", "chat.postMessage", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Review requested: task {id} on `prod`")))
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("Review requested: task {id} on `prod`")))
     });
-    let (request, ts) = (posted.body, posted.answer["ts"].as_str().unwrap().to_string());
+    let (request, ts) = (
+        posted.body,
+        posted.answer["ts"].as_str().unwrap().to_string(),
+    );
     assert_block_kit(&request);
-    assert!(request.to_string().contains("echo approved in slack"), "the script preview");
+    assert!(
+        request.to_string().contains("echo approved in slack"),
+        "the script preview"
+    );
     let approve = button(&request, "runops_approve");
-    assert!(approve["value"].as_str().unwrap().starts_with(&format!("{id}:")), "binds the reviewed version");
+    assert!(
+        approve["value"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{id}:")),
+        "binds the reviewed version"
+    );
     button(&request, "runops_reject");
 
     // Its creator cannot approve it; the refusal goes to them only.
@@ -521,43 +633,88 @@ fn reviews_from_slack_approve_in_place_run_and_reject_with_a_reason() {
     assert_eq!(status, 200);
     let own = slack.wait_response("2");
     assert_eq!(own["response_type"], "ephemeral");
-    assert!(own["text"].as_str().unwrap().contains("the creator of a task cannot review it"), "{own}");
+    assert!(
+        own["text"]
+            .as_str()
+            .unwrap()
+            .contains("the creator of a task cannot review it"),
+        "{own}"
+    );
     assert_eq!(server.task(id)["status"], "pending-review");
 
     // Another user approves: the request is updated in place, with a Run button.
     let (status, _) = click(&server, &slack, "UBOB", &ts, &approve, "3");
     assert_eq!(status, 200);
     let updated = slack.wait_call("the request updated as approved", "chat.update", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Task {id} on `prod` approved by bob@example.com")))
+        b["text"].as_str().is_some_and(|t| {
+            t.contains(&format!("Task {id} on `prod` approved by bob@example.com"))
+        })
     });
     assert_block_kit(&updated);
     assert_eq!(updated["channel"], OPS_CHANNEL_ID);
     assert_eq!(updated["ts"], ts.as_str());
-    assert!(!updated.to_string().contains("runops_approve"), "the buttons are gone");
+    assert!(
+        !updated.to_string().contains("runops_approve"),
+        "the buttons are gone"
+    );
     assert_eq!(server.task(id)["status"], "approved");
-    let audit = server.cli_ok(&["audit", "--json"]);
-    assert!(audit.contains("task.approve") && audit.contains("bob@example.com"), "audited as any approval");
+    let audit = server.cli_ok(&["audit", "list", "--json"]);
+    assert!(
+        audit.contains("task.approve") && audit.contains("bob@example.com"),
+        "audited as any approval"
+    );
 
     // Only the creator runs it.
     let run = button(&updated, "runops_run");
     click(&server, &slack, "UBOB", &ts, &run, "4");
     let not_yours = slack.wait_response("4");
-    assert!(not_yours["text"].as_str().unwrap().contains("only its creator runs it"), "{not_yours}");
+    assert!(
+        not_yours["text"]
+            .as_str()
+            .unwrap()
+            .contains("only its creator runs it"),
+        "{not_yours}"
+    );
     click(&server, &slack, "UANA", &ts, &run, "5");
-    assert!(slack.wait_response("5")["text"].as_str().unwrap().contains("runs now"));
+    assert!(
+        slack.wait_response("5")["text"]
+            .as_str()
+            .unwrap()
+            .contains("runs now")
+    );
     assert_eq!(server.wait_final(id)["status"], "success");
     slack.wait_call("the finished message", "chat.postMessage", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Task {id} on `prod` succeeded")))
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("Task {id} on `prod` succeeded")))
     });
 
     // Reject: the button opens a dialog; its submission rejects with the reason.
-    let text = command_answer(&server, &slack, "UANA", "tasks create -t prod -s 'rm -rf /tmp/x'", "6");
+    let text = command_answer(
+        &server,
+        &slack,
+        "UANA",
+        "tasks create -t prod -s 'rm -rf /tmp/x'",
+        "6",
+    );
     let id2 = task_id_in(&text);
     let posted2 = slack.wait_posted("the second review request", "chat.postMessage", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Review requested: task {id2}")))
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("Review requested: task {id2}")))
     });
-    let (request2, ts2) = (posted2.body, posted2.answer["ts"].as_str().unwrap().to_string());
-    click(&server, &slack, "UBOB", &ts2, &button(&request2, "runops_reject"), "7");
+    let (request2, ts2) = (
+        posted2.body,
+        posted2.answer["ts"].as_str().unwrap().to_string(),
+    );
+    click(
+        &server,
+        &slack,
+        "UBOB",
+        &ts2,
+        &button(&request2, "runops_reject"),
+        "7",
+    );
     let opened = slack.wait_call("the reject dialog", "views.open", |_| true);
     assert_eq!(opened["trigger_id"], "trigger-7");
     let view = &opened["view"];
@@ -565,7 +722,11 @@ fn reviews_from_slack_approve_in_place_run_and_reject_with_a_reason() {
     assert_eq!(view["callback_id"], "runops_reject");
     assert_eq!(view["blocks"][0]["type"], "input");
     assert_eq!(view["blocks"][0]["element"]["type"], "plain_text_input");
-    assert_eq!(server.task(id2)["status"], "pending-review", "opening the dialog decides nothing");
+    assert_eq!(
+        server.task(id2)["status"],
+        "pending-review",
+        "opening the dialog decides nothing"
+    );
     let submit = |reason: &str| {
         interact(
             &server,
@@ -590,12 +751,26 @@ fn reviews_from_slack_approve_in_place_run_and_reject_with_a_reason() {
     assert_eq!(status, 200);
     let errors: Value = serde_json::from_str(&body).expect("a response_action");
     assert_eq!(errors["response_action"], "errors");
-    assert!(errors["errors"]["reason"].as_str().unwrap().contains("needs a reason"), "{errors}");
+    assert!(
+        errors["errors"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs a reason"),
+        "{errors}"
+    );
     let (status, body) = submit("not on a Friday");
-    assert_eq!((status, body.as_str()), (200, ""), "an empty answer closes the dialog");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, ""),
+        "an empty answer closes the dialog"
+    );
     assert_eq!(server.task(id2)["status"], "rejected");
     let rejected = slack.wait_call("the request updated as rejected", "chat.update", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains(&format!("Task {id2} on `prod` rejected by bob@example.com: not on a Friday")))
+        b["text"].as_str().is_some_and(|t| {
+            t.contains(&format!(
+                "Task {id2} on `prod` rejected by bob@example.com: not on a Friday"
+            ))
+        })
     });
     assert_block_kit(&rejected);
     assert_eq!(rejected["ts"], ts2.as_str());
@@ -610,10 +785,31 @@ fn a_target_whose_agent_enforces_jwk_url_refuses_slack_tasks() {
     let server = slack_server(&sb, &slack);
     server.create_user("ana", "dev");
     let _agent = untagged_agent(&sb, &server, &[("JWK_URL", &jwks.url)]);
-    server.cli_ok(&["targets", "create", "--name", "guarded", "--type", "bash", "--channel", "#ops"]);
+    server.cli_ok(&[
+        "targets",
+        "create",
+        "--name",
+        "guarded",
+        "--type",
+        "bash",
+        "--channel",
+        "#ops",
+    ]);
     let before = task_count(&server);
-    let text = command_answer(&server, &slack, "UANA", "tasks create -t guarded -s 'echo hi'", "1");
-    assert!(text.contains("Slack Tasks / REPL are disabled when this option is set"), "{text}");
-    assert!(text.contains("`guarded`") && text.contains("JWK_URL"), "{text}");
+    let text = command_answer(
+        &server,
+        &slack,
+        "UANA",
+        "tasks create -t guarded -s 'echo hi'",
+        "1",
+    );
+    assert!(
+        text.contains("Slack Tasks / REPL are disabled when this option is set"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`guarded`") && text.contains("JWK_URL"),
+        "{text}"
+    );
     assert_eq!(task_count(&server), before, "nothing was created");
 }

@@ -106,9 +106,12 @@ impl WebApi {
     }
 
     pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
-        self.call("views.open", &json!({"trigger_id": trigger_id, "view": view}))
-            .await
-            .map(drop)
+        self.call(
+            "views.open",
+            &json!({"trigger_id": trigger_id, "view": view}),
+        )
+        .await
+        .map(drop)
     }
 
     /// `users.info` (a GET with `?user=`: the method does not take JSON bodies).
@@ -170,7 +173,10 @@ async fn answer(
         });
     }
     let got: Value = resp.json().await.map_err(|e| SlackError {
-        message: format!("Slack's answer to {method} is not JSON: {}", e.without_url()),
+        message: format!(
+            "Slack's answer to {method} is not JSON: {}",
+            e.without_url()
+        ),
         retryable: true,
     })?;
     if got["ok"].as_bool() != Some(true) {

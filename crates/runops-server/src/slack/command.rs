@@ -50,7 +50,9 @@ pub fn parse(text: &str) -> Result<SlashCommand, String> {
             .filter(|id| *id > 0)
             .map(SlashCommand::ShowTask)
             .ok_or_else(|| format!("`{id}` is not a task id (a number such as 42)")),
-        ["tasks", "show", ..] => Err("`tasks show` takes one task id: `/runops tasks show 42`".into()),
+        ["tasks", "show", ..] => {
+            Err("`tasks show` takes one task id: `/runops tasks show 42`".into())
+        }
         ["templates", rest @ ..] => Ok(SlashCommand::Templates(
             rest.iter().map(|w| w.to_string()).collect(),
         )),
@@ -73,9 +75,7 @@ fn create(words: &[&str]) -> Result<SlashCommand, String> {
                 ));
             }
         };
-        let value = it
-            .next()
-            .ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
         *slot = Some(value.to_string());
     }
     let target = target.ok_or("`tasks create` needs a target: -t TARGET")?;
@@ -123,7 +123,12 @@ mod tests {
         assert_eq!(parse("  help ").unwrap(), SlashCommand::Help);
         assert_eq!(
             parse("templates run restart -p app=web").unwrap(),
-            SlashCommand::Templates(vec!["run".into(), "restart".into(), "-p".into(), "app=web".into()])
+            SlashCommand::Templates(vec![
+                "run".into(),
+                "restart".into(),
+                "-p".into(),
+                "app=web".into()
+            ])
         );
     }
 

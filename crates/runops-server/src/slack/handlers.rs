@@ -185,10 +185,9 @@ async fn create_task(
         (Some(c), TaskStatus::PendingReview) => {
             format!("it waits for review; the request is posted in {c}")
         }
-        (None, TaskStatus::PendingReview) => format!(
-            "it waits for review (`runops tasks approve {}`)",
-            task.id
-        ),
+        (None, TaskStatus::PendingReview) => {
+            format!("it waits for review (`runops tasks approve {}`)", task.id)
+        }
         (Some(c), _) => format!("its result will be posted in {c}"),
         (None, _) => format!(
             "this target has no Slack channel: follow it with `/runops tasks show {}`",
@@ -303,8 +302,13 @@ async fn button_reply(st: &AppState, app: &SlackApp, p: &Value) -> Option<String
                 sha256,
                 ..TaskApprove::default()
             };
-            match reviews::approve(State(st.clone()), auth, ApiPath(id.to_string()), ApiJson(req))
-                .await
+            match reviews::approve(
+                State(st.clone()),
+                auth,
+                ApiPath(id.to_string()),
+                ApiJson(req),
+            )
+            .await
             {
                 Ok(Json(task)) if task.status == TaskStatus::PendingReview => {
                     let progress = task
@@ -312,7 +316,9 @@ async fn button_reply(st: &AppState, app: &SlackApp, p: &Value) -> Option<String
                         .as_ref()
                         .map(crate::review::progress_line)
                         .unwrap_or_default();
-                    Some(format!("Your approval of task {id} is recorded: {progress}"))
+                    Some(format!(
+                        "Your approval of task {id} is recorded: {progress}"
+                    ))
                 }
                 Ok(_) => None,
                 Err(e) => Some(error_text(&e)),
@@ -369,8 +375,8 @@ async fn button_reply(st: &AppState, app: &SlackApp, p: &Value) -> Option<String
 /// The reject dialog was submitted: `Some(error)` to show in it.
 async fn on_reject_dialog(st: &AppState, app: &SlackApp, p: &Value) -> Option<String> {
     let view = &p["view"];
-    let meta: Value = serde_json::from_str(view["private_metadata"].as_str().unwrap_or("{}"))
-        .unwrap_or_default();
+    let meta: Value =
+        serde_json::from_str(view["private_metadata"].as_str().unwrap_or("{}")).unwrap_or_default();
     let Some(id) = meta["task"].as_i64() else {
         return Some("this dialog lost its task; click Reject again".into());
     };
@@ -386,7 +392,14 @@ async fn on_reject_dialog(st: &AppState, app: &SlackApp, p: &Value) -> Option<St
         comment: reason,
         sha256: meta["sha256"].as_str().map(str::to_string),
     };
-    match reviews::reject(State(st.clone()), auth, ApiPath(id.to_string()), ApiJson(req)).await {
+    match reviews::reject(
+        State(st.clone()),
+        auth,
+        ApiPath(id.to_string()),
+        ApiJson(req),
+    )
+    .await
+    {
         Ok(_) => None,
         Err(e) => Some(match e.hint {
             Some(h) => format!("{} ({h})", e.error),

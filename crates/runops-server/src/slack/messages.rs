@@ -286,17 +286,29 @@ mod tests {
                 other => panic!("unexpected block type {other}"),
             }
             let t = b["text"]["text"].as_str().unwrap_or_default();
-            assert!(t.chars().count() <= 3000, "a section's text is at most 3000 characters");
+            assert!(
+                t.chars().count() <= 3000,
+                "a section's text is at most 3000 characters"
+            );
         }
     }
 
     #[test]
     fn review_request_has_redacted_preview_and_both_buttons() {
-        let msg = review_requested(&task(TaskStatus::PendingReview), "https://runops.example.com");
+        let msg = review_requested(
+            &task(TaskStatus::PendingReview),
+            "https://runops.example.com",
+        );
         assert_block_kit(&msg);
         let all = msg.to_string();
-        assert!(all.contains("[EMAIL_ADDRESS]") && !all.contains("eve@example.com"), "{all}");
-        assert!(all.contains("a &lt; b") && all.contains("fix &lt;the&gt; row"), "{all}");
+        assert!(
+            all.contains("[EMAIL_ADDRESS]") && !all.contains("eve@example.com"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a &lt; b") && all.contains("fix &lt;the&gt; row"),
+            "{all}"
+        );
         let actions = msg["blocks"]
             .as_array()
             .unwrap()
@@ -316,9 +328,20 @@ mod tests {
 
     #[test]
     fn decisions_replace_the_buttons() {
-        let ok = review_decided(&task(TaskStatus::Approved), true, "bob@example.com", None, "u");
+        let ok = review_decided(
+            &task(TaskStatus::Approved),
+            true,
+            "bob@example.com",
+            None,
+            "u",
+        );
         assert_block_kit(&ok);
-        assert!(ok["text"].as_str().unwrap().contains("approved by bob@example.com"));
+        assert!(
+            ok["text"]
+                .as_str()
+                .unwrap()
+                .contains("approved by bob@example.com")
+        );
         assert!(ok.to_string().contains(RUN_ACTION));
         assert!(!ok.to_string().contains(APPROVE_ACTION));
         let no = review_decided(
@@ -329,7 +352,12 @@ mod tests {
             "u",
         );
         assert_block_kit(&no);
-        assert!(no["text"].as_str().unwrap().contains("rejected by bob@example.com: not &lt;now&gt;"));
+        assert!(
+            no["text"]
+                .as_str()
+                .unwrap()
+                .contains("rejected by bob@example.com: not &lt;now&gt;")
+        );
         assert!(!no.to_string().contains(RUN_ACTION));
     }
 
@@ -344,7 +372,10 @@ mod tests {
         let head = msg["text"].as_str().unwrap();
         assert!(head.contains("failed: exit-code (exit code 3)"), "{head}");
         let all = msg.to_string();
-        assert!(all.contains("line 1\\nline 2") && all.contains("more lines"), "{all}");
+        assert!(
+            all.contains("line 1\\nline 2") && all.contains("more lines"),
+            "{all}"
+        );
         assert!(!all.contains("line 20"), "{all}");
     }
 
@@ -358,6 +389,9 @@ mod tests {
         assert_eq!(v["blocks"][0]["block_id"], REASON_BLOCK);
         assert_eq!(v["blocks"][0]["element"]["action_id"], REASON_INPUT);
         assert!(v["blocks"][0].get("optional").is_none(), "required");
-        assert!(v["title"]["text"].as_str().unwrap().chars().count() <= 24, "Slack's title limit");
+        assert!(
+            v["title"]["text"].as_str().unwrap().chars().count() <= 24,
+            "Slack's title limit"
+        );
     }
 }

@@ -109,7 +109,9 @@ impl SlackApp {
             ),
         };
         let Some(org_id) = org_id else {
-            anyhow::bail!("the Slack app needs an organisation for its users, and the store has none");
+            anyhow::bail!(
+                "the Slack app needs an organisation for its users, and the store has none"
+            );
         };
         let api_url = args.slack_api_url.trim();
         let parsed = reqwest::Url::parse(api_url)
