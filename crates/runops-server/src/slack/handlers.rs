@@ -38,14 +38,13 @@ pub fn jwk_url_refusal(target: &str) -> String {
     )
 }
 
-fn not_configured() -> Response {
+fn not_configured() -> ApiError {
     ApiError::not_found("the Slack app is not configured on this server")
         .hint("start `runops server` with --slack-signing-secret and --slack-bot-token (see docs/slack.md)")
-        .into_response()
 }
 
-/// The app, once the request's signature is checked; the answer to send otherwise.
-fn checked(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Arc<SlackApp>, Response> {
+/// The app, once the request's signature is checked; the refusal otherwise.
+fn checked(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Arc<SlackApp>, ApiError> {
     let Some(app) = st.slack.clone() else {
         return Err(not_configured());
     };
@@ -60,8 +59,7 @@ fn checked(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Arc<SlackA
     ) {
         tracing::warn!(refusal = %e, "refused a request to the Slack endpoints");
         return Err(ApiError::unauthorized(format!("not a request from Slack: {e}"))
-            .hint("Slack signs its requests with the app's signing secret: check --slack-signing-secret")
-            .into_response());
+            .hint("Slack signs its requests with the app's signing secret: check --slack-signing-secret"));
     }
     Ok(app)
 }
@@ -85,7 +83,7 @@ struct SlashForm {
 pub async fn commands(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let app = match checked(&st, &headers, &body) {
         Ok(app) => app,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let form: SlashForm = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
@@ -212,7 +210,7 @@ pub async fn interactivity(
 ) -> Response {
     let app = match checked(&st, &headers, &body) {
         Ok(app) => app,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let payload: Value = match serde_urlencoded::from_bytes::<InteractionForm>(&body)
         .map_err(|e| e.to_string())
