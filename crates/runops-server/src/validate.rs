@@ -581,6 +581,29 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn slack_channels_are_names_or_ids_and_blank_removes_them() {
+        assert_eq!(slack_channel(" #ops ").unwrap().as_deref(), Some("#ops"));
+        assert_eq!(
+            slack_channel("C0123ABCD").unwrap().as_deref(),
+            Some("C0123ABCD")
+        );
+        assert_eq!(
+            slack_channel("team.db-alerts_2").unwrap().as_deref(),
+            Some("team.db-alerts_2")
+        );
+        assert_eq!(slack_channel("  ").unwrap(), None);
+        for bad in ["#", "#a b", "<#C1|ops>", "ops!", &"a".repeat(81)] {
+            let e = slack_channel(bad).unwrap_err();
+            assert!(
+                e.error.contains("not a Slack channel"),
+                "{bad}: {}",
+                e.error
+            );
+            assert!(e.hint.is_some());
+        }
+    }
+
+    #[test]
     fn target_names_follow_the_documented_pattern() {
         assert!(target_name("demo-db").is_ok());
         assert!(target_name("a.b_c-1").is_ok());

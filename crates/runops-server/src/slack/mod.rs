@@ -42,7 +42,7 @@ pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 pub const MAX_REMEMBERED_MESSAGES: usize = 10_000;
 
 /// clap args of the Slack app, flattened into `runops server`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct SlackArgs {
     /// The Slack app's signing secret (Basic Information → App Credentials); with --slack-bot-token, enables /slack/commands and /slack/interactivity
     #[arg(long, env = "RUNOPS_SLACK_SIGNING_SECRET", hide_env_values = true)]
@@ -53,6 +53,17 @@ pub struct SlackArgs {
     /// Slack's Web API base URL
     #[arg(long, env = "RUNOPS_SLACK_API_URL", default_value = DEFAULT_API_URL)]
     pub slack_api_url: String,
+}
+
+impl std::fmt::Debug for SlackArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets: whether they are set, and the URL.
+        f.debug_struct("SlackArgs")
+            .field("slack_signing_secret", &self.slack_signing_secret.is_some())
+            .field("slack_bot_token", &self.slack_bot_token.is_some())
+            .field("slack_api_url", &self.slack_api_url)
+            .finish()
+    }
 }
 
 impl Default for SlackArgs {
@@ -66,7 +77,6 @@ impl Default for SlackArgs {
 }
 
 /// The configured app, shared by the handlers and the poster.
-#[derive(Debug)]
 pub struct SlackApp {
     signing_secret: String,
     pub api: WebApi,
@@ -80,6 +90,17 @@ pub struct SlackApp {
     /// reported twice is posted once.
     finished: Mutex<std::collections::VecDeque<i64>>,
     pub events: events::Queue,
+}
+
+impl std::fmt::Debug for SlackApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the signing secret (nor the token, which `WebApi` leaves out).
+        f.debug_struct("SlackApp")
+            .field("api", &self.api)
+            .field("org_id", &self.org_id)
+            .field("web_url", &self.web_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SlackApp {
@@ -235,4 +256,77 @@ pub async fn identify(st: &AppState, app: &SlackApp, slack_user: &str) -> Result
         },
         remote_addr: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(secret: Option<&str>, token: Option<&str>, url: &str) -> SlackArgs {
+        SlackArgs {
+            slack_signing_secret: secret.map(str::to_string),
+            slack_bot_token: token.map(str::to_string),
+            slack_api_url: url.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_app_needs_both_secrets_and_a_web_api_url() {
+        let org = Some(1);
+        assert!(
+            SlackApp::from_args(&args(None, None, DEFAULT_API_URL), org, "u")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            SlackApp::from_args(&args(Some(" "), Some(""), DEFAULT_API_URL), org, "u")
+                .unwrap()
+                .is_none(),
+            "blank values are unset"
+        );
+        let half = SlackApp::from_args(&args(Some("s"), None, DEFAULT_API_URL), org, "u");
+        assert!(half.unwrap_err().to_string().contains("--slack-bot-token"));
+        let half = SlackApp::from_args(&args(None, Some("xoxb-1"), DEFAULT_API_URL), org, "u");
+        assert!(
+            half.unwrap_err()
+                .to_string()
+                .contains("--slack-signing-secret")
+        );
+        let bad = SlackApp::from_args(&args(Some("s"), Some("xoxb-1"), "ftp://x"), org, "u");
+        assert!(bad.unwrap_err().to_string().contains("https://"));
+        let (app, _rx) = SlackApp::from_args(
+            &args(Some("s"), Some("xoxb-1"), DEFAULT_API_URL),
+            org,
+            "http://h/",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(app.web_url, "http://h");
+        let shown = format!(
+            "{app:?} {:?}",
+            args(Some("s3cr3t"), Some("xoxb-1"), DEFAULT_API_URL)
+        );
+        assert!(
+            !shown.contains("xoxb-1") && !shown.contains("s3cr3t"),
+            "secrets are never printed: {shown}"
+        );
+    }
+
+    #[test]
+    fn a_decision_updates_the_remembered_request_and_an_end_is_posted_once() {
+        let (app, _rx) =
+            SlackApp::from_args(&args(Some("s"), Some("t"), DEFAULT_API_URL), Some(1), "u")
+                .unwrap()
+                .unwrap();
+        let at = PostedMessage {
+            channel: "C1".into(),
+            ts: "1.2".into(),
+        };
+        app.remember(7, at.clone());
+        assert_eq!(app.recall(7), Some(at));
+        app.forget(7);
+        assert_eq!(app.recall(7), None);
+        assert!(app.first_finish(7));
+        assert!(!app.first_finish(7));
+    }
 }
