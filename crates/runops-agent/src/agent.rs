@@ -43,6 +43,7 @@ impl Agent {
             standby: self.cfg.standby,
             restarted: false,
             spooled: Vec::new(),
+            verifies_identity: self.cfg.identity.jwt.is_some(),
         }
     }
 

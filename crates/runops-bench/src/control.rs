@@ -274,6 +274,7 @@ async fn measure(sec: &mut Section, servers: &[ServerProc], n: usize) -> anyhow:
                 standby: false,
                 restarted: false,
                 spooled: Vec::new(),
+                verifies_identity: false,
             })
             .await?;
         sessions.push((client, session));

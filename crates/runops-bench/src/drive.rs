@@ -222,6 +222,7 @@ impl IdleAgents {
                     standby: false,
                     restarted: false,
                     spooled: Vec::new(),
+                    verifies_identity: false,
                 })
                 .await
                 .with_context(|| format!("simulated agent {i} cannot connect"))?;

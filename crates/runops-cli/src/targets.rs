@@ -130,9 +130,6 @@ pub struct TargetUpdateArgs {
     pub kind: Option<String>,
     #[command(flatten)]
     pub fields: TargetFields,
-    /// Accepted for compatibility with the original CLI; Slack channels are not supported.
-    #[arg(long, value_name = "CHANNEL")]
-    pub channel: Option<String>,
 }
 
 /// The optional fields shared by `create` and `update`: one flag for each of
@@ -234,6 +231,10 @@ pub struct TargetFields {
         value_name = "COMMAND"
     )]
     pub custom_command: Option<String>,
+    /// Slack channel (`#ops` or a channel id) the server's Slack app posts this target's
+    /// review requests and finished tasks to (see docs/slack.md); "" removes it.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
     /// Write-only config, a JSON object `{"KEY": "value"}`: the secrets of the `runops`
     /// provider (and extra keys for the others). Stored encrypted; reads show only its
     /// keys. In `update`, `{}` removes it.
@@ -367,6 +368,7 @@ impl TargetFields {
             review_ttl: self.review_ttl,
             custom_command: self.custom_command.clone(),
             timeout: self.timeout,
+            channel: self.channel.clone(),
             config: None,
             redact_keys: self.redact_keys.as_deref().map(key_names),
             public_keys: self.public_keys.as_deref().map(key_names),
@@ -470,12 +472,6 @@ impl TargetsCmd {
                 }
             }
             TargetsSub::Update(args) => {
-                if args.channel.is_some() {
-                    output::note(
-                        "note: --channel is ignored: Slack channels are not supported; \
-                         reviews happen with `runops` and the web UI",
-                    );
-                }
                 let mut update = args.to_request();
                 update.config = args.fields.config()?;
                 if is_empty_update(&update) {
@@ -597,6 +593,7 @@ fn target_details(t: &Target) -> String {
         ("review ttl", output::short_duration(t.review_ttl)),
         ("approval ttl", output::short_duration(t.approval_ttl)),
         ("custom command", text(&t.custom_command)),
+        ("slack channel", text(&t.channel)),
         (
             "config keys",
             if t.config_keys.is_empty() {
@@ -766,7 +763,7 @@ mod tests {
     }
 
     #[test]
-    fn original_update_line_parses_and_channel_is_accepted() {
+    fn original_update_line_parses_and_sets_the_channel() {
         // runops targets update --name N --review R --channel C --reviewers G
         let TargetsSub::Update(u) = targets(&[
             "update",
@@ -784,12 +781,12 @@ mod tests {
             panic!("not update")
         };
         assert_eq!(u.name.get(), "demo-db");
-        assert_eq!(u.channel.as_deref(), Some("#ops"));
+        assert_eq!(u.fields.channel.as_deref(), Some("#ops"));
         let req = u.to_request();
         assert_eq!(req.review.as_deref(), Some("team"));
         assert_eq!(req.reviewers, Some(vec!["dba".to_string()]));
         let body = serde_json::to_value(&req).unwrap();
-        assert!(body.get("channel").is_none());
+        assert_eq!(body["channel"], "#ops");
         assert!(!is_empty_update(&req));
     }
 
@@ -891,6 +888,7 @@ mod tests {
             review_ttl: 604_800,
             custom_command: None,
             timeout: 3600,
+            channel: None,
             created_at: t0,
             updated_at: t0,
             config_keys: vec![],

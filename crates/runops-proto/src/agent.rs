@@ -51,6 +51,10 @@ pub struct ConnectRequest {
     /// reports them next).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spooled: Vec<i64>,
+    /// The agent enforces `JWK_URL`: every task must carry its creator's identity
+    /// token. The server refuses up front the tasks that cannot (Slack tasks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verifies_identity: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -160,6 +160,9 @@ pub struct Target {
     pub review_ttl: u64,
     pub custom_command: Option<String>,
     pub timeout: u64,
+    /// The Slack channel of the target's messages (see `docs/slack.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The keys of the target's write-only config (`runops` provider); the values are
@@ -212,6 +215,9 @@ macro_rules! with_target_settings {
             custom_command: String,
             /// Seconds; default [`DEFAULT_TIMEOUT_SECS`].
             timeout: u64,
+            /// The Slack channel (`#ops` or a channel id) the Slack app posts this
+            /// target's review requests and finished tasks to; `""` in an update removes it.
+            channel: String,
             /// Write-only config (`{"KEY": "value"}`; numbers and booleans become
             /// strings): the secrets of the `runops` provider, and extra keys for the
             /// others. Stored encrypted. In an update, replaces it; `{}` removes it.

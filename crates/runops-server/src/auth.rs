@@ -115,6 +115,8 @@ pub enum Credential {
     /// A web app session opened through the identity provider (SSO) whose ID token has
     /// expired (while it is valid, the session's requests carry it as `IdentityToken`).
     Sso,
+    /// A Slack user (by Slack id) mapped to this user by the e-mail Slack verified.
+    Slack { user_id: String },
 }
 
 /// A user caller: an API token or an identity-provider token.
@@ -148,7 +150,7 @@ impl UserAuth {
     pub fn token_id(&self) -> Option<i64> {
         match self.via {
             Credential::ApiToken { id } => Some(id),
-            Credential::IdentityToken(_) | Credential::Sso => None,
+            Credential::IdentityToken(_) | Credential::Sso | Credential::Slack { .. } => None,
         }
     }
 }

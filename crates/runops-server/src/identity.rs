@@ -631,7 +631,7 @@ pub async fn attach_tokens(
 pub fn creator_token(auth: &UserAuth) -> Option<&str> {
     match &auth.via {
         Credential::IdentityToken(t) => Some(t),
-        Credential::ApiToken { .. } | Credential::Sso => None,
+        Credential::ApiToken { .. } | Credential::Sso | Credential::Slack { .. } => None,
     }
 }
 

@@ -37,6 +37,7 @@ pub mod pg_listen;
 pub mod reaper;
 pub mod review;
 pub mod sealed;
+pub mod slack;
 pub mod store;
 pub mod templates;
 pub mod validate;
@@ -133,6 +134,8 @@ pub struct ServerArgs {
     pub auth: identity::AuthArgs,
     #[command(flatten)]
     pub templates: templates::TemplatesArgs,
+    #[command(flatten)]
+    pub slack: slack::SlackArgs,
     #[command(subcommand)]
     pub command: Option<admin::ServerCommand>,
 }
@@ -160,6 +163,7 @@ impl ServerArgs {
                 templates_interval_secs: templates::DEFAULT_INTERVAL_SECS,
                 ..Default::default()
             },
+            slack: slack::SlackArgs::default(),
             database_url: None,
             database_pool_size: store::postgres::DEFAULT_POOL_SIZE,
             command: None,
@@ -180,6 +184,8 @@ pub struct Server {
     webhooks: JoinHandle<()>,
     /// Pulls the templates repository (idle without one).
     templates: JoinHandle<()>,
+    /// Posts events to Slack (when the app is configured).
+    slack: Option<JoinHandle<()>>,
     /// The NOTIFY sender and LISTEN tasks (PostgreSQL only).
     links: Vec<JoinHandle<()>>,
 }
@@ -328,6 +334,11 @@ impl Server {
             .clone()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{addr}"));
+        let (slack_app, slack_events) =
+            match slack::SlackApp::from_args(&args.slack, default_org_id, &url)? {
+                Some((app, events)) => (Some(Arc::new(app)), Some(events)),
+                None => (None, None),
+            };
         let state = AppState {
             store,
             hub: Arc::new(Hub::default()),
@@ -342,6 +353,7 @@ impl Server {
                 args.webhook_retry_max_secs,
             ))),
             templates: templates.clone(),
+            slack: slack_app,
             settings: Arc::new(Settings {
                 lease_secs: args.agent_lease_secs,
                 poll_hold: poll_hold(args.agent_lease_secs),
@@ -364,6 +376,7 @@ impl Server {
         ));
         let webhooks = tokio::spawn(webhook::worker::run(state.clone()));
         let templates = tokio::spawn(templates.run_poller());
+        let slack = slack_events.map(|rx| tokio::spawn(slack::events::run(state.clone(), rx)));
         tracing::info!(
             %addr,
             %url,
@@ -383,6 +396,7 @@ impl Server {
             retention,
             webhooks,
             templates,
+            slack,
             links,
         })
     }
@@ -441,6 +455,11 @@ impl Server {
             let _ = link.await;
         }
         // Attempts in flight end within their timeout; then their outcome is recorded.
+        if let Some(slack) = self.slack {
+            // Events not posted yet are dropped (the queue is in memory, see slack/events.rs).
+            slack.abort();
+            let _ = slack.await;
+        }
         self.state.webhooks.stop();
         let mut webhooks = self.webhooks;
         if tokio::time::timeout(webhook::ATTEMPT_TIMEOUT * 2, &mut webhooks)

@@ -1,5 +1,6 @@
 //! Notifications: events about tasks and reviews, delivered to the organisation's
-//! webhooks (generic JSON signed with HMAC-SHA256, or Slack incoming-webhook messages).
+//! webhooks (generic JSON signed with HMAC-SHA256, or Slack incoming-webhook messages)
+//! and, when the Slack app is configured, to the target's channel ([`crate::slack`]).
 //!
 //! Handlers call [`emit`] after the state change the event reports (and
 //! [`task_finished`] wherever a task reaches a final status). The event is stored in an
@@ -47,6 +48,7 @@ pub async fn emit(
     kind: EventKind,
     detail: serde_json::Value,
 ) {
+    crate::slack::events::emit(st, org_id, task_id, kind, &detail);
     if let Err(e) = record(st, org_id, task_id, kind, detail).await {
         tracing::error!(error = %e, task = task_id, event = kind.as_str(), "cannot queue a webhook event");
     }

@@ -354,6 +354,7 @@ pub fn new_target(
         review_ttl: runops_proto::api::DEFAULT_REVIEW_TTL_SECS,
         custom_command: None,
         timeout: DEFAULT_TIMEOUT_SECS,
+        channel: None,
         created_at: now,
         updated_at: now,
         config_keys: Vec::new(),
@@ -374,6 +375,32 @@ pub fn apply_update(
     }
     t.updated_at = now;
     apply_settings(t, u.take_settings(), Apply::Update)
+}
+
+/// Characters of a Slack channel name at most (Slack's own limit).
+const MAX_CHANNEL_LEN: usize = 80;
+
+/// A target's Slack `channel`: `#name` or `name` (lower-case letters, digits, `-`,
+/// `_`, `.`) or a channel id (`C0123ABC`); `""` removes it.
+pub fn slack_channel(raw: &str) -> Result<Option<String>, ApiError> {
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let name = v.strip_prefix('#').unwrap_or(v);
+    let fine = !name.is_empty()
+        && name.len() <= MAX_CHANNEL_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !fine {
+        return Err(ApiError::bad_request(format!(
+            "`{}` is not a Slack channel",
+            crate::error::echo(v)
+        ))
+        .hint(format!("use a channel name such as `#ops` (letters, digits, `-`, `_`, at most {MAX_CHANNEL_LEN}) or a channel id such as `C0123ABCD`")));
+    }
+    Ok(Some(v.to_string()))
 }
 
 /// Whether settings complete a new target or change an existing one.
@@ -404,6 +431,7 @@ fn apply_settings(mut t: Target, s: TargetSettings, how: Apply) -> Result<Target
         review_ttl,
         custom_command,
         timeout,
+        channel,
         config: _,
         redact_keys,
         public_keys,
@@ -467,6 +495,9 @@ fn apply_settings(mut t: Target, s: TargetSettings, how: Apply) -> Result<Target
     }
     if let Some(v) = timeout {
         t.timeout = v;
+    }
+    if let Some(v) = channel {
+        t.channel = slack_channel(&v)?;
     }
     if let Some(v) = redact_keys {
         t.redact_keys = key_list("redact_keys", Some(v))?;
@@ -548,6 +579,29 @@ pub fn user_fields(name: &str, email: &str, role: &str) -> Result<Role, ApiError
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn slack_channels_are_names_or_ids_and_blank_removes_them() {
+        assert_eq!(slack_channel(" #ops ").unwrap().as_deref(), Some("#ops"));
+        assert_eq!(
+            slack_channel("C0123ABCD").unwrap().as_deref(),
+            Some("C0123ABCD")
+        );
+        assert_eq!(
+            slack_channel("team.db-alerts_2").unwrap().as_deref(),
+            Some("team.db-alerts_2")
+        );
+        assert_eq!(slack_channel("  ").unwrap(), None);
+        for bad in ["#", "#a b", "<#C1|ops>", "ops!", &"a".repeat(81)] {
+            let e = slack_channel(bad).unwrap_err();
+            assert!(
+                e.error.contains("not a Slack channel"),
+                "{bad}: {}",
+                e.error
+            );
+            assert!(e.hint.is_some());
+        }
+    }
 
     #[test]
     fn target_names_follow_the_documented_pattern() {

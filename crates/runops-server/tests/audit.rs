@@ -44,6 +44,7 @@ fn connect_req(instance: &str, tags: Option<&str>) -> ConnectRequest {
         standby: false,
         restarted: false,
         spooled: Vec::new(),
+        verifies_identity: false,
     }
 }
 

@@ -44,6 +44,7 @@ async fn agent(server: &Server, admin: &Client) -> (Client, String) {
             standby: false,
             restarted: false,
             spooled: Vec::new(),
+            verifies_identity: false,
         })
         .await
         .unwrap()

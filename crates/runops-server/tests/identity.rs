@@ -69,6 +69,7 @@ fn connect_req(instance: &str) -> ConnectRequest {
         standby: false,
         restarted: false,
         spooled: Vec::new(),
+        verifies_identity: false,
     }
 }
 

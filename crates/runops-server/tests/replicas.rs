@@ -142,6 +142,7 @@ async fn the_creators_jwt_reaches_an_agent_of_another_replica() {
             standby: false,
             restarted: false,
             spooled: Vec::new(),
+            verifies_identity: false,
         })
         .await
         .unwrap()

@@ -123,6 +123,7 @@ async fn agent(env: &Env) -> (Client, String) {
             standby: false,
             restarted: false,
             spooled: Vec::new(),
+            verifies_identity: false,
         })
         .await
         .unwrap();

@@ -116,6 +116,7 @@ fn connect_req(tags: Option<&str>, instance: &str) -> ConnectRequest {
         standby: false,
         restarted: false,
         spooled: Vec::new(),
+        verifies_identity: false,
     }
 }
 

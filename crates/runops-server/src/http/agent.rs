@@ -228,7 +228,14 @@ pub async fn connect(
                     && (!req.restarted || s.hostname == req.hostname) =>
             {
                 st.store
-                    .resume_session(&s.id, &req.hostname, &req.version, req.concurrency, now)
+                    .resume_session(
+                        &s.id,
+                        &req.hostname,
+                        &req.version,
+                        req.concurrency,
+                        req.verifies_identity,
+                        now,
+                    )
                     .await?;
                 if req.restarted {
                     recover_restarted(&st, &s, &req.spooled, &Actor::agent(&auth)).await?;
@@ -277,6 +284,7 @@ pub async fn connect(
                     version: req.version.clone(),
                     instance_id: req.instance_id.clone(),
                     concurrency: req.concurrency,
+                    verifies_identity: req.verifies_identity,
                 };
                 match st.store.create_session(&new, now).await {
                     Ok(s) => {

@@ -69,6 +69,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhook::Outbox>,
     /// The templates pulled from git (`--templates-repo`).
     pub templates: Arc<crate::templates::Templates>,
+    /// The Slack app, when configured (`--slack-signing-secret`, `--slack-bot-token`).
+    pub slack: Option<Arc<crate::slack::SlackApp>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -111,6 +113,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/v1/webhooks/{id}", delete(webhooks::remove))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/slack/commands", post(crate::slack::handlers::commands))
+        .route(
+            "/slack/interactivity",
+            post(crate::slack::handlers::interactivity),
+        )
         .route("/v1/agent/connect", post(agent::connect))
         .route("/v1/agent/poll", post(agent::poll))
         .route("/v1/agent/tasks/{id}/start", post(agent::start))

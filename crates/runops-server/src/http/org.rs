@@ -57,6 +57,14 @@ pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<Me> {
                 expires_at: None,
             },
         ),
+        Credential::Slack { user_id } => (
+            json!({"via": "slack", "slack_user": user_id}),
+            MeToken {
+                kind: "slack".into(),
+                id: None,
+                expires_at: None,
+            },
+        ),
     };
     audit::by_user(&st, &auth, "login", "user", &auth.user.email, via).await;
     Json(Me {

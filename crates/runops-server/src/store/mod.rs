@@ -175,6 +175,8 @@ pub struct SessionRecord {
     pub connected_at_ms: i64,
     pub last_seen_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// The agent enforces `JWK_URL` (see `ConnectRequest::verifies_identity`).
+    pub verifies_identity: bool,
 }
 
 /// A session to open.
@@ -188,6 +190,8 @@ pub struct NewSession {
     pub version: String,
     pub instance_id: String,
     pub concurrency: u32,
+    /// The agent enforces `JWK_URL`.
+    pub verifies_identity: bool,
 }
 
 /// Why a session ends; decides what happens to the tasks it still runs.
@@ -555,6 +559,7 @@ pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
         hostname: &str,
         version: &str,
         concurrency: u32,
+        verifies_identity: bool,
         now_ms: i64,
     ) -> StoreResult<()>;
     async fn touch_session(&self, id: &str, now_ms: i64) -> StoreResult<()>;

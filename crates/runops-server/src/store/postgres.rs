@@ -232,7 +232,7 @@ macro_rules! user_cols {
 
 macro_rules! target_cols {
     () => {
-        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs"
+        "name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, config_keys_json, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs, channel"
     };
 }
 
@@ -264,6 +264,7 @@ fn target_from_row(row: &PgRow) -> StoreResult<Target> {
         review_ttl: u64_of(row.try_get("review_ttl_secs")?),
         custom_command: row.try_get("custom_command")?,
         timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
+        channel: row.try_get("channel")?,
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
         config_keys: json_list(&row.try_get::<String, _>("config_keys_json")?)?,
@@ -337,7 +338,7 @@ fn task_from_row(row: &PgRow) -> StoreResult<TaskRecord> {
 
 macro_rules! session_cols {
     () => {
-        "s.id, s.org_id, o.name AS org_name, s.token_id, s.tags, s.hostname, s.version, s.instance_id, s.concurrency, s.connected_at, s.last_seen, s.ended_at"
+        "s.id, s.org_id, o.name AS org_name, s.token_id, s.tags, s.hostname, s.version, s.instance_id, s.concurrency, s.connected_at, s.last_seen, s.ended_at, s.verifies_identity"
     };
 }
 
@@ -356,6 +357,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
         connected_at_ms: row.try_get("connected_at")?,
         last_seen_ms: row.try_get("last_seen")?,
         ended_at_ms: row.try_get("ended_at")?,
+        verifies_identity: row.try_get("verifies_identity")?,
     })
 }
 
@@ -608,7 +610,7 @@ impl Store for PgStore {
 
     async fn create_target(&self, org_id: i64, t: &Target) -> StoreResult<Target> {
         let r = sqlx::query(
-            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            "INSERT INTO targets (org_id, name, kind, description, tags, secret_provider, secret_path, secret_mapping, runner_provider, redact, review, reviewers_json, custom_command, timeout_secs, created_at, updated_at, redact_keys_json, public_keys_json, min_approvals, approval_ttl_secs, review_ttl_secs, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
         )
         .bind(org_id)
         .bind(&t.name)
@@ -631,6 +633,7 @@ impl Store for PgStore {
         .bind(t.min_approvals.map(i64::from))
         .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
         .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
+        .bind(&t.channel)
         .execute(&self.pool)
         .await;
         match r {
@@ -670,7 +673,7 @@ impl Store for PgStore {
 
     async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
         let r = sqlx::query(
-            "UPDATE targets SET kind = $1, description = $2, tags = $3, secret_provider = $4, secret_path = $5, secret_mapping = $6, runner_provider = $7, redact = $8, review = $9, reviewers_json = $10, custom_command = $11, timeout_secs = $12, updated_at = $13, redact_keys_json = $14, public_keys_json = $15, min_approvals = $16, approval_ttl_secs = $17, review_ttl_secs = $18 WHERE org_id = $19 AND name = $20",
+            "UPDATE targets SET kind = $1, description = $2, tags = $3, secret_provider = $4, secret_path = $5, secret_mapping = $6, runner_provider = $7, redact = $8, review = $9, reviewers_json = $10, custom_command = $11, timeout_secs = $12, updated_at = $13, redact_keys_json = $14, public_keys_json = $15, min_approvals = $16, approval_ttl_secs = $17, review_ttl_secs = $18, channel = $19 WHERE org_id = $20 AND name = $21",
         )
         .bind(&t.kind)
         .bind(&t.description)
@@ -690,6 +693,7 @@ impl Store for PgStore {
         .bind(t.min_approvals.map(i64::from))
         .bind(i64::try_from(t.approval_ttl).unwrap_or(i64::MAX))
         .bind(i64::try_from(t.review_ttl).unwrap_or(i64::MAX))
+        .bind(&t.channel)
         .bind(org_id)
         .bind(&t.name)
         .execute(&self.pool)
@@ -1374,7 +1378,7 @@ impl Store for PgStore {
 
     async fn create_session(&self, s: &NewSession, now_ms: i64) -> StoreResult<SessionRecord> {
         let r = sqlx::query(
-            "INSERT INTO agent_sessions (id, org_id, token_id, tags, tag_key, hostname, version, instance_id, concurrency, connected_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO agent_sessions (id, org_id, token_id, tags, tag_key, hostname, version, instance_id, concurrency, connected_at, last_seen, verifies_identity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&s.id)
         .bind(s.org_id)
@@ -1387,6 +1391,7 @@ impl Store for PgStore {
         .bind(i64::from(s.concurrency))
         .bind(now_ms)
         .bind(now_ms)
+        .bind(s.verifies_identity)
         .execute(&self.pool)
         .await;
         match r {
@@ -1453,14 +1458,16 @@ impl Store for PgStore {
         hostname: &str,
         version: &str,
         concurrency: u32,
+        verifies_identity: bool,
         now_ms: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agent_sessions SET hostname = $1, version = $2, concurrency = $3, last_seen = $4 WHERE id = $5",
+            "UPDATE agent_sessions SET hostname = $1, version = $2, concurrency = $3, verifies_identity = $4, last_seen = $5 WHERE id = $6",
         )
         .bind(hostname)
         .bind(version)
         .bind(i64::from(concurrency))
+        .bind(verifies_identity)
         .bind(now_ms)
         .bind(id)
         .execute(&self.pool)

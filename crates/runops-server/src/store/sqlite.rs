@@ -179,6 +179,7 @@ target_settings_sql! {
         "description" => |t| &t.description,
         "tags" => |t| &t.tags,
         "runner_provider" => |t| &t.runner_provider,
+        "channel" => |t| &t.channel,
     }
     snapshot {
         "secret_provider" => |t| &t.secret_provider,
@@ -300,6 +301,7 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
         review_ttl: u64_of(row.try_get("review_ttl_secs")?),
         custom_command: row.try_get("custom_command")?,
         timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
+        channel: row.try_get("channel")?,
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
         config_keys: json_list(&row.try_get::<String, _>("config_keys_json")?)?,
@@ -373,7 +375,7 @@ fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
 
 macro_rules! session_cols {
     () => {
-        "s.id, s.org_id, o.name AS org_name, s.token_id, s.tags, s.hostname, s.version, s.instance_id, s.concurrency, s.connected_at, s.last_seen, s.ended_at"
+        "s.id, s.org_id, o.name AS org_name, s.token_id, s.tags, s.hostname, s.version, s.instance_id, s.concurrency, s.connected_at, s.last_seen, s.ended_at, s.verifies_identity"
     };
 }
 
@@ -392,6 +394,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
         connected_at_ms: row.try_get("connected_at")?,
         last_seen_ms: row.try_get("last_seen")?,
         ended_at_ms: row.try_get("ended_at")?,
+        verifies_identity: row.try_get("verifies_identity")?,
     })
 }
 
@@ -1278,7 +1281,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: &NewSession, now_ms: i64) -> StoreResult<SessionRecord> {
         let r = sqlx::query(
-            "INSERT INTO agent_sessions (id, org_id, token_id, tags, tag_key, hostname, version, instance_id, concurrency, connected_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agent_sessions (id, org_id, token_id, tags, tag_key, hostname, version, instance_id, concurrency, connected_at, last_seen, verifies_identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(s.org_id)
@@ -1291,6 +1294,7 @@ impl Store for SqliteStore {
         .bind(i64::from(s.concurrency))
         .bind(now_ms)
         .bind(now_ms)
+        .bind(s.verifies_identity)
         .execute(&self.writer)
         .await;
         match r {
@@ -1357,14 +1361,16 @@ impl Store for SqliteStore {
         hostname: &str,
         version: &str,
         concurrency: u32,
+        verifies_identity: bool,
         now_ms: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agent_sessions SET hostname = ?, version = ?, concurrency = ?, last_seen = ? WHERE id = ?",
+            "UPDATE agent_sessions SET hostname = ?, version = ?, concurrency = ?, verifies_identity = ?, last_seen = ? WHERE id = ?",
         )
         .bind(hostname)
         .bind(version)
         .bind(i64::from(concurrency))
+        .bind(verifies_identity)
         .bind(now_ms)
         .bind(id)
         .execute(&self.writer)

@@ -131,7 +131,7 @@ pub fn sign(secret: &str, unix_secs: i64, body: &[u8]) -> String {
 }
 
 /// Slack's mrkdwn control characters, escaped as Slack asks.
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

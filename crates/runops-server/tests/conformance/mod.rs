@@ -233,6 +233,7 @@ pub fn target(name: &str, tags: Option<&str>) -> Target {
         review_ttl: 7 * 24 * 3600,
         custom_command: None,
         timeout: 600,
+        channel: None,
         created_at: at(T0),
         updated_at: at(T0),
         config_keys: Vec::new(),
@@ -302,6 +303,7 @@ pub async fn session(store: &dyn Store, org: &Org, tags: Option<&str>, id: &str)
                 version: "test".into(),
                 instance_id: format!("instance-{id}"),
                 concurrency: 4,
+                verifies_identity: false,
             },
             T0,
         )

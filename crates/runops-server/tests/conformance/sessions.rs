@@ -29,6 +29,7 @@ pub async fn one_live_session_per_org_and_tags(store: &dyn Store) {
         version: "test".into(),
         instance_id: "i2".into(),
         concurrency: 1,
+        verifies_identity: true,
     };
     match store.create_session(&dup, T0 + 1).await {
         Err(StoreError::Conflict(_)) => {}
@@ -96,7 +97,7 @@ pub async fn sessions_resume_touch_and_go_stale(store: &dyn Store) {
     let a = session(store, &acme, Some("a"), "sa").await;
     let b = session(store, &acme, Some("b"), "sb").await;
     store
-        .resume_session(&a.id, "new-host", "2.0", 8, T0 + 100)
+        .resume_session(&a.id, "new-host", "2.0", 8, true, T0 + 100)
         .await
         .unwrap();
     let got = store.get_session(&a.id).await.unwrap().unwrap();
@@ -110,6 +111,10 @@ pub async fn sessions_resume_touch_and_go_stale(store: &dyn Store) {
         ("new-host", "2.0", 8, T0 + 100)
     );
     assert_eq!(got.connected_at_ms, T0, "still the same session");
+    assert!(
+        got.verifies_identity,
+        "a resumed agent that now enforces JWK_URL says so"
+    );
 
     store.touch_session(&b.id, T0 + 50).await.unwrap();
     store.touch_session(&b.id, T0 + 40).await.unwrap();

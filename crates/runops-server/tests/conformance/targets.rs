@@ -21,6 +21,7 @@ fn full_target(name: &str) -> Target {
     t.reviewers = vec!["dba".into(), "sre".into()];
     t.custom_command = Some("psql -X".into());
     t.timeout = 42;
+    t.channel = Some("#ops".into());
     t.updated_at = at(T0 + 1000);
     t.redact_keys = vec!["PG_HOST".into()];
     t.public_keys = vec!["PG_DATABASE".into()];

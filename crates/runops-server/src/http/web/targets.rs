@@ -85,6 +85,7 @@ pub async fn show(
                 dt { "Redact" } dd { (t.redact) }
                 dt { "Review" } dd { (t.review) @if !t.reviewers.is_empty() { " (" (t.reviewers.join(", ")) ")" } }
                 dt { "Custom command" } dd class="mono" { (opt(&t.custom_command)) }
+                dt { "Slack channel" } dd { (opt(&t.channel)) }
                 dt { "Timeout" } dd { (t.timeout) " s" }
                 dt { "Updated" } dd { (layout::time(t.updated_at)) }
             }
@@ -120,6 +121,8 @@ pub struct TargetForm {
     custom_command: String,
     #[serde(default)]
     timeout: String,
+    #[serde(default)]
+    channel: String,
 }
 
 impl TargetForm {
@@ -141,6 +144,7 @@ impl TargetForm {
             reviewers: t.reviewers.join(", "),
             custom_command: t.custom_command.clone().unwrap_or_default(),
             timeout: t.timeout.to_string(),
+            channel: t.channel.clone().unwrap_or_default(),
         }
     }
 
@@ -228,6 +232,8 @@ fn target_form(user: &WebUser, f: &TargetForm, editing: bool, error: Option<&Api
                 input id="custom_command" name="custom_command" class="mono" value=(f.custom_command);
                 label for="timeout" { "Timeout (seconds)" }
                 input id="timeout" name="timeout" inputmode="numeric" value=(f.timeout);
+                label for="channel" { "Slack channel (review requests and finished tasks, e.g. #ops)" }
+                input id="channel" name="channel" value=(f.channel);
                 button type="submit" { @if editing { "Save" } @else { "Create" } }
             }
         },
@@ -259,6 +265,7 @@ pub async fn create(
             reviewers: Some(form.reviewers()).filter(|r| !r.is_empty()),
             custom_command: some(&form.custom_command),
             timeout: form.timeout()?,
+            channel: some(&form.channel),
             ..TargetCreate::default()
         };
         crate::http::targets::create(State(st), user.auth(), ApiJson(req)).await
@@ -305,6 +312,7 @@ pub async fn update(
             reviewers: Some(form.reviewers()),
             custom_command: Some(form.custom_command.trim().to_string()),
             timeout: form.timeout()?,
+            channel: Some(form.channel.trim().to_string()),
             ..TargetUpdate::default()
         };
         crate::http::targets::update(State(st), user.auth(), ApiPath(name.clone()), ApiJson(req))
