@@ -2,7 +2,7 @@
 
 - `error_shape`: every 4xx and 5xx answer is the JSON `{code, error, hint}` that
   docs/openapi.json promises, each a non-empty string.
-- `map_query`: `GET /v1/tasks/{id}/logs?follow=true` streams until the task ends; the
+- `map_case`: `GET /v1/tasks/{id}/logs?follow=true` streams until the task ends; the
   tasks this run creates never end (no agent runs them), so a follow would only wait
   for the request timeout. Follows are asked as plain reads instead (the follow path
   has its own end-to-end tests).
@@ -37,7 +37,11 @@ def error_shape(ctx, response, case):
 
 
 @schemathesis.hook
-def map_query(context, query):
-    if isinstance(query, dict) and query.get("follow") in (True, "true"):
-        query["follow"] = "false"
-    return query
+def map_case(context, case):
+    query = case.query
+    if isinstance(query, dict) and "follow" in query:
+        follow = query["follow"]
+        values = follow if isinstance(follow, list) else [follow]
+        if any(v in (True, "true") for v in values):
+            query["follow"] = "false"
+    return case

@@ -178,3 +178,42 @@ async fn the_server_serves_the_document_without_a_token() {
     );
     assert_eq!(answer.text().await.unwrap(), document());
 }
+
+/// Errors that name no hint of their own get the default one of their status: a
+/// client always has a next step to show (schemathesis's `error_shape` check).
+#[tokio::test]
+async fn every_error_answer_carries_code_error_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServerArgs::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    let admin = "rou_openapi-test-admin";
+    let server = Server::start(args, Some(admin.into())).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url());
+    let answers = [
+        // No hint of their own before the default one.
+        (http.get(url("/v1/tasks/abc")).bearer_auth(admin), 400),
+        (http.delete(url("/v1/me")).bearer_auth(admin), 405),
+        (http.get(url("/v1/tasks/999")).bearer_auth(admin), 404),
+        (http.get(url("/no/such/route")), 404),
+        (http.get(url("/v1/targets")).bearer_auth("rou_wrong"), 401),
+        (
+            http.post(url("/v1/tasks"))
+                .bearer_auth(admin)
+                .header("content-type", "text/plain")
+                .body("x"),
+            415,
+        ),
+    ];
+    for (request, status) in answers {
+        let answer = request.send().await.unwrap();
+        let at = answer.url().path().to_string();
+        assert_eq!(answer.status().as_u16(), status, "{at}");
+        let body: Value = answer.json().await.unwrap();
+        for key in ["code", "error", "hint"] {
+            assert!(
+                body[key].as_str().is_some_and(|v| !v.trim().is_empty()),
+                "{at}: no {key} in {body}"
+            );
+        }
+    }
+}
