@@ -93,7 +93,7 @@ pass() {
         --header "Authorization: Bearer $token" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,error_shape \
         --phases examples,coverage,fuzzing \
-        --max-examples "$examples" --seed 18 --workers 2 \
+        --max-examples "$examples" --seed 18 --workers 1 \
         --request-timeout 20 --no-color \
         --generation-database none --generation-with-security-parameters false \
         --report junit --report-junit-path "$work/$name.xml" \
