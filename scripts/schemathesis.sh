@@ -82,13 +82,15 @@ cli tasks create --target fuzz --script 'echo hello' --no-wait >/dev/null
 cli tasks create --target fuzz-reviewed --script 'echo reviewed' --no-wait >/dev/null
 
 failed=0
+scripts="$PWD/scripts"
 # One pass of schemathesis: NAME TOKEN [filter options...].
 pass() {
     local name="$1" token="$2"
     shift 2
     log "schemathesis: $name"
     local rc=0
-    SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts" \
+    # From the work dir: schemathesis keeps its cache in ./.schemathesis.
+    (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$scripts" \
         "$venv/bin/schemathesis" run "$url/v1/openapi.json" \
         --header "Authorization: Bearer $token" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,error_shape \
@@ -97,7 +99,7 @@ pass() {
         --request-timeout 20 --no-color \
         --generation-database none --generation-with-security-parameters false \
         --report junit --report-junit-path "$work/$name.xml" \
-        "$@" >"$work/$name.txt" 2>&1 || rc=$?
+        "$@") >"$work/$name.txt" 2>&1 || rc=$?
     tail -n 25 "$work/$name.txt" >&2
     [ "$rc" -eq 0 ] || failed=1
 }

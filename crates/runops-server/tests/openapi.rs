@@ -41,10 +41,9 @@ fn docs_openapi_json_is_the_generated_document() {
 /// its `.route("...", get(...).post(...))` calls: a route added there without a
 /// `#[utoipa::path]` (and a line in `ApiDoc`) fails this test.
 fn registered_v1_routes() -> BTreeSet<(String, String)> {
-    let src = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/http/mod.rs"),
-    )
-    .expect("read src/http/mod.rs");
+    let src =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/http/mod.rs"))
+            .expect("read src/http/mod.rs");
     let mut routes = BTreeSet::new();
     for call in src.split(".route(").skip(1) {
         // The call's text up to its closing parenthesis.
@@ -67,11 +66,9 @@ fn registered_v1_routes() -> BTreeSet<(String, String)> {
         }
         let handlers = &call[call.find(',').expect("a method router")..];
         for method in ["get", "post", "put", "delete", "patch"] {
-            let called = handlers
-                .match_indices(&format!("{method}("))
-                .any(|(i, _)| {
-                    i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
-                });
+            let called = handlers.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
             if called {
                 routes.insert((method.to_uppercase(), path.to_string()));
             }
@@ -148,8 +145,7 @@ fn every_operation_is_secured_and_answers_errors_with_the_shared_shape() {
                 .first()
                 .and_then(|s| s.as_object())
                 .and_then(|s| s.keys().next().cloned());
-            let expected = if ["/healthz", "/readyz", "/v1/openapi.json"].contains(&path.as_str())
-            {
+            let expected = if ["/healthz", "/readyz", "/v1/openapi.json"].contains(&path.as_str()) {
                 None
             } else if path.starts_with("/v1/agent/") {
                 Some("agent_token".to_string())
