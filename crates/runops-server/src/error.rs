@@ -79,7 +79,9 @@ pub fn default_hint(status: StatusCode) -> &'static str {
         415 => "send `content-type: application/json`",
         429 | 503 => "try again in a moment",
         s if s >= 500 => "try again; if it keeps failing, the server log says why",
-        _ => "check the request against the API's description (`GET /v1/openapi.json`)",
+        _ => {
+            "correct what the error names and send it again; `GET /v1/openapi.json` describes every field"
+        }
     }
 }
 
