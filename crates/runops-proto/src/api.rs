@@ -3,6 +3,7 @@
 //! | method and path                 | body → answer                                  |
 //! |---------------------------------|------------------------------------------------|
 //! | `GET /healthz`, `GET /readyz`   | `200 ok` / `503` when the store is unreachable |
+//! | `GET /v1/openapi.json`          | → the OpenAPI 3.1 document of the API (no token; `docs/openapi.json`) |
 //! | `GET /v1/me`                    | → [`Me`] (a [`User`] and the credential used)  |
 //! | `POST /v1/targets`              | [`TargetCreate`] → `201` [`Target`]            |
 //! | `GET /v1/targets`               | → `[`[`Target`]`]`                             |
@@ -30,7 +31,8 @@
 //! | `GET /v1/users`                 | → `[`[`User`]`]`                               |
 //! | `GET /v1/audit`                 | query [`AuditQuery`] → `[`[`AuditEvent`]`]` newest first (admin) |
 //!
-//! Every error is a JSON [`ApiErrorBody`] with a status code that fits.
+//! Every error is a JSON [`ApiErrorBody`] `{code, error, hint}` with a status code that fits.
+//! With the `openapi` feature (the server's), the types derive their OpenAPI schemas.
 
 use crate::{FailureReason, TaskStatus};
 use chrono::{DateTime, Utc};
