@@ -227,9 +227,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked "$@"
 
-# The short chaos soak (RELIABILITY.md): 500 tasks, 10 faults; fails on any lost,
-# duplicated, mismatched or leaked task. Skipped when cargo test was given a filter.
+# The API contract (RELIABILITY.md): schemathesis (PyPI, pinned, in a venv under
+# ~/.cache/runops) against a live server with admin, user and agent tokens; fails on a
+# 5xx, an answer that does not match docs/openapi.json, or an error without
+# {code, error, hint}. Then the short chaos soak: 500 tasks, 10 faults; fails on any
+# lost, duplicated, mismatched or leaked task. Both skipped when cargo test was given a
+# filter.
 if [ "$#" -eq 0 ]; then
+  log "API contract (schemathesis)"
+  bash scripts/schemathesis.sh
   log "chaos soak (short)"
   bash scripts/soak.sh --short
 fi

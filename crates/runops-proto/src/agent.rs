@@ -29,6 +29,7 @@ use crate::status::{FailureReason, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectRequest {
     /// The agent's `TAGS`; `None` (or empty) for the untagged agent.
@@ -57,6 +58,7 @@ pub struct ConnectRequest {
     pub verifies_identity: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectResponse {
     pub session_id: String,
@@ -69,6 +71,7 @@ pub struct ConnectResponse {
     pub resumed: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PollRequest {
     pub session_id: String,
@@ -78,6 +81,7 @@ pub struct PollRequest {
     pub free_slots: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PollResponse {
     pub offers: Vec<TaskOffer>,
@@ -88,6 +92,7 @@ pub struct PollResponse {
 /// Everything the agent needs to run one task. Secrets are *not* in here (except the
 /// target's `runops`-provider config): the agent fetches them from the user's own
 /// secrets manager.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskOffer {
     pub task_id: i64,
@@ -133,11 +138,13 @@ pub struct TaskOffer {
     pub start_deadline_ms: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartRequest {
     pub session_id: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartResponse {
     pub task_id: i64,
@@ -145,6 +152,7 @@ pub struct StartResponse {
 }
 
 /// Query of the log upload call.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogChunkQuery {
     pub session_id: String,
@@ -152,6 +160,7 @@ pub struct LogChunkQuery {
 }
 
 /// The server's stored size of a task's log after an upload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogAck {
     pub stored: u64,
@@ -159,6 +168,7 @@ pub struct LogAck {
 
 /// How a task ended, as the agent reports it in [`FinishRequest`] (and keeps it in its
 /// spool until the server has it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
     /// `success` or `failure`.
@@ -189,6 +199,7 @@ impl TaskResult {
 
 /// The body of the finish call: the session and the task's result, its fields at the
 /// top level.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinishRequest {
     pub session_id: String,
@@ -196,12 +207,14 @@ pub struct FinishRequest {
     pub result: TaskResult,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinishResponse {
     pub task_id: i64,
     pub status: TaskStatus,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DisconnectRequest {
     pub session_id: String,

@@ -3,6 +3,7 @@
 //! | method and path                 | body → answer                                  |
 //! |---------------------------------|------------------------------------------------|
 //! | `GET /healthz`, `GET /readyz`   | `200 ok` / `503` when the store is unreachable |
+//! | `GET /v1/openapi.json`          | → the OpenAPI 3.1 document of the API (no token; `docs/openapi.json`) |
 //! | `GET /v1/me`                    | → [`Me`] (a [`User`] and the credential used)  |
 //! | `POST /v1/targets`              | [`TargetCreate`] → `201` [`Target`]            |
 //! | `GET /v1/targets`               | → `[`[`Target`]`]`                             |
@@ -31,7 +32,8 @@
 //! | `GET /v1/audit`                 | query [`AuditQuery`] → `[`[`AuditEvent`]`]` newest first (admin) |
 //! | `/v1/templates/...`             | see [`crate::templates`]                       |
 //!
-//! Every error is a JSON [`ApiErrorBody`] with a status code that fits.
+//! Every error is a JSON [`ApiErrorBody`] `{code, error, hint}` with a status code that fits.
+//! With the `openapi` feature (the server's), the types derive their OpenAPI schemas.
 
 use crate::{FailureReason, TaskStatus};
 use chrono::{DateTime, Utc};
@@ -57,6 +59,7 @@ fn default_review_ttl() -> u64 {
 }
 
 /// The body of every error answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     /// Machine-readable kind: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
@@ -65,12 +68,15 @@ pub struct ApiErrorBody {
     pub code: String,
     /// What went wrong, in a sentence an operator can act on (lower-case, no trailing dot).
     pub error: String,
-    /// What to do about it, when there is something to say.
+    /// What to do about it. The server always sends one; optional here for servers
+    /// that predate that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true))]
     pub hint: Option<String>,
 }
 
 /// A user of an organisation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct User {
     pub id: i64,
@@ -85,6 +91,7 @@ pub struct User {
 
 /// Answer to `GET /v1/me`: the caller, and how the request was authenticated. The
 /// user's fields are at the top level, so a client that reads a [`User`] reads it too.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Me {
     #[serde(flatten)]
@@ -95,6 +102,7 @@ pub struct Me {
 }
 
 /// The credential a request was made with.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MeToken {
     /// `api-token` (`rou_...`) or `identity-provider` (a JWT).
@@ -107,6 +115,7 @@ pub struct MeToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserCreate {
@@ -120,6 +129,7 @@ pub struct UserCreate {
 }
 
 /// Answer to `POST /v1/users`: the user and their first API token, shown once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserCreated {
     pub user: User,
@@ -127,6 +137,7 @@ pub struct UserCreated {
 }
 
 /// A target as the API shows it. Secret material is never part of it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Target {
     pub name: String,
@@ -139,6 +150,7 @@ pub struct Target {
     pub secret_provider: Option<String>,
     pub secret_path: Option<String>,
     /// `{"WANTED_KEY": "KEY_IN_SECRET"}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub secret_mapping: Option<serde_json::Map<String, serde_json::Value>>,
     pub runner_provider: Option<String>,
     /// `all` (default) or `none`.
@@ -221,6 +233,7 @@ macro_rules! with_target_settings {
             /// Write-only config (`{"KEY": "value"}`; numbers and booleans become
             /// strings): the secrets of the `runops` provider, and extra keys for the
             /// others. Stored encrypted. In an update, replaces it; `{}` removes it.
+            #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
             config: serde_json::Map<String, serde_json::Value>,
             /// Keys redacted even when they name where to connect (`["PG_HOST"]`); in an
             /// update, replaces the list (`[]` clears it).
@@ -268,6 +281,7 @@ macro_rules! settings_struct {
 with_target_settings!(settings_struct! {
     /// The settings of a target as a create or an update sends them, every one
     /// optional (see [`TargetCreate`], [`TargetUpdate`]).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     TargetSettings {}
@@ -275,6 +289,7 @@ with_target_settings!(settings_struct! {
 
 with_target_settings!(settings_struct! {
     /// `POST /v1/targets`: a name, a type and any of the [`TargetSettings`].
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     TargetCreate {
@@ -288,6 +303,7 @@ with_target_settings!(settings_struct! {
 with_target_settings!(settings_struct! {
     /// `PUT /v1/targets/{name}`: only the fields present change. An empty string clears
     /// an optional text field (`"tags": ""` makes the target untagged).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     TargetUpdate {
@@ -298,6 +314,7 @@ with_target_settings!(settings_struct! {
 });
 
 /// A task as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Task {
     pub id: i64,
@@ -338,6 +355,7 @@ pub struct Task {
 }
 
 /// Where a task on a reviewed target stands with its reviews.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskReview {
     /// `anyone` or `team`, as the target said when the task was created.
@@ -400,6 +418,7 @@ impl TaskReview {
 }
 
 /// A reviewer group of a `team` review.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReviewGroup {
     pub group: String,
@@ -411,6 +430,7 @@ pub struct ReviewGroup {
 }
 
 /// One approval or rejection.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReviewEntry {
     /// The reviewer's e-mail.
@@ -433,6 +453,7 @@ pub struct ReviewEntry {
 }
 
 /// `POST /v1/tasks/{id}/approve`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskApprove {
@@ -450,6 +471,7 @@ pub struct TaskApprove {
 }
 
 /// `POST /v1/tasks/{id}/reject`: the reason is required.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskReject {
@@ -461,6 +483,7 @@ pub struct TaskReject {
 
 /// `POST /v1/tasks/{id}/run`: the creator runs an approved task. With an identity
 /// token bound to a key (`cnf.jkt`), `proof` is the creator's proof over the task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRun {
@@ -469,6 +492,7 @@ pub struct TaskRun {
 }
 
 /// Query of `GET /v1/reviews`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReviewsQuery {
     /// Every task waiting for review in the organisation, not only those you may review.
@@ -477,6 +501,7 @@ pub struct ReviewsQuery {
 }
 
 /// `POST /v1/tasks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreate {
@@ -492,6 +517,7 @@ pub struct TaskCreate {
 /// `POST /v1/tasks/{id}/proof`: the creator's proof for a task created with a JWT
 /// bound to a key (`cnf.jkt`), a JWS signed with that key over the task (see
 /// `runops_jwt::proof`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskProof {
@@ -499,6 +525,7 @@ pub struct TaskProof {
 }
 
 /// Query of `GET /v1/tasks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TaskListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -520,6 +547,7 @@ pub struct TaskListQuery {
 }
 
 /// Query of `GET /v1/tasks/{id}/logs`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogsQuery {
     /// Start at this byte offset of the log (default 0).
@@ -531,6 +559,7 @@ pub struct LogsQuery {
 }
 
 /// A live agent session.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Agent {
     pub id: String,
@@ -543,6 +572,7 @@ pub struct Agent {
     pub running_tasks: Vec<i64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTokenCreate {
@@ -556,6 +586,7 @@ pub struct AgentTokenCreate {
 
 /// Query of `GET /v1/agent-tokens`: `?tags=prod` lists the tokens of one tag set,
 /// `?untagged=true` those of untagged agents; neither lists all.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentTokenListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -564,6 +595,7 @@ pub struct AgentTokenListQuery {
     pub untagged: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgentToken {
     pub id: i64,
@@ -576,6 +608,7 @@ pub struct AgentToken {
 }
 
 /// Answer to `POST /v1/agent-tokens`: the token is shown this once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentTokenCreated {
     pub id: i64,
@@ -583,6 +616,7 @@ pub struct AgentTokenCreated {
 }
 
 /// A user API token as listed (never the token itself: only its hash is stored).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UserToken {
     pub id: i64,
@@ -597,6 +631,7 @@ pub struct UserToken {
 }
 
 /// `POST /v1/tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserTokenCreate {
@@ -605,6 +640,7 @@ pub struct UserTokenCreate {
 }
 
 /// Answer to `POST /v1/tokens`: the token is shown this once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserTokenCreated {
     pub id: i64,
@@ -612,6 +648,7 @@ pub struct UserTokenCreated {
 }
 
 /// Query of `GET /v1/tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenListQuery {
     /// Every user's tokens (admins only); default: the caller's own.
@@ -621,6 +658,7 @@ pub struct TokenListQuery {
 
 /// One entry of the organisation's audit log (`GET /v1/audit`): who did what, when,
 /// from where. `detail` never holds secret values (a target's config: keys only).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditEvent {
     pub id: i64,
@@ -644,6 +682,7 @@ pub struct AuditEvent {
 }
 
 /// Query of `GET /v1/audit`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditQuery {
     /// At most this many events (default 100, at most 1000).

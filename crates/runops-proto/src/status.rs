@@ -9,6 +9,7 @@ use std::str::FromStr;
 ///
 /// `created` → (`pending-review` → `approved` | `rejected`) → `ready` → `dispatched`
 /// (offered to an agent, not yet started) → `running` → `success` | `failure`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
@@ -109,6 +110,7 @@ impl TaskStatus {
 }
 
 /// Why a task ended `failure`. A fixed list, so that automation can rely on it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureReason {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 /// What a task made from a template records: which template, at which commit, with
 /// which parameter values. Kept with the task, so it outlives the template.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskTemplate {
     pub name: String,
     /// The commit SHA the template was read from.
@@ -24,6 +25,7 @@ pub struct TaskTemplate {
 
 /// `GET /v1/templates`: the templates of the last good pull, and what went wrong.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateList {
     /// The repository (its URL without credentials); `None` when none is configured.
     pub repo: Option<String>,
@@ -43,6 +45,7 @@ pub struct TemplateList {
 
 /// A template file with a mistake.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokenTemplate {
     /// Path in the repository (`templates/restart-user.sql`).
     pub path: String,
@@ -53,6 +56,7 @@ pub struct BrokenTemplate {
 
 /// One template.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Template {
     pub name: String,
     /// Path in the repository.
@@ -75,6 +79,7 @@ pub struct Template {
 
 /// A declared parameter.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateParam {
     pub name: String,
     /// `text`, `number`, `select`, `date` or `boolean`.
@@ -92,6 +97,7 @@ pub struct TemplateParam {
 
 /// `POST /v1/templates/{name}/run`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRun {
     pub target: String,

@@ -25,6 +25,7 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
 ];
 
 /// How a delivery's body is shaped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
@@ -64,6 +65,7 @@ impl std::fmt::Display for WebhookFormat {
 }
 
 /// `POST /v1/webhooks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookCreate {
@@ -77,6 +79,7 @@ pub struct WebhookCreate {
 }
 
 /// A webhook as listed (never its secret).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Webhook {
     pub id: i64,
@@ -96,6 +99,7 @@ pub struct Webhook {
 }
 
 /// Answer of `POST /v1/webhooks`: the webhook and its signing secret, shown only here.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WebhookCreated {
     #[serde(flatten)]
@@ -105,6 +109,7 @@ pub struct WebhookCreated {
 }
 
 /// Where a delivery stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
@@ -146,6 +151,7 @@ impl std::fmt::Display for DeliveryStatus {
 }
 
 /// One event's delivery to one webhook.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WebhookDelivery {
     /// Also sent as `X-Runops-Delivery` (the same on every attempt: receivers dedup on it).
@@ -167,6 +173,7 @@ pub struct WebhookDelivery {
 }
 
 /// Query of `GET /v1/webhooks/{id}/deliveries`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeliveryListQuery {
     /// At most this many (default 100, at most 1000).

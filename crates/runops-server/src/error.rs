@@ -65,6 +65,26 @@ pub fn clip_message(msg: String) -> String {
 pub const LOGIN_HINT: &str =
     "pass a token with `runops login --url URL --token TOKEN` or RUNOPS_TOKEN";
 
+/// The hint of an error that names none. Every error answer carries `{code, error,
+/// hint}` (the API contract, `docs/openapi.json`), so a client always has a next step
+/// to show; errors that know a better one say it with [`ApiError::hint`].
+pub fn default_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => LOGIN_HINT,
+        403 => "ask an admin of your organisation if you need this",
+        404 => "check the name or id in the URL",
+        405 => "see `GET /v1/openapi.json` for the methods each route takes",
+        409 => "read the current state again, then retry if it still applies",
+        413 => "send less at once",
+        415 => "send `content-type: application/json`",
+        429 | 503 => "try again in a moment",
+        s if s >= 500 => "try again; if it keeps failing, the server log says why",
+        _ => {
+            "correct what the error names and send it again; `GET /v1/openapi.json` describes every field"
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -158,7 +178,10 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::to_value(ApiErrorBody {
             code: self.code.to_string(),
             error: clip_message(self.error),
-            hint: self.hint.map(clip_message),
+            hint: Some(clip_message(
+                self.hint
+                    .unwrap_or_else(|| default_hint(self.status).to_string()),
+            )),
         })
         .unwrap_or_default();
         if let (Some(stored), Some(obj)) = (self.stored, body.as_object_mut()) {

@@ -195,6 +195,15 @@ fn tags_taken(st: &AppState, live: &SessionRecord) -> ApiError {
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/connect",
+    operation_id = "agent_connect",
+    tag = "agent protocol",
+    summary = "Open (or resume) an agent session",
+    request_body = ConnectRequest,
+    responses((status = 200, description = "The session", body = ConnectResponse)),
+)]
 pub async fn connect(
     State(st): State<AppState>,
     auth: AgentAuth,
@@ -419,6 +428,15 @@ fn connected(st: &AppState, session_id: String, org: &str, resumed: bool) -> Con
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/poll",
+    operation_id = "agent_poll",
+    tag = "agent protocol",
+    summary = "Heartbeat; held open until there are offers or cancels",
+    request_body = PollRequest,
+    responses((status = 200, description = "Offers and cancels", body = PollResponse)),
+)]
 pub async fn poll(
     State(st): State<AppState>,
     auth: AgentAuth,
@@ -493,6 +511,16 @@ pub async fn poll(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/tasks/{id}/start",
+    operation_id = "agent_start",
+    tag = "agent protocol",
+    summary = "Start an offered task (at most once)",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = StartRequest,
+    responses((status = 200, description = "Started: run it", body = StartResponse)),
+)]
 pub async fn start(
     State(st): State<AppState>,
     auth: AgentAuth,
@@ -528,6 +556,16 @@ pub async fn start(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/tasks/{id}/logs",
+    operation_id = "agent_upload_log",
+    tag = "agent protocol",
+    summary = "Append a chunk of a task's log at `offset` (idempotent)",
+    params(("id" = i64, Path, description = "The task's id"), LogChunkQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The chunk's bytes"),
+    responses((status = 200, description = "The log's stored size", body = LogAck)),
+)]
 pub async fn upload_log(
     State(st): State<AppState>,
     auth: AgentAuth,
@@ -585,6 +623,16 @@ fn truncate_message(mut m: String) -> String {
     m
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/tasks/{id}/finish",
+    operation_id = "agent_finish",
+    tag = "agent protocol",
+    summary = "Report a task's result (idempotent)",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = FinishRequest,
+    responses((status = 200, description = "The task's final status", body = FinishResponse)),
+)]
 pub async fn finish(
     State(st): State<AppState>,
     auth: AgentAuth,
@@ -649,6 +697,15 @@ pub async fn finish(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/disconnect",
+    operation_id = "agent_disconnect",
+    tag = "agent protocol",
+    summary = "End an agent session",
+    request_body = DisconnectRequest,
+    responses((status = 204, description = "Disconnected")),
+)]
 pub async fn disconnect(
     State(st): State<AppState>,
     auth: AgentAuth,

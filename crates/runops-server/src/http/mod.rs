@@ -1,11 +1,13 @@
 //! The HTTP layer: the router, the shared state, and the routes that fit in a line.
 //! Each file below holds the handlers of one part of the API:
 //! [`targets`], [`tasks`] (with log reading), [`reviews`] (approve, reject, run, the
-//! inbox), [`templates`] (scripts from git, run with parameters), [`org`] (me, users, tokens, agents, audit), [`webhooks`]
-//! and [`agent`] (the agent protocol). [`web`] is the browser app at `/`, built on
+//! inbox), [`templates`] (scripts from git, run with parameters), [`org`] (me, users,
+//! tokens, agents, audit), [`webhooks`] and [`agent`] (the agent protocol); [`openapi`] is
+//! the document of them all. [`web`] is the browser app at `/`, built on
 //! those same handlers.
 
 pub mod agent;
+pub mod openapi;
 pub mod org;
 pub mod reviews;
 pub mod targets;
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/v1/openapi.json", get(openapi::document_route))
         .route("/v1/me", get(org::me))
         .route("/v1/targets", get(targets::list).post(targets::create))
         .route(
@@ -139,10 +142,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    summary = "Readiness: the store answers",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String), (status = 503, description = "The store does not answer", body = runops_proto::api::ApiErrorBody)),
+)]
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     match st.store.ping().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),

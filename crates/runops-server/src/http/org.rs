@@ -30,6 +30,14 @@ fn internal(e: anyhow::Error) -> ApiError {
 
 /// `GET /v1/me`: who the caller is. `runops login` calls it to check its token, so
 /// it is what the audit log records as a `login`.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "me",
+    tag = "users",
+    summary = "The caller and the credential used",
+    responses((status = 200, description = "The caller", body = Me)),
+)]
 pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<Me> {
     let (via, token) = match &auth.via {
         Credential::ApiToken { id } => (
@@ -73,6 +81,15 @@ pub async fn me(State(st): State<AppState>, auth: UserAuth) -> Json<Me> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "users_create",
+    tag = "users",
+    summary = "Create a user and their first API token (admins)",
+    request_body = UserCreate,
+    responses((status = 201, description = "The user and their token, shown once", body = UserCreated)),
+)]
 pub async fn create_user(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -116,10 +133,27 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(UserCreated { user, token })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "users_list",
+    tag = "users",
+    summary = "List the users",
+    responses((status = 200, description = "The users of the organisation", body = Vec<User>)),
+)]
 pub async fn list_users(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(st.store.list_users(auth.org_id()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent-tokens",
+    operation_id = "agent_tokens_create",
+    tag = "agents",
+    summary = "Create an agent token for one tag set (admins)",
+    request_body = AgentTokenCreate,
+    responses((status = 201, description = "The token, shown once", body = AgentTokenCreated)),
+)]
 pub async fn create_agent_token(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -154,6 +188,15 @@ pub async fn create_agent_token(
     Ok((StatusCode::CREATED, Json(AgentTokenCreated { id, token })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent-tokens",
+    operation_id = "agent_tokens_list",
+    tag = "agents",
+    summary = "List the agent tokens (admins)",
+    params(AgentTokenListQuery),
+    responses((status = 200, description = "The agent tokens", body = Vec<AgentToken>)),
+)]
 pub async fn list_agent_tokens(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -168,6 +211,15 @@ pub async fn list_agent_tokens(
     Ok(Json(tokens))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/agent-tokens/{id}",
+    operation_id = "agent_tokens_revoke",
+    tag = "agents",
+    summary = "Revoke an agent token; its agents are disconnected (admins)",
+    params(("id" = i64, Path, description = "The agent token's id")),
+    responses((status = 204, description = "Revoked")),
+)]
 pub async fn revoke_agent_token(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -193,6 +245,14 @@ pub async fn revoke_agent_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    operation_id = "agents_list",
+    tag = "agents",
+    summary = "List the live agent sessions",
+    responses((status = 200, description = "The live agents", body = Vec<Agent>)),
+)]
 pub async fn list_agents(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -201,6 +261,15 @@ pub async fn list_agents(
 }
 
 /// `GET /v1/tokens`: the caller's API tokens; `?all=true`: every user's (admins).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    operation_id = "tokens_list",
+    tag = "users",
+    summary = "List your API tokens (`all=true`: everyone's, admins)",
+    params(TokenListQuery),
+    responses((status = 200, description = "The tokens", body = Vec<UserToken>)),
+)]
 pub async fn list_tokens(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -223,6 +292,15 @@ pub async fn list_tokens(
 }
 
 /// `POST /v1/tokens`: another API token for the caller, shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "tokens_create",
+    tag = "users",
+    summary = "Create another API token for yourself",
+    request_body = UserTokenCreate,
+    responses((status = 201, description = "The token, shown once", body = UserTokenCreated)),
+)]
 pub async fn create_token(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -257,6 +335,15 @@ pub async fn create_token(
 
 /// `DELETE /v1/tokens/{id}`: revokes one of the caller's API tokens; admins may revoke
 /// anyone's in their org.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    operation_id = "tokens_revoke",
+    tag = "users",
+    summary = "Revoke an API token (another user's: admins)",
+    params(("id" = i64, Path, description = "The API token's id")),
+    responses((status = 204, description = "Revoked")),
+)]
 pub async fn revoke_token(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -296,6 +383,15 @@ pub async fn revoke_token(
 }
 
 /// `GET /v1/audit?limit=&before=&action=`: the org's audit log, newest first (admins).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "audit_list",
+    tag = "audit",
+    summary = "The audit log, newest first (admins)",
+    params(AuditQuery),
+    responses((status = 200, description = "The events", body = Vec<AuditEvent>)),
+)]
 pub async fn list_audit(
     State(st): State<AppState>,
     auth: UserAuth,

@@ -146,6 +146,16 @@ fn not_recorded(id: i64, outcome: ReviewOutcome) -> ApiError {
 }
 
 /// `POST /v1/tasks/{id}/approve`.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/approve",
+    operation_id = "reviews_approve",
+    tag = "reviews",
+    summary = "Approve a task (`force` + `reason`: admins)",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = TaskApprove,
+    responses((status = 200, description = "The task with its reviews", body = Task)),
+)]
 pub async fn approve(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -248,6 +258,16 @@ pub async fn approve(
 }
 
 /// `POST /v1/tasks/{id}/reject`.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/reject",
+    operation_id = "reviews_reject",
+    tag = "reviews",
+    summary = "Reject a task",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = TaskReject,
+    responses((status = 200, description = "The task, `rejected`", body = Task)),
+)]
 pub async fn reject(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -295,6 +315,16 @@ pub async fn reject(
 
 /// `POST /v1/tasks/{id}/run`: the creator runs their approved task, with the
 /// credentials of this request.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/run",
+    operation_id = "reviews_run",
+    tag = "reviews",
+    summary = "Run an approved task (its creator)",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = TaskRun,
+    responses((status = 200, description = "The task, `ready`", body = Task)),
+)]
 pub async fn run(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -449,6 +479,15 @@ async fn not_runnable(st: &AppState, org_id: i64, id: i64, status: TaskStatus) -
 
 /// `GET /v1/reviews`: tasks waiting for a review you may give, oldest first; with
 /// `all=true`, every task of the organisation waiting for review.
+#[utoipa::path(
+    get,
+    path = "/v1/reviews",
+    operation_id = "reviews_inbox",
+    tag = "reviews",
+    summary = "Tasks waiting for your review, oldest first",
+    params(ReviewsQuery),
+    responses((status = 200, description = "The tasks", body = Vec<Task>)),
+)]
 pub async fn inbox(
     State(st): State<AppState>,
     auth: UserAuth,

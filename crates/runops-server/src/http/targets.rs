@@ -78,6 +78,15 @@ async fn check_reviewer_groups(st: &AppState, org_id: i64, target: &Target) -> A
     .hint("check the spelling against `runops users list`; give users a group with `runops users create --groups`, or through your identity provider's groups claim"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/targets",
+    operation_id = "targets_create",
+    tag = "targets",
+    summary = "Create a target (admins)",
+    request_body = TargetCreate,
+    responses((status = 201, description = "The target", body = Target)),
+)]
 pub async fn create(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -115,10 +124,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/targets",
+    operation_id = "targets_list",
+    tag = "targets",
+    summary = "List the targets",
+    responses((status = 200, description = "Every target of the organisation", body = Vec<Target>)),
+)]
 pub async fn list(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<Vec<Target>>> {
     Ok(Json(st.store.list_targets(auth.org_id()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/targets/{name}",
+    operation_id = "targets_show",
+    tag = "targets",
+    summary = "Show a target",
+    params(("name" = String, Path, description = "The target's name")),
+    responses((status = 200, description = "The target", body = Target)),
+)]
 pub async fn show(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -131,6 +157,16 @@ pub async fn show(
         .ok_or_else(|| target_not_found(&name))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/targets/{name}",
+    operation_id = "targets_update",
+    tag = "targets",
+    summary = "Change a target (admins)",
+    params(("name" = String, Path, description = "The target's name")),
+    request_body = TargetUpdate,
+    responses((status = 200, description = "The target as changed", body = Target)),
+)]
 pub async fn update(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -169,6 +205,15 @@ pub async fn update(
     Ok(Json(saved))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/targets/{name}",
+    operation_id = "targets_delete",
+    tag = "targets",
+    summary = "Delete a target (admins)",
+    params(("name" = String, Path, description = "The target's name")),
+    responses((status = 204, description = "Deleted")),
+)]
 pub async fn remove(
     State(st): State<AppState>,
     auth: UserAuth,

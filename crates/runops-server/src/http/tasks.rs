@@ -31,6 +31,15 @@ const LOG_READ_BATCH: usize = 1024 * 1024;
 /// (a wake-up from another replica, a missed edge).
 const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    operation_id = "tasks_create",
+    tag = "tasks",
+    summary = "Create a task",
+    request_body = TaskCreate,
+    responses((status = 201, description = "The task: `ready`, `pending-review` on a reviewed target, or `created` while it waits for its proof", body = Task)),
+)]
 pub async fn create(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -154,6 +163,16 @@ pub async fn create_task(
 /// to a key. Checked here (cheaply: key thumbprint, signature, task, script) so that a
 /// wrong proof is told to the CLI at once; the agent checks it again and trusts nothing
 /// of this. The proof is held in memory next to the token, never stored.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/proof",
+    operation_id = "tasks_proof",
+    tag = "tasks",
+    summary = "Prove a task created with a key-bound identity token",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = TaskProof,
+    responses((status = 200, description = "The task, now `ready`", body = Task)),
+)]
 pub async fn proof(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -252,6 +271,15 @@ pub struct RawTaskListQuery {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    operation_id = "tasks_list",
+    tag = "tasks",
+    summary = "List tasks, newest first",
+    params(TaskListQuery),
+    responses((status = 200, description = "The tasks", body = Vec<Task>)),
+)]
 pub async fn list(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -283,6 +311,15 @@ pub async fn list(
     Ok(Json(st.store.list_tasks(auth.org_id(), &q).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    operation_id = "tasks_show",
+    tag = "tasks",
+    summary = "Show a task",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses((status = 200, description = "The task, with its reviews", body = Task)),
+)]
 pub async fn show(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -297,6 +334,15 @@ pub async fn show(
     Ok(Json(super::reviews::with_review(&st, rec).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/kill",
+    operation_id = "tasks_kill",
+    tag = "tasks",
+    summary = "Kill a task",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses((status = 202, description = "Killed before it started, or its agent told to stop it", body = Task)),
+)]
 pub async fn kill(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -326,6 +372,15 @@ pub async fn kill(
 
 /// `GET /v1/tasks/{id}/logs?offset=&follow=`: the kept log from `offset`; with
 /// `follow=true` the body stays open and streams new bytes until the task ends.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/logs",
+    operation_id = "tasks_logs",
+    tag = "tasks",
+    summary = "Read or follow a task's log",
+    params(("id" = i64, Path, description = "The task's id"), LogsQuery),
+    responses((status = 200, description = "The log from `offset` (redacted by the agent); with `follow=true` it streams until the task ends", content_type = "text/plain", body = String)),
+)]
 pub async fn logs(
     State(st): State<AppState>,
     auth: UserAuth,

@@ -20,10 +20,27 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::templates::{self, params};
 
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    operation_id = "templates_list",
+    tag = "templates",
+    summary = "List the templates of the git repository, with the files that could not be read",
+    responses((status = 200, description = "The templates", body = TemplateList)),
+)]
 pub async fn list(State(st): State<AppState>, _auth: UserAuth) -> Json<TemplateList> {
     Json(st.templates.list())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{name}",
+    operation_id = "templates_show",
+    tag = "templates",
+    summary = "Show a template: where it may run, its parameters and its body",
+    params(("name" = String, Path, description = "The template's name")),
+    responses((status = 200, description = "The template", body = Template)),
+)]
 pub async fn show(
     State(st): State<AppState>,
     _auth: UserAuth,
@@ -37,6 +54,16 @@ pub async fn show(
     Ok(Json(templates::summary(def, true)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{name}/run",
+    operation_id = "templates_run",
+    tag = "templates",
+    summary = "Run a template on a target with checked parameters (a task, as POST /v1/tasks makes)",
+    params(("name" = String, Path, description = "The template's name")),
+    request_body = TemplateRun,
+    responses((status = 201, description = "The task", body = Task)),
+)]
 pub async fn run(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -81,6 +108,14 @@ pub async fn run(
 }
 
 /// `POST /v1/templates/refresh` (admins): pulls now and answers with the result.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/refresh",
+    operation_id = "templates_refresh",
+    tag = "templates",
+    summary = "Pull the templates repository now (admins)",
+    responses((status = 200, description = "The templates after the pull", body = TemplateList)),
+)]
 pub async fn refresh(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<TemplateList>> {
     auth.require_admin("refresh the templates")?;
     if !st.templates.is_configured() {
@@ -94,6 +129,15 @@ pub async fn refresh(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Js
 /// by the shared secret (`--templates-webhook-secret`): GitHub's `X-Hub-Signature-256`
 /// (HMAC-SHA256 of the body) or GitLab's `X-Gitlab-Token`. The pull runs in the
 /// background; the host gets `202` at once.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/webhook",
+    operation_id = "templates_webhook",
+    tag = "templates",
+    summary = "The git host's push webhook: authenticated by the shared secret (X-Hub-Signature-256 or X-Gitlab-Token), not a token",
+    request_body(content = String, content_type = "application/json", description = "The git host's push event (its content is not read)"),
+    responses((status = 202, description = "A pull was requested", body = serde_json::Value)),
+)]
 pub async fn webhook(
     State(st): State<AppState>,
     headers: HeaderMap,

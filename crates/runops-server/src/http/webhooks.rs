@@ -66,6 +66,15 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    operation_id = "webhooks_create",
+    tag = "webhooks",
+    summary = "Add a webhook (admins)",
+    request_body = WebhookCreate,
+    responses((status = 201, description = "The webhook and its signing secret, shown once", body = WebhookCreated)),
+)]
 pub async fn create(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -110,11 +119,28 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    operation_id = "webhooks_list",
+    tag = "webhooks",
+    summary = "List the webhooks (admins)",
+    responses((status = 200, description = "The webhooks", body = Vec<Webhook>)),
+)]
 pub async fn list(State(st): State<AppState>, auth: UserAuth) -> ApiResult<Json<Vec<Webhook>>> {
     auth.require_admin("list webhooks")?;
     Ok(Json(st.store.list_webhooks(auth.org_id()).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    operation_id = "webhooks_delete",
+    tag = "webhooks",
+    summary = "Remove a webhook (admins)",
+    params(("id" = i64, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Removed")),
+)]
 pub async fn remove(
     State(st): State<AppState>,
     auth: UserAuth,
@@ -130,6 +156,15 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    operation_id = "webhooks_deliveries",
+    tag = "webhooks",
+    summary = "A webhook's deliveries, newest first (admins)",
+    params(("id" = i64, Path, description = "The webhook's id"), DeliveryListQuery),
+    responses((status = 200, description = "The deliveries", body = Vec<WebhookDelivery>)),
+)]
 pub async fn deliveries(
     State(st): State<AppState>,
     auth: UserAuth,
