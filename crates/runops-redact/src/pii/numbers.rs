@@ -8,7 +8,10 @@
 
 use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
-use super::phones::{Label, PhoneRegions, key_label_before, phone_national, phone_plus};
+use super::phones::{
+    Label, MAX_NATIONAL_DIGITS, PhoneRegions, key_label_before, national_ruled_out_before,
+    phone_national, phone_plus,
+};
 use super::{Hit, InfoType, PiiScanner};
 
 /// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
@@ -58,14 +61,15 @@ impl<'a> NumberScan<'a> {
             }
             let found = match text[i] {
                 b'0'..=b'9' => {
-                    let run = (!(digits >> bit)).trailing_zeros() as usize;
-                    // A run that reaches the end of the next block is counted in the text.
-                    let len = if run >= 2 * BLOCK - bit {
-                        digits_at(text, i)
-                    } else {
-                        run
-                    };
-                    self.digit_run_at(text, i, len)
+                    let len = run_at(digits, bit, text, i);
+                    let next = byte(text, i + len);
+                    // Most runs (`12:34`, `10234`, `1.5s` after the first look) can open
+                    // nothing: one lookup drops them.
+                    if RUN_OPENS[len.min(RUN_OPENS.len() - 1)] & NEXT_CLASS[usize::from(next)] == 0
+                    {
+                        continue;
+                    }
+                    self.digit_run_at(text, i, len, next, digits, bit)
                 }
                 b'+' if self.phone => phone_international(text, i)
                     .or_else(|| {
@@ -107,11 +111,20 @@ impl<'a> NumberScan<'a> {
 }
 
 impl NumberScan<'_> {
-    /// Dispatches on the digit run of `len` digits at `i` (a word start): the shapes of
-    /// fixed layouts first, then national phone formats and keyed identifiers.
+    /// Dispatches on the digit run of `len` digits at `i` (a word start, bit `bit` of
+    /// `digits`, the digit mask of its block and the next), followed by `next`: the
+    /// shapes of fixed layouts first, then national phone formats and keyed identifiers.
+    /// The block walk calls it for the runs [`RUN_OPENS`] lets by.
     #[inline]
-    fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
-        let next = byte(text, i + len);
+    fn digit_run_at(
+        &self,
+        text: &[u8],
+        i: usize,
+        len: usize,
+        next: u8,
+        digits: u128,
+        bit: usize,
+    ) -> Option<(usize, InfoType)> {
         // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
         // `1.5s`, `10234`) are rejected here without reading further.
         let opens = match len {
@@ -126,7 +139,7 @@ impl NumberScan<'_> {
         // A bare run under a key or label that names it: `"ssn":"413161273"`,
         // `phone=5019897824`.
         let keyed = (self.phone || self.ssn)
-            && (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len)
+            && (7..=MAX_NATIONAL_DIGITS).contains(&len)
             && i > 0
             && matches!(text[i - 1], b'"' | b'\'' | b' ' | b'\t' | b'=' | b':')
             && !is_word(next);
@@ -137,10 +150,11 @@ impl NumberScan<'_> {
             return Some(found);
         }
         if national {
-            return may_be_national(text, i, len, next)
-                .then(|| phone_national(text, i, self.regions, false))
-                .flatten()
-                .map(|e| (e, InfoType::PhoneNumber));
+            return (!national_ruled_out_before(text, i)
+                && may_be_national(text, i, len, next, digits, bit))
+            .then(|| phone_national(text, i, self.regions, false))
+            .flatten()
+            .map(|e| (e, InfoType::PhoneNumber));
         }
         if keyed {
             match key_label_before(text, i)? {
@@ -245,13 +259,16 @@ impl NumberScan<'_> {
 /// A cheap look at the group after the first before the full reading: there is one,
 /// the two have enough digits or a third follows, and they are not the start of a date
 /// (`2024-03-`, `01.03.`).
+/// `digits` and `bit` locate `i` in the digit mask, which measures the groups.
 #[inline]
-fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
+fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8, digits: u128, bit: usize) -> bool {
     let mut j = i + len + 1;
+    let mut jb = bit + len + 1;
     if sep == b'/' && byte(text, j) == b' ' {
         j += 1;
+        jb += 1;
     }
-    let second = digits_at(text, j);
+    let second = run_at(digits, jb, text, j);
     if second == 0 {
         return byte(text, j) == b'(';
     }
@@ -270,9 +287,67 @@ fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
     let dated = sep != b' '
         && second == 2
         && ((len == 4 && matches!(&text[i..i + 2], b"19" | b"20"))
-            || (len == 2 && after == sep && digits_at(text, j + 3) == 4));
+            || (len == 2 && after == sep && run_at(digits, jb + 3, text, j + 3) == 4));
     !dated
 }
+
+/// Digits of the run at `i` (bit `bit` of `digits`, the digit mask from the start of
+/// `i`'s block): read on the mask, or in the text when the run reaches the mask's end.
+#[inline(always)]
+fn run_at(digits: u128, bit: usize, text: &[u8], i: usize) -> usize {
+    if bit < 2 * BLOCK {
+        let run = (!(digits >> bit)).trailing_zeros() as usize;
+        if run < 2 * BLOCK - bit {
+            return run;
+        }
+    }
+    digits_at(text, i)
+}
+
+/// What may follow a digit run that opens a finding, as bits: see [`RUN_OPENS`].
+const DOT: u8 = 1;
+const DASH_SPACE: u8 = 2;
+const SLASH: u8 = 4;
+const NOT_WORD: u8 = 8;
+const ANY: u8 = 16;
+
+/// The classes of each byte after a digit run.
+static NEXT_CLASS: [u8; 256] = {
+    let mut t = [ANY; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if !(c.is_ascii_alphanumeric() || c == b'_') {
+            t[b] |= NOT_WORD;
+        }
+        b += 1;
+    }
+    t[b'.' as usize] |= DOT;
+    t[b'-' as usize] |= DASH_SPACE;
+    t[b' ' as usize] |= DASH_SPACE;
+    t[b'/' as usize] |= SLASH;
+    t
+};
+
+/// By the length of a digit run (the last entry: longer), the classes of next bytes
+/// with which it may open a finding: a superset of what
+/// [`NumberScan::digit_run_at`] reads (fixed layouts up to 4 digits before `.`, `-` or
+/// a space; national phone formats up to 6 before those or `/`; keyed runs of 7 to
+/// [`MAX_NATIONAL_DIGITS`] before a non-word byte; card numbers of 13 to 19).
+static RUN_OPENS: [u8; 21] = {
+    let mut t = [0u8; 21];
+    let mut len = 1;
+    while len < 21 {
+        t[len] = match len {
+            1..=6 => DOT | DASH_SPACE | SLASH,
+            7..=12 => NOT_WORD,
+            13..=19 => ANY,
+            _ => 0,
+        };
+        len += 1;
+    }
+    t
+};
 
 /// True when `end` is followed by `.5`/`-5`: the number goes on.
 fn continues_number(text: &[u8], end: usize) -> bool {

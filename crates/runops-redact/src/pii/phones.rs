@@ -512,22 +512,7 @@ pub(super) fn phone_national(
     regions: &PhoneRegions,
     keyed: bool,
 ) -> Option<usize> {
-    // Ids and versions: `ORD-2024 555 1234`, `build_20 1234 5678`.
-    if i >= 2
-        && matches!(text[i - 1], b'-' | b'.' | b'/' | b'_' | b'#' | b',')
-        && is_word(text[i - 2])
-    {
-        return None;
-    }
-    if i >= 2 && text[i - 1] == b':' && text[i - 2].is_ascii_digit() {
-        return None;
-    }
-    // `+0100 2024`, `-0500`: an offset or a sign (numbers with `+` are read elsewhere).
-    if i >= 1 && matches!(text[i - 1], b'+' | b'-') {
-        return None;
-    }
-    // `570 230 392 679`: the rest of a sequence of numbers.
-    if i >= 2 && text[i - 1] == b' ' && text[i - 2].is_ascii_digit() {
+    if national_ruled_out_before(text, i) {
         return None;
     }
     let g = groups_at(text, i, false)?;
@@ -556,6 +541,24 @@ pub(super) fn phone_national(
     // `(351) 923 572 778`: a country calling code in parentheses.
     let code_first = parens && byte(text, i) == b'(' && (1..=3).contains(&lens[0]);
     (code_first && count > 1 && valid_international(&digits[..digit_count])).then_some(end)
+}
+
+/// What comes before `i` says a national-format number cannot start there: an id or a
+/// version (`ORD-2024 555 1234`, `build_20 1234 5678`), a time (`12:35 1234`), an
+/// offset or a sign (`+0100 2024`, `-0500`; numbers with `+` are read elsewhere), the
+/// rest of a sequence of numbers (`570 230 392 679`).
+#[inline]
+pub(super) fn national_ruled_out_before(text: &[u8], i: usize) -> bool {
+    if i == 0 {
+        return false;
+    }
+    let (b1, b2) = (text[i - 1], if i >= 2 { text[i - 2] } else { 0 });
+    match b1 {
+        b'+' | b'-' => true,
+        b'.' | b'/' | b'_' | b'#' | b',' => is_word(b2),
+        b':' | b' ' => b2.is_ascii_digit(),
+        _ => false,
+    }
 }
 
 /// Digit groups as written: `(0151) 123-4567`.
