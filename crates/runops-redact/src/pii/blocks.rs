@@ -22,7 +22,7 @@ pub(crate) struct Masks {
 }
 
 /// One block of a text.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Block {
     /// Offset of the block's first byte in the text.
     pub at: usize,
