@@ -365,8 +365,24 @@ impl PiiScanner {
         // In groups of blocks: each walk then sets itself up once per group. The order
         // of the hits changes nothing (overlaps are resolved by type and position).
         const GROUP: usize = 16;
-        let mut group = [blocks::Block::default(); GROUP];
         let mut all = blocks::blocks(text);
+        if text.len() <= 2 * blocks::BLOCK {
+            // A short line: not worth setting up a group.
+            for block in all {
+                let one = [block];
+                if let Some(s) = &mut numbers {
+                    s.blocks(text, &one, base, hits);
+                }
+                if let Some(s) = &mut aws_secrets {
+                    s.blocks(text, &one, base, hits);
+                }
+                if let Some(s) = &mut ipv6 {
+                    s.blocks(text, &one, base, hits);
+                }
+            }
+            return;
+        }
+        let mut group = [blocks::Block::default(); GROUP];
         loop {
             let mut n = 0;
             for block in all.by_ref().take(GROUP) {
