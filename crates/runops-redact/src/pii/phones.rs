@@ -404,22 +404,36 @@ pub(crate) fn may_name_label(text: &[u8]) -> bool {
         }
         t
     };
+    let starts_word_at = |k: usize| {
+        let next = [text[k + 1] | 0x20, text[k + 2] | 0x20];
+        match text[k] | 0x20 {
+            b'p' => next == *b"ho",
+            b't' | b'c' => next == *b"el",
+            b'm' => next == *b"ob" || next == *b"si",
+            b'f' => next == *b"ax",
+            b'h' => next == *b"an",
+            b's' => next == *b"sn" || next == *b"oc" || next == *b"oz",
+            _ => false,
+        }
+    };
     let n = text.len().saturating_sub(2);
     let mut k = 0;
-    while k < n {
-        if FIRST[usize::from(text[k])] {
-            let next = [text[k + 1] | 0x20, text[k + 2] | 0x20];
-            let hit = match text[k] | 0x20 {
-                b'p' => next == *b"ho",
-                b't' | b'c' => next == *b"el",
-                b'm' => next == *b"ob" || next == *b"si",
-                b'f' => next == *b"ax",
-                b'h' => next == *b"an",
-                _ => next == *b"sn" || next == *b"oc" || next == *b"oz",
-            };
-            if hit {
+    // Sixteen positions at a time where SSE2 is there: their first two letters.
+    while k + 16 <= n {
+        let Some(mut pairs) = super::blocks::label_pairs(&text[k..]) else {
+            break;
+        };
+        while pairs != 0 {
+            if starts_word_at(k + pairs.trailing_zeros() as usize) {
                 return true;
             }
+            pairs &= pairs - 1;
+        }
+        k += 16;
+    }
+    while k < n {
+        if FIRST[usize::from(text[k])] && starts_word_at(k) {
+            return true;
         }
         k += 1;
     }
@@ -832,6 +846,28 @@ mod tests {
         assert_eq!(key_label_before(t, at("413161273")), Some(Label::Ssn));
         assert_eq!(key_label_before(t, at("5019897824")), Some(Label::Phone));
         assert_eq!(key_label_before(t, t.len() - 1), None);
+    }
+
+    #[test]
+    fn label_words_are_seen_at_every_offset() {
+        for word in [
+            "phone", "TEL", "Cell", "mobile", "MSISDN", "fax", "handy", "ssn", "Social", "soz",
+        ] {
+            for pad in 0..40 {
+                for tail in [0, 1, 2, 17] {
+                    let line = format!("{}{word}{}", " |".repeat(pad), "x".repeat(tail));
+                    assert!(may_name_label(line.as_bytes()), "{line:?}");
+                }
+            }
+        }
+        for pad in 0..40 {
+            let line = format!(
+                "{}ph te ce mo ms fa ha ss so pha tex{}",
+                "-".repeat(pad),
+                "_".repeat(pad)
+            );
+            assert!(!may_name_label(line.as_bytes()), "{line:?}");
+        }
     }
 
     #[test]
