@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
+use aho_corasick::{AhoCorasick, Anchored, Input, Match, MatchKind, StartKind};
 
 use crate::encodings::{secret_forms, wrapped_base64_forms};
 use crate::{MAX_PATTERN_LEN, MIN_SECRET_LEN, MIN_SECRET_LEN_SECRET_KEY, key_looks_secret};
@@ -176,53 +176,97 @@ impl SecretMatcher {
     /// rest of `hay` is the start of a pattern is not final (nor an incomplete UTF-8
     /// character); it must be offered again with more input after it.
     pub(crate) fn redact(&self, hay: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
-        let len = hay.len();
+        let limit = self.final_len(hay, at_end);
+        let first = self.next_match(hay, limit, 0);
+        self.redact_final(hay, limit, first, out)
+    }
+
+    /// How much of `hay` is final when it holds no match: `Ok(len)`, and `redact` would
+    /// emit `hay[..len]` unchanged (the caller can use it where it lies instead of
+    /// copying it). `Err` with the state to go on from when there is a match.
+    pub(crate) fn final_if_clean(&self, hay: &[u8], at_end: bool) -> Result<usize, Pending> {
+        let limit = self.final_len(hay, at_end);
+        match self.next_match(hay, limit, 0) {
+            None => Ok(limit),
+            Some(first) => Err(Pending { limit, first }),
+        }
+    }
+
+    /// [`SecretMatcher::redact`] once [`SecretMatcher::final_if_clean`] found a match.
+    pub(crate) fn redact_pending(&self, hay: &[u8], pending: Pending, out: &mut Vec<u8>) -> usize {
+        self.redact_final(hay, pending.limit, Some(pending.first), out)
+    }
+
+    /// The final part of `hay`: up to the undecided tail, never ending inside a
+    /// character (unless `at_end`).
+    fn final_len(&self, hay: &[u8], at_end: bool) -> usize {
+        if at_end {
+            return hay.len();
+        }
         // Only a tail that could still begin a match waits for more input: the rest is
         // final now, so output is not held back longer than a secret could need.
-        let mut limit = if at_end {
-            len
-        } else {
-            self.undecided_from(hay)
-        };
-        if !at_end {
-            // Never end inside a character, also when nothing else is held back.
-            limit = limit.min(crate::stream::complete_chars_len(hay));
-            limit = crate::stream::char_boundary_at_or_before(hay, limit);
-        }
-        // No pattern fits in the last `window - 1` bytes.
-        let search_end = limit.min((len + 1).saturating_sub(self.window));
-        let reach = self.window - self.gram_len;
+        let limit = self.undecided_from(hay);
+        // Never end inside a character, also when nothing else is held back.
+        let limit = limit.min(crate::stream::complete_chars_len(hay));
+        crate::stream::char_boundary_at_or_before(hay, limit)
+    }
+
+    /// Redacts `hay[..limit]` (and matches that begin there) given its first match;
+    /// returns the bytes consumed.
+    fn redact_final(
+        &self,
+        hay: &[u8],
+        limit: usize,
+        first: Option<Match>,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let mut emitted = 0;
-        let mut pos = 0;
-        'search: while pos < search_end {
-            // The probe at `j` vouches for starts in `[j - reach, j]`.
-            let mut j = pos + reach;
-            while j < search_end + reach {
-                if get_bit(&self.window_grams, gram_hash(hay, j, self.gram_len)) {
-                    let lo = j - reach;
-                    let hi = j.min(search_end - 1);
-                    for start in lo.max(pos)..=hi {
-                        if !get_bit(&self.first_grams, gram_hash(hay, start, self.gram_len)) {
-                            continue;
-                        }
-                        let input = Input::new(hay).span(start..len).anchored(Anchored::Yes);
-                        if let Some(m) = self.ac.find(input) {
-                            out.extend_from_slice(&hay[emitted..start]);
-                            out.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
-                            emitted = m.end();
-                            pos = m.end();
-                            continue 'search;
-                        }
-                    }
-                }
-                j += self.stride;
-            }
-            break;
+        let mut next = first;
+        while let Some(m) = next {
+            out.extend_from_slice(&hay[emitted..m.start()]);
+            out.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
+            emitted = m.end();
+            next = self.next_match(hay, limit, m.end());
         }
         let done = limit.max(emitted);
         out.extend_from_slice(&hay[emitted..done]);
         done
     }
+
+    /// The first match from `pos` on that begins before `limit`.
+    fn next_match(&self, hay: &[u8], limit: usize, pos: usize) -> Option<Match> {
+        let len = hay.len();
+        // No pattern fits in the last `window - 1` bytes.
+        let search_end = limit.min((len + 1).saturating_sub(self.window));
+        let reach = self.window - self.gram_len;
+        // The probe at `j` vouches for starts in `[j - reach, j]`.
+        let mut j = pos + reach;
+        while j < search_end + reach {
+            if get_bit(&self.window_grams, gram_hash(hay, j, self.gram_len)) {
+                let lo = j - reach;
+                let hi = j.min(search_end - 1);
+                for start in lo.max(pos)..=hi {
+                    if !get_bit(&self.first_grams, gram_hash(hay, start, self.gram_len)) {
+                        continue;
+                    }
+                    let input = Input::new(hay).span(start..len).anchored(Anchored::Yes);
+                    if let Some(m) = self.ac.find(input) {
+                        return Some(m);
+                    }
+                }
+            }
+            j += self.stride;
+        }
+        None
+    }
+}
+
+/// Where [`SecretMatcher::final_if_clean`] stopped: the final length and the first
+/// match.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    limit: usize,
+    first: Match,
 }
 
 /// Splits a form longer than [`MAX_PATTERN_LEN`] into pieces (at character

@@ -152,8 +152,22 @@ impl StreamRedactor {
             (Some(secrets), Some(pii)) => {
                 let mut between = std::mem::take(&mut self.between);
                 between.clear();
-                secrets_stage(secrets, &mut self.secret_tail, input, at_end, &mut between);
-                self.lines_stage(pii, &between, at_end, out);
+                let clean = secrets_stage_lending(
+                    secrets,
+                    &mut self.secret_tail,
+                    input,
+                    at_end,
+                    &mut between,
+                );
+                if clean.is_empty() {
+                    self.lines_stage(pii, &between, at_end, out);
+                } else {
+                    // Two pieces, as if pushed one after the other.
+                    if !between.is_empty() {
+                        self.lines_stage(pii, &between, false, out);
+                    }
+                    self.lines_stage(pii, clean, at_end, out);
+                }
                 self.between = between;
             }
         }
@@ -230,6 +244,53 @@ fn secrets_stage(
     }
     let used = secrets.redact(input, at_end, out);
     tail.extend_from_slice(&input[used..]);
+}
+
+/// [`secrets_stage`] for a next stage that takes its input in pieces: a final part of
+/// `input` without a secret is returned instead of being copied behind `out` (the
+/// stage's output is `out`, then it). Most output holds no secret, and copying it
+/// costs as much as a detector.
+fn secrets_stage_lending<'a>(
+    secrets: &SecretMatcher,
+    tail: &mut Vec<u8>,
+    input: &'a [u8],
+    at_end: bool,
+    out: &mut Vec<u8>,
+) -> &'a [u8] {
+    let mut input = input;
+    if !tail.is_empty() {
+        // As in `secrets_stage`: the held-back tail is decided with just enough input.
+        let enough = secrets.longest() + UTF8_MAX_PARTIAL + 1;
+        if input.len() <= enough || at_end {
+            tail.extend_from_slice(input);
+            let used = secrets.redact(tail, at_end, out);
+            tail.drain(..used);
+            return &[];
+        }
+        let held = tail.len();
+        tail.extend_from_slice(&input[..enough]);
+        let used = secrets.redact(tail, false, out);
+        if used < held {
+            // Not reached (`enough` makes the whole tail final); stay exact.
+            tail.extend_from_slice(&input[enough..]);
+            let used = secrets.redact(tail, at_end, out);
+            tail.drain(..used);
+            return &[];
+        }
+        tail.clear();
+        input = &input[used - held..];
+    }
+    match secrets.final_if_clean(input, at_end) {
+        Ok(used) => {
+            tail.extend_from_slice(&input[used..]);
+            &input[..used]
+        }
+        Err(pending) => {
+            let used = secrets.redact_pending(input, pending, out);
+            tail.extend_from_slice(&input[used..]);
+            &[]
+        }
+    }
 }
 
 /// Redacts every complete segment of `buf` and returns the bytes consumed.

@@ -22,7 +22,7 @@ pub(crate) struct Masks {
 }
 
 /// One block of a text.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Block {
     /// Offset of the block's first byte in the text.
     pub at: usize,
@@ -74,11 +74,34 @@ pub(crate) fn classify(block: &[u8; BLOCK]) -> Masks {
     }
 }
 
+/// Bit `k` set when bytes `k` and `k + 1` of `at` (17 bytes read: `k` in 0..16), in
+/// either letter case, are the first two letters of a label word (`ph`, `te`, `ce`,
+/// `mo`, `ms`, `fa`, `ha`, `ss`, `so`); `None` where SSE2 is missing.
+pub(crate) fn label_pairs(at: &[u8]) -> Option<u32> {
+    let (Some(a), Some(b)) = (at.get(..16), at.get(1..17)) else {
+        return None;
+    };
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        let mut first = [0u8; 16];
+        let mut second = [0u8; 16];
+        first.copy_from_slice(a);
+        second.copy_from_slice(b);
+        // SAFETY: as in `classify`: this build targets SSE2.
+        Some(unsafe { sse2::label_pairs(&first, &second) })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        let _ = (a, b);
+        None
+    }
+}
+
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
-        _mm_set1_epi8, _mm_sub_epi8,
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set_epi64x, _mm_set1_epi8, _mm_sub_epi8,
     };
 
     use super::{BLOCK, Masks};
@@ -108,6 +131,30 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     fn bits(v: __m128i) -> u64 {
         u64::from(_mm_movemask_epi8(v) as u16)
+    }
+
+    /// See [`super::label_pairs`]: `first` and `second` are the bytes from `k` and
+    /// from `k + 1`.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn label_pairs(first: &[u8; 16], second: &[u8; 16]) -> u32 {
+        let lower = _mm_set1_epi8(0x20);
+        let a = _mm_or_si128(load(first), lower);
+        let b = _mm_or_si128(load(second), lower);
+        let pair = |x: u8, ys: __m128i| _mm_and_si128(is(a, x), ys);
+        let e = is(b, b'e');
+        let o_s = _mm_or_si128(is(b, b'o'), is(b, b's'));
+        let alpha = is(b, b'a');
+        let hits = _mm_or_si128(
+            _mm_or_si128(
+                pair(b'p', is(b, b'h')),
+                _mm_or_si128(pair(b't', e), pair(b'c', e)),
+            ),
+            _mm_or_si128(
+                _mm_or_si128(pair(b'm', o_s), pair(b's', o_s)),
+                _mm_or_si128(pair(b'f', alpha), pair(b'h', alpha)),
+            ),
+        );
+        _mm_movemask_epi8(hits) as u32 & 0xFFFF
     }
 
     #[target_feature(enable = "sse2")]

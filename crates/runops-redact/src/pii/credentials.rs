@@ -139,6 +139,22 @@ pub(super) struct AwsSecretScan {
 }
 
 impl AwsSecretScan {
+    /// [`Self::block`] for consecutive blocks: what the walk needs of `text` is set up
+    /// once for all of them instead of once per block.
+    #[inline(never)]
+    pub(super) fn blocks(
+        &mut self,
+        text: &[u8],
+        blocks: &[Block],
+        base: usize,
+        hits: &mut Vec<Hit>,
+    ) {
+        for block in blocks {
+            self.block(text, block, base, hits);
+        }
+    }
+
+    #[inline(always)]
     pub(super) fn block(&mut self, text: &[u8], block: &Block, base: usize, hits: &mut Vec<Hit>) {
         let here = block.masks.base64;
         let run_starts = here & !((here << 1) | self.prev_base64);

@@ -152,6 +152,22 @@ impl Default for Ipv6Scan {
 }
 
 impl Ipv6Scan {
+    /// [`Self::block`] for consecutive blocks: what the walk needs of `text` is set up
+    /// once for all of them instead of once per block.
+    #[inline(never)]
+    pub(super) fn blocks(
+        &mut self,
+        text: &[u8],
+        blocks: &[Block],
+        base: usize,
+        hits: &mut Vec<Hit>,
+    ) {
+        for block in blocks {
+            self.block(text, block, base, hits);
+        }
+    }
+
+    #[inline(always)]
     pub(super) fn block(&mut self, text: &[u8], block: &Block, base: usize, hits: &mut Vec<Hit>) {
         let mut colons = block.masks.colon;
         while colons != 0 {

@@ -8,7 +8,10 @@
 
 use super::blocks::{BLOCK, Block, Masks};
 use super::class::{byte, digits_at, is_word};
-use super::phones::{Label, PhoneRegions, key_label_before, phone_national, phone_plus};
+use super::phones::{
+    Label, MAX_NATIONAL_DIGITS, PhoneRegions, key_label_before, national_ruled_out_before,
+    phone_national, phone_plus,
+};
 use super::{Hit, InfoType, PiiScanner};
 
 /// The number detectors' walk over a text: fed its [`Block`]s in order, it visits only
@@ -24,6 +27,8 @@ pub(super) struct NumberScan<'a> {
     skip_to: usize,
     /// Whether the last byte of the previous block is a word character.
     prev_word: u64,
+    /// The readings of digit runs ([`RUN_ACTIONS`]) the enabled types need.
+    actions: u8,
 }
 
 impl<'a> NumberScan<'a> {
@@ -38,11 +43,34 @@ impl<'a> NumberScan<'a> {
             ip: scanner.on(InfoType::IpAddress),
             skip_to: 0,
             prev_word: 0,
+            actions: OPENS | OPENS_IF_ONE,
+        };
+        let scan = NumberScan {
+            actions: scan.actions
+                | if scan.phone { NATIONAL } else { 0 }
+                | if scan.phone || scan.ssn { KEYED } else { 0 },
+            ..scan
         };
         (scan.phone || scan.card || scan.ssn || scan.iban || scan.ip).then_some(scan)
     }
 
     /// Looks at the word starts of `block` (the next block of `text`).
+    /// [`Self::block`] for consecutive blocks: what the walk needs of `text` is set up
+    /// once for all of them instead of once per block.
+    #[inline(never)]
+    pub(super) fn blocks(
+        &mut self,
+        text: &[u8],
+        blocks: &[Block],
+        base: usize,
+        hits: &mut Vec<Hit>,
+    ) {
+        for block in blocks {
+            self.block(text, block, base, hits);
+        }
+    }
+
+    #[inline(always)]
     pub(super) fn block(&mut self, text: &[u8], block: &Block, base: usize, hits: &mut Vec<Hit>) {
         let Masks { opens, word, .. } = block.masks;
         let mut starts = opens & !((word << 1) | self.prev_word);
@@ -58,14 +86,28 @@ impl<'a> NumberScan<'a> {
             }
             let found = match text[i] {
                 b'0'..=b'9' => {
-                    let run = (!(digits >> bit)).trailing_zeros() as usize;
-                    // A run that reaches the end of the next block is counted in the text.
-                    let len = if run >= 2 * BLOCK - bit {
-                        digits_at(text, i)
-                    } else {
-                        run
-                    };
-                    self.digit_run_at(text, i, len)
+                    let len = run_at(digits, bit, text, i);
+                    let next = byte(text, i + len);
+                    // What the run can open, by its length and the byte after it: most
+                    // (`12:34`, `10234`, `03-01`) open nothing and cost one lookup.
+                    let mut act = RUN_ACTIONS[len.min(RUN_ACTIONS.len() - 1)]
+                        [usize::from(NEXT_CLASS[usize::from(next)])]
+                        & self.actions;
+                    if act & NATIONAL != 0 && national_ruled_out_before(text, i) {
+                        act &= !NATIONAL;
+                    }
+                    if act & KEYED != 0
+                        && !matches!(
+                            byte(text, i.wrapping_sub(1)),
+                            b'"' | b'\'' | b' ' | b'\t' | b'=' | b':'
+                        )
+                    {
+                        act &= !KEYED;
+                    }
+                    if act == 0 {
+                        continue;
+                    }
+                    self.digit_run_at(text, i, len, next, act, digits, bit)
                 }
                 b'+' if self.phone => phone_international(text, i)
                     .or_else(|| {
@@ -107,41 +149,34 @@ impl<'a> NumberScan<'a> {
 }
 
 impl NumberScan<'_> {
-    /// Dispatches on the digit run of `len` digits at `i` (a word start): the shapes of
-    /// fixed layouts first, then national phone formats and keyed identifiers.
+    /// Dispatches on the digit run of `len` digits at `i` (a word start, bit `bit` of
+    /// `digits`, the digit mask of its block and the next), followed by `next`, for the
+    /// readings `act` ([`RUN_ACTIONS`]): the shapes of fixed layouts first, then
+    /// national phone formats and keyed identifiers.
     #[inline]
-    fn digit_run_at(&self, text: &[u8], i: usize, len: usize) -> Option<(usize, InfoType)> {
-        let next = byte(text, i + len);
-        // Only these runs can open a finding: most numbers in output (`12:34`, `2024-03`,
-        // `1.5s`, `10234`) are rejected here without reading further.
-        let opens = match len {
-            1 => next == b'.' || (text[i] == b'1' && matches!(next, b' ' | b'-')),
-            2 => next == b'.',
-            3 => matches!(next, b'.' | b'-' | b' '),
-            4 => matches!(next, b' ' | b'-'),
-            13..=19 => true,
-            _ => false,
-        };
-        let national = self.phone && len <= 6 && matches!(next, b' ' | b'-' | b'.' | b'/');
-        // A bare run under a key or label that names it: `"ssn":"413161273"`,
-        // `phone=5019897824`.
-        let keyed = (self.phone || self.ssn)
-            && (7..=super::phones::MAX_NATIONAL_DIGITS).contains(&len)
-            && i > 0
-            && matches!(text[i - 1], b'"' | b'\'' | b' ' | b'\t' | b'=' | b':')
-            && !is_word(next);
-        if !(opens || national || keyed) {
-            return None;
-        }
-        if opens && let Some(found) = self.fixed_layout_at(text, i, len, next) {
+    #[allow(clippy::too_many_arguments)]
+    fn digit_run_at(
+        &self,
+        text: &[u8],
+        i: usize,
+        len: usize,
+        next: u8,
+        act: u8,
+        digits: u128,
+        bit: usize,
+    ) -> Option<(usize, InfoType)> {
+        let opens = act & OPENS != 0 || (act & OPENS_IF_ONE != 0 && text[i] == b'1');
+        if opens && let Some(found) = self.fixed_layout_at(text, i, len, next, digits, bit) {
             return Some(found);
         }
-        if national {
-            return may_be_national(text, i, len, next)
+        if act & NATIONAL != 0 {
+            // `national_ruled_out_before` was checked by the caller.
+            return may_be_national(text, i, len, next, digits, bit)
                 .then(|| phone_national(text, i, self.regions, false))
                 .flatten()
                 .map(|e| (e, InfoType::PhoneNumber));
         }
+        let keyed = act & KEYED != 0;
         if keyed {
             match key_label_before(text, i)? {
                 Label::Ssn if self.ssn && len == 9 => {
@@ -180,6 +215,8 @@ impl NumberScan<'_> {
         i: usize,
         len: usize,
         next: u8,
+        digits: u128,
+        bit: usize,
     ) -> Option<(usize, InfoType)> {
         let NumberScan {
             phone,
@@ -214,7 +251,13 @@ impl NumberScan<'_> {
             }
         }
         if len <= 3 && next == b'.' {
-            if ip && let Some(end) = ipv4_address(text, i) {
+            // The second octet, read on the mask, drops most (`12:34:56.789`, `1.5s`).
+            let second = run_at(digits, bit + len + 1, text, i + len + 1);
+            if ip
+                && (1..=3).contains(&second)
+                && byte(text, i + len + 1 + second) == b'.'
+                && let Some(end) = ipv4_address(text, i)
+            {
                 return Some((end, InfoType::IpAddress));
             }
             if phone
@@ -245,13 +288,16 @@ impl NumberScan<'_> {
 /// A cheap look at the group after the first before the full reading: there is one,
 /// the two have enough digits or a third follows, and they are not the start of a date
 /// (`2024-03-`, `01.03.`).
+/// `digits` and `bit` locate `i` in the digit mask, which measures the groups.
 #[inline]
-fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
+fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8, digits: u128, bit: usize) -> bool {
     let mut j = i + len + 1;
+    let mut jb = bit + len + 1;
     if sep == b'/' && byte(text, j) == b' ' {
         j += 1;
+        jb += 1;
     }
-    let second = digits_at(text, j);
+    let second = run_at(digits, jb, text, j);
     if second == 0 {
         return byte(text, j) == b'(';
     }
@@ -270,9 +316,98 @@ fn may_be_national(text: &[u8], i: usize, len: usize, sep: u8) -> bool {
     let dated = sep != b' '
         && second == 2
         && ((len == 4 && matches!(&text[i..i + 2], b"19" | b"20"))
-            || (len == 2 && after == sep && digits_at(text, j + 3) == 4));
+            || (len == 2 && after == sep && run_at(digits, jb + 3, text, j + 3) == 4));
     !dated
 }
+
+/// Digits of the run at `i` (bit `bit` of `digits`, the digit mask from the start of
+/// `i`'s block): read on the mask, or in the text when the run reaches the mask's end.
+#[inline(always)]
+fn run_at(digits: u128, bit: usize, text: &[u8], i: usize) -> usize {
+    // On the two halves: 128-bit shifts cost several instructions each.
+    let (lo, hi) = (digits as u64, (digits >> BLOCK) as u64);
+    if bit < BLOCK {
+        let run = (!(lo >> bit)).trailing_zeros() as usize;
+        if run < BLOCK - bit {
+            return run;
+        }
+        let more = (!hi).trailing_zeros() as usize;
+        if more < BLOCK {
+            return run + more;
+        }
+    } else if bit < 2 * BLOCK {
+        let run = (!(hi >> (bit - BLOCK))).trailing_zeros() as usize;
+        if run < 2 * BLOCK - bit {
+            return run;
+        }
+    }
+    digits_at(text, i)
+}
+
+/// Classes of the byte after a digit run, for [`RUN_ACTIONS`].
+const NEXT_DOT: u8 = 0;
+const NEXT_DASH: u8 = 1;
+const NEXT_SPACE: u8 = 2;
+const NEXT_SLASH: u8 = 3;
+const NEXT_OTHER: u8 = 4;
+const NEXT_WORD: u8 = 5;
+
+static NEXT_CLASS: [u8; 256] = {
+    let mut t = [NEXT_OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[b] = NEXT_WORD;
+        }
+        b += 1;
+    }
+    t[b'.' as usize] = NEXT_DOT;
+    t[b'-' as usize] = NEXT_DASH;
+    t[b' ' as usize] = NEXT_SPACE;
+    t[b'/' as usize] = NEXT_SLASH;
+    t
+};
+
+/// Readings of a digit run (bits of [`RUN_ACTIONS`]): a fixed layout (card, SSN, North
+/// American phone, IPv4); the same when the run is the digit `1` (`1-415-555-0132`); a
+/// national phone format; a bare run under a key that names it.
+const OPENS: u8 = 1;
+const OPENS_IF_ONE: u8 = 2;
+const NATIONAL: u8 = 4;
+const KEYED: u8 = 8;
+
+/// By the length of a digit run (the last entry: longer) and the class of the byte after
+/// it ([`NEXT_CLASS`]), the readings that may find something: fixed layouts of 1 to 4
+/// digits before `.`, `-` or a space and card numbers of 13 to 19 digits; national
+/// formats (up to 6 digits before a space, `-`, `.` or `/`); keyed runs of 7 to
+/// [`MAX_NATIONAL_DIGITS`] digits before a byte that ends a word.
+static RUN_ACTIONS: [[u8; 6]; 21] = {
+    let mut t = [[0u8; 6]; 21];
+    let mut len = 1;
+    while len < 21 {
+        let mut class = 0;
+        while class < 6 {
+            let c = class as u8;
+            let mut act = match (len, c) {
+                (1, NEXT_DOT) | (2, NEXT_DOT) | (3, NEXT_DOT | NEXT_DASH | NEXT_SPACE) => OPENS,
+                (1, NEXT_DASH | NEXT_SPACE) => OPENS_IF_ONE,
+                (4, NEXT_DASH | NEXT_SPACE) | (13..=19, _) => OPENS,
+                _ => 0,
+            };
+            if len <= 6 && c <= NEXT_SLASH {
+                act |= NATIONAL;
+            }
+            if len >= 7 && len <= MAX_NATIONAL_DIGITS && c != NEXT_WORD {
+                act |= KEYED;
+            }
+            t[len][class] = act;
+            class += 1;
+        }
+        len += 1;
+    }
+    t
+};
 
 /// True when `end` is followed by `.5`/`-5`: the number goes on.
 fn continues_number(text: &[u8], end: usize) -> bool {

@@ -404,22 +404,36 @@ pub(crate) fn may_name_label(text: &[u8]) -> bool {
         }
         t
     };
+    let starts_word_at = |k: usize| {
+        let next = [text[k + 1] | 0x20, text[k + 2] | 0x20];
+        match text[k] | 0x20 {
+            b'p' => next == *b"ho",
+            b't' | b'c' => next == *b"el",
+            b'm' => next == *b"ob" || next == *b"si",
+            b'f' => next == *b"ax",
+            b'h' => next == *b"an",
+            b's' => next == *b"sn" || next == *b"oc" || next == *b"oz",
+            _ => false,
+        }
+    };
     let n = text.len().saturating_sub(2);
     let mut k = 0;
-    while k < n {
-        if FIRST[usize::from(text[k])] {
-            let next = [text[k + 1] | 0x20, text[k + 2] | 0x20];
-            let hit = match text[k] | 0x20 {
-                b'p' => next == *b"ho",
-                b't' | b'c' => next == *b"el",
-                b'm' => next == *b"ob" || next == *b"si",
-                b'f' => next == *b"ax",
-                b'h' => next == *b"an",
-                _ => next == *b"sn" || next == *b"oc" || next == *b"oz",
-            };
-            if hit {
+    // Sixteen positions at a time where SSE2 is there: their first two letters.
+    while k + 16 <= n {
+        let Some(mut pairs) = super::blocks::label_pairs(&text[k..]) else {
+            break;
+        };
+        while pairs != 0 {
+            if starts_word_at(k + pairs.trailing_zeros() as usize) {
                 return true;
             }
+            pairs &= pairs - 1;
+        }
+        k += 16;
+    }
+    while k < n {
+        if FIRST[usize::from(text[k])] && starts_word_at(k) {
+            return true;
         }
         k += 1;
     }
@@ -512,22 +526,7 @@ pub(super) fn phone_national(
     regions: &PhoneRegions,
     keyed: bool,
 ) -> Option<usize> {
-    // Ids and versions: `ORD-2024 555 1234`, `build_20 1234 5678`.
-    if i >= 2
-        && matches!(text[i - 1], b'-' | b'.' | b'/' | b'_' | b'#' | b',')
-        && is_word(text[i - 2])
-    {
-        return None;
-    }
-    if i >= 2 && text[i - 1] == b':' && text[i - 2].is_ascii_digit() {
-        return None;
-    }
-    // `+0100 2024`, `-0500`: an offset or a sign (numbers with `+` are read elsewhere).
-    if i >= 1 && matches!(text[i - 1], b'+' | b'-') {
-        return None;
-    }
-    // `570 230 392 679`: the rest of a sequence of numbers.
-    if i >= 2 && text[i - 1] == b' ' && text[i - 2].is_ascii_digit() {
+    if national_ruled_out_before(text, i) {
         return None;
     }
     let g = groups_at(text, i, false)?;
@@ -556,6 +555,24 @@ pub(super) fn phone_national(
     // `(351) 923 572 778`: a country calling code in parentheses.
     let code_first = parens && byte(text, i) == b'(' && (1..=3).contains(&lens[0]);
     (code_first && count > 1 && valid_international(&digits[..digit_count])).then_some(end)
+}
+
+/// What comes before `i` says a national-format number cannot start there: an id or a
+/// version (`ORD-2024 555 1234`, `build_20 1234 5678`), a time (`12:35 1234`), an
+/// offset or a sign (`+0100 2024`, `-0500`; numbers with `+` are read elsewhere), the
+/// rest of a sequence of numbers (`570 230 392 679`).
+#[inline]
+pub(super) fn national_ruled_out_before(text: &[u8], i: usize) -> bool {
+    if i == 0 {
+        return false;
+    }
+    let (b1, b2) = (text[i - 1], if i >= 2 { text[i - 2] } else { 0 });
+    match b1 {
+        b'+' | b'-' => true,
+        b'.' | b'/' | b'_' | b'#' | b',' => is_word(b2),
+        b':' | b' ' => b2.is_ascii_digit(),
+        _ => false,
+    }
 }
 
 /// Digit groups as written: `(0151) 123-4567`.
@@ -829,6 +846,28 @@ mod tests {
         assert_eq!(key_label_before(t, at("413161273")), Some(Label::Ssn));
         assert_eq!(key_label_before(t, at("5019897824")), Some(Label::Phone));
         assert_eq!(key_label_before(t, t.len() - 1), None);
+    }
+
+    #[test]
+    fn label_words_are_seen_at_every_offset() {
+        for word in [
+            "phone", "TEL", "Cell", "mobile", "MSISDN", "fax", "handy", "ssn", "Social", "soz",
+        ] {
+            for pad in 0..40 {
+                for tail in [0, 1, 2, 17] {
+                    let line = format!("{}{word}{}", " |".repeat(pad), "x".repeat(tail));
+                    assert!(may_name_label(line.as_bytes()), "{line:?}");
+                }
+            }
+        }
+        for pad in 0..40 {
+            let line = format!(
+                "{}ph te ce mo ms fa ha ss so pha tex{}",
+                "-".repeat(pad),
+                "_".repeat(pad)
+            );
+            assert!(!may_name_label(line.as_bytes()), "{line:?}");
+        }
     }
 
     #[test]

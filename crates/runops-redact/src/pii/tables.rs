@@ -9,9 +9,7 @@
 //! in the next segment), and the columns of the table being read.
 
 use super::phones::{Label, PhoneRegions, phone_national};
-use super::{Hit, InfoType, Literal};
-
-static SEPARATOR: Literal = Literal::new(b"-+-");
+use super::{Hit, InfoType};
 
 /// Longest header or row line looked at.
 const MAX_TABLE_LINE: usize = 4096;
@@ -69,7 +67,25 @@ fn header_of(line: &[u8]) -> Option<(Vec<usize>, Vec<Column>)> {
 /// `-----+------+----`, `+----+------+`: only `-` and `+` (and the line break).
 fn is_separator(line: &[u8]) -> bool {
     let line = trim_eol(line);
-    line.len() >= 3 && line.iter().all(|b| matches!(b, b'-' | b'+')) && line.contains(&b'+')
+    line.len() >= 3 && only_dashes_and_pluses(line) && memchr::memchr(b'+', line).is_some()
+}
+
+/// Every byte is `-` or `+`: eight bytes at a time (a separator line is mostly `-`).
+fn only_dashes_and_pluses(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // `-` becomes 0, `+` 6 (0x2D ^ 0x2B); nothing else gives 0 or 6.
+        let x = u64::from_le_bytes(word) ^ (0x2D * ONES);
+        let only_bits_1_2 = x & !(0x06 * ONES) == 0;
+        let both_or_neither = ((x >> 1) ^ (x >> 2)) & ONES == 0;
+        if !(only_bits_1_2 && both_or_neither) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|b| matches!(b, b'-' | b'+'))
 }
 
 fn plus_positions(line: &[u8]) -> Vec<usize> {
@@ -95,10 +111,16 @@ pub(super) fn labelled_cells(
     // Only separator lines and the rows of a table are looked at.
     let mut at = rows(text, 0, base, state, regions, (phone, ssn), hits);
     while state.table.is_none() {
-        let Some(found) = SEPARATOR.find(&text[at..]) else {
+        // The first `-+-` from `at` (a line start): found by its `+`, rarer than `-`.
+        let Some(found) = memchr::memchr(b'+', &text[at..]) else {
             break;
         };
-        let sep = at + found;
+        let plus = at + found;
+        if plus == at || text[plus - 1] != b'-' || text.get(plus + 1) != Some(&b'-') {
+            at = plus + 1;
+            continue;
+        }
+        let sep = plus - 1;
         let start = memchr::memrchr(b'\n', &text[..sep]).map_or(0, |p| p + 1);
         let end = memchr::memchr(b'\n', &text[sep..]).map_or(text.len(), |p| sep + p + 1);
         let line = &text[start..end];
