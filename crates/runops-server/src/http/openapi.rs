@@ -126,7 +126,7 @@ impl Modify for SharedContract {
         );
         components.add_security_scheme(
             AGENT_TOKEN,
-            bearer("An agent token (from `runops agent-tokens create`), for `/v1/agent/*` only."),
+            bearer("An agent token (from `runops agents create-token`), for `/v1/agent/*` only."),
         );
         components.responses.insert(
             ERROR_RESPONSE.to_string(),
