@@ -36,6 +36,16 @@ pub struct SealedIdpToken {
     pub expires_at_ms: i64,
 }
 
+impl SealedIdpToken {
+    /// The token kept in a session row's two columns (both set, or none).
+    pub fn from_columns(sealed: Option<Vec<u8>>, expires_at_ms: Option<i64>) -> Option<Self> {
+        Some(SealedIdpToken {
+            sealed: sealed?,
+            expires_at_ms: expires_at_ms?,
+        })
+    }
+}
+
 /// A stored session with its user, as a request sees it.
 #[derive(Debug, Clone)]
 pub struct WebSession {

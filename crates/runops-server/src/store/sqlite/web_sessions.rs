@@ -41,16 +41,10 @@ impl WebSessionStore for SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let org: String = row.try_get("org_name")?;
-        let idp_token = match (
-            row.try_get::<Option<Vec<u8>>, _>("idp_token_sealed")?,
-            row.try_get::<Option<i64>, _>("idp_token_expires_at")?,
-        ) {
-            (Some(sealed), Some(expires_at_ms)) => Some(SealedIdpToken {
-                sealed,
-                expires_at_ms,
-            }),
-            _ => None,
-        };
+        let idp_token = SealedIdpToken::from_columns(
+            row.try_get("idp_token_sealed")?,
+            row.try_get("idp_token_expires_at")?,
+        );
         Ok(Some(WebSession {
             org_id: row.try_get("org_id")?,
             user: user_from_row(&row, &org)?,
