@@ -259,6 +259,15 @@ fn templates_run_with_checked_parameters_and_outlive_a_force_push() {
         "# ---\n# targets: local\n# review: anyone\n# ---\necho guarded\n",
     );
     let second = repo.push("a reviewed template");
+    // Pulling on demand is for admins: a plain user is refused, and nothing is pulled.
+    let dev = server.create_user("dev", "dev");
+    let out = server.cli_as(&dev, &["templates", "refresh"]);
+    assert!(
+        !out.status.success(),
+        "a plain user refreshed the templates"
+    );
+    assert!(stderr(&out).contains("admin"), "{}", stderr(&out));
+    assert_eq!(list_json(&server)["commit"], first.as_str());
     let refreshed: Value =
         serde_json::from_str(&server.cli_ok(&["templates", "refresh", "--json"])).unwrap();
     assert_eq!(refreshed["commit"], second.as_str());
