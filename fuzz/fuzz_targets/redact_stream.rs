@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use runops_redact::{InfoType, RedactConfig, Redactor};
+use runops_redact::{InfoType, RedactConfig, Redactor, known_phone_regions};
 
 /// Key names of both kinds: secret-looking (short values redacted) and plain.
 const KEYS: &[&str] = &["API_TOKEN", "DB_PASSWORD", "PLAIN_VALUE", "X"];
@@ -17,6 +17,9 @@ struct Input {
     personal_data: bool,
     /// Bit i: detect `InfoType::ALL[i]`; all of them when `None`.
     info_types: Option<u16>,
+    /// Bit i: read the national phone formats of the i-th known region (mod 32); the
+    /// default regions when `None`.
+    phone_regions: Option<u32>,
     cuts: Vec<u16>,
     flushes: Vec<bool>,
     text: Vec<u8>,
@@ -77,10 +80,18 @@ fuzz_target!(|input: Input| {
             .map(|(_, t)| *t)
             .collect()
     });
+    let phone_regions = input.phone_regions.map(|mask| {
+        known_phone_regions()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << (i % 32)) != 0)
+            .map(|(_, r)| r.to_string())
+            .collect()
+    });
     let r = Redactor::new(&RedactConfig {
         secrets,
         personal_data: input.personal_data,
         info_types,
+        phone_regions,
     });
     let whole = r.redact(&input.text);
     if std::str::from_utf8(&input.text).is_ok() {
