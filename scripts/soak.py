@@ -803,11 +803,22 @@ class Soak:
     # -- the end -------------------------------------------------------------------------
 
     def wait_all_final(self, limit):
+        """Every task, once each has ended, or once none has ended for `limit` seconds
+        (a loaded machine drains a backlog slowly; a stuck task stops the progress)."""
         deadline = time.time() + limit
+        left = None
         while True:
             tasks = self.api.all_tasks()
             open_ = [t for t in tasks if t["status"] not in ("success", "failure")]
-            if not open_ or time.time() > deadline:
+            if not open_:
+                log(f"all {len(tasks)} tasks ended")
+                return tasks
+            if left is None or len(open_) < left:
+                left = len(open_)
+                deadline = time.time() + limit
+            if time.time() > deadline:
+                log(f"{len(open_)} of {len(tasks)} tasks still not ended after {limit} s without progress: "
+                    f"{[(t['id'], t['status']) for t in open_[:20]]}")
                 return tasks
             time.sleep(1)
 
@@ -970,7 +981,6 @@ class Soak:
                 p.start()
         log("faults done; waiting for every task to end")
         tasks = self.wait_all_final(self.args.settle)
-        log(f"{len(tasks)} tasks ended; checking")
         report = self.check(tasks)
         report["store"] = self.store
         report["servers"] = len(self.servers)
@@ -1066,7 +1076,7 @@ def main():
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--faults", type=int, default=40)
     ap.add_argument("--duration", type=int, default=None, help="seconds over which tasks and faults are spread")
-    ap.add_argument("--settle", type=int, default=180, help="seconds to wait for the last tasks to end")
+    ap.add_argument("--settle", type=int, default=180, help="seconds without any task ending after which the end stops waiting (unfinished tasks fail the run)")
     ap.add_argument("--max-output-mb", type=int, default=5)
     ap.add_argument("--spool-mb", type=int, default=64, help="size of agent d's tmpfs data dir")
     ap.add_argument("--seed", type=int, default=None)
