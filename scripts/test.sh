@@ -230,12 +230,17 @@ cargo test --workspace --locked "$@"
 # The API contract (RELIABILITY.md): schemathesis (PyPI, pinned, in a venv under
 # ~/.cache/runops) against a live server with admin, user and agent tokens; fails on a
 # 5xx, an answer that does not match docs/openapi.json, or an error without
-# {code, error, hint}. Then the short chaos soak: 500 tasks, 10 faults; fails on any
-# lost, duplicated, mismatched or leaked task. Both skipped when cargo test was given a
-# filter.
+# {code, error, hint}. Then the short chaos soaks: SQLite (one server; 500 tasks, 10
+# faults), then PostgreSQL (three replicas on a private cluster the soak makes with
+# initdb, so the PostgreSQL server programs must be installed, not only running; 400
+# tasks, 12 faults); each fails on any lost, duplicated, mismatched, leaked or
+# unexplained task. All skipped when cargo test was given a filter.
 if [ "$#" -eq 0 ]; then
   log "API contract (schemathesis)"
   bash scripts/schemathesis.sh
-  log "chaos soak (short)"
+  log "chaos soak (short, SQLite)"
   bash scripts/soak.sh --short
+  log "chaos soak (short, PostgreSQL: three replicas)"
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || have initdb || apt_install postgresql
+  bash scripts/soak.sh --short --store postgres
 fi

@@ -19,12 +19,53 @@ pub const REAPER_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(st: AppState) {
     let mut tick = tokio::time::interval(REAPER_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the last completed sweep started: what the reaper saw of the leases is as
+    // old as that. The server's start gave every open session a fresh lease.
+    let mut seen_at = std::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(&st).await {
-            tracing::warn!(error = %e, "lease reaper failed; retrying");
+        let started = std::time::Instant::now();
+        let result = async {
+            if let Some(blind) = blind_for(started.duration_since(seen_at)) {
+                resume_leases(&st, blind).await?;
+            }
+            sweep(&st).await
+        }
+        .await;
+        match result {
+            Ok(()) => seen_at = started,
+            Err(e) => tracing::warn!(error = %e, "lease reaper failed; retrying"),
         }
     }
+}
+
+/// A gap between the starts of two completed sweeps longer than this means the reaper
+/// could not watch the leases meanwhile (its database unreachable or so slow that a
+/// sweep waited for it, the process paused).
+pub const BLIND_AFTER: Duration = Duration::from_secs(2 * REAPER_INTERVAL.as_secs());
+
+/// `Some(gap)` when the time since the start of the last completed sweep shows the
+/// reaper was blind.
+pub fn blind_for(since_last_sweep: Duration) -> Option<Duration> {
+    (since_last_sweep > BLIND_AFTER).then_some(since_last_sweep)
+}
+
+/// After the reaper was blind (the database unreachable: a PostgreSQL restart or
+/// failover, or this replica paused), every open session gets a fresh lease before
+/// any is judged, as at a server's start: meanwhile the agents' polls, which are their
+/// heartbeats, could not be recorded (they were refused with 503 or never reached the
+/// database), so an old `last_seen` says nothing about the agent. Without it the first
+/// sweep after the database came back ended every session whose lease ran out during
+/// the outage and failed their running tasks `agent-lost` (found by the PostgreSQL
+/// chaos soak). A session really lost meanwhile is still ended one lease later.
+pub async fn resume_leases(st: &AppState, blind: Duration) -> anyhow::Result<()> {
+    let resumed = st.store.extend_live_sessions(now_ms()).await?;
+    tracing::info!(
+        sessions = resumed,
+        blind_secs = blind.as_secs_f64(),
+        "the lease reaper could not run for a while (database unreachable?): open agent sessions get a fresh lease"
+    );
+    Ok(())
 }
 
 /// One pass; public for tests.
