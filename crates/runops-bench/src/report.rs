@@ -252,6 +252,14 @@ impl Report {
         if let Some(g) = self.sections.iter().find(|s| s.id == GOALS_ID) {
             return g.markdown();
         }
+        if !self
+            .sections
+            .iter()
+            .any(|s| s.rows.iter().any(|r| r.goal.is_some()))
+        {
+            return "No goals in this run: issue 20's goals table is the `goals` measurement.\n"
+                .into();
+        }
         let mut out = String::from("| measurement | figure | runops | goal | met |\n");
         out.push_str("|---|---|---:|---|:---:|\n");
         for s in &self.sections {
