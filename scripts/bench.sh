@@ -2,10 +2,23 @@
 # Builds the release binaries and runs the benchmark suite (about 10 minutes): every
 # figure next to its baseline, printed as markdown on stdout and written to
 # target/bench/results-<UTC time>.{json,md} (the raw redaction table next to them).
-# Copy the figures you want to keep into BENCHMARKS.md.
+# The first table is "Goals (issue 20)": each goal's figure, its baseline from the same
+# run, and the goal. Copy the figures you want to keep into BENCHMARKS.md.
 #
 #   bash scripts/bench.sh                    # everything
-#   bash scripts/bench.sh dispatch memory    # some of: dispatch overhead throughput memory redaction control control-postgres dispatch-postgres
+#   bash scripts/bench.sh goals              # only issue 20's goals table
+#   bash scripts/bench.sh --figures cli,cpu goals   # some of its figures: cli dispatch cpu throughput logs agent-memory follow-memory
+#   bash scripts/bench.sh dispatch memory    # some of: goals dispatch overhead throughput memory redaction control control-postgres dispatch-postgres
+#
+# Before/after: compare an old `runops` binary with the one built from this tree, in the
+# same run. Each figure runs alternately on old and new (3 rounds each; --rounds N), and
+# the table gives both medians and new / old:
+#
+#   cp target/release/runops /tmp/runops-before      # once, before your change (or build the base commit elsewhere)
+#   bash scripts/bench.sh --compare /tmp/runops-before               # every figure
+#   bash scripts/bench.sh --compare /tmp/runops-before dispatch cpu  # some figures
+#   bash scripts/bench.sh --compare /tmp/runops-before --rounds 5 --log-bytes 268435456 logs
+#
 #   bash scripts/bench.sh --replicas 1,3 control control-postgres dispatch-postgres   # SQLite vs PostgreSQL, one run
 #   QUICK=1 bash scripts/bench.sh            # debug builds, tiny samples: checks the harness only
 #
@@ -17,6 +30,24 @@
 # (runops_bench_<pid>_...) and drops it afterwards.
 # The machine should be otherwise idle: the load average is recorded with the figures.
 set -euo pipefail
+
+# --compare's binary is a path given relative to the caller's directory.
+args=()
+compare=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --compare)
+      [ $# -ge 2 ] || { echo "bench.sh: --compare needs the old runops binary" >&2; exit 2; }
+      [ -x "$2" ] || { echo "bench.sh: $2 is not an executable runops binary" >&2; exit 2; }
+      args+=(--compare "$(realpath "$2")"); compare=1; shift 2 ;;
+    --compare=*)
+      old=${1#--compare=}
+      [ -x "$old" ] || { echo "bench.sh: $old is not an executable runops binary" >&2; exit 2; }
+      args+=(--compare "$(realpath "$old")"); compare=1; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]+"${args[@]}"}"
 cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -24,10 +55,12 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 want_redaction=0
 for m in "$@"; do [ "$m" = redaction ] && want_redaction=1; done
 [ $# -eq 0 ] && want_redaction=1
+[ "$compare" = 1 ] && want_redaction=0
 
 out=target/bench
 mkdir -p "$out"
 stamp=$(date -u +%Y%m%d-%H%M%S)
+[ "$compare" = 1 ] && stamp="compare-$stamp"
 
 if [ "${QUICK:-}" = 1 ]; then
   profile=debug

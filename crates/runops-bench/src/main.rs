@@ -8,12 +8,16 @@
 //! shared machines are noisy: read the medians and the ratios. Results are printed as
 //! markdown as they come and written as JSON and markdown at the end.
 //! `scripts/bench.sh` builds the release binaries and runs everything; BENCHMARKS.md
-//! holds the figures. One module per measurement; `procs` starts processes, `drive`
-//! pushes work through them, `stats` and `report` turn samples into tables.
+//! holds the figures. One module per measurement; `figures` holds issue 20's goals
+//! (each figure on its own stacks) and `compare` runs them alternately on two binaries
+//! (`--compare OLD`); `procs` starts processes, `drive` pushes work through them,
+//! `stats` and `report` turn samples into tables.
 
+mod compare;
 mod control;
 mod dispatch;
 mod drive;
+mod figures;
 mod memory;
 mod overhead;
 mod postgres;
@@ -31,6 +35,8 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum Measurement {
+    /// issue 20's goals table: every figure once (see --figures)
+    Goals,
     /// 1. task created → running on the agent, with 1 and with 200+1 agents
     Dispatch,
     /// 2. `runops tasks create` vs `bash -c true`; postgres task vs psql
@@ -53,9 +59,24 @@ enum Measurement {
 #[derive(Parser, Debug)]
 #[command(name = "runops-bench", version)]
 struct Args {
-    /// Measurements to run (default: all, in the order listed).
-    #[arg(value_enum)]
-    only: Vec<Measurement>,
+    /// Measurements to run (default: all, in the order listed): goals, dispatch,
+    /// overhead, throughput, memory, redaction, control, control-postgres,
+    /// dispatch-postgres. With --compare: the figures to compare instead (default: all
+    /// of cli, dispatch, cpu, throughput, logs, agent-memory, follow-memory).
+    only: Vec<String>,
+    /// Compare this (old) `runops` binary with --runops (new): each figure of issue 20
+    /// runs alternately on both, --rounds times each; prints old, new and new / old.
+    #[arg(long, value_name = "OLD_RUNOPS")]
+    compare: Option<PathBuf>,
+    /// Rounds per binary and figure with --compare (default 3; 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=100))]
+    rounds: Option<u16>,
+    /// The figures of the `goals` measurement (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    figures: Vec<figures::Figure>,
+    /// Live logs followed by the follow-memory figure (default 1000; 50 with --quick).
+    #[arg(long)]
+    follows: Option<usize>,
     /// The `runops` binary to drive.
     #[arg(long, default_value = "target/release/runops")]
     runops: PathBuf,
@@ -102,6 +123,8 @@ struct Sizes {
     redact_table: Option<PathBuf>,
     database_url: String,
     replicas: Vec<usize>,
+    figures: figures::FigSizes,
+    goal_figures: Vec<figures::Figure>,
 }
 
 impl Sizes {
@@ -111,7 +134,26 @@ impl Sizes {
         } else {
             (1000, 100, 1000, 300, 1 << 30, 5000, a.idle_agents)
         };
+        let (cli, cpu, follows) = if a.quick {
+            (10, 20, 50)
+        } else {
+            (100, 300, 1000)
+        };
         Sizes {
+            figures: figures::FigSizes {
+                cli,
+                cpu,
+                dispatch: a.dispatch_tasks.unwrap_or(d),
+                throughput: t,
+                log_bytes: a.log_bytes.unwrap_or(l),
+                warm_tasks: w,
+                follows: a.follows.unwrap_or(follows),
+            },
+            goal_figures: if a.figures.is_empty() {
+                figures::ALL.to_vec()
+            } else {
+                a.figures.clone()
+            },
             dispatch: a.dispatch_tasks.unwrap_or(d),
             idle_agents: idle,
             overhead: o,
@@ -134,6 +176,7 @@ fn failed(id: &str, title: &str, e: &anyhow::Error) -> Section {
 
 async fn measure(m: Measurement, bin: &Path, z: &Sizes) -> Vec<Section> {
     let r = match m {
+        Measurement::Goals => Ok(vec![figures::goals(bin, &z.figures, &z.goal_figures).await]),
         Measurement::Dispatch => dispatch::run(bin, z.dispatch, z.idle_agents)
             .await
             .map(|s| vec![s]),
@@ -181,17 +224,93 @@ fn redaction_section(path: &Path) -> anyhow::Result<Section> {
     Ok(s)
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
-    let bin = std::fs::canonicalize(&args.runops).with_context(|| {
+/// The binary at `path` and its `--version`.
+fn binary(path: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let bin = std::fs::canonicalize(path).with_context(|| {
         format!(
             "the runops binary {} does not exist; build it with `cargo build --release -p runops` or pass --runops",
-            args.runops.display()
+            path.display()
         )
     })?;
     let version = drive::check_command(std::process::Command::new(&bin).arg("--version"))?;
+    Ok((bin, version.trim().to_string()))
+}
+
+/// Parses the positional names as `T` (a measurement or a figure).
+fn parse_names<T: ValueEnum>(names: &[String], what: &str) -> anyhow::Result<Vec<T>> {
+    names
+        .iter()
+        .map(|n| {
+            T::from_str(n, true).map_err(|_| {
+                let all: Vec<String> = T::value_variants()
+                    .iter()
+                    .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+                    .collect();
+                anyhow::anyhow!("unknown {what} `{n}`; one of: {}", all.join(" "))
+            })
+        })
+        .collect()
+}
+
+async fn run_compare(args: &Args, old: &Path) -> anyhow::Result<bool> {
+    let (new_bin, new_version) = binary(&args.runops)?;
+    let (old_bin, old_version) = binary(old)?;
+    let figs: Vec<figures::Figure> = if args.only.is_empty() {
+        figures::ALL.to_vec()
+    } else {
+        parse_names(&args.only, "figure")?
+    };
+    let sizes = Sizes::of(args);
+    let rounds = args
+        .rounds
+        .map_or(if args.quick { 1 } else { 3 }, usize::from);
+    let load_before = report::load_average();
+    eprintln!(
+        "runops-bench: compare old {} ({old_version}) with new {} ({new_version}), {rounds} round(s), load {load_before}",
+        old_bin.display(),
+        new_bin.display()
+    );
+    let started = Instant::now();
+    let c = compare::run(
+        (&old_bin, old_version),
+        (&new_bin, new_version),
+        &figs,
+        &sizes.figures,
+        rounds,
+    )
+    .await;
+    let mut md = c.markdown();
+    let machine = Machine::probe();
+    md.push_str(&format!(
+        "
+Machine: {} cores ({}); load average {load_before} at the start, {} at the end; {:.0} s.
+",
+        machine.nproc,
+        machine.cpu_model,
+        machine.load_before,
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{md}");
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({"comparison": c, "machine": machine, "load_before": load_before, "seconds": started.elapsed().as_secs_f64()});
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &md).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(c.failures.is_empty())
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    if let Some(old) = &args.compare {
+        return run_compare(&args, old).await;
+    }
+    let (bin, version) = binary(&args.runops)?;
     let sizes = Sizes::of(&args);
     let order = if args.only.is_empty() {
         vec![
+            Measurement::Goals,
             Measurement::Dispatch,
             Measurement::Overhead,
             Measurement::Throughput,
@@ -205,14 +324,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .filter(|m| *m != Measurement::Redaction || args.redact_table.is_some())
         .collect()
     } else {
-        args.only.clone()
+        parse_names(&args.only, "measurement")?
     };
     let started = Instant::now();
     let mut report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         machine: Machine::probe(),
         runops_bin: bin.display().to_string(),
-        runops_version: version.trim().to_string(),
+        runops_version: version,
         sections: Vec::new(),
         seconds: 0.0,
     };
@@ -235,6 +354,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     report.machine.load_after = report::load_average();
     report.seconds = started.elapsed().as_secs_f64();
     println!("{}", report.goals_markdown());
+    // The goals table comes first in the markdown file: the summary of the run.
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

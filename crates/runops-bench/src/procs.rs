@@ -214,6 +214,19 @@ impl Stack {
         server_args: &[String],
         with_agent: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_env(bin, server_args, with_agent, &[]).await
+    }
+
+    /// [`Stack::start`] with extra agent environment (`RUN_AS_USER`, `CONCURRENCY`),
+    /// which wins over the bench's own `RUN_AS_USER`.
+    pub async fn start_env(
+        bin: &Path,
+        server_args: &[String],
+        with_agent: bool,
+        agent_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut env = vec![(PG_SECRET_VAR, PG_SECRET)];
+        env.extend_from_slice(agent_env);
         let dir = tempfile::Builder::new()
             .prefix("runops-bench-")
             .tempdir()
@@ -240,17 +253,7 @@ impl Stack {
             .await?
             .token;
         let agent = if with_agent {
-            Some(
-                AgentProc::start(
-                    bin,
-                    dir.path(),
-                    &admin,
-                    &agent_token,
-                    None,
-                    &[(PG_SECRET_VAR, PG_SECRET)],
-                )
-                .await?,
-            )
+            Some(AgentProc::start(bin, dir.path(), &admin, &agent_token, None, &env).await?)
         } else {
             None
         };
@@ -319,6 +322,38 @@ pub fn cpu_ms(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((at(11) + at(12), at(13) + at(14)))
 }
 
+/// Runs `cmd` to completion (output discarded) and reaps it with `wait4`, so its CPU
+/// time is exactly its own (and its reaped children's), whatever else the bench reaps
+/// meanwhile. Returns the wall time and the CPU time (user + system), ms.
+pub fn run_with_cpu(cmd: &mut std::process::Command) -> anyhow::Result<(Duration, f64)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; `status` and `ru` are valid for writes.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let took = start.elapsed();
+    if r != pid {
+        bail!("wait4 on {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed: wait status {status}");
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    Ok((took, tv(ru.ru_utime) + tv(ru.ru_stime)))
+}
+
+/// CPU time (own + reaped children) of a process, ms, summed.
+pub fn cpu_total_ms(pid: u32) -> anyhow::Result<f64> {
+    let (own, children) = cpu_ms(pid)?;
+    Ok(own + children)
+}
+
 pub fn mem_of(pid: u32) -> anyhow::Result<Mem> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
@@ -353,6 +388,13 @@ mod tests {
     fn own_cpu_time_is_readable() {
         let (own, _) = cpu_ms(std::process::id()).unwrap();
         assert!(own >= 0.0);
+    }
+
+    #[test]
+    fn a_child_is_timed_and_its_failure_reported() {
+        let (_, cpu) = run_with_cpu(std::process::Command::new("true").arg("x")).unwrap();
+        assert!(cpu >= 0.0);
+        assert!(run_with_cpu(std::process::Command::new("false").arg("x")).is_err());
     }
 
     #[test]

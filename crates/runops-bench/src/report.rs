@@ -63,13 +63,13 @@ pub enum Goal {
 }
 
 impl Goal {
-    fn met(self, v: f64) -> bool {
+    pub fn met(self, v: f64) -> bool {
         match self {
             Goal::AtMost(g) => v <= g,
             Goal::AtLeast(g) => v >= g,
         }
     }
-    fn text(self, unit: &str) -> String {
+    pub fn text(self, unit: &str) -> String {
         match self {
             Goal::AtMost(g) => format!("≤ {} {unit}", num(g)),
             Goal::AtLeast(g) => format!("≥ {} {unit}", num(g)),
@@ -87,6 +87,10 @@ pub struct Row {
     pub baseline: Option<(String, f64)>,
     pub goal: Option<Goal>,
     pub met: Option<bool>,
+    /// The baseline is context, not a denominator (e.g. an added time next to the
+    /// time it is added to): no ratio column.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_ratio: bool,
 }
 
 impl Row {
@@ -98,7 +102,13 @@ impl Row {
             baseline: None,
             goal: None,
             met: None,
+            no_ratio: false,
         }
+    }
+
+    pub fn no_ratio(mut self) -> Row {
+        self.no_ratio = true;
+        self
     }
 
     pub fn pending(metric: impl Into<String>, unit: &str) -> Row {
@@ -121,6 +131,9 @@ impl Row {
 
     /// value / baseline.
     pub fn ratio(&self) -> Option<f64> {
+        if self.no_ratio {
+            return None;
+        }
         let v = self.value?;
         let (_, b) = self.baseline.as_ref()?;
         (*b != 0.0).then(|| v / b)
@@ -218,6 +231,9 @@ impl Section {
     }
 }
 
+/// The id of the section holding issue 20's goals table.
+pub const GOALS_ID: &str = "goals";
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -230,8 +246,20 @@ pub struct Report {
 }
 
 impl Report {
-    /// Every figure that has a goal, one line each: the summary table.
+    /// The goals table: the `goals` section (issue 20) when it ran, else every figure
+    /// that has a goal, one line each.
     pub fn goals_markdown(&self) -> String {
+        if let Some(g) = self.sections.iter().find(|s| s.id == GOALS_ID) {
+            return g.markdown();
+        }
+        if !self
+            .sections
+            .iter()
+            .any(|s| s.rows.iter().any(|r| r.goal.is_some()))
+        {
+            return "No goals in this run: issue 20's goals table is the `goals` measurement.\n"
+                .into();
+        }
         let mut out = String::from("| measurement | figure | runops | goal | met |\n");
         out.push_str("|---|---|---:|---|:---:|\n");
         for s in &self.sections {
@@ -272,10 +300,14 @@ impl Report {
             self.runops_version,
             self.seconds
         );
-        out.push_str("### Goals\n\n");
-        out.push_str(&self.goals_markdown());
-        out.push('\n');
-        for s in &self.sections {
+        if self.sections.iter().any(|s| s.id == GOALS_ID) {
+            out.push_str(&self.goals_markdown());
+        } else {
+            out.push_str("### Goals\n\n");
+            out.push_str(&self.goals_markdown());
+            out.push('\n');
+        }
+        for s in self.sections.iter().filter(|s| s.id != GOALS_ID) {
             out.push_str(&s.markdown());
         }
         out
