@@ -14,6 +14,7 @@
 //! (a prompt, a progress bar): only the shortest tail that could still begin a secret
 //! in one of its spellings stays until more output decides it.
 
+use crate::limits::{PIPE_READ_BYTES, SPOOL_WRITE_BYTES};
 use runops_redact::{Redactor, StreamRedactor};
 use std::io::Write;
 use std::sync::Arc;
@@ -125,10 +126,17 @@ impl TaskLog {
             Source::Stderr => stderr,
         };
         stream.push(bytes, buf);
-        if stream.held_back() > 0 {
+        let held_back = stream.held_back() > 0;
+        // A full pipe read means more output is already waiting: gather it into larger
+        // spool writes (each one is a hand-off to a blocking thread). The flusher
+        // writes what waits here if no more comes.
+        let more_waiting = bytes.len() >= PIPE_READ_BYTES && buf.len() < SPOOL_WRITE_BYTES;
+        if held_back || more_waiting {
             self.shared.held.notify_one();
         }
-        self.shared.write_out(&mut inner).await;
+        if !more_waiting {
+            self.shared.write_out(&mut inner).await;
+        }
     }
 
     /// Adds a line from the agent itself (`runops: <note>`), on a line of its own.
@@ -211,9 +219,9 @@ impl TaskLog {
     }
 }
 
-/// The flusher of one log: after a write left bytes held back, waits
-/// [`HOLD_RELEASE_AFTER`] and releases what the streams no longer need to hold (an
-/// incomplete line; never a possible secret's start). Ends with the log.
+/// The flusher of one log: after a write left bytes held back (or gathered for a larger
+/// spool write), waits [`HOLD_RELEASE_AFTER`] and releases what the streams no longer
+/// need to hold (an incomplete line; never a possible secret's start). Ends with the log.
 async fn release_held_output(shared: std::sync::Weak<Shared>, held: Arc<Notify>) {
     loop {
         held.notified().await;
