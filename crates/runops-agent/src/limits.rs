@@ -25,8 +25,13 @@ pub const UPLOAD_FLUSH_BYTES: u64 = 64 * 1024;
 /// How long new log bytes may wait before being uploaded: "live" for a human.
 pub const UPLOAD_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Size of one read from a child's stdout/stderr.
-pub const PIPE_READ_BYTES: usize = 16 * 1024;
+/// Size of one read from a child's stdout/stderr: a whole pipe buffer (64 KiB on
+/// Linux), so a fast writer costs one redact-and-spool round per pipe-full, not four.
+pub const PIPE_READ_BYTES: usize = 64 * 1024;
+/// Redacted output gathered before one spool write while a task's pipe keeps coming
+/// full: each write is a hand-off to a blocking thread, and thread switches were the
+/// agent's largest cost while streaming 1 GiB (BENCHMARKS.md, issue 20).
+pub const SPOOL_WRITE_BYTES: usize = 256 * 1024;
 /// After a task's processes are gone, how long to wait for the pipes to drain
 /// (a process that escaped the group may hold them open forever).
 pub const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);

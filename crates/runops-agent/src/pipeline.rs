@@ -105,7 +105,7 @@ pub async fn run_task(
             return Err(failed(TaskFailure::agent_error(message), None, 0, started));
         }
     };
-    let log = TaskLog::new(file, &redactor);
+    let log = TaskLog::new(file.into_std().await, &redactor);
     on_log(log.subscribe());
 
     let outcome = match prepared {

@@ -130,6 +130,17 @@ impl StreamRedactor {
     fn run(&mut self, input: &[u8], at_end: bool, out: &mut Vec<u8>) {
         let inner = self.redactor.inner.clone();
         match (&inner.secrets, &inner.pii) {
+            (None, None) if self.secret_tail.is_empty() => {
+                // Nothing to find: only hold back an incomplete trailing character, and
+                // copy the input once (straight to `out`).
+                let done = if at_end {
+                    input.len()
+                } else {
+                    complete_chars_len(input)
+                };
+                out.extend_from_slice(&input[..done]);
+                self.secret_tail.extend_from_slice(&input[done..]);
+            }
             (None, None) => {
                 // Nothing to find: only hold back an incomplete trailing character.
                 let mut tail = std::mem::take(&mut self.secret_tail);

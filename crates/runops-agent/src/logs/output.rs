@@ -14,10 +14,11 @@
 //! (a prompt, a progress bar): only the shortest tail that could still begin a secret
 //! in one of its spellings stays until more output decides it.
 
+use crate::limits::{PIPE_READ_BYTES, SPOOL_WRITE_BYTES};
 use runops_redact::{Redactor, StreamRedactor};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, Notify, watch};
 
 /// How long output the redactor holds back may wait before it is released anyway
@@ -56,7 +57,8 @@ struct Inner {
     redactor: Redactor,
     stdout: StreamRedactor,
     stderr: StreamRedactor,
-    file: tokio::fs::File,
+    /// The spool log, written from blocking threads (shared with the one in flight).
+    file: Arc<std::fs::File>,
     written: u64,
     /// Redacted bytes ready to be written (reused between writes).
     buf: Vec<u8>,
@@ -74,13 +76,13 @@ impl Drop for TaskLog {
 impl TaskLog {
     /// `file` is the spool log opened for appending (and empty). Must be called within
     /// a tokio runtime (it starts the log's flusher).
-    pub fn new(file: tokio::fs::File, redactor: &Redactor) -> TaskLog {
+    pub fn new(file: std::fs::File, redactor: &Redactor) -> TaskLog {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 redactor: redactor.clone(),
                 stdout: redactor.stream(),
                 stderr: redactor.stream(),
-                file,
+                file: Arc::new(file),
                 written: 0,
                 buf: Vec::new(),
                 error: None,
@@ -124,10 +126,17 @@ impl TaskLog {
             Source::Stderr => stderr,
         };
         stream.push(bytes, buf);
-        if stream.held_back() > 0 {
+        let held_back = stream.held_back() > 0;
+        // A full pipe read means more output is already waiting: gather it into larger
+        // spool writes (each one is a hand-off to a blocking thread). The flusher
+        // writes what waits here if no more comes.
+        let more_waiting = bytes.len() >= PIPE_READ_BYTES && buf.len() < SPOOL_WRITE_BYTES;
+        if held_back || more_waiting {
             self.shared.held.notify_one();
         }
-        self.shared.write_out(&mut inner).await;
+        if !more_waiting {
+            self.shared.write_out(&mut inner).await;
+        }
     }
 
     /// Adds a line from the agent itself (`runops: <note>`), on a line of its own.
@@ -173,7 +182,7 @@ impl TaskLog {
             stderr.finish(buf);
             self.shared.write_out(&mut inner).await;
             inner.finished = true;
-            if let Err(e) = inner.file.sync_data().await
+            if let Err(e) = sync_data(&inner.file).await
                 && inner.error.is_none()
             {
                 inner.error = Some(format!("cannot save the task's log: {e}"));
@@ -195,7 +204,7 @@ impl TaskLog {
             .buf
             .extend_from_slice(format!("runops: {redacted_note}\n").as_bytes());
         self.shared.write_out(&mut inner).await;
-        let _ = inner.file.sync_data().await;
+        let _ = sync_data(&inner.file).await;
         inner.written
     }
 
@@ -210,9 +219,9 @@ impl TaskLog {
     }
 }
 
-/// The flusher of one log: after a write left bytes held back, waits
-/// [`HOLD_RELEASE_AFTER`] and releases what the streams no longer need to hold (an
-/// incomplete line; never a possible secret's start). Ends with the log.
+/// The flusher of one log: after a write left bytes held back (or gathered for a larger
+/// spool write), waits [`HOLD_RELEASE_AFTER`] and releases what the streams no longer
+/// need to hold (an incomplete line; never a possible secret's start). Ends with the log.
 async fn release_held_output(shared: std::sync::Weak<Shared>, held: Arc<Notify>) {
     loop {
         held.notified().await;
@@ -242,11 +251,22 @@ impl Shared {
             inner.buf.clear();
             return;
         }
-        // tokio's File writes in the background: flush so the uploader, which reads the
-        // file separately, sees the bytes once `written` says they are there.
-        let result = match inner.file.write_all(&inner.buf).await {
-            Ok(()) => inner.file.flush().await,
-            Err(e) => Err(e),
+        // The buffer moves to the blocking thread and back (tokio's `File` would copy
+        // it into its own); the write is complete before `written` says the bytes are
+        // there, so the uploader, which reads the file separately, finds them.
+        let file = inner.file.clone();
+        let buf = std::mem::take(&mut inner.buf);
+        let result = tokio::task::spawn_blocking(move || {
+            let result = (&*file).write_all(&buf);
+            (buf, result)
+        })
+        .await;
+        let result = match result {
+            Ok((buf, result)) => {
+                inner.buf = buf;
+                result
+            }
+            Err(e) => Err(std::io::Error::other(e)),
         };
         match result {
             Ok(()) => {
@@ -258,4 +278,12 @@ impl Shared {
         }
         inner.buf.clear();
     }
+}
+
+/// Syncs the spool log to disk (on a blocking thread).
+async fn sync_data(file: &Arc<std::fs::File>) -> std::io::Result<()> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(std::io::Error::other)?
 }

@@ -7,7 +7,7 @@ use runops_proto::{FailureReason, TaskStatus};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// The message of a task found without a result at start-up.
 pub const RESTARTED_MESSAGE: &str = "the agent restarted while the task ran; it was not re-run";
@@ -167,11 +167,18 @@ impl TaskSpool {
 
     /// Up to `max` bytes of the log from `offset`.
     pub async fn read_chunk(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-        let mut file = tokio::fs::File::open(self.log_path()).await?;
-        file.seek(io::SeekFrom::Start(offset)).await?;
-        let mut buf = Vec::with_capacity(max.min(1 << 20));
-        file.take(max as u64).read_to_end(&mut buf).await?;
-        Ok(buf)
+        self.log_reader().await?.read_chunk(offset, max).await
+    }
+
+    /// Opens the log for reading chunks (the uploader keeps it open while the task runs).
+    pub async fn log_reader(&self) -> io::Result<LogReader> {
+        let path = self.log_path();
+        let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(LogReader {
+            file: std::sync::Arc::new(file),
+        })
     }
 
     /// How many log bytes the server has acknowledged (0 when unknown: resending is safe).
@@ -182,8 +189,11 @@ impl TaskSpool {
         }
     }
 
+    /// Records the server's stored size. Not synced: the offset only spares a resend
+    /// after a restart (resends are harmless), so a value lost in a crash costs nothing,
+    /// where a sync per uploaded chunk cost a disk flush per MiB of log.
     pub async fn set_acked(&self, stored: u64) -> io::Result<()> {
-        write_atomically(&self.dir, "acked", stored.to_string().as_bytes()).await
+        write_replacing(&self.dir, "acked", stored.to_string().as_bytes(), false).await
     }
 
     /// The stored result; `None` when there is none or it is unreadable.
@@ -197,7 +207,7 @@ impl TaskSpool {
 
     pub async fn write_result(&self, result: &TaskResult) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(result).map_err(io::Error::other)?;
-        write_atomically(&self.dir, "result.json", &bytes).await
+        write_replacing(&self.dir, "result.json", &bytes, true).await
     }
 
     /// Deletes the task's directory (its result was acknowledged).
@@ -209,8 +219,35 @@ impl TaskSpool {
     }
 }
 
-/// Writes `dir/name` so that a crash leaves either the old or the new content.
-async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+/// A task's spool log open for reading: one file descriptor for all the chunks of an
+/// upload instead of an open, a seek and buffered reads per chunk.
+#[derive(Debug)]
+pub struct LogReader {
+    file: std::sync::Arc<std::fs::File>,
+}
+
+impl LogReader {
+    /// Up to `max` bytes of the log from `offset`, read straight into a buffer of that
+    /// size (fewer at the end of the file). `&mut`: the reads share the file's position.
+    pub async fn read_chunk(&mut self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut file = &*file;
+            file.seek(io::SeekFrom::Start(offset))?;
+            let mut buf = Vec::with_capacity(max);
+            file.take(max as u64).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// Writes `dir/name` so that a crash leaves the old content, the new one, or (when not
+/// `durable`, the file is a hint) possibly neither; a durable write is synced before it
+/// replaces the old one.
+async fn write_replacing(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
@@ -224,7 +261,9 @@ async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()
     // only to the next write or flush, never to `sync_data`: without this flush a
     // truncated file would be renamed into place as if complete.
     file.flush().await?;
-    file.sync_data().await?;
+    if durable {
+        file.sync_data().await?;
+    }
     drop(file);
     tokio::fs::rename(&tmp, dir.join(name)).await
 }

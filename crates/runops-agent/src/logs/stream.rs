@@ -8,7 +8,7 @@
 //! unknown task) ends the uploads without a successful finish.
 
 use super::output::LogProgress;
-use super::spool::{TaskResult, TaskSpool};
+use super::spool::{LogReader, TaskResult, TaskSpool};
 use crate::backoff::Backoff;
 use crate::connection::ServerLink;
 use crate::limits::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
@@ -49,6 +49,8 @@ pub async fn report_task(
     let mut backoff = Backoff::new();
     let mut acked = spool.acked().await.min(progress.borrow().written);
     let mut last_upload: Option<tokio::time::Instant> = None;
+    // The spool log, opened at the first upload and kept open for the next ones.
+    let mut reader: Option<LogReader> = None;
     loop {
         // Upload until everything written is acknowledged and the log is complete.
         let current = *progress.borrow_and_update();
@@ -67,7 +69,7 @@ pub async fn report_task(
             }
             last_upload = Some(tokio::time::Instant::now());
             let written = progress.borrow().written;
-            match upload_chunk(&link, &spool, acked, written).await {
+            match upload_chunk(&link, &spool, &mut reader, acked, written).await {
                 Answer::Ok(stored) => {
                     acked = stored.min(written);
                     if let Err(e) = spool.set_acked(acked).await {
@@ -139,15 +141,27 @@ pub async fn report_task(
 async fn upload_chunk(
     link: &ServerLink,
     spool: &TaskSpool,
+    reader: &mut Option<LogReader>,
     offset: u64,
     written: u64,
 ) -> Answer<u64> {
     let task_id = spool.task_id();
     let len = (written - offset).min(MAX_LOG_CHUNK_BYTES as u64) as usize;
-    let bytes = match spool.read_chunk(offset, len).await {
+    let open = match reader {
+        Some(r) => r,
+        None => match spool.log_reader().await {
+            Ok(r) => reader.insert(r),
+            Err(e) => {
+                tracing::warn!(task_id, "cannot read the task's log from the spool: {e}");
+                return Answer::Retry { backoff: true };
+            }
+        },
+    };
+    let bytes = match open.read_chunk(offset, len).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(task_id, "cannot read the task's log from the spool: {e}");
+            *reader = None;
             return Answer::Retry { backoff: true };
         }
     };

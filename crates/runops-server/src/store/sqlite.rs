@@ -39,6 +39,19 @@ const PAGE_SIZE: u32 = 16384;
 /// Readers running beside the single writer; enough for the API's list and log reads.
 const READ_POOL_SIZE: u32 = 4;
 
+/// Log bytes appended after which the background checkpointer copies the WAL into the
+/// database: SQLite's own default, 1000 pages (16 MiB at [`PAGE_SIZE`]), but done on a
+/// connection of its own so the writer no longer waits for the copy and its two fsyncs
+/// in the middle of a log chunk's commit (BENCHMARKS.md, issue 20).
+const CHECKPOINT_AFTER_LOG_BYTES: u64 = 1000 * PAGE_SIZE as u64;
+
+/// How often the checkpointer looks at the WAL anyway (other writes than logs).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// WAL pages after which the writer checkpoints by itself after all, should the
+/// background checkpointer fall behind (256 MiB at [`PAGE_SIZE`]).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16 * 1000;
+
 /// The name the first start gives the first admin's token.
 pub const FIRST_ADMIN_TOKEN_NAME: &str = "bootstrap admin";
 
@@ -55,6 +68,58 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     quotas: LogQuotas,
+    checkpoints: Checkpoints,
+}
+
+/// Asks the background checkpointer to run once enough log bytes went into the WAL.
+/// Dropping it (with the store) ends the checkpointer.
+struct Checkpoints {
+    appended: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Checkpoints {
+    /// Starts the checkpointer on a connection of its own made from `opts`.
+    fn start(opts: SqliteConnectOptions) -> Checkpoints {
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            use sqlx::ConnectOptions;
+            let mut conn = None;
+            loop {
+                match tokio::time::timeout(CHECKPOINT_INTERVAL, woken.recv()).await {
+                    Ok(None) => return,
+                    Ok(Some(())) | Err(_) => {}
+                }
+                if conn.is_none() {
+                    conn = opts.connect().await.ok();
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                // PASSIVE: copies what no reader still needs, never waits for a lock
+                // and never blocks the writer.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut *c)
+                    .await
+                {
+                    tracing::debug!("background WAL checkpoint failed: {e}");
+                    conn = None;
+                }
+            }
+        });
+        Checkpoints {
+            appended: std::sync::atomic::AtomicU64::new(0),
+            wake,
+        }
+    }
+
+    /// Counts `bytes` of log committed; wakes the checkpointer past the threshold.
+    fn log_appended(&self, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.appended.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes >= CHECKPOINT_AFTER_LOG_BYTES {
+            self.appended.store(0, Ordering::Relaxed);
+            let _ = self.wake.try_send(());
+        }
+    }
 }
 
 impl SqliteStore {
@@ -70,13 +135,18 @@ impl SqliteStore {
             .foreign_keys(true)
             .page_size(PAGE_SIZE)
             .busy_timeout(BUSY_TIMEOUT);
+        let checkpoints = Checkpoints::start(opts.clone());
+        let writer_opts = opts.clone().pragma(
+            "wal_autocheckpoint",
+            WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+        );
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             // A local file needs no liveness ping before each use (it halves the
             // claim rate).
             .test_before_acquire(false)
-            .connect_with(opts.clone())
+            .connect_with(writer_opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let store_writer = writer.clone();
@@ -91,6 +161,7 @@ impl SqliteStore {
             writer,
             reader,
             quotas: LogQuotas::default(),
+            checkpoints,
         })
     }
 
@@ -1025,6 +1096,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.checkpoints.log_appended(kept_now - kept);
         Ok(Decided {
             outcome: AppendOutcome::Stored(received_now),
             effects,
