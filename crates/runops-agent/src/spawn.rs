@@ -516,13 +516,12 @@ unsafe fn child_steps(plan: &ChildPlan) -> c_int {
         }
         // The user switch, raw system calls (this task's credentials only): groups, then
         // gid, then uid (after the uid switch the others are no longer allowed).
-        if let Some((uid, gid)) = plan.ids {
-            if libc::syscall(SYS_SETGROUPS, plan.groups_len, plan.groups) != 0
+        if let Some((uid, gid)) = plan.ids
+            && (libc::syscall(SYS_SETGROUPS, plan.groups_len, plan.groups) != 0
                 || libc::syscall(SYS_SETRESGID, gid, gid, gid) != 0
-                || libc::syscall(SYS_SETRESUID, uid, uid, uid) != 0
-            {
-                return errno();
-            }
+                || libc::syscall(SYS_SETRESUID, uid, uid, uid) != 0)
+        {
+            return errno();
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
