@@ -545,6 +545,22 @@ impl SpawnGuard {
         }
     }
 
+    /// `cgroup.procs` of the task's cgroup (open for writing), which the child writes `0`
+    /// to before exec ([`crate::spawn`]).
+    pub fn cgroup_procs_fd(&self) -> Option<RawFd> {
+        self.cgroup_procs.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// The Landlock ruleset the child enters before exec ([`crate::spawn`]).
+    pub fn landlock_fd(&self) -> Option<RawFd> {
+        self.ruleset.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Whether the child must set `no_new_privs` before entering the Landlock domain.
+    pub fn need_no_new_privs(&self) -> bool {
+        self.need_no_new_privs
+    }
+
     /// The process started: the fds are no longer needed in the agent.
     pub fn started(&mut self) {
         self.ruleset = None;

@@ -7,6 +7,7 @@ use crate::failure::TaskFailure;
 use crate::isolation;
 use crate::limits::{GROUP_CHECK_INTERVAL, GROUP_EXIT_WAIT, PIPE_DRAIN_TIMEOUT, PIPE_READ_BYTES};
 use crate::logs::output::{Source, TaskLog};
+use crate::spawn::{self, TaskCommand};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -70,35 +71,35 @@ pub async fn run_process(
     stop: &CancellationToken,
     grace: Duration,
 ) -> Result<i32, TaskFailure> {
-    let mut cmd = Command::new(resolve_program(&spec.program, env.get("PATH")));
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let program = resolve_program(&spec.program, env.get("PATH"));
     // Confinement first: joining the cgroup needs the privileges the user switch drops.
-    // Its `pre_exec` makes the standard library fork instead of using posix_spawn.
     let mut guard = match env.isolation() {
         Some(iso) => Some(prepare_isolation(iso.clone(), env).await?),
         None => None,
     };
-    if let Some(g) = &guard {
-        g.apply(&mut cmd);
-    }
-    env.apply(&mut cmd);
     env.prepare_spawn().await.map_err(|e| {
         TaskFailure::agent_error(format!(
             "cannot give the task's temp dir to the user tasks run as: {e}"
         ))
     })?;
-    let mut child = isolation::spawn_registered(|| cmd.spawn(), Child::id)
-        .map_err(|e| spawn_failure(spec, &e))?;
+    let mut child = if spawn::supported() {
+        let cmd = TaskCommand {
+            program: &program,
+            args: &spec.args,
+            env: env.iter().collect(),
+            cwd: &spec.cwd,
+            stdin_piped: spec.stdin.is_some(),
+            cgroup_procs: guard.as_ref().and_then(|g| g.cgroup_procs_fd()),
+            landlock: guard.as_ref().and_then(|g| g.landlock_fd()),
+            no_new_privs: guard.as_ref().is_some_and(|g| g.need_no_new_privs()),
+            user: env.run_as(),
+        };
+        isolation::spawn_registered(|| spawn::spawn(&cmd).map(TaskProcess::Cloned), |c| c.id())
+    } else {
+        let mut cmd = std_command(&program, spec, env, guard.as_ref());
+        isolation::spawn_registered(|| cmd.spawn().map(TaskProcess::Std), |c| c.id())
+    }
+    .map_err(|e| spawn_failure(spec, &e))?;
     if let Some(g) = &mut guard {
         g.started();
     }
@@ -115,14 +116,13 @@ pub async fn run_process(
 
     // Feed stdin from its own task: a script bigger than the pipe buffer must not
     // block us while the child is busy writing output.
-    if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
+    if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.take_stdin()) {
         tokio::spawn(async move {
             // The child may exit without reading everything: a broken pipe is fine.
             let _ = stdin.write_all(&input).await;
         });
     }
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let (stdout, stderr) = child.take_output();
     let pumps = async {
         tokio::join!(
             pump(stdout, output, Source::Stdout),
@@ -161,6 +161,76 @@ pub async fn run_process(
             "lost track of `{}`: its exit status could not be read",
             spec.program
         ))),
+    }
+}
+
+/// The standard library's spawn, for kernels without pidfds: a full `fork`, the
+/// confinement and the user switch in `pre_exec` hooks (in that order).
+fn std_command(
+    program: &Path,
+    spec: &ProcessSpec,
+    env: &ChildEnv,
+    guard: Option<&isolation::SpawnGuard>,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(g) = guard {
+        g.apply(&mut cmd);
+    }
+    env.apply(&mut cmd);
+    cmd
+}
+
+/// A task's main process, started by [`spawn`] or, on older kernels, by tokio.
+enum TaskProcess {
+    Cloned(spawn::TaskChild),
+    Std(Child),
+}
+
+impl TaskProcess {
+    fn id(&self) -> Option<u32> {
+        match self {
+            TaskProcess::Cloned(c) => Some(c.id()),
+            TaskProcess::Std(c) => c.id(),
+        }
+    }
+
+    fn take_stdin(&mut self) -> Option<ChildStdin> {
+        match self {
+            TaskProcess::Cloned(c) => c.stdin.take(),
+            TaskProcess::Std(c) => c.stdin.take(),
+        }
+    }
+
+    fn take_output(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
+        match self {
+            TaskProcess::Cloned(c) => (c.stdout.take(), c.stderr.take()),
+            TaskProcess::Std(c) => (c.stdout.take(), c.stderr.take()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            TaskProcess::Cloned(c) => c.wait().await,
+            TaskProcess::Std(c) => c.wait().await,
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            TaskProcess::Cloned(c) => c.try_wait(),
+            TaskProcess::Std(c) => c.try_wait(),
+        }
     }
 }
 
@@ -266,7 +336,7 @@ async fn pump(pipe: Option<impl AsyncRead + Unpin>, output: &TaskLog, source: So
 
 /// Makes sure no process of the group is left: SIGTERM, up to `grace` for everything
 /// to exit, then SIGKILL. Returns the main process's status once it is reaped.
-async fn kill_group(child: &mut Child, pgid: Pid, grace: Duration) -> Option<ExitStatus> {
+async fn kill_group(child: &mut TaskProcess, pgid: Pid, grace: Duration) -> Option<ExitStatus> {
     if !group_gone(child, pgid) {
         let _ = killpg(pgid, Signal::SIGTERM);
         if !wait_group_gone(child, pgid, Instant::now() + grace).await {
@@ -279,7 +349,7 @@ async fn kill_group(child: &mut Child, pgid: Pid, grace: Duration) -> Option<Exi
     child.wait().await.ok()
 }
 
-async fn wait_group_gone(child: &mut Child, pgid: Pid, deadline: Instant) -> bool {
+async fn wait_group_gone(child: &mut TaskProcess, pgid: Pid, deadline: Instant) -> bool {
     loop {
         if group_gone(child, pgid) {
             return true;
@@ -292,7 +362,7 @@ async fn wait_group_gone(child: &mut Child, pgid: Pid, deadline: Instant) -> boo
 }
 
 /// True when the main process is reaped and no other process is in the group.
-fn group_gone(child: &mut Child, pgid: Pid) -> bool {
+fn group_gone(child: &mut TaskProcess, pgid: Pid) -> bool {
     if !matches!(child.try_wait(), Ok(Some(_))) {
         return false;
     }
