@@ -86,9 +86,9 @@ impl Checkpoints {
             use sqlx::ConnectOptions;
             let mut conn = None;
             loop {
-                match tokio::time::timeout(CHECKPOINT_INTERVAL, woken.recv()).await {
-                    Ok(None) => return,
-                    Ok(Some(())) | Err(_) => {}
+                // Woken, or the interval passed; the store was dropped: done.
+                if let Ok(None) = tokio::time::timeout(CHECKPOINT_INTERVAL, woken.recv()).await {
+                    return;
                 }
                 if conn.is_none() {
                     conn = opts.connect().await.ok();
