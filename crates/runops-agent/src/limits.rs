@@ -25,6 +25,10 @@ pub const UPLOAD_FLUSH_BYTES: u64 = 64 * 1024;
 /// How long new log bytes may wait before being uploaded: "live" for a human.
 pub const UPLOAD_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Longest a task's result stays in memory only while the agent reports it right after
+/// the task ended (see `crate::logs::stream`); then it is spooled and retried as usual.
+pub const DIRECT_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Size of one read from a child's stdout/stderr.
 pub const PIPE_READ_BYTES: usize = 16 * 1024;
 /// After a task's processes are gone, how long to wait for the pipes to drain
