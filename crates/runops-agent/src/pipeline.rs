@@ -174,7 +174,7 @@ async fn run(
         }
     }
     let elapsed = started.elapsed();
-    let log_saved = log.finish().await;
+    let log_saved = log.finish_with(keep == Keep::Spool).await;
     let log_size = match log_saved.clone() {
         Ok(n) => n,
         Err(e) => {

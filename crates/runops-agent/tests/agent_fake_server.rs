@@ -205,10 +205,10 @@ async fn finish(
         f.tails += 1;
         if f.takes_tails {
             let bytes = tail.bytes().expect("base64");
+            let refuse = std::mem::take(&mut f.gap_next_tail);
             let log = f.logs.entry(id).or_default();
             let stored = log.len() as u64;
-            if tail.offset > stored || std::mem::take(&mut f.gap_next_tail) {
-                let stored = f.logs.get(&id).map_or(0, |l| l.len() as u64);
+            if tail.offset > stored || refuse {
                 return (
                     StatusCode::CONFLICT,
                     Json(json!({"code": "log_gap", "error": "gap", "stored": stored})),

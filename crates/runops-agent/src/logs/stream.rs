@@ -9,8 +9,9 @@
 //!
 //! A task that just ended hands its result over in memory: the uploader first tries to
 //! report it at once, with the log bytes the server lacks riding along when they are
-//! few (one request, no `result.json` written, synced and deleted), and spools it only
-//! if that did not go through. Why the spool keeps its guarantees (no result lost
+//! few (one request, no `result.json` written, synced and deleted, no sync of the
+//! log), and spools it only if that did not go through (syncing the log, then writing
+//! `result.json`, as before). Why the spool keeps its guarantees (no result lost
 //! without a trace, no task run twice):
 //! - The task's spool directory and its log exist from before the task ran until the
 //!   result is acknowledged, so a crash at any moment leaves the directory: the next
@@ -20,6 +21,10 @@
 //!   rename had that same outcome; reporting first only widens that window by one
 //!   request, bounded by [`DIRECT_REPORT_TIMEOUT`], after which the result is spooled
 //!   as before and reported by the ordinary retries.
+//! - The log is synced only on that fallback: a synced log protects against losing the
+//!   machine (power), not the agent process; a task reported directly has its bytes on
+//!   the server already, and on a crash of the machine before that the task is reported
+//!   `agent-error` as above, with whatever log survived.
 //! - If the crash comes after the server took the result but before the directory
 //!   was deleted, the next start reports `agent-error` for a task that already ended:
 //!   the server keeps the first result and answers `task_ended`, and the spool is
@@ -87,6 +92,10 @@ pub async fn report_task(
                 match report_directly(&link, &spool, acked, current.written, &result).await {
                     Direct::Reported => return drop_spool(&spool).await,
                     Direct::Spool => {
+                        // As a spooled task's: the log on disk first, then its result.
+                        if let Err(e) = sync_log(&spool).await {
+                            tracing::warn!(task_id, "cannot sync the task's spooled log: {e}");
+                        }
                         if let Err(e) = spool.write_result(&result).await {
                             tracing::error!(
                                 task_id,
@@ -189,6 +198,14 @@ pub async fn report_task(
             Answer::Stopping => return,
         }
     }
+}
+
+/// Syncs the spool's log file (not synced when the task ended, see `report_task`).
+async fn sync_log(spool: &TaskSpool) -> std::io::Result<()> {
+    tokio::fs::File::open(spool.log_path())
+        .await?
+        .sync_data()
+        .await
 }
 
 /// What [`report_directly`] leaves to do.
