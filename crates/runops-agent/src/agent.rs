@@ -86,7 +86,13 @@ impl Agent {
             .1;
             let agent = self.clone();
             tokio::spawn(async move {
-                report_task(agent.link.clone(), agent.spool.task(task_id), progress).await;
+                report_task(
+                    agent.link.clone(),
+                    agent.spool.task(task_id),
+                    progress,
+                    None,
+                )
+                .await;
                 agent.active.remove(task_id);
             });
         }

@@ -32,6 +32,9 @@ pub const PIPE_READ_BYTES: usize = 64 * 1024;
 /// full: each write is a hand-off to a blocking thread, and thread switches were the
 /// agent's largest cost while streaming 1 GiB (BENCHMARKS.md, issue 20).
 pub const SPOOL_WRITE_BYTES: usize = 256 * 1024;
+/// Longest a task's result stays in memory only while the agent reports it right after
+/// the task ended (see `crate::logs::stream`); then it is spooled and retried as usual.
+pub const DIRECT_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a task's processes are gone, how long to wait for the pipes to drain
 /// (a process that escaped the group may hold them open forever).
 pub const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);

@@ -89,6 +89,41 @@ pub async fn run_task(
     spool: &TaskSpool,
     on_log: impl FnOnce(watch::Receiver<LogProgress>),
 ) -> Result<TaskResult, TaskResult> {
+    run(ctx, offer, stop, spool, on_log, Keep::Spool).await
+}
+
+/// [`run_task`], except that the result is handed back without being written to the
+/// spool (the log is): the caller (the agent, through the task's uploader) reports it
+/// at once and spools it only if that report did not go through. See
+/// `crate::logs::stream::report_task` for why that keeps every spool guarantee.
+/// Errors only when the spool's log cannot be created.
+pub async fn run_task_unspooled(
+    ctx: &PipelineContext,
+    offer: &TaskOffer,
+    stop: &StopHandle,
+    spool: &TaskSpool,
+    on_log: impl FnOnce(watch::Receiver<LogProgress>),
+) -> Result<TaskResult, TaskResult> {
+    run(ctx, offer, stop, spool, on_log, Keep::Memory).await
+}
+
+/// Where [`run`] leaves the result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// `result.json` in the task's spool.
+    Spool,
+    /// Only the returned value.
+    Memory,
+}
+
+async fn run(
+    ctx: &PipelineContext,
+    offer: &TaskOffer,
+    stop: &StopHandle,
+    spool: &TaskSpool,
+    on_log: impl FnOnce(watch::Receiver<LogProgress>),
+    keep: Keep,
+) -> Result<TaskResult, TaskResult> {
     let started = Instant::now();
     // The secrets fetched are known to the redactor even when a later step fails.
     let mut fetched = Secrets::new();
@@ -139,7 +174,7 @@ pub async fn run_task(
         }
     }
     let elapsed = started.elapsed();
-    let log_saved = log.finish().await;
+    let log_saved = log.finish_with(keep == Keep::Spool).await;
     let log_size = match log_saved.clone() {
         Ok(n) => n,
         Err(e) => {
@@ -176,7 +211,9 @@ pub async fn run_task(
     // (secret values always, personal data unless `redact=none`); nothing reaches the
     // spool, the server or S3 any other way. Results made without it say false.
     result.redacted = true;
-    if let Err(e) = spool.write_result(&result).await {
+    if keep == Keep::Spool
+        && let Err(e) = spool.write_result(&result).await
+    {
         tracing::error!(
             task_id = offer.task_id,
             "cannot store the task's result in the spool: {e}"

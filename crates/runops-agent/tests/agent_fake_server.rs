@@ -45,6 +45,13 @@ struct Fake {
     fail_uploads: u32,
     /// Acknowledge the next upload without storing it (the server "lost" it).
     lose_next_upload: bool,
+    /// Take a finish's `log_tail` as the real server does (else: ignore it, as a
+    /// server that predates it).
+    takes_tails: bool,
+    /// Finishes that carried a `log_tail`.
+    tails: u32,
+    /// Refuse the next `log_tail` with `409 log_gap`.
+    gap_next_tail: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -193,6 +200,26 @@ async fn finish(
     let mut f = s.lock().unwrap();
     if !f.valid.contains(&req.session_id) {
         return err(StatusCode::GONE, "session_expired", "session expired");
+    }
+    if let Some(tail) = &req.log_tail {
+        f.tails += 1;
+        if f.takes_tails {
+            let bytes = tail.bytes().expect("base64");
+            let refuse = std::mem::take(&mut f.gap_next_tail);
+            let log = f.logs.entry(id).or_default();
+            let stored = log.len() as u64;
+            if tail.offset > stored || refuse {
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({"code": "log_gap", "error": "gap", "stored": stored})),
+                )
+                    .into_response();
+            }
+            let skip = (stored - tail.offset) as usize;
+            if bytes.len() > skip {
+                log.extend_from_slice(&bytes[skip..]);
+            }
+        }
     }
     let stored = f.logs.get(&id).map_or(0, |l| l.len() as u64);
     if req.result.log_size > stored {
@@ -631,4 +658,50 @@ async fn two_agents_cannot_share_a_data_dir() {
         "{e}"
     );
     stop(first, 1).await.unwrap();
+}
+
+/// A task that just ended is reported at once, its last log bytes riding with the
+/// result; when that finish is refused (a gap) the result is spooled and reported the
+/// ordinary way. Either way the log arrives whole, once, and the spool is emptied.
+#[tokio::test]
+async fn a_small_task_reports_log_and_result_together_and_falls_back_on_a_gap() {
+    let (s, url) = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut f = s.lock().unwrap();
+        f.takes_tails = true;
+        // Output written just before the exit: usually still unsent when it ends.
+        f.queue
+            .push_back(offer(1, "sleep 0.2; printf 'one\\ntwo\\n'"));
+        f.queue.push_back(offer(2, "true"));
+    }
+    let agent = start_agent(&url, &dir.path().join("data"), None, 1);
+    until(&s, "two tasks finished", |f| f.finished.len() == 2).await;
+    assert_eq!(log_of(&s, 1), "one\ntwo\n");
+    assert_eq!(log_of(&s, 2), "");
+    assert_eq!(
+        s.lock().unwrap().finished[&2].log_tail,
+        None,
+        "an empty tail was sent"
+    );
+
+    // The next finish with a tail is refused (the server lacks bytes before it).
+    {
+        let mut f = s.lock().unwrap();
+        f.gap_next_tail = true;
+        f.queue.push_back(offer(3, "sleep 0.2; echo three; exit 3"));
+    }
+    until(&s, "third task finished", |f| f.finished.contains_key(&3)).await;
+    assert_eq!(log_of(&s, 3), "three\n");
+    let fin = s.lock().unwrap().finished[&3].clone();
+    assert_eq!(
+        (fin.result.status, fin.result.exit_code),
+        (TaskStatus::Failure, Some(3))
+    );
+    stop(agent, 1).await.unwrap();
+    let spool = Spool::open(&dir.path().join("data")).unwrap();
+    assert!(
+        spool.pending().await.unwrap().is_empty(),
+        "reported tasks left in the spool"
+    );
 }

@@ -104,6 +104,7 @@ async fn sim_agent(
                         log_location: None,
                         elapsed_ms: 0,
                     },
+                    log_tail: None,
                 };
                 client.agent_finish(offer.task_id, &fin).await?;
                 anyhow::Ok(())

@@ -5,6 +5,7 @@
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use runops_client::Client;
+use runops_client::user::LogPiece;
 use runops_proto::TaskStatus;
 use runops_proto::agent::{ConnectRequest, PollRequest};
 use runops_proto::api::{Task, TaskCreate};
@@ -56,12 +57,20 @@ pub async fn wait_done(client: &Client, id: i64) -> anyhow::Result<(Task, Vec<u8
     let start = Instant::now();
     let mut log = Vec::new();
     loop {
-        let stream = client.follow_task_logs(id, log.len() as u64).await?;
+        // As the CLI does: the stream ends with the ended task (no second request).
+        let stream = client.follow_task_log_pieces(id, log.len() as u64).await?;
         let mut stream = std::pin::pin!(stream);
-        while let Some(chunk) = stream.next().await {
-            log.extend_from_slice(&chunk?);
+        let mut ended = None;
+        while let Some(piece) = stream.next().await {
+            match piece? {
+                LogPiece::Bytes(chunk) => log.extend_from_slice(&chunk),
+                LogPiece::End(task) => ended = Some(*task),
+            }
         }
-        let task = client.get_task(id).await?;
+        let task = match ended {
+            Some(task) => task,
+            None => client.get_task(id).await?,
+        };
         if task.status.is_final() {
             if (log.len() as u64) < task.log_size {
                 let rest = client.task_logs(id, log.len() as u64).await?;

@@ -3,12 +3,15 @@
 //! The log is streamed with `GET /v1/tasks/{id}/logs?follow=true` and written raw to the
 //! output as it arrives. When the stream breaks (server restart, proxy timeout), it is
 //! reopened from the number of bytes already written, so nothing is printed twice or
-//! lost. A server that cannot stream is polled instead (`get_task` + `task_logs`).
+//! lost. The stream ends with the ended task itself (`frames=true`); from a server that
+//! predates that, the task is asked for once the stream ends. A server that cannot
+//! stream is polled instead (`get_task` + `task_logs`).
 
 use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::spinner::Spinner;
 use futures_util::StreamExt;
+use runops_client::user::LogPiece;
 use runops_client::{Client, ClientError};
 use runops_proto::api::Task;
 use std::time::{Duration, Instant};
@@ -116,14 +119,17 @@ pub(crate) async fn follow_task<W: AsyncWrite + Unpin>(
     let mut outage = Outage::new(id);
     let mut streaming = true;
     let task = loop {
+        // How the task ended, when the stream said so (no need to ask then).
+        let mut ended = None;
         if streaming {
-            match client.follow_task_logs(id, sink.bytes).await {
+            match client.follow_task_log_pieces(id, sink.bytes).await {
                 Ok(stream) => {
                     outage.recovered();
                     let mut stream = std::pin::pin!(stream);
                     while let Some(item) = stream.next().await {
                         match item {
-                            Ok(chunk) => sink.write(&chunk).await?,
+                            Ok(LogPiece::Bytes(chunk)) => sink.write(&chunk).await?,
+                            Ok(LogPiece::End(task)) => ended = Some(*task),
                             // Broken mid-way: reopen from what was written.
                             Err(_) => break,
                         }
@@ -140,12 +146,15 @@ pub(crate) async fn follow_task<W: AsyncWrite + Unpin>(
             }
         }
         // The stream ended (or we poll): has the task ended?
-        let task = match client.get_task(id).await {
-            Ok(t) => t,
-            Err(e) => {
-                outage.wait_or_give_up(e).await?;
-                continue;
-            }
+        let task = match ended.filter(|t| t.status.is_final()) {
+            Some(t) => t,
+            None => match client.get_task(id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    outage.wait_or_give_up(e).await?;
+                    continue;
+                }
+            },
         };
         outage.recovered();
         let missing = task.status.is_final() && sink.bytes < task.log_size;
@@ -243,10 +252,14 @@ mod tests {
         BreakThenResume,
         /// Every follow request gets 400: the client must poll.
         NoStreaming,
+        /// The follow answer comes in frames, the ended task last: no other request.
+        Frames,
     }
 
     struct Fake {
         url: String,
+        /// Requests for the task itself.
+        looks: Arc<AtomicUsize>,
         /// Follow requests received.
         follows: Arc<AtomicUsize>,
         /// The offset of each follow request.
@@ -267,6 +280,7 @@ mod tests {
         let seen = Seen::default();
         let fake = Fake {
             url,
+            looks: seen.looks.clone(),
             follows: seen.follows.clone(),
             offsets: seen.offsets.clone(),
         };
@@ -318,6 +332,24 @@ mod tests {
             let n = follows.fetch_add(1, Ordering::SeqCst);
             offsets.lock().unwrap().push(offset);
             match mode {
+                Mode::Frames => {
+                    use runops_proto::api::{LOG_FRAME_BYTES, LOG_FRAME_END, log_frame};
+                    let mut body = log_frame(LOG_FRAME_BYTES, &LOG.as_bytes()[..10]);
+                    body.extend(log_frame(LOG_FRAME_BYTES, &LOG.as_bytes()[10..]));
+                    body.extend(log_frame(LOG_FRAME_END, task_json("failure").as_bytes()));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        runops_proto::api::LOG_FRAMES_CONTENT_TYPE,
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    // In two writes cut inside a frame header: frames span reads.
+                    let _ = sock.write_all(&body[..3]).await;
+                    let _ = sock.flush().await;
+                    let _ = sock.write_all(&body[3..]).await;
+                    let _ = sock.shutdown().await;
+                    return;
+                }
                 Mode::NoStreaming => reply(
                     "400 Bad Request",
                     "application/json",
@@ -371,6 +403,22 @@ mod tests {
         assert_eq!(followed.task.exit_code, Some(3));
         let offsets = fake.offsets.lock().unwrap().clone();
         assert_eq!(offsets, vec![0, (LOG.len() / 2) as u64]);
+    }
+
+    #[tokio::test]
+    async fn a_framed_answer_ends_the_follow_without_another_request() {
+        let fake = fake_server(Mode::Frames).await;
+        let client = Client::new(&fake.url, "rou_test").unwrap();
+        let mut out: Vec<u8> = Vec::new();
+        let followed = follow_task(&client, 7, &mut out, None).await.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), LOG);
+        assert_eq!(followed.task.exit_code, Some(3));
+        assert_eq!(fake.follows.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            fake.looks.load(Ordering::SeqCst),
+            0,
+            "the task was asked for"
+        );
     }
 
     #[tokio::test]

@@ -17,6 +17,11 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the spinner asks the server about the task and the live agents; the
 /// message stays current without loading the server.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// The first look at the task, its target and the live agents comes this long after
+/// the task was created: a task that an agent takes at once (the usual case) needs no
+/// explanation, and those three requests would only load the server beside the
+/// follow. A wait for review is known without asking (the created task says so).
+const FIRST_LOOK: Duration = Duration::from_millis(300);
 
 const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -192,7 +197,8 @@ async fn spin(client: Client, task: Task, mut stop: oneshot::Receiver<()>) {
             _ = &mut stop => break,
             _ = ticker.tick() => {}
         }
-        let refresh_due = last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL);
+        let refresh_due = started.elapsed() >= FIRST_LOOK
+            && last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL);
         // A running task only changes again by ending, which following notices.
         if refresh_due && state.status != TaskStatus::Running {
             last_refresh = Some(Instant::now());
@@ -247,6 +253,14 @@ async fn explain_wait(client: Client, task: Task, mut stop: oneshot::Receiver<()
         review: task.review.as_ref().map(|r| r.progress()),
     };
     let mut said: Vec<String> = Vec::new();
+    if let Some(reason) = wait_reason(&state) {
+        crate::output::note(&reason);
+        said.push(reason);
+    }
+    tokio::select! {
+        _ = &mut stop => return,
+        _ = tokio::time::sleep(FIRST_LOOK) => {}
+    }
     loop {
         tokio::select! {
             _ = &mut stop => return,

@@ -7,7 +7,7 @@
 //! | `POST /v1/agent/poll`                    | [`PollRequest`] → [`PollResponse`]; held open up to `poll_hold_secs`; `410 session_expired` → connect again |
 //! | `POST /v1/agent/tasks/{id}/start`        | [`StartRequest`] → `200` [`StartResponse`]; `409 offer_expired` / `task_ended` → drop the offer, never run it |
 //! | `POST /v1/agent/tasks/{id}/logs?session_id=S&offset=N` | raw bytes (`application/octet-stream`) → [`LogAck`]; idempotent by offset |
-//! | `POST /v1/agent/tasks/{id}/finish`       | [`FinishRequest`] → [`FinishResponse`]; idempotent; `409 log_incomplete` carries the stored size in [`LogAck`] form |
+//! | `POST /v1/agent/tasks/{id}/finish`       | [`FinishRequest`] → [`FinishResponse`]; idempotent; `409 log_incomplete` carries the stored size in [`LogAck`] form; with `log_tail`, `409 log_gap` as for an upload |
 //! | `POST /v1/agent/disconnect`              | [`DisconnectRequest`] → `204` |
 //!
 //! Semantics:
@@ -19,6 +19,12 @@
 //! - Logs are one byte stream per task. A chunk carries its offset; the server appends
 //!   the part it does not have yet and answers with its stored size, so resends are
 //!   harmless and gaps are detected (`409 log_gap` with the stored size).
+//! - A small task's last log bytes may ride with its result ([`FinishRequest::log_tail`],
+//!   at most [`MAX_LOG_TAIL_BYTES`]): the server appends them exactly as an upload at
+//!   that offset (resends harmless, a gap refused with `409 log_gap` and nothing
+//!   finished), then takes the result; one request instead of two. A server that
+//!   predates the field ignores it and answers `409 log_incomplete` when it lacks the
+//!   bytes: the agent then uploads them as a chunk and finishes again.
 //! - Reconnecting with the same `instance_id`, token and tags resumes the session (after
 //!   a server restart, a network cut), instead of being refused as a second agent. The
 //!   agent keeps its `instance_id` in its data dir, so a restarted agent (after a crash
@@ -193,6 +199,7 @@ impl TaskResult {
         FinishRequest {
             session_id: session_id.to_string(),
             result: self.clone(),
+            log_tail: None,
         }
     }
 }
@@ -205,6 +212,42 @@ pub struct FinishRequest {
     pub session_id: String,
     #[serde(flatten)]
     pub result: TaskResult,
+    /// Log bytes sent with the result, appended before it is taken (see the module
+    /// documentation). Absent from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<LogTail>,
+}
+
+/// Most log bytes a [`FinishRequest`] may carry in its `log_tail` (before base64).
+pub const MAX_LOG_TAIL_BYTES: usize = 64 * 1024;
+
+/// Log bytes sent with a task's result: an upload at `offset` of the bytes in `data`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTail {
+    /// Where the bytes start in the task's log.
+    pub offset: u64,
+    /// The bytes, standard base64 with padding.
+    pub data: String,
+}
+
+impl LogTail {
+    /// The tail of `bytes` starting at log offset `offset`.
+    pub fn new(offset: u64, bytes: &[u8]) -> LogTail {
+        use base64::Engine;
+        LogTail {
+            offset,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The bytes; `None` when `data` is not base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .ok()
+    }
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -556,6 +556,50 @@ pub struct LogsQuery {
     /// Keep the answer open and stream new output until the task ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<bool>,
+    /// Answer in [`LOG_FRAMES_CONTENT_TYPE`] frames: the log's bytes, then the task
+    /// itself once it ended, so that a follower learns the end without another
+    /// request. A server that predates it answers `text/plain`: look at the answer's
+    /// content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<bool>,
+}
+
+/// Content type of a log answer in frames (`frames=true`). Each frame is one byte of
+/// kind, the length of its payload (4 bytes, big-endian) and the payload: kind
+/// [`LOG_FRAME_BYTES`] carries log bytes, kind [`LOG_FRAME_END`] the ended task as
+/// JSON ([`Task`]), and is the last frame. An answer that stops without the end
+/// frame was cut (or the server is stopping): follow again from the bytes received.
+pub const LOG_FRAMES_CONTENT_TYPE: &str = "application/vnd.runops.log-frames";
+/// Frame kind: log bytes.
+pub const LOG_FRAME_BYTES: u8 = b'L';
+/// Frame kind: the task, ended.
+pub const LOG_FRAME_END: u8 = b'E';
+
+/// One frame of a log answer in frames, header included.
+pub fn log_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&payload[..len as usize]);
+    out
+}
+
+/// Splits the complete frames off the front of `buf`: `(kind, payload)` each, the
+/// incomplete rest left in `buf`.
+pub fn take_log_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while buf.len() - at >= 5 {
+        let len = u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize;
+        if buf.len() - at - 5 < len {
+            break;
+        }
+        frames.push((buf[at], buf[at + 5..at + 5 + len].to_vec()));
+        at += 5 + len;
+    }
+    buf.drain(..at);
+    frames
 }
 
 /// A live agent session.
@@ -701,4 +745,32 @@ pub struct AuditQuery {
     /// Only events about this object: a task id, a target's name, a user's e-mail...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_frames_are_split_whole_across_any_cut() {
+        let mut wire = log_frame(LOG_FRAME_BYTES, b"hello ");
+        wire.extend(log_frame(LOG_FRAME_BYTES, b""));
+        wire.extend(log_frame(LOG_FRAME_END, br#"{"id":1}"#));
+        for cut in 0..=wire.len() {
+            let mut buf = wire[..cut].to_vec();
+            let mut frames = take_log_frames(&mut buf);
+            buf.extend_from_slice(&wire[cut..]);
+            frames.extend(take_log_frames(&mut buf));
+            assert!(buf.is_empty(), "cut at {cut}");
+            assert_eq!(
+                frames,
+                vec![
+                    (LOG_FRAME_BYTES, b"hello ".to_vec()),
+                    (LOG_FRAME_BYTES, Vec::new()),
+                    (LOG_FRAME_END, br#"{"id":1}"#.to_vec()),
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
 }

@@ -96,6 +96,7 @@ async fn run(admin: &Client, agent: &Client, s: &str, log: &[u8]) -> (i64, u64) 
                     log_location: None,
                     elapsed_ms: 1,
                 },
+                log_tail: None,
             },
         )
         .await

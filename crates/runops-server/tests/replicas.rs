@@ -385,6 +385,7 @@ async fn an_outage_of_the_database_longer_than_the_lease_loses_no_agent() {
                     log_location: None,
                     elapsed_ms: 5,
                 },
+                log_tail: None,
             },
         )
         .await

@@ -2,7 +2,7 @@
 //! with its own data dir and talks to it as the CLI and a simulated agent would.
 
 use runops_client::{Client, ClientError};
-use runops_proto::agent::{ConnectRequest, FinishRequest, PollRequest, PollResponse};
+use runops_proto::agent::{ConnectRequest, FinishRequest, LogTail, PollRequest, PollResponse};
 use runops_proto::api::{
     AgentTokenListQuery, TargetCreate, TargetUpdate, TaskCreate, TaskListQuery, UserCreate,
 };
@@ -148,6 +148,7 @@ fn finish_ok(session: &str, log_size: u64) -> FinishRequest {
             log_location: None,
             elapsed_ms: 5,
         },
+        log_tail: None,
     }
 }
 
@@ -1304,6 +1305,7 @@ async fn a_session_is_usable_only_with_the_token_that_opened_it() {
             log_location: None,
             elapsed_ms: 1,
         },
+        log_tail: None,
     };
     assert_eq!(
         api_err(thief.agent_finish(id, &forged).await.unwrap_err()).0,
@@ -1628,5 +1630,100 @@ async fn queued_tasks_get_the_current_config_and_only_on_the_targets_current_tag
     let got = poll(&prod, &poll_req(&s, vec![rotated], 1)).await;
     assert_eq!(got.offers[0].task_id, moved);
     assert!(got.offers[0].config.is_none(), "{:?}", got.offers[0].config);
+    env.server.shutdown().await;
+}
+
+/// A finish may carry the log's last bytes (`log_tail`): they are stored exactly as an
+/// upload at their offset would be, then the result is taken. A resend of the whole
+/// request is harmless, a tail that leaves a gap is refused without finishing, a tail
+/// overlapping what the server has adds only what is new, and bytes beyond the stored
+/// log of an ended task are refused.
+#[tokio::test]
+async fn finish_with_a_log_tail_stores_it_once_and_refuses_gaps() {
+    let env = Env::new().await;
+    env.target("demo", None).await;
+    let agent = env.agent_client().await;
+    let s = agent
+        .agent_connect(&connect_req(None, "tail"))
+        .await
+        .unwrap()
+        .session_id;
+    let id = env.task("demo", "echo hello").await;
+    let offers = poll(&agent, &poll_req(&s, vec![], 4)).await.offers;
+    assert_eq!(offers[0].task_id, id);
+    agent.agent_start(id, &s).await.unwrap();
+    assert_eq!(
+        agent
+            .agent_upload_log(id, &s, 0, b"hello ".to_vec())
+            .await
+            .unwrap()
+            .stored,
+        6
+    );
+
+    // A tail that starts beyond the stored bytes: a gap, and the task goes on running.
+    let mut gap = finish_ok(&s, 12);
+    gap.log_tail = Some(LogTail::new(7, b"orld\n"));
+    let (status, code, _) = api_err(agent.agent_finish(id, &gap).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (409, "log_gap"));
+    assert_eq!(
+        env.admin.get_task(id).await.unwrap().status,
+        TaskStatus::Running
+    );
+
+    // Not base64: refused before anything is stored.
+    let mut bad = finish_ok(&s, 12);
+    bad.log_tail = Some(LogTail {
+        offset: 6,
+        data: "not base64!".into(),
+    });
+    let (status, _, _) = api_err(agent.agent_finish(id, &bad).await.unwrap_err());
+    assert_eq!(status, 400);
+
+    // Overlapping what the server has (from byte 3): only the new bytes are added.
+    let mut with_tail = finish_ok(&s, 12);
+    with_tail.log_tail = Some(LogTail::new(3, b"lo world\n"));
+    assert_eq!(
+        agent.agent_finish(id, &with_tail).await.unwrap().status,
+        TaskStatus::Success
+    );
+    assert_eq!(
+        &env.admin.task_logs(id, 0).await.unwrap()[..],
+        b"hello world\n"
+    );
+    let task = env.admin.get_task(id).await.unwrap();
+    assert_eq!((task.status, task.log_size), (TaskStatus::Success, 12));
+
+    // The same request again (its answer was lost): accepted, nothing stored twice.
+    assert_eq!(
+        agent.agent_finish(id, &with_tail).await.unwrap().status,
+        TaskStatus::Success
+    );
+    assert_eq!(
+        &env.admin.task_logs(id, 0).await.unwrap()[..],
+        b"hello world\n"
+    );
+    // New bytes for an ended task are refused.
+    let mut late = finish_ok(&s, 13);
+    late.log_tail = Some(LogTail::new(12, b"!"));
+    let (status, code, _) = api_err(agent.agent_finish(id, &late).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (409, "task_ended"));
+    assert_eq!(
+        &env.admin.task_logs(id, 0).await.unwrap()[..],
+        b"hello world\n"
+    );
+
+    // A whole log in one request, from byte 0, without any upload before.
+    let id2 = env.task("demo", "echo bye").await;
+    let offers = poll(&agent, &poll_req(&s, vec![], 4)).await.offers;
+    assert_eq!(offers[0].task_id, id2);
+    agent.agent_start(id2, &s).await.unwrap();
+    let mut whole = finish_ok(&s, 4);
+    whole.log_tail = Some(LogTail::new(0, b"bye\n"));
+    assert_eq!(
+        agent.agent_finish(id2, &whole).await.unwrap().status,
+        TaskStatus::Success
+    );
+    assert_eq!(&env.admin.task_logs(id2, 0).await.unwrap()[..], b"bye\n");
     env.server.shutdown().await;
 }

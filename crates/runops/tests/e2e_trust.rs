@@ -117,6 +117,7 @@ fn a_stolen_session_id_gets_no_task_no_config_and_cannot_forge_a_result() {
                 log_location: None,
                 elapsed_ms: 1,
             },
+            log_tail: None,
         };
         let err = rt
             .block_on(thief.agent_finish(id, &forged))

@@ -13,7 +13,7 @@ use crate::health::OTHER_TYPE;
 use crate::limits::{DISCONNECT_TIMEOUT, FATAL_STOP_WAIT};
 use crate::logs::spool::TaskResult;
 use crate::logs::stream::{finish_from_memory, report_task};
-use crate::pipeline::{StopHandle, run_task};
+use crate::pipeline::{StopHandle, run_task_unspooled};
 use crate::shutdown::{ABANDON, CANCEL_TASKS, DRAIN, ShutdownSignal};
 use crate::tasks::Slot;
 use runops_client::ClientError;
@@ -237,14 +237,21 @@ async fn handle_offer(agent: Arc<Agent>, offer: TaskOffer, slot: Slot) {
     tracing::info!(task_id, r#type = %offer.kind, target = %offer.target, "task started");
     let spool = agent.spool.task(task_id);
     let mut uploader = None;
-    let result = run_task(&agent.ctx, &offer, &stop, &spool, |progress| {
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    // The result goes to the uploader in memory: it reports it at once and spools it
+    // only if that fails (see `crate::logs::stream`).
+    let result = run_task_unspooled(&agent.ctx, &offer, &stop, &spool, |progress| {
         uploader = Some(tokio::spawn(report_task(
             agent.link.clone(),
             spool.clone(),
             progress,
+            Some(result_rx),
         )));
     })
     .await;
+    if let Ok(r) = &result {
+        let _ = result_tx.send(r.clone());
+    }
     drop(slot);
     drop(running);
     agent.active.mark_reporting(task_id);

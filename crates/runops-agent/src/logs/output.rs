@@ -170,6 +170,13 @@ impl TaskLog {
     /// Ends the log: flushes what the redactor held back and syncs the file.
     /// Returns the log's size, or the first write error.
     pub async fn finish(&self) -> Result<u64, String> {
+        self.finish_with(true).await
+    }
+
+    /// [`TaskLog::finish`] without the sync when `sync` is false: for a result the
+    /// uploader reports at once and syncs (log, then `result.json`) only if that report
+    /// does not go through (see `crate::logs::stream`).
+    pub async fn finish_with(&self, sync: bool) -> Result<u64, String> {
         let mut inner = self.shared.inner.lock().await;
         if !inner.finished {
             let Inner {
@@ -182,7 +189,8 @@ impl TaskLog {
             stderr.finish(buf);
             self.shared.write_out(&mut inner).await;
             inner.finished = true;
-            if let Err(e) = sync_data(&inner.file).await
+            if sync
+                && let Err(e) = sync_data(&inner.file).await
                 && inner.error.is_none()
             {
                 inner.error = Some(format!("cannot save the task's log: {e}"));

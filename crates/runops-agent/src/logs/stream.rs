@@ -6,16 +6,43 @@
 //! Nothing is ever dropped on a transport error: it retries with backoff until the
 //! server is back. Only an answer saying the task is over on the server (`task_ended`,
 //! unknown task) ends the uploads without a successful finish.
+//!
+//! A task that just ended hands its result over in memory: the uploader first tries to
+//! report it at once, with the log bytes the server lacks riding along when they are
+//! few (one request, no `result.json` written, synced and deleted, no sync of the
+//! log), and spools it only if that did not go through (syncing the log, then writing
+//! `result.json`, as before). Why the spool keeps its guarantees (no result lost
+//! without a trace, no task run twice):
+//! - The task's spool directory and its log exist from before the task ran until the
+//!   result is acknowledged, so a crash at any moment leaves the directory: the next
+//!   start finds it, and without `result.json` reports the task `failure`/`agent-error`
+//!   ("restarted while the task ran") — it is never re-run and never left `running`.
+//! - Before this change the same crash between the task's exit and the `result.json`
+//!   rename had that same outcome; reporting first only widens that window by one
+//!   request, bounded by [`DIRECT_REPORT_TIMEOUT`], after which the result is spooled
+//!   as before and reported by the ordinary retries.
+//! - The log is synced only on that fallback: a synced log protects against losing the
+//!   machine (power), not the agent process; a task reported directly has its bytes on
+//!   the server already, and on a crash of the machine before that the task is reported
+//!   `agent-error` as above, with whatever log survived.
+//! - If the crash comes after the server took the result but before the directory
+//!   was deleted, the next start reports `agent-error` for a task that already ended:
+//!   the server keeps the first result and answers `task_ended`, and the spool is
+//!   dropped (as for any result reported twice).
+//! - An answer other than "taken" or "the task is over" (a transport error, a gap, a
+//!   server that predates `log_tail` answering `log_incomplete`) spools the result and
+//!   goes on exactly as before: the log is uploaded from the spool, then the result.
 
 use super::output::LogProgress;
 use super::spool::{LogReader, TaskResult, TaskSpool};
 use crate::backoff::Backoff;
 use crate::connection::ServerLink;
-use crate::limits::{UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
+use crate::limits::{DIRECT_REPORT_TIMEOUT, UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
 use runops_client::ClientError;
+use runops_proto::agent::{LogTail, MAX_LOG_TAIL_BYTES};
 use runops_proto::limits::MAX_LOG_CHUNK_BYTES;
 use runops_proto::{FailureReason, TaskStatus};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// The failure reported for a finished task whose result cannot be read back from the
 /// spool (it was lost with a full or damaged disk).
@@ -39,11 +66,13 @@ enum Answer<T> {
 /// Reports one task: uploads its log as it grows, then its result. Returns when the
 /// server acknowledged the result (the spool is then deleted) or the agent stops.
 /// `progress` comes from the task's [`super::output::TaskLog`]; for a task recovered
-/// from the spool pass a finished progress.
+/// from the spool pass a finished progress. `fresh`: the result of a task that just
+/// ran, not spooled yet (see the module documentation); `None` reads it from the spool.
 pub async fn report_task(
     link: ServerLink,
     spool: TaskSpool,
     mut progress: watch::Receiver<LogProgress>,
+    mut fresh: Option<oneshot::Receiver<TaskResult>>,
 ) {
     let task_id = spool.task_id();
     let mut backoff = Backoff::new();
@@ -51,9 +80,36 @@ pub async fn report_task(
     let mut last_upload: Option<tokio::time::Instant> = None;
     // The spool log, opened at the first upload and kept open for the next ones.
     let mut reader: Option<LogReader> = None;
+    // A result the spool could not keep (disk full): reported from memory.
+    let mut in_memory: Option<TaskResult> = None;
     loop {
         // Upload until everything written is acknowledged and the log is complete.
         let current = *progress.borrow_and_update();
+        if current.done
+            && let Some(rx) = fresh.take()
+        {
+            // Without a result (the task's runner went away) the spool decides, as
+            // for a recovered task.
+            if let Ok(result) = rx.await {
+                match report_directly(&link, &spool, acked, current.written, &result).await {
+                    Direct::Reported => return drop_spool(&spool).await,
+                    Direct::Spool => {
+                        // As a spooled task's: the log on disk first, then its result.
+                        if let Err(e) = sync_log(&spool).await {
+                            tracing::warn!(task_id, "cannot sync the task's spooled log: {e}");
+                        }
+                        if let Err(e) = spool.write_result(&result).await {
+                            tracing::error!(
+                                task_id,
+                                "cannot store the task's result in the spool, reporting it from memory: {e}"
+                            );
+                            in_memory = Some(result);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
         if acked < current.written {
             if !current.done
                 && current.written - acked < UPLOAD_FLUSH_BYTES
@@ -66,6 +122,10 @@ pub async fn report_task(
                     progress.wait_for(|p| p.done || p.written - acked >= UPLOAD_FLUSH_BYTES),
                 )
                 .await;
+                if fresh.is_some() && progress.borrow().done {
+                    // It ended meanwhile: the rest goes with the result.
+                    continue;
+                }
             }
             last_upload = Some(tokio::time::Instant::now());
             let written = progress.borrow().written;
@@ -95,7 +155,11 @@ pub async fn report_task(
             continue;
         }
         // The whole log is acknowledged: report the result.
-        let result = match spool.result().await {
+        let stored = match in_memory.clone() {
+            Some(r) => Ok(Some(r)),
+            None => spool.result().await,
+        };
+        let result = match stored {
             Ok(Some(r)) => r,
             Ok(None) => {
                 // Never leave the task `running` on the server for good: report it
@@ -136,6 +200,70 @@ pub async fn report_task(
             Answer::Stopping => return,
         }
     }
+}
+
+/// Syncs the spool's log file (not synced when the task ended, see `report_task`).
+async fn sync_log(spool: &TaskSpool) -> std::io::Result<()> {
+    tokio::fs::File::open(spool.log_path())
+        .await?
+        .sync_data()
+        .await
+}
+
+/// What [`report_directly`] leaves to do.
+enum Direct {
+    /// The server took the result, or the task is over there: drop the spool.
+    Reported,
+    /// Not reported: spool the result and report it the ordinary way.
+    Spool,
+}
+
+/// One attempt, bounded by [`DIRECT_REPORT_TIMEOUT`], to report a task that just ended
+/// with the log bytes the server lacks (`acked..written` of the spool's log), when they
+/// fit in a finish's `log_tail`.
+async fn report_directly(
+    link: &ServerLink,
+    spool: &TaskSpool,
+    acked: u64,
+    written: u64,
+    result: &TaskResult,
+) -> Direct {
+    let task_id = spool.task_id();
+    let missing = written.saturating_sub(acked);
+    if missing > MAX_LOG_TAIL_BYTES as u64 {
+        return Direct::Spool;
+    }
+    let attempt = async {
+        let tail = match missing {
+            0 => None,
+            n => match spool.read_chunk(acked, n as usize).await {
+                Ok(bytes) if bytes.len() as u64 == n => Some(LogTail::new(acked, &bytes)),
+                _ => return Direct::Spool,
+            },
+        };
+        let Some(session) = link.session_id().await else {
+            return Direct::Spool;
+        };
+        let mut req = result.to_finish(&session);
+        req.log_tail = tail;
+        match link.client.agent_finish(task_id, &req).await {
+            Ok(_) => Direct::Reported,
+            Err(e) => match (e.status(), e.code()) {
+                (Some(409), Some("log_gap" | "log_incomplete")) => Direct::Spool,
+                (Some(409) | Some(404), _) => {
+                    tracing::info!(
+                        task_id,
+                        "the server no longer takes reports for this task ({e}); dropping its spool"
+                    );
+                    Direct::Reported
+                }
+                _ => Direct::Spool,
+            },
+        }
+    };
+    tokio::time::timeout(DIRECT_REPORT_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Direct::Spool)
 }
 
 async fn upload_chunk(

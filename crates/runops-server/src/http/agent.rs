@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use runops_proto::TaskStatus;
 use runops_proto::agent::{
     ConnectRequest, ConnectResponse, DisconnectRequest, FinishRequest, FinishResponse, LogAck,
-    LogChunkQuery, PollRequest, PollResponse, StartRequest, StartResponse,
+    LogChunkQuery, MAX_LOG_TAIL_BYTES, PollRequest, PollResponse, StartRequest, StartResponse,
 };
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
 use std::time::Duration;
@@ -38,6 +38,10 @@ const MAX_OFFERS_PER_POLL: u32 = 100;
 
 /// Longest hostname, version or instance id an agent may report.
 const MAX_AGENT_FIELD_LEN: usize = 256;
+
+/// A poll answered this long after it began touches its session again (a write), so
+/// that the lease counts from the answer of a held poll.
+const RETOUCH_AFTER: Duration = Duration::from_secs(1);
 
 /// Most task ids a poll may list as running.
 const MAX_RUNNING_LISTED: usize = 10_000;
@@ -452,7 +456,8 @@ pub async fn poll(
     st.store.touch_session(&session.id, now_ms()).await?;
     let work = st.hub.work_notify(session.org_id, session.tags.as_deref());
     let wake = st.hub.session_notify(&session.id);
-    let hold_until = Instant::now() + st.settings.poll_hold;
+    let began = Instant::now();
+    let hold_until = began + st.settings.poll_hold;
     let free = req
         .free_slots
         .min(session.concurrency.max(1))
@@ -499,7 +504,12 @@ pub async fn poll(
             || Instant::now() >= hold_until
             || st.hub.is_stopping()
         {
-            st.store.touch_session(&session.id, now_ms()).await?;
+            // The lease counts from when the poll began (touched above); a poll held
+            // a while is touched again as it answers, one answered at once needs no
+            // second write.
+            if began.elapsed() >= RETOUCH_AFTER {
+                st.store.touch_session(&session.id, now_ms()).await?;
+            }
             return Ok(Json(PollResponse { offers, cancel }));
         }
         tokio::select! {
@@ -576,27 +586,38 @@ pub async fn upload_log(
     let id = parse_task_id(&raw)?;
     // Ended sessions still deliver what they have (the store refuses ended tasks).
     owned_session(&st, &auth, &q.session_id, "logs").await?;
+    let stored = append_chunk(&st, &auth, id, &q.session_id, q.offset, &bytes).await?;
+    Ok(Json(LogAck { stored }))
+}
+
+/// Appends `bytes` at `offset` to task `id`'s log (an upload, or the tail sent with a
+/// finish): the stored size, or the upload's error answers.
+async fn append_chunk(
+    st: &AppState,
+    auth: &AgentAuth,
+    id: i64,
+    session_id: &str,
+    offset: u64,
+    bytes: &[u8],
+) -> ApiResult<u64> {
     let d = st
         .store
         .append_log(
             auth.token.org_id,
             id,
-            &q.session_id,
-            q.offset,
-            &bytes,
+            session_id,
+            offset,
+            bytes,
             st.settings.log_cap_bytes,
         )
         .await?;
-    effects::apply(&st, &Actor::agent(&auth), d.effects.as_ref()).await;
+    effects::apply(st, &Actor::agent(auth), d.effects.as_ref()).await;
     match d.outcome {
-        AppendOutcome::Stored(stored) => Ok(Json(LogAck { stored })),
+        AppendOutcome::Stored(stored) => Ok(stored),
         AppendOutcome::Gap(stored) => {
             let mut e = ApiError::conflict(
                 "log_gap",
-                format!(
-                    "log chunk of task {id} starts at byte {} but the server has {stored} bytes",
-                    q.offset
-                ),
+                format!("log chunk of task {id} starts at byte {offset} but the server has {stored} bytes"),
             )
             .hint(format!("resend the log from byte {stored}"));
             e.stored = Some(stored);
@@ -648,6 +669,17 @@ pub async fn finish(
     }
     req.result.failure_message = req.result.failure_message.map(truncate_message);
     owned_session(&st, &auth, &req.session_id, "finish").await?;
+    if let Some(tail) = req.log_tail.take() {
+        // The last log bytes came with the result: stored exactly as an upload at
+        // their offset would be (resends harmless, a gap refused and nothing
+        // finished), then the result is taken as usual.
+        let Some(bytes) = tail.bytes().filter(|b| b.len() <= MAX_LOG_TAIL_BYTES) else {
+            return Err(ApiError::bad_request(format!(
+                "log_tail of task {id} must be base64 of at most {MAX_LOG_TAIL_BYTES} bytes"
+            )));
+        };
+        append_chunk(&st, &auth, id, &req.session_id, tail.offset, &bytes).await?;
+    }
     let d = st
         .store
         .finish_task(auth.token.org_id, id, &req, now_ms())

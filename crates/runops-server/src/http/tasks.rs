@@ -7,7 +7,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runops_proto::TaskStatus;
-use runops_proto::api::{LogsQuery, Target, Task, TaskCreate, TaskListQuery, TaskProof};
+use runops_proto::api::{
+    LOG_FRAME_BYTES, LOG_FRAME_END, LOG_FRAMES_CONTENT_TYPE, LogsQuery, Target, Task, TaskCreate,
+    TaskListQuery, TaskProof, log_frame,
+};
 use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_SCRIPT_BYTES};
 use runops_proto::templates::TaskTemplate;
 use std::sync::Arc;
@@ -370,8 +373,10 @@ pub async fn kill(
     }
 }
 
-/// `GET /v1/tasks/{id}/logs?offset=&follow=`: the kept log from `offset`; with
-/// `follow=true` the body stays open and streams new bytes until the task ends.
+/// `GET /v1/tasks/{id}/logs?offset=&follow=&frames=`: the kept log from `offset`; with
+/// `follow=true` the body stays open and streams new bytes until the task ends; with
+/// `frames=true` the bytes come in frames, the ended task last (see
+/// `runops_proto::api::LOG_FRAMES_CONTENT_TYPE`).
 #[utoipa::path(
     get,
     path = "/v1/tasks/{id}/logs",
@@ -379,7 +384,7 @@ pub async fn kill(
     tag = "tasks",
     summary = "Read or follow a task's log",
     params(("id" = i64, Path, description = "The task's id"), LogsQuery),
-    responses((status = 200, description = "The log from `offset` (redacted by the agent); with `follow=true` it streams until the task ends", content_type = "text/plain", body = String)),
+    responses((status = 200, description = "The log from `offset` (redacted by the agent); with `follow=true` it streams until the task ends; with `frames=true` in `application/vnd.runops.log-frames` frames, the ended task last", content_type = "text/plain", body = String)),
 )]
 pub async fn logs(
     State(st): State<AppState>,
@@ -400,13 +405,19 @@ pub async fn logs(
         id,
         offset: q.offset.unwrap_or(0),
         follow: q.follow.unwrap_or(false),
+        frames: q.frames.unwrap_or(false),
         done: false,
+    };
+    let content_type = if reader.frames {
+        LOG_FRAMES_CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
     };
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         r.next_piece().await.map(|piece| (piece, r))
     });
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(header::CONTENT_TYPE, content_type)],
         Body::from_stream(stream),
     )
         .into_response())
@@ -419,6 +430,8 @@ struct LogReader {
     id: i64,
     offset: u64,
     follow: bool,
+    /// Answer in frames, the ended task last.
+    frames: bool,
     notify: Arc<Notify>,
     done: bool,
 }
@@ -455,6 +468,9 @@ impl LogReader {
             {
                 Ok(bytes) if !bytes.is_empty() => {
                     self.offset += bytes.len() as u64;
+                    if self.frames {
+                        return Some(Ok(Bytes::from(log_frame(LOG_FRAME_BYTES, &bytes))));
+                    }
                     return Some(Ok(Bytes::from(bytes)));
                 }
                 Ok(_) => {}
@@ -462,6 +478,17 @@ impl LogReader {
                     self.done = true;
                     return Some(Err(std::io::Error::other(e.to_string())));
                 }
+            }
+            if self.frames && rec.task.status.is_final() {
+                // Read before the last bytes: the log is complete, and this is how
+                // the task ended.
+                self.done = true;
+                let task = match super::reviews::with_review(&self.st, rec).await {
+                    Ok(t) => t,
+                    Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
+                };
+                let json = serde_json::to_vec(&task).map_err(std::io::Error::other);
+                return Some(json.map(|j| Bytes::from(log_frame(LOG_FRAME_END, &j))));
             }
             if !self.follow || rec.task.status.is_final() || self.st.hub.is_stopping() {
                 self.done = true;

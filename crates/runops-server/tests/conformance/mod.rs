@@ -370,6 +370,7 @@ pub fn success(session: &SessionRecord, log_size: u64) -> FinishRequest {
             log_location: None,
             elapsed_ms: 1234,
         },
+        log_tail: None,
     }
 }
 

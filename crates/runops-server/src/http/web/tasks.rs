@@ -474,6 +474,7 @@ pub async fn follow_log(
     let query = LogsQuery {
         offset: q.offset,
         follow: Some(true),
+        frames: None,
     };
     Ok(crate::http::tasks::logs(State(st), user.auth(), ApiPath(raw), ApiQuery(query)).await?)
 }
