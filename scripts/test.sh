@@ -234,7 +234,8 @@ cargo test --workspace --locked "$@"
 # faults), then PostgreSQL (three replicas on a private cluster the soak makes with
 # initdb, so the PostgreSQL server programs must be installed, not only running; 400
 # tasks, 12 faults); each fails on any lost, duplicated, mismatched, leaked or
-# unexplained task. All skipped when cargo test was given a filter.
+# unexplained task. Then 60 s of fuzzing per target. All skipped when cargo test was
+# given a filter.
 if [ "$#" -eq 0 ]; then
   log "API contract (schemathesis)"
   bash scripts/schemathesis.sh
@@ -243,4 +244,11 @@ if [ "$#" -eq 0 ]; then
   log "chaos soak (short, PostgreSQL: three replicas)"
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || have initdb || apt_install postgresql
   bash scripts/soak.sh --short --store postgres
+  # Fuzzing (RELIABILITY.md): every cargo-fuzz target for 60 s, two at a time; a crash
+  # fails the run and names the input saved under fuzz/artifacts/. Needs the nightly
+  # toolchain and cargo-fuzz (installed here when missing).
+  log "fuzzing (60 s per target)"
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+  have cargo-fuzz || cargo install cargo-fuzz --locked
+  FUZZ_JOBS=2 bash scripts/fuzz.sh 60
 fi
