@@ -384,7 +384,7 @@ pub async fn kill(
     tag = "tasks",
     summary = "Read or follow a task's log",
     params(("id" = i64, Path, description = "The task's id"), LogsQuery),
-    responses((status = 200, description = "The log from `offset` (redacted by the agent); with `follow=true` it streams until the task ends; with `frames=true` in `application/vnd.runops.log-frames` frames, the ended task last", content_type = "text/plain", body = String)),
+    responses((status = 200, description = "The log from `offset` (redacted by the agent); with `follow=true` it streams until the task ends; with `frames=true` in `application/vnd.runops.log-frames` frames, the ended task last", content((String = "text/plain"), (String = "application/vnd.runops.log-frames")))),
 )]
 pub async fn logs(
     State(st): State<AppState>,
