@@ -10,7 +10,7 @@
 use crate::dispatch;
 use crate::drive::{ms, raw_spawn_rate, run_tasks};
 use crate::memory::{self, NO_PII_TARGET};
-use crate::overhead::alternate;
+use crate::overhead;
 use crate::procs::{LOCAL_TARGET, Stack, cpu_total_ms, mem_of, run_with_cpu};
 use crate::report::{GOALS_ID, Goal, Row, Section};
 use crate::stats::Summary;
@@ -142,19 +142,7 @@ pub async fn goals(bin: &Path, z: &FigSizes, which: &[Figure]) -> Section {
 /// `runops tasks create -t local -s true` against `bash -c true`, alternating.
 async fn cli(sec: &mut Section, bin: &Path, n: usize) -> anyhow::Result<()> {
     let stack = Arc::new(Stack::start(bin, &[], true).await?);
-    let s = stack.clone();
-    let (cli, bash) = tokio::task::spawn_blocking(move || {
-        alternate(
-            n,
-            || s.cli(&["tasks", "create", "-t", LOCAL_TARGET, "-s", "true"]),
-            || {
-                let mut c = Command::new("bash");
-                c.args(["-c", "true"]);
-                c
-            },
-        )
-    })
-    .await??;
+    let (cli, bash) = overhead::cli_against_bash(&stack, n).await?;
     sec.row(
         Row::new(
             "`runops tasks create -t local -s true` − `bash -c true`, medians",

@@ -49,6 +49,27 @@ pub fn alternate(
     ))
 }
 
+/// `runops tasks create -t local -s true` against `bash -c true` on `stack`, `n` times
+/// each, alternating; medians in ms.
+pub async fn cli_against_bash(
+    stack: &std::sync::Arc<Stack>,
+    n: usize,
+) -> anyhow::Result<(Summary, Summary)> {
+    let s = stack.clone();
+    tokio::task::spawn_blocking(move || {
+        alternate(
+            n,
+            || s.cli(&["tasks", "create", "-t", LOCAL_TARGET, "-s", "true"]),
+            || {
+                let mut c = Command::new("bash");
+                c.args(["-c", "true"]);
+                c
+            },
+        )
+    })
+    .await?
+}
+
 fn pair_rows(sec: &mut Section, what: &str, runops: Summary, base: Summary, base_label: &str) {
     sec.row(Row::new(format!("{what}: median"), runops.p50, "ms").vs(base_label, base.p50));
     sec.row(Row::new(
@@ -96,19 +117,7 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<Section> {
     let in_process = Summary::of(&in_process).context("no samples")?;
 
     let stack = std::sync::Arc::new(stack);
-    let s = stack.clone();
-    let (cli, bash) = tokio::task::spawn_blocking(move || {
-        alternate(
-            n,
-            || s.cli(&["tasks", "create", "-t", LOCAL_TARGET, "-s", "true"]),
-            || {
-                let mut c = Command::new("bash");
-                c.args(["-c", "true"]);
-                c
-            },
-        )
-    })
-    .await??;
+    let (cli, bash) = cli_against_bash(&stack, n).await?;
     pair_rows(
         &mut sec,
         "`runops tasks create -t local -s true`",
