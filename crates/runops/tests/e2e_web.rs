@@ -472,7 +472,9 @@ fn sign_in_with_sso(b: &Browser, server: &Server, login: &str) {
         if b.url().contains("/interaction/")
             && let Some(consent) = b.find("button[type=submit]")
         {
-            b.click(&consent);
+            // The provider may be navigating away from this page right now (the
+            // login post is still landing): a stale button is retried next round.
+            b.try_click(&consent);
         }
         None
     });

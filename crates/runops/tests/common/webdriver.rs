@@ -193,6 +193,13 @@ impl Browser {
         self.must("POST", &format!("/element/{}/click", e.0), Some(json!({})));
     }
 
+    /// Clicks `e` unless the page has moved on meanwhile (the element is gone, or it
+    /// belongs to a page that is being replaced); says whether the click happened.
+    pub fn try_click(&self, e: &Element) -> bool {
+        self.call("POST", &format!("/element/{}/click", e.0), Some(json!({})))
+            .is_ok()
+    }
+
     pub fn type_into(&self, e: &Element, text: &str) {
         self.must(
             "POST",
