@@ -25,7 +25,6 @@ pub mod isolation;
 pub mod jwt;
 pub mod limits;
 pub mod logs;
-pub mod memory;
 pub mod pipeline;
 pub mod process;
 pub mod render;
@@ -223,9 +222,7 @@ pub async fn run_with(
         data_dir_lock,
     });
     agent.resume_spool().await;
-    let trimmer = tokio::spawn(memory::trim_when_idle(agent.clone()));
     let result = connection::poll::run_loop(agent, publisher, shutdown).await;
-    trimmer.abort();
     if let Some(server) = health_server {
         server.abort();
     }
