@@ -23,6 +23,9 @@ use std::time::Duration;
 /// How long to wait for a TCP connection to the server before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Redirects followed per request (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
 /// Errors of any API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -99,9 +102,27 @@ impl Client {
             }
             bases.push(base);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("runops/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("runops/", env!("CARGO_PKG_VERSION")));
+        if bases.iter().all(|b| b.starts_with("http://")) {
+            // Plain HTTP only: no TLS, so no certificate store. Loading the system's
+            // (~150 files under /etc/ssl/certs, parsed) was most of the CPU a CLI
+            // command costs. A redirect to https:// is not followed but reported with
+            // the URL to log in with (see `error_from`).
+            http = http
+                .tls_certs_only(std::iter::empty::<reqwest::Certificate>())
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    if attempt.url().scheme() != "http" {
+                        attempt.stop()
+                    } else if attempt.previous().len() >= MAX_REDIRECTS {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }));
+        }
+        let http = http
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
@@ -230,6 +251,21 @@ impl Client {
     async fn error_from(&self, resp: reqwest::Response) -> ClientError {
         let status = resp.status().as_u16();
         let url = resp.url().to_string();
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("(no Location header)");
+            return ClientError::Protocol {
+                url,
+                status,
+                detail: format!(
+                    "it redirects to {to}; if that is the server, use its address \
+                     (`runops login --url URL --token TOKEN`, or RUNOPS_URL)"
+                ),
+            };
+        }
         let bytes = resp.bytes().await.unwrap_or_default();
         match serde_json::from_slice::<ApiErrorBody>(&bytes) {
             Ok(body) => ClientError::Api { status, body },
@@ -263,5 +299,54 @@ mod tests {
         assert_eq!(c.base_of("http://b:2/v1/agent/poll"), Some("http://b:2"));
         let err = Client::new("http://a:1,ftp://b", "t").err().unwrap();
         assert!(err.to_string().contains("ftp://b"), "{err}");
+    }
+
+    /// A plain-HTTP server that answers every request with `status` and `location`.
+    async fn redirecting_server(status: &'static str, location: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_client_reports_a_redirect_to_https_with_the_url_to_use() {
+        let url =
+            redirecting_server("301 Moved Permanently", "https://runops.example.com/v1/me").await;
+        let c = Client::new(&url, "t").unwrap();
+        let err = c.whoami().await.unwrap_err();
+        assert_eq!(err.status(), Some(301), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("redirects to https://runops.example.com/v1/me"),
+            "{msg}"
+        );
+        assert!(msg.contains("runops login --url"), "{msg}");
+        assert!(
+            !err.is_transport(),
+            "a redirect is not worth retrying: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_client_stops_after_ten_redirects() {
+        let url = redirecting_server("302 Found", "/v1/me").await;
+        let c = Client::new(&url, "t").unwrap();
+        let err = c.whoami().await.unwrap_err();
+        assert!(
+            std::error::Error::source(&err)
+                .is_some_and(|s| format!("{s:?}").contains("too many redirects")),
+            "{err:?}"
+        );
     }
 }
