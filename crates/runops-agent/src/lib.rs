@@ -90,7 +90,7 @@ pub async fn run_with(
     secrets: SecretsRegistry,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
-    let client = runops_client::Client::new(&cfg.server_url, &cfg.token)
+    let client = runops_client::Client::new_with_tls_roots(&cfg.server_url, &cfg.token)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::DirBuilder::new()
         .recursive(true)
