@@ -25,6 +25,7 @@ pub mod isolation;
 pub mod jwt;
 pub mod limits;
 pub mod logs;
+pub mod memory;
 pub mod pipeline;
 pub mod process;
 pub mod render;
@@ -90,7 +91,7 @@ pub async fn run_with(
     secrets: SecretsRegistry,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
-    let client = runops_client::Client::new_with_tls_roots(&cfg.server_url, &cfg.token)
+    let client = runops_client::Client::new(&cfg.server_url, &cfg.token)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -222,7 +223,9 @@ pub async fn run_with(
         data_dir_lock,
     });
     agent.resume_spool().await;
+    let trimmer = tokio::spawn(memory::trim_when_idle(agent.clone()));
     let result = connection::poll::run_loop(agent, publisher, shutdown).await;
+    trimmer.abort();
     if let Some(server) = health_server {
         server.abort();
     }

@@ -91,22 +91,7 @@ pub struct Client {
 impl Client {
     /// `base_url` is the server's root (`http://127.0.0.1:8080`), or several replicas'
     /// roots separated by commas.
-    ///
-    /// When every URL is plain HTTP the client loads no TLS root certificates (the
-    /// system's ~150 files, read and parsed, were half the CPU of a CLI command).
     pub fn new(base_url: &str, token: &str) -> Result<Client> {
-        Client::build(base_url, token, false)
-    }
-
-    /// Like [`Client::new`], but loads the system's TLS roots even when every URL is
-    /// plain HTTP: for the agent, a long-lived process that pays the load once. Measured
-    /// on 2026-12-04 (BENCHMARKS.md), an agent whose client skipped them sat 1.2 MiB
-    /// higher when idle; the cause is not understood, the figure decides.
-    pub fn new_with_tls_roots(base_url: &str, token: &str) -> Result<Client> {
-        Client::build(base_url, token, true)
-    }
-
-    fn build(base_url: &str, token: &str, tls_roots_always: bool) -> Result<Client> {
         let mut bases = Vec::new();
         for part in base_url.split(',') {
             let base = part.trim().trim_end_matches('/').to_string();
@@ -120,9 +105,11 @@ impl Client {
         let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("runops/", env!("CARGO_PKG_VERSION")));
-        if !tls_roots_always && bases.iter().all(|b| b.starts_with("http://")) {
-            // Plain HTTP only: no TLS, so no certificate store. A redirect to https://
-            // is not followed but reported with the URL to log in with (`error_from`).
+        if bases.iter().all(|b| b.starts_with("http://")) {
+            // Plain HTTP only: no TLS, so no certificate store. Loading the system's
+            // (~150 files under /etc/ssl/certs, parsed) was half the CPU a CLI
+            // command costs. A redirect to https:// is not followed but reported with
+            // the URL to log in with (see `error_from`).
             http = http
                 .tls_certs_only(std::iter::empty::<reqwest::Certificate>())
                 .redirect(reqwest::redirect::Policy::custom(|attempt| {

@@ -74,10 +74,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if matches!(cli.command, Role::Agent(_)) {
+        runtime.thread_keep_alive(AGENT_BLOCKING_KEEP_ALIVE);
+    }
+    let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -134,6 +136,12 @@ async fn serve(args: runops_server::ServerArgs) -> anyhow::Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// How long an idle blocking thread of the agent's runtime lives (tokio's default: 10 s).
+/// The agent's file I/O and spawn preparation start one per concurrent task in a burst;
+/// each keeps its touched stack and allocator cache until it exits, so they go soon after
+/// the burst (a steady stream of tasks keeps them busy and alive).
+const AGENT_BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// glibc gives every thread that allocates its own heap arena (up to 8 per core), each
 /// holding on to freed memory; two arenas serve an I/O-bound agent or server as well and
