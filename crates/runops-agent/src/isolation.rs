@@ -32,7 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 // ---- Landlock kernel ABI (linux/landlock.h); the libc crate does not carry it. ----
 
@@ -390,15 +390,45 @@ fn all_procs() -> Vec<ProcStat> {
         .collect()
 }
 
+/// The agent's children: every thread's `/proc/self/task/<tid>/children` (an orphan is
+/// re-parented to any thread of its subreaper). `None` when the kernel has no such file
+/// (`CONFIG_PROC_CHILDREN`). A child forked or reaped during the read may be missed; the
+/// next look finds it.
+fn own_children() -> Option<Vec<i32>> {
+    static LISTED: OnceLock<bool> = OnceLock::new();
+    let listed = *LISTED.get_or_init(|| {
+        Path::new(&format!("/proc/self/task/{}/children", std::process::id())).exists()
+    });
+    if !listed {
+        return None;
+    }
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that just exited has no file any more, and no children.
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    Some(pids)
+}
+
 /// Reaps zombie children of the agent that are re-parented orphans of tasks (not the
 /// agent's own spawns, which tokio reaps, and not in the agent's own process group,
-/// where the `--check` probes run).
+/// where the `--check` probes run). Looks only at the agent's children where the kernel
+/// lists them, else at every process (on a busy machine, hundreds of `/proc` reads).
 pub fn reap_orphans() {
     let me = std::process::id() as i32;
     // SAFETY: getpgrp cannot fail.
     let my_pgid = unsafe { libc::getpgrp() };
+    let candidates = match own_children() {
+        Some(pids) => pids.into_iter().filter_map(proc_stat).collect(),
+        None => all_procs(),
+    };
     let own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    for p in all_procs() {
+    for p in candidates {
         if p.ppid == me
             && p.zombie
             && p.pgid != my_pgid
@@ -512,6 +542,8 @@ pub struct SpawnGuard {
     ruleset: Option<OwnedFd>,
     need_no_new_privs: bool,
     cgroup_procs: Option<std::fs::File>,
+    /// The task cgroup's directory, for `clone3`'s `CLONE_INTO_CGROUP`.
+    cgroup_dir: Option<std::fs::File>,
     cgroup: Option<TaskCgroup>,
     task_id: Option<i64>,
 }
@@ -545,10 +577,14 @@ impl SpawnGuard {
         }
     }
 
-    /// `cgroup.procs` of the task's cgroup (open for writing), which the child writes `0`
-    /// to before exec ([`crate::spawn`]).
-    pub fn cgroup_procs_fd(&self) -> Option<RawFd> {
-        self.cgroup_procs.as_ref().map(|f| f.as_raw_fd())
+    /// The task's cgroup for [`crate::spawn`]: its directory, where the child is born,
+    /// and its `cgroup.procs` (open for writing), which the child writes `0` to before
+    /// exec where it cannot be born there.
+    pub fn cgroup_fds(&self) -> Option<crate::spawn::CgroupFds> {
+        Some(crate::spawn::CgroupFds {
+            dir: self.cgroup_dir.as_ref()?.as_raw_fd(),
+            procs: self.cgroup_procs.as_ref()?.as_raw_fd(),
+        })
     }
 
     /// The Landlock ruleset the child enters before exec ([`crate::spawn`]).
@@ -565,6 +601,7 @@ impl SpawnGuard {
     pub fn started(&mut self) {
         self.ruleset = None;
         self.cgroup_procs = None;
+        self.cgroup_dir = None;
     }
 
     /// After the task's main process ended (exit, kill, timeout): kills whatever it
@@ -707,6 +744,7 @@ impl Isolation {
             ruleset: None,
             need_no_new_privs: self.need_no_new_privs,
             cgroup_procs: None,
+            cgroup_dir: None,
             cgroup: None,
             task_id: None,
         };
@@ -744,8 +782,13 @@ impl Isolation {
                 .write(true)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(cg.dir.join("cgroup.procs"));
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&cg.dir);
             guard.cgroup = Some(cg);
             guard.cgroup_procs = Some(procs?);
+            guard.cgroup_dir = Some(dir?);
         }
         Ok(guard)
     }

@@ -89,7 +89,7 @@ pub async fn run_process(
             env: env.iter().collect(),
             cwd: &spec.cwd,
             stdin_piped: spec.stdin.is_some(),
-            cgroup_procs: guard.as_ref().and_then(|g| g.cgroup_procs_fd()),
+            cgroup: guard.as_ref().and_then(|g| g.cgroup_fds()),
             landlock: guard.as_ref().and_then(|g| g.landlock_fd()),
             no_new_privs: guard.as_ref().is_some_and(|g| g.need_no_new_privs()),
             user: env.run_as(),

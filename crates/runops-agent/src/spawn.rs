@@ -37,6 +37,18 @@
 //! task's environment. The program is the path [`crate::process`] found on the child's
 //! PATH; a name without a `/` was not found there and fails as "not found".
 //!
+//! # Born in its cgroup
+//!
+//! A task's process starts inside its own cgroup: on x86-64, [`spawn`] uses `clone3`
+//! with `CLONE_INTO_CGROUP` (Linux 5.7+). Moving a running process into a cgroup
+//! instead (writing to `cgroup.procs`) takes the kernel's global
+//! `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period: measured
+//! here at 5–24 ms per task (p50 12 ms) when tasks come one at a time, during which the
+//! agent's thread waited in `clone` and the task had not started (see BENCHMARKS.md,
+//! "Born in its cgroup"). A kernel or seccomp policy without `clone3` (`ENOSYS`,
+//! `E2BIG`, `EINVAL`, `EPERM`) gets the `clone` above, with the child writing `0` to
+//! `cgroup.procs` as before; other architectures always do.
+//!
 //! The agent waits for the child through a pidfd (`CLONE_PIDFD`, readable when the
 //! process exits) registered with tokio, and reaps it with `waitpid`. Kernels without
 //! pidfds (before Linux 5.3), or where seccomp refuses them, keep the standard
@@ -51,7 +63,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
@@ -72,14 +84,22 @@ pub struct TaskCommand<'a> {
     pub cwd: &'a Path,
     /// A pipe for stdin (else `/dev/null`).
     pub stdin_piped: bool,
-    /// `cgroup.procs` of the task's cgroup, open for writing: the child writes `0` to it.
-    pub cgroup_procs: Option<RawFd>,
+    /// The task's cgroup: its directory (the child is born there with `clone3`) and its
+    /// `cgroup.procs`, open for writing (without `clone3`, the child writes `0` to it).
+    pub cgroup: Option<CgroupFds>,
     /// A Landlock ruleset the child enters.
     pub landlock: Option<RawFd>,
     /// Set `no_new_privs` before entering the Landlock domain (needed without root).
     pub no_new_privs: bool,
     /// Who the child becomes (the agent is root).
     pub user: Option<&'a RunAs>,
+}
+
+/// The two descriptors of a task's cgroup, see [`TaskCommand::cgroup`].
+#[derive(Clone, Copy)]
+pub struct CgroupFds {
+    pub dir: RawFd,
+    pub procs: RawFd,
 }
 
 /// Whether [`spawn`] can be used here: the kernel gives pidfds (Linux 5.3+) and nothing
@@ -162,7 +182,7 @@ pub fn spawn(cmd: &TaskCommand) -> io::Result<TaskChild> {
     let (stderr_parent, stderr_child) = pipe()?;
 
     let groups: &[libc::gid_t] = cmd.user.map(|u| u.groups.as_slice()).unwrap_or(&[]);
-    let plan = ChildPlan {
+    let mut plan = ChildPlan {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -172,7 +192,8 @@ pub fn spawn(cmd: &TaskCommand) -> io::Result<TaskChild> {
             stdout_child.as_raw_fd(),
             stderr_child.as_raw_fd(),
         ],
-        cgroup_procs: cmd.cgroup_procs.unwrap_or(-1),
+        // Set below when the child has to join its cgroup itself.
+        cgroup_procs: -1,
         landlock: cmd.landlock.unwrap_or(-1),
         no_new_privs: cmd.no_new_privs,
         ids: cmd.user.map(|u| (u.uid, u.gid)),
@@ -184,22 +205,35 @@ pub fn spawn(cmd: &TaskCommand) -> io::Result<TaskChild> {
     let mut pidfd: c_int = -1;
     let pid = {
         let _blocked = BlockedSignals::all();
-        // SAFETY: `child_main` runs on `stack` (ours, unused by anyone else) and only reads
-        // `plan`, which outlives the call: with CLONE_VFORK this thread waits in `clone`
-        // until the child has called execve or exited. CLONE_PIDFD stores the pidfd in
-        // `pidfd` (the parent_tid argument; no TLS, no child_tid). See the module docs for
-        // the child's side.
-        unsafe {
-            libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                (&plan as *const ChildPlan).cast_mut().cast::<c_void>(),
-                &mut pidfd as *mut c_int,
-                std::ptr::null_mut::<c_void>(),
-                std::ptr::null_mut::<c_int>(),
-            )
+        let mut pid = -1;
+        if let Some(cg) = cmd.cgroup
+            && CLONE3_INTO_CGROUP.load(Ordering::Relaxed)
+        {
+            // SAFETY: as for `clone_vfork` below; the child is born in `cg.dir` and
+            // writes nothing to `cgroup.procs` (`plan.cgroup_procs` is -1).
+            pid = unsafe { clone3_into_cgroup(&plan, &stack, cg.dir, &mut pidfd) };
+            if pid < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // No clone3, or no CLONE_INTO_CGROUP: never again.
+                    Some(libc::ENOSYS | libc::E2BIG) => {
+                        CLONE3_INTO_CGROUP.store(false, Ordering::Relaxed);
+                        tracing::info!(
+                            "no clone3 with CLONE_INTO_CGROUP ({e}): task processes join their cgroup after starting"
+                        );
+                    }
+                    // Refused (a seccomp policy, an unusual cgroup): this time, the old way.
+                    Some(libc::EINVAL | libc::EPERM) => {}
+                    _ => return Err(e),
+                }
+            }
         }
+        if pid < 0 {
+            plan.cgroup_procs = cmd.cgroup.map_or(-1, |cg| cg.procs);
+            // SAFETY: see `clone_vfork`.
+            pid = unsafe { clone_vfork(&plan, &stack, &mut pidfd) };
+        }
+        pid
     };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -249,6 +283,133 @@ pub fn spawn(cmd: &TaskCommand) -> io::Result<TaskChild> {
             stderr_parent,
         ))?),
     })
+}
+
+/// Whether `clone3` with `CLONE_INTO_CGROUP` is worth trying (false once the kernel said
+/// it has neither).
+static CLONE3_INTO_CGROUP: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
+
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` running `child_main(plan)` on `stack`;
+/// the child's pid, or -1 with errno set.
+///
+/// # Safety
+/// `child_main` runs on `stack` (ours, unused by anyone else) and only reads `plan`,
+/// which outlives the call: with CLONE_VFORK this thread waits in `clone` until the
+/// child has called execve or exited. CLONE_PIDFD stores the pidfd in `pidfd` (the
+/// parent_tid argument; no TLS, no child_tid). Every signal must be blocked on the
+/// calling thread. See the module docs for the child's side.
+unsafe fn clone_vfork(plan: &ChildPlan, stack: &ChildStack, pidfd: &mut c_int) -> libc::pid_t {
+    // SAFETY: see above.
+    unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (plan as *const ChildPlan).cast_mut().cast::<c_void>(),
+            pidfd as *mut c_int,
+            std::ptr::null_mut::<c_void>(),
+            std::ptr::null_mut::<c_int>(),
+        )
+    }
+}
+
+/// `struct clone_args` of linux/sched.h, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[cfg(target_arch = "x86_64")]
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`clone_vfork`] with the child born in the cgroup whose directory is `cgroup_dir`
+/// (`clone3` with `CLONE_INTO_CGROUP`); -1 with errno set when the kernel refuses.
+///
+/// # Safety
+/// As for [`clone_vfork`]. glibc exports no `clone3`, so the system call is made here:
+/// the kernel starts the child right after the `syscall` instruction with the stack
+/// pointer at the top of `stack` (page-aligned) and every other register as the
+/// parent's but `rax` (0); the child calls `child_main(plan)` from two callee-saved
+/// registers, which never returns (it execs or `_exit`s), and would exit if it did.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into_cgroup(
+    plan: &ChildPlan,
+    stack: &ChildStack,
+    cgroup_dir: RawFd,
+    pidfd: &mut c_int,
+) -> libc::pid_t {
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_INTO_CGROUP,
+        pidfd: pidfd as *mut c_int as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.base as u64,
+        stack_size: stack.len as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_dir as u64,
+    };
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: i64;
+    // SAFETY: see above. The parent's path through the block is one system call (which
+    // clobbers rcx and r11); the child's never leaves it and runs on its own stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            // The child: no caller frame; rsp is 16-aligned, as `call` expects.
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") (plan as *const ChildPlan).cast_mut().cast::<c_void>(),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        // SAFETY: glibc's errno location is always valid.
+        unsafe { *libc::__errno_location() = (-ret) as c_int };
+        return -1;
+    }
+    ret as libc::pid_t
+}
+
+/// Other architectures: never called ([`CLONE3_INTO_CGROUP`] is false).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into_cgroup(
+    _plan: &ChildPlan,
+    _stack: &ChildStack,
+    _cgroup_dir: RawFd,
+    _pidfd: &mut c_int,
+) -> libc::pid_t {
+    // SAFETY: glibc's errno location is always valid.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
 }
 
 impl TaskChild {
@@ -536,6 +697,7 @@ unsafe fn child_steps(plan: &ChildPlan) -> c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn run(cmd: &TaskCommand<'_>, input: &[u8]) -> (ExitStatus, String, String) {
@@ -562,7 +724,7 @@ mod tests {
             env: vec![("PATH", "/usr/bin:/bin"), ("ONLY", "this")],
             cwd,
             stdin_piped: false,
-            cgroup_procs: None,
+            cgroup: None,
             landlock: None,
             no_new_privs: false,
             user: None,
@@ -663,6 +825,69 @@ mod tests {
         cmd.cwd = &gone;
         let e = spawn(&cmd).err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A fresh cgroup v2 directory under this process's own cgroup, or `None` where
+    /// cgroup v2 is not mounted or not writable (the test then has nothing to check).
+    fn scratch_cgroup() -> Option<PathBuf> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let root = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+        })?;
+        let dir = Path::new(&root)
+            .join(rel.trim_start_matches('/'))
+            .join(format!("runops-spawn-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(dir)
+    }
+
+    #[tokio::test]
+    async fn the_child_starts_in_its_cgroup_with_clone3_and_without() {
+        if !supported() {
+            return;
+        }
+        let Some(cg) = scratch_cgroup() else {
+            eprintln!("no writable cgroup v2 here: nothing to check");
+            return;
+        };
+        let dir_fd = std::fs::File::open(&cg).unwrap();
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cg.join("cgroup.procs"))
+            .unwrap();
+        let fds = CgroupFds {
+            dir: dir_fd.as_raw_fd(),
+            procs: procs.as_raw_fd(),
+        };
+        let name = cg.file_name().unwrap().to_str().unwrap().to_string();
+        let tmp = tempfile::tempdir().unwrap();
+        let script = vec!["-c".to_string(), "cat /proc/self/cgroup".to_string()];
+        let mut cmd = sh(&script, tmp.path());
+        let x86 = cfg!(target_arch = "x86_64");
+        for born_there in [x86, false] {
+            CLONE3_INTO_CGROUP.store(born_there, Ordering::Relaxed);
+            // Born there: no `cgroup.procs` to fall back on, so only clone3 can have put
+            // it in.
+            cmd.cgroup = Some(CgroupFds {
+                procs: if born_there { -1 } else { fds.procs },
+                ..fds
+            });
+            let (status, out, err) = run(&cmd, b"").await;
+            assert!(status.success(), "{out}{err}");
+            let line = out
+                .lines()
+                .find(|l| l.starts_with("0::"))
+                .unwrap_or_default();
+            assert!(
+                line.ends_with(&format!("/{name}")),
+                "clone3 {born_there}: {out}"
+            );
+        }
+        CLONE3_INTO_CGROUP.store(x86, Ordering::Relaxed);
+        std::fs::remove_dir(&cg).unwrap();
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::sealed::ConfigSealer;
 use crate::store::held::{HeldRow, HeldTokenStore};
-use crate::store::{NewUser, StoreError};
+use crate::store::{ClaimedTask, NewUser, StoreError};
 use crate::{now_ms, validate};
 use runops_jwt::{JwksVerifier, VerifierConfig};
 use runops_proto::FailureReason;
@@ -571,22 +571,23 @@ impl HeldTokens {
     }
 }
 
-/// Puts the creator's token into each offer of a task created with one. A task whose
-/// token is gone (the server restarted since it was created) is failed
-/// `unauthenticated` and taken out of the offers: it must never reach an agent without
-/// the token it was created with.
+/// Puts the creator's token into each offer of a task created with one, and returns the
+/// offers. A task whose token is gone (the server restarted since it was created) is
+/// failed `unauthenticated` and taken out of the offers: it must never reach an agent
+/// without the token it was created with.
 pub async fn attach_tokens(
     st: &AppState,
     org_id: i64,
-    offers: &mut Vec<TaskOffer>,
-) -> Result<(), ApiError> {
-    if offers.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<i64> = offers.iter().map(|o| o.task_id).collect();
-    let needing = st.store.tasks_created_with_jwt(org_id, &ids).await?;
+    claimed: Vec<ClaimedTask>,
+) -> Result<Vec<TaskOffer>, ApiError> {
+    let needing: Vec<i64> = claimed
+        .iter()
+        .filter(|c| c.created_with_jwt)
+        .map(|c| c.offer.task_id)
+        .collect();
+    let mut offers: Vec<TaskOffer> = claimed.into_iter().map(|c| c.offer).collect();
     if needing.is_empty() {
-        return Ok(());
+        return Ok(offers);
     }
     let mut lost = Vec::new();
     for offer in offers.iter_mut() {
@@ -624,7 +625,7 @@ pub async fn attach_tokens(
         crate::effects::apply(st, &system, failed.effects.as_ref()).await;
     }
     offers.retain(|o| !lost.contains(&o.task_id));
-    Ok(())
+    Ok(offers)
 }
 
 /// For [`Credential`]-aware callers: the token to hold for a task created by `auth`.

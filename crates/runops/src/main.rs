@@ -74,7 +74,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // A CLI command is one request after another: one thread runs it (its spawned
+    // spinner and follow tasks included) without starting and waking worker threads
+    // (measured: BENCHMARKS.md, "One thread for the CLI"). The services and `up` serve
+    // many connections at once and get a worker per core.
+    let mut runtime = match cli.command {
+        Role::User(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
     if matches!(cli.command, Role::Agent(_)) {
         runtime.thread_keep_alive(AGENT_BLOCKING_KEEP_ALIVE);

@@ -19,7 +19,7 @@ use crate::auth::{AgentAuth, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, LogChunkBody, parse_task_id};
 use crate::store::{
-    AppendOutcome, EndedSession, FinishOutcome, NewSession, SessionEnd, SessionRecord,
+    AppendOutcome, ClaimedTask, EndedSession, FinishOutcome, NewSession, SessionEnd, SessionRecord,
     StartOutcome, StoreError,
 };
 use crate::{effects, lifecycle, now_ms, validate};
@@ -490,12 +490,12 @@ pub async fn poll(
             None => st.hub.take_new_cancels(&session.id, &cancel),
         };
         let now = now_ms();
-        let mut offers = st
+        let mut claimed = st
             .store
             .claim_tasks(&session, free, now, now.saturating_add(offer_ms))
             .await?;
-        attach_configs(&st, &session, &mut offers).await?;
-        crate::identity::attach_tokens(&st, session.org_id, &mut offers).await?;
+        attach_configs(&st, &session, &mut claimed).await?;
+        let offers = crate::identity::attach_tokens(&st, session.org_id, claimed).await?;
         for o in &offers {
             tracing::info!(task = o.task_id, status = "dispatched", hostname = %session.hostname, "task state changed");
         }
@@ -756,10 +756,10 @@ pub async fn disconnect(
 async fn attach_configs(
     st: &AppState,
     session: &SessionRecord,
-    offers: &mut [runops_proto::agent::TaskOffer],
+    claimed: &mut [ClaimedTask],
 ) -> ApiResult<()> {
     let org_id = session.org_id;
-    for offer in offers.iter_mut() {
+    for ClaimedTask { offer, .. } in claimed.iter_mut().filter(|c| c.target_has_config) {
         let Some(config) = st.store.target_config(org_id, &offer.target).await? else {
             continue;
         };

@@ -81,6 +81,18 @@ pub struct AuthToken {
     pub tags: Option<String>,
 }
 
+/// A task [`Store::claim_tasks`] just gave to an agent: its offer, and what the offer
+/// still needs before it goes out (read by the claim itself, so that a poll makes no
+/// further query for tasks that need neither).
+#[derive(Debug, Clone)]
+pub struct ClaimedTask {
+    pub offer: TaskOffer,
+    /// Created with an identity-provider token, which must travel with the offer.
+    pub created_with_jwt: bool,
+    /// Its target has a sealed write-only config ([`Store::target_config`]).
+    pub target_has_config: bool,
+}
+
 /// A target's sealed config and the tags of the agents it may be sent to.
 #[derive(Debug, Clone)]
 pub struct SealedTargetConfig {
@@ -455,14 +467,14 @@ pub trait Store: webhooks::WebhookStore + ReviewStore + Send + Sync + 'static {
     async fn get_task(&self, org_id: i64, id: i64) -> StoreResult<Option<TaskRecord>>;
     async fn list_tasks(&self, org_id: i64, query: &TaskListQuery) -> StoreResult<Vec<Task>>;
     /// Atomically moves up to `limit` of the oldest `ready` tasks of (org, tags) to
-    /// `dispatched` for `session_id`, with `deadline_ms` to start them.
+    /// `dispatched` for `session_id`, with `deadline_ms` to start them, in id order.
     async fn claim_tasks(
         &self,
         session: &SessionRecord,
         limit: u32,
         now_ms: i64,
         deadline_ms: i64,
-    ) -> StoreResult<Vec<TaskOffer>>;
+    ) -> StoreResult<Vec<ClaimedTask>>;
     async fn start_task(
         &self,
         org_id: i64,

@@ -868,7 +868,7 @@ impl Store for PgStore {
         limit: u32,
         now_ms: i64,
         deadline_ms: i64,
-    ) -> StoreResult<Vec<TaskOffer>> {
+    ) -> StoreResult<Vec<ClaimedTask>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -889,7 +889,7 @@ impl Store for PgStore {
         let mut offers = rows
             .iter()
             .map(|r| {
-                Ok(TaskOffer {
+                let offer = TaskOffer {
                     task_id: r.try_get("id")?,
                     target: r.try_get("target_name")?,
                     kind: r.try_get("kind")?,
@@ -912,10 +912,15 @@ impl Store for PgStore {
                     created_at_ms: Some(r.try_get("run_from")?),
                     config: None,
                     start_deadline_ms,
+                };
+                Ok(ClaimedTask {
+                    offer,
+                    created_with_jwt: r.try_get("created_with_jwt")?,
+                    target_has_config: r.try_get("target_has_config")?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        offers.sort_by_key(|o| o.task_id);
+        offers.sort_by_key(|c| c.offer.task_id);
         Ok(offers)
     }
 
@@ -1955,7 +1960,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE tasks SET status = $1, session_id = $2, agent_hostname = $3, offer_deadline = $4, dispatched_at = $5 \
          WHERE id IN (SELECT id FROM tasks WHERE status = {from} AND org_id = $6 AND tag_key = $7 ORDER BY id LIMIT $8 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from",
+         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from, created_with_jwt, \
+         EXISTS (SELECT 1 FROM targets g WHERE g.org_id = tasks.org_id AND g.name = tasks.target_name AND g.config_sealed IS NOT NULL) AS target_has_config",
         from = sql_literal(lifecycle::CLAIM.from),
     )
 });

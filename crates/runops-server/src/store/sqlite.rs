@@ -880,7 +880,7 @@ impl Store for SqliteStore {
         limit: u32,
         now_ms: i64,
         deadline_ms: i64,
-    ) -> StoreResult<Vec<TaskOffer>> {
+    ) -> StoreResult<Vec<ClaimedTask>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -901,7 +901,7 @@ impl Store for SqliteStore {
         let mut offers = rows
             .iter()
             .map(|r| {
-                Ok(TaskOffer {
+                let offer = TaskOffer {
                     task_id: r.try_get("id")?,
                     target: r.try_get("target_name")?,
                     kind: r.try_get("kind")?,
@@ -924,10 +924,15 @@ impl Store for SqliteStore {
                     created_at_ms: Some(r.try_get("run_from")?),
                     config: None,
                     start_deadline_ms,
+                };
+                Ok(ClaimedTask {
+                    offer,
+                    created_with_jwt: r.try_get::<i64, _>("created_with_jwt")? != 0,
+                    target_has_config: r.try_get::<i64, _>("target_has_config")? != 0,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        offers.sort_by_key(|o| o.task_id);
+        offers.sort_by_key(|c| c.offer.task_id);
         Ok(offers)
     }
 
@@ -1926,7 +1931,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE tasks SET status = ?, session_id = ?, agent_hostname = ?, offer_deadline = ?, dispatched_at = ? \
          WHERE id IN (SELECT id FROM tasks WHERE status = {from} AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
-         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from",
+         RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from, created_with_jwt, \
+         EXISTS (SELECT 1 FROM targets g WHERE g.org_id = tasks.org_id AND g.name = tasks.target_name AND g.config_sealed IS NOT NULL) AS target_has_config",
         from = sql_literal(lifecycle::CLAIM.from),
     )
 });

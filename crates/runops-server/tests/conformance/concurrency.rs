@@ -59,7 +59,7 @@ pub async fn concurrent_claims_offer_each_task_exactly_once(store: &Arc<dyn Stor
                     if offers.is_empty() {
                         break;
                     }
-                    for o in offers {
+                    for o in offers.into_iter().map(|c| c.offer) {
                         // Each claimed offer starts: it runs once, for this session.
                         let r = store
                             .start_task(s.org_id, o.task_id, &s.id, T0 + 2)

@@ -103,6 +103,7 @@ macro_rules! store_conformance {
             tasks::finish_with_the_log_elsewhere_skips_the_log_check,
             tasks::kill_cancels_an_unstarted_task_and_flags_a_running_one,
             tasks::cancels_for_names_cancelled_and_ended_tasks,
+            tasks::a_claim_says_which_offers_need_a_token_or_a_config,
             tasks::jwt_tasks_wait_for_their_proof,
             tasks::fail_unstarted_task_only_ends_tasks_that_did_not_start,
             tasks::metrics_gauges_count_tasks_by_status_and_live_agents,
@@ -342,6 +343,9 @@ pub async fn claim(
         .claim_tasks(session, limit, now_ms, now_ms + OFFER_MS)
         .await
         .expect("claim")
+        .into_iter()
+        .map(|c| c.offer)
+        .collect()
 }
 
 pub fn task_ids(offers: &[TaskOffer]) -> Vec<i64> {

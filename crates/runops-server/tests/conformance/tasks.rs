@@ -857,6 +857,55 @@ pub async fn cancels_for_names_cancelled_and_ended_tasks(store: &dyn Store) {
     );
 }
 
+pub async fn a_claim_says_which_offers_need_a_token_or_a_config(store: &dyn Store) {
+    let acme = org(store, "acme").await;
+    let plain = create_target(store, &acme, "plain", None).await;
+    let sealed = create_target(store, &acme, "sealed", None).await;
+    let keys = vec!["VAULT_TOKEN".to_string()];
+    assert!(
+        store
+            .set_target_config(acme.id, "sealed", Some((b"sealed bytes", &keys)))
+            .await
+            .unwrap()
+    );
+    let s = session(store, &acme, None, "s1").await;
+    let a = ready_task(store, &acme, &plain, "a", T0).await.task.id;
+    let b = ready_task(store, &acme, &sealed, "b", T0).await.task.id;
+    let mut new = new_task(&plain, &acme.admin, "c", TaskStatus::Ready);
+    new.created_with_jwt = true;
+    let c = store.create_task(acme.id, &new, T0).await.unwrap().task.id;
+
+    let claimed = store
+        .claim_tasks(&s, 10, T0 + 1, T0 + 1 + OFFER_MS)
+        .await
+        .expect("claim");
+    let flags: Vec<(i64, bool, bool)> = claimed
+        .iter()
+        .map(|c| (c.offer.task_id, c.created_with_jwt, c.target_has_config))
+        .collect();
+    assert_eq!(
+        flags,
+        vec![(a, false, false), (b, false, true), (c, true, false)],
+        "in id order, each with its own flags"
+    );
+
+    // A config removed before the claim is not announced.
+    assert!(
+        store
+            .set_target_config(acme.id, "sealed", None)
+            .await
+            .unwrap()
+    );
+    let d = ready_task(store, &acme, &sealed, "d", T0).await.task.id;
+    let claimed = store
+        .claim_tasks(&s, 10, T0 + 2, T0 + 2 + OFFER_MS)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].offer.task_id, d);
+    assert!(!claimed[0].target_has_config && !claimed[0].created_with_jwt);
+}
+
 pub async fn jwt_tasks_wait_for_their_proof(store: &dyn Store) {
     let acme = org(store, "acme").await;
     let other = org(store, "other").await;
