@@ -754,9 +754,11 @@ impl Store for PgStore {
 
     async fn create_task(&self, org_id: i64, t: &NewTask, now_ms: i64) -> StoreResult<TaskRecord> {
         let target = &t.target;
-        let id = sqlx::query(
-            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256, template_name, template_commit, template_params_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) RETURNING id",
-        )
+        // RETURNING the whole row: the new task without a second statement.
+        let row = sqlx::query(concat!(
+            "INSERT INTO tasks (org_id, target_name, tags, tag_key, kind, script, message, user_id, user_email, user_groups_json, secret_provider, secret_path, secret_mapping, redact, custom_command, timeout_secs, status, created_at, created_with_jwt, redact_keys_json, public_keys_json, review, reviewers_json, min_approvals, approval_ttl_secs, review_ttl_secs, review_sha256, template_name, template_commit, template_params_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) RETURNING ",
+            task_cols!()
+        ))
         .bind(org_id)
         .bind(&target.name)
         .bind(&target.tags)
@@ -787,15 +789,6 @@ impl Store for PgStore {
         .bind(t.template.as_ref().map(|x| &x.name))
         .bind(t.template.as_ref().map(|x| &x.commit))
         .bind(super::task_template_params_json(t.template.as_ref()))
-        .fetch_one(&self.pool)
-        .await?
-        .try_get::<i64, _>("id")?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE id = $1"
-        ))
-        .bind(id)
         .fetch_one(&self.pool)
         .await?;
         task_from_row(&row)

@@ -316,6 +316,12 @@ static GET_TARGET_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A task and its snapshot of the target's settings.
+macro_rules! task_cols {
+    () => {
+        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt, template_name, template_commit, template_params_json"
+    };
+}
+
 static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
     const OWN: &[&str] = &[
         "org_id",
@@ -336,11 +342,13 @@ static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
         "template_commit",
         "template_params_json",
     ];
+    // RETURNING the whole row: the new task without a second statement.
     format!(
-        "INSERT INTO tasks ({}, {}) VALUES ({})",
+        "INSERT INTO tasks ({}, {}) VALUES ({}) RETURNING {}",
         OWN.join(", "),
         SNAPSHOT_COLUMNS.join(", "),
-        placeholders(OWN.len() + SNAPSHOT_COLUMNS.len())
+        placeholders(OWN.len() + SNAPSHOT_COLUMNS.len()),
+        task_cols!()
     )
 });
 
@@ -379,12 +387,6 @@ fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
         redact_keys: json_list(&row.try_get::<String, _>("redact_keys_json")?)?,
         public_keys: json_list(&row.try_get::<String, _>("public_keys_json")?)?,
     })
-}
-
-macro_rules! task_cols {
-    () => {
-        "id, org_id, target_name, tags, kind, script, message, user_email, status, exit_code, failure_reason, failure_message, session_id, agent_hostname, cancel_requested, redacted, log_received, log_kept, log_size, log_location, created_at, started_at, finished_at, elapsed_ms, offer_deadline, created_with_jwt, template_name, template_commit, template_params_json"
-    };
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -822,14 +824,7 @@ impl Store for SqliteStore {
             .bind(t.template.as_ref().map(|x| &x.name))
             .bind(t.template.as_ref().map(|x| &x.commit))
             .bind(super::task_template_params_json(t.template.as_ref()));
-        let id = bind_snapshot(q, target)
-            .execute(&self.writer)
-            .await?
-            .last_insert_rowid();
-        let row = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?"))
-            .bind(id)
-            .fetch_one(&self.writer)
-            .await?;
+        let row = bind_snapshot(q, target).fetch_one(&self.writer).await?;
         task_from_row(&row)
     }
 
