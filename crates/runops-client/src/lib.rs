@@ -262,7 +262,8 @@ impl Client {
                 status,
                 detail: format!(
                     "it redirects to {to}; if that is the server, use its address \
-                     (`runops login --url URL --token TOKEN`, or RUNOPS_URL)"
+                     (the CLI: `runops login --url URL --token TOKEN`, or RUNOPS_URL; \
+                     an agent: API_URL)"
                 ),
             };
         }
@@ -332,6 +333,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("runops login --url"), "{msg}");
+        assert!(msg.contains("an agent: API_URL"), "{msg}");
         assert!(
             !err.is_transport(),
             "a redirect is not worth retrying: {err}"
