@@ -77,8 +77,12 @@ fi
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 command -v psql >/dev/null || log "psql not found: the postgres comparison will be marked pending"
 
-log "cargo build ${build_flags[*]} -p runops -p runops-bench"
-cargo build "${build_flags[@]}" -p runops -p runops-bench
+# runops alone, as users build it: built together with runops-bench, cargo unifies the
+# two packages' features, which changes symbol hashes and so the binary's layout
+# (crates/runops/build.rs).
+log "cargo build ${build_flags[*]} -p runops; cargo build ${build_flags[*]} -p runops-bench"
+cargo build "${build_flags[@]}" -p runops
+cargo build "${build_flags[@]}" -p runops-bench
 
 redact_args=()
 if [ "$want_redaction" = 1 ]; then
