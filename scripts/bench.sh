@@ -83,6 +83,7 @@ command -v psql >/dev/null || log "psql not found: the postgres comparison will 
 log "cargo build ${build_flags[*]} -p runops; cargo build ${build_flags[*]} -p runops-bench"
 cargo build "${build_flags[@]}" -p runops
 cargo build "${build_flags[@]}" -p runops-bench
+[ "$profile" = release ] && log "$(bash scripts/link-order.sh --check "target/$profile/runops")"
 
 redact_args=()
 if [ "$want_redaction" = 1 ]; then

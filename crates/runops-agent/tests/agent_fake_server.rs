@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +53,15 @@ struct Fake {
     tails: u32,
     /// Refuse the next `log_tail` with `409 log_gap`.
     gap_next_tail: bool,
+    /// `max_log_chunk_bytes` in the connect answer (`None`: a server that predates it).
+    advertise_chunk: Option<u64>,
+    /// Answer uploads `503` while set.
+    hold_uploads: bool,
+    /// Refuse bodies bigger than this with `413`, as a proxy before the server would.
+    proxy_body_limit: Option<usize>,
+    /// Sizes of the uploads taken, and of those refused with `413`.
+    chunk_sizes: Vec<usize>,
+    too_large: Vec<usize>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -102,6 +112,7 @@ async fn connect(
         lease_secs: 30,
         poll_hold_secs: 1,
         resumed,
+        max_log_chunk_bytes: f.advertise_chunk,
     })
     .into_response()
 }
@@ -155,9 +166,20 @@ async fn logs(
     body: Bytes,
 ) -> Response {
     let mut f = s.lock().unwrap();
-    if f.fail_uploads > 0 {
-        f.fail_uploads -= 1;
+    if f.fail_uploads > 0 || f.hold_uploads {
+        f.fail_uploads = f.fail_uploads.saturating_sub(1);
         return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "restarting");
+    }
+    if f.proxy_body_limit.is_some_and(|max| body.len() > max) {
+        f.too_large.push(body.len());
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "<html><body>413 Request Entity Too Large</body></html>",
+        )
+            .into_response();
+    }
+    if !body.is_empty() {
+        f.chunk_sizes.push(body.len());
     }
     if !f.valid.contains(&q.session_id) {
         return err(StatusCode::GONE, "session_expired", "session expired");
@@ -248,7 +270,10 @@ async fn fake_server() -> (Shared, String) {
         .route("/v1/agent/connect", post(connect))
         .route("/v1/agent/poll", post(poll))
         .route("/v1/agent/tasks/{id}/start", post(start))
-        .route("/v1/agent/tasks/{id}/logs", post(logs))
+        .route(
+            "/v1/agent/tasks/{id}/logs",
+            post(logs).layer(DefaultBodyLimit::max(64 << 20)),
+        )
         .route("/v1/agent/tasks/{id}/finish", post(finish))
         .route("/v1/agent/disconnect", post(disconnect))
         .with_state(state.clone());
@@ -703,5 +728,80 @@ async fn a_small_task_reports_log_and_result_together_and_falls_back_on_a_gap() 
     assert!(
         spool.pending().await.unwrap().is_empty(),
         "reported tasks left in the spool"
+    );
+}
+
+/// A 6 MiB log spooled while the server answers `503`, then uploaded: in chunks of the
+/// size the server advertises (1 MiB when it does not say), halved after a `413`.
+async fn chunk_sizes_for(advertise: Option<u64>, proxy: Option<usize>) -> Fake {
+    const BYTES: usize = 6 << 20;
+    let (s, url) = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut f = s.lock().unwrap();
+        f.advertise_chunk = advertise;
+        f.proxy_body_limit = proxy;
+        f.hold_uploads = true;
+        f.queue
+            .push_back(offer(1, &format!("yes abcdefgh | head -c {BYTES}")));
+    }
+    let agent = start_agent(&url, &dir.path().join("data"), None, 1);
+    let spooled = dir.path().join("data/spool/1/log");
+    let wait = async {
+        while std::fs::metadata(&spooled).map_or(0, |m| m.len()) < BYTES as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(TEST_LIMIT, wait)
+        .await
+        .expect("the whole log reached the spool");
+    s.lock().unwrap().hold_uploads = false;
+    until(&s, "the task finished", |f| f.finished.contains_key(&1)).await;
+    stop(agent, 1).await.unwrap();
+    assert_eq!(
+        log_of(&s, 1),
+        "abcdefgh\n".repeat(BYTES / 9) + &"abcdefgh"[..BYTES % 9]
+    );
+    std::mem::take(&mut *s.lock().unwrap())
+}
+
+#[tokio::test]
+async fn log_chunks_take_the_size_the_server_advertises_and_shrink_after_413() {
+    const MIB: usize = 1 << 20;
+    // A server that predates `max_log_chunk_bytes`: 1 MiB chunks.
+    let f = chunk_sizes_for(None, None).await;
+    assert_eq!(f.chunk_sizes.first(), Some(&MIB), "{:?}", f.chunk_sizes);
+    assert!(
+        f.chunk_sizes.iter().all(|&n| n <= MIB),
+        "{:?}",
+        f.chunk_sizes
+    );
+
+    // A server that takes 4 MiB.
+    let f = chunk_sizes_for(Some(4 * MIB as u64), None).await;
+    assert_eq!(
+        f.chunk_sizes.first(),
+        Some(&(4 * MIB)),
+        "{:?}",
+        f.chunk_sizes
+    );
+
+    // More than the agent sends: its own limit.
+    let f = chunk_sizes_for(Some(1 << 40), None).await;
+    assert_eq!(
+        f.chunk_sizes.first(),
+        Some(&(4 * MIB)),
+        "{:?}",
+        f.chunk_sizes
+    );
+
+    // A proxy before it takes 1.5 MiB: 4 MiB and 2 MiB are refused, then 1 MiB goes.
+    let f = chunk_sizes_for(Some(4 * MIB as u64), Some(3 * MIB / 2)).await;
+    assert_eq!(f.too_large, [4 * MIB, 2 * MIB]);
+    assert_eq!(f.chunk_sizes.first(), Some(&MIB), "{:?}", f.chunk_sizes);
+    assert!(
+        f.chunk_sizes.iter().all(|&n| n <= MIB),
+        "{:?}",
+        f.chunk_sizes
     );
 }

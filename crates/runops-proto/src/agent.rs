@@ -18,7 +18,9 @@
 //!   that was cancelled, answers 409 and the agent must not run it.
 //! - Logs are one byte stream per task. A chunk carries its offset; the server appends
 //!   the part it does not have yet and answers with its stored size, so resends are
-//!   harmless and gaps are detected (`409 log_gap` with the stored size).
+//!   harmless and gaps are detected (`409 log_gap` with the stored size). A chunk is
+//!   at most the connect answer's `max_log_chunk_bytes` (1 MiB when absent); after a
+//!   `413` (a proxy with a lower limit) the agent halves its chunks until it reconnects.
 //! - A small task's last log bytes may ride with its result ([`FinishRequest::log_tail`],
 //!   at most [`MAX_LOG_TAIL_BYTES`]): the server appends them exactly as an upload at
 //!   that offset (resends harmless, a gap refused with `409 log_gap` and nothing
@@ -75,6 +77,10 @@ pub struct ConnectResponse {
     pub poll_hold_secs: u64,
     /// True when this connect resumed an existing session of the same instance.
     pub resumed: bool,
+    /// The largest log chunk the server takes, in bytes. Servers that predate this
+    /// field leave it out; they take 1 MiB (`BASE_LOG_CHUNK_BYTES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_chunk_bytes: Option<u64>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1152,8 +1152,38 @@ async fn shutdown_answers_held_polls_and_ends_followers() {
     assert_eq!(follower.await.unwrap(), b"partial");
 }
 
+#[tokio::test]
+async fn log_chunks_up_to_the_advertised_size_are_taken_and_bigger_ones_refused() {
+    let env = Env::new().await;
+    env.target("demo", None).await;
+    let agent = env.agent_client().await;
+    let session = agent.agent_connect(&connect_req(None, "a")).await.unwrap();
+    let max = runops_proto::limits::MAX_LOG_CHUNK_BYTES;
+    assert_eq!(session.max_log_chunk_bytes, Some(max as u64));
+    assert!(max >= runops_proto::limits::BASE_LOG_CHUNK_BYTES);
+    let s = session.session_id;
+    let id = env.task("demo", "yes").await;
+    poll(&agent, &poll_req(&s, vec![], 1)).await;
+    agent.agent_start(id, &s).await.unwrap();
+    let ack = agent
+        .agent_upload_log(id, &s, 0, vec![b'x'; max])
+        .await
+        .unwrap();
+    assert_eq!(ack.stored, max as u64);
+    let e = agent
+        .agent_upload_log(id, &s, max as u64, vec![b'y'; max + 1])
+        .await
+        .unwrap_err();
+    let (status, code, msg) = api_err(e);
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"), "{msg}");
+    let log = env.admin.task_logs(id, 0).await.unwrap();
+    assert_eq!(log.len(), max);
+    env.server.shutdown().await;
+}
+
 /// Measurement, not a check: `cargo test -p runops-server -- --ignored --nocapture`.
-/// Uploads 1 MiB log chunks over HTTP and claims tasks one by one, printing the rates.
+/// Uploads the largest log chunks (`MAX_LOG_CHUNK_BYTES`) over HTTP and claims tasks one
+/// by one, printing the rates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_log_upload_and_claim_rates() {
@@ -1181,7 +1211,7 @@ async fn measure_log_upload_and_claim_rates() {
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "log upload over HTTP: {:.0} MB/s",
-        n as f64 * 1.048576 / secs
+        (n * chunk.len() as u64) as f64 / 1e6 / secs
     );
 
     let store = env.server.store();
@@ -1203,7 +1233,7 @@ async fn measure_log_upload_and_claim_rates() {
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "log append in the store: {:.0} MB/s",
-        n as f64 * 1.048576 / secs
+        (n * chunk.len() as u64) as f64 / 1e6 / secs
     );
 
     let tasks = 2000;

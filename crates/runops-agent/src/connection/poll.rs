@@ -39,7 +39,7 @@ pub async fn run_loop(
     };
     announce(&agent, &session);
     agent.health.connected();
-    publisher.publish(Some(session.session_id.clone()));
+    publisher.publish(Some(&session));
     let mut backoff = Backoff::new();
     loop {
         let level = shutdown.level();
@@ -181,7 +181,7 @@ async fn reconnect(
         Ok(Some(session)) => {
             announce(agent, &session);
             agent.health.connected();
-            publisher.publish(Some(session.session_id.clone()));
+            publisher.publish(Some(&session));
             Ok(session)
         }
         Ok(None) => Err(anyhow::anyhow!(

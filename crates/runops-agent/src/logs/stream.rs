@@ -36,11 +36,10 @@
 use super::output::LogProgress;
 use super::spool::{LogReader, TaskResult, TaskSpool};
 use crate::backoff::Backoff;
-use crate::connection::ServerLink;
+use crate::connection::{MIN_LOG_CHUNK_BYTES, ServerLink};
 use crate::limits::{DIRECT_REPORT_TIMEOUT, UPLOAD_FLUSH_BYTES, UPLOAD_INTERVAL};
 use runops_client::ClientError;
 use runops_proto::agent::{LogTail, MAX_LOG_TAIL_BYTES};
-use runops_proto::limits::MAX_LOG_CHUNK_BYTES;
 use runops_proto::{FailureReason, TaskStatus};
 use tokio::sync::{oneshot, watch};
 
@@ -274,7 +273,7 @@ async fn upload_chunk(
     written: u64,
 ) -> Answer<u64> {
     let task_id = spool.task_id();
-    let len = (written - offset).min(MAX_LOG_CHUNK_BYTES as u64) as usize;
+    let len = (written - offset).min(link.log_chunk_bytes() as u64) as usize;
     let open = match reader {
         Some(r) => r,
         None => match spool.log_reader().await {
@@ -313,6 +312,15 @@ async fn upload_chunk(
             Answer::Retry { backoff: true }
         }
         Ok(ack) => Answer::Ok(ack.stored),
+        Err(e) if e.status() == Some(413) && sent > MIN_LOG_CHUNK_BYTES as u64 => {
+            // The server, or a proxy before it, takes less than it advertised.
+            let smaller = link.shrink_log_chunk(sent as usize);
+            tracing::warn!(
+                task_id,
+                "a {sent}-byte log chunk was refused as too large ({e}); sending at most {smaller} bytes per chunk from now on (raise the body size limit of any proxy before the server)"
+            );
+            Answer::Retry { backoff: false }
+        }
         Err(e) => classify(link, task_id, &session, e, "log_gap").await,
     }
 }

@@ -9,7 +9,7 @@ use runops_proto::agent::{
     ConnectRequest, ConnectResponse, DisconnectRequest, FinishRequest, FinishResponse, LogAck,
     LogChunkQuery, MAX_LOG_TAIL_BYTES, PollRequest, PollResponse, StartRequest, StartResponse,
 };
-use runops_proto::limits::{MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
+use runops_proto::limits::{MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_LEN, MAX_POLL_HOLD_SECS};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -429,6 +429,7 @@ fn connected(st: &AppState, session_id: String, org: &str, resumed: bool) -> Con
         lease_secs: st.settings.lease_secs,
         poll_hold_secs: st.settings.poll_hold.as_secs_f64().ceil() as u64,
         resumed,
+        max_log_chunk_bytes: Some(MAX_LOG_CHUNK_BYTES as u64),
     }
 }
 
