@@ -19,7 +19,7 @@
 # building other packages with it can change the symbols' hashes), on loopback, each
 # under `valgrind --tool=callgrind`; a few dozen tasks of the usual kinds (plain, failing,
 # redacted output, a larger log, one that sleeps). The list holds the agent's functions,
-# then the CLI's, then the server's, each name once.
+# then the CLI's, then the server's, each name once, sorted within each group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 list=crates/runops/link/hot-symbols.txt
@@ -60,7 +60,7 @@ pids+=($!)
 for _ in $(seq 300); do curl -sf "$RUNOPS_URL/healthz" >/dev/null && break; sleep 0.2; done
 curl -sf "$RUNOPS_URL/healthz" >/dev/null || { echo "link-order.sh: the server did not start; see $work/server.log" >&2; exit 1; }
 
-cg cli "$bin" targets create --name local --type bash >/dev/null
+cg cli "$bin" targets create --name local --type bash >/dev/null 2>&1
 token=$(cg cli "$bin" agents create-token --name link-order | tail -1)
 TOKEN=$token API_URL=$RUNOPS_URL RUNOPS_AGENT_DATA_DIR=$work/agent \
   valgrind --tool=callgrind --demangle=no -q --callgrind-out-file="$work/cg.agent.%p" \
@@ -99,6 +99,7 @@ import glob, re, sys
 work, binary, out = sys.argv[1:]
 names, seen = [], set()
 for role in ("agent", "cli", "server"):
+    start = len(names)
     for path in sorted(glob.glob(f"{work}/cg.{role}.*")):
         objects, functions, current = {}, {}, None
         for line in open(path, errors="replace"):
@@ -125,6 +126,9 @@ for role in ("agent", "cli", "server"):
                 continue
             seen.add(name)
             names.append(name)
+    # Sorted within each role: the order inside the group does not matter for what is
+    # resident, and a sorted list keeps a regeneration's diff to what changed.
+    names[start:] = sorted(names[start:])
 with open(out, "w") as f:
     f.write("".join(n + "\n" for n in names))
 print(f"link-order.sh: {len(names)} functions written to {out}")
