@@ -24,6 +24,12 @@ pub const FATAL_STOP_WAIT: Duration = Duration::from_secs(5);
 pub const UPLOAD_FLUSH_BYTES: u64 = 64 * 1024;
 /// How long new log bytes may wait before being uploaded: "live" for a human.
 pub const UPLOAD_INTERVAL: Duration = Duration::from_millis(100);
+/// Log chunk bytes all the agent's uploads may hold in memory at once. A chunk is read
+/// from the spool into a buffer of its size (up to 4 MiB with a current server) and
+/// kept until the server answers: without a bound, 30 tasks each with a large backlog
+/// would hold 120 MiB. Uploads beyond it wait their turn; the server stores one
+/// task's chunk at a time anyway.
+pub const UPLOAD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Size of one read from a child's stdout/stderr: a whole pipe buffer (64 KiB on
 /// Linux), so a fast writer costs one redact-and-spool round per pipe-full, not four.

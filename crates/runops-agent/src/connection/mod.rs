@@ -10,13 +10,13 @@
 pub mod connect;
 pub mod poll;
 
-use crate::limits::SESSION_WAIT;
+use crate::limits::{SESSION_WAIT, UPLOAD_BUFFER_BYTES};
 use runops_client::Client;
 use runops_proto::agent::ConnectResponse;
 use runops_proto::limits::{BASE_LOG_CHUNK_BYTES, MAX_LOG_CHUNK_BYTES};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 /// The client and the current session, shared by everything that calls the server.
 #[derive(Clone)]
@@ -25,6 +25,40 @@ pub struct ServerLink {
     session: watch::Receiver<Option<String>>,
     expired: Arc<Notify>,
     log_chunk_bytes: Arc<AtomicUsize>,
+    upload_budget: UploadBudget,
+}
+
+/// Bytes of log chunks that uploads may hold at once ([`UPLOAD_BUFFER_BYTES`]).
+#[derive(Clone)]
+pub struct UploadBudget {
+    /// A permit per [`BUDGET_UNIT`] bytes.
+    units: Arc<Semaphore>,
+    total: usize,
+}
+
+/// The grain of the upload budget (a permit per 64 KiB).
+const BUDGET_UNIT: usize = 64 * 1024;
+
+impl UploadBudget {
+    pub fn new(bytes: usize) -> UploadBudget {
+        let total = bytes.div_ceil(BUDGET_UNIT).max(1);
+        UploadBudget {
+            units: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` fit beside what the other holders hold (a chunk bigger than
+    /// the whole budget waits for all of it); released when the permit is dropped.
+    pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(BUDGET_UNIT).clamp(1, self.total);
+        // The semaphore is never closed, so this cannot fail.
+        self.units
+            .clone()
+            .acquire_many_owned(u32::try_from(units).unwrap_or(u32::MAX))
+            .await
+            .ok()
+    }
 }
 
 /// The main loop's side of a [`ServerLink`]: publishes the session id.
@@ -65,6 +99,7 @@ impl ServerLink {
                 session: rx,
                 expired,
                 log_chunk_bytes,
+                upload_budget: UploadBudget::new(UPLOAD_BUFFER_BYTES),
             },
         )
     }
@@ -72,6 +107,12 @@ impl ServerLink {
     /// The largest log chunk to upload to the current server ([`log_chunk_bytes`]).
     pub fn log_chunk_bytes(&self) -> usize {
         self.log_chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a log chunk of `bytes` fits in [`UPLOAD_BUFFER_BYTES`] beside the
+    /// chunks other uploads hold; its share is released when the permit is dropped.
+    pub async fn upload_buffer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        self.upload_budget.take(bytes).await
     }
 
     /// A chunk of `refused` bytes was answered `413`: halves the chunk size below it
@@ -120,5 +161,47 @@ impl SessionPublisher {
     /// Resolves when someone saw the session expire.
     pub async fn expired(&self) {
         self.expired.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[tokio::test]
+    async fn uploads_hold_at_most_the_budget_and_wait_for_their_turn() {
+        let budget = UploadBudget::new(16 * MIB);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(budget.take(4 * MIB).await.unwrap());
+        }
+        // Full: the next chunk, even a small one, waits until one is answered.
+        let next = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(100).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !next.is_finished(),
+            "a chunk beyond the budget did not wait"
+        );
+        held.pop();
+        let permit = tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the waiting chunk got its turn")
+            .unwrap();
+        assert!(permit.is_some());
+        drop(held);
+        drop(permit);
+        // Bigger than the whole budget: waits for all of it rather than forever.
+        let whole = tokio::time::timeout(Duration::from_secs(10), budget.take(64 * MIB)).await;
+        assert!(
+            whole
+                .expect("an oversized chunk went through alone")
+                .is_some()
+        );
     }
 }

@@ -274,6 +274,8 @@ async fn upload_chunk(
 ) -> Answer<u64> {
     let task_id = spool.task_id();
     let len = (written - offset).min(link.log_chunk_bytes() as u64) as usize;
+    // Held until the server answered: the chunk's buffer lives that long.
+    let _buffer = link.upload_buffer(len).await;
     let open = match reader {
         Some(r) => r,
         None => match spool.log_reader().await {
