@@ -49,12 +49,13 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export RUNOPS_URL=http://127.0.0.1:$port
 export RUNOPS_TOKEN=link-order-admin-$RANDOM$RANDOM$RANDOM$RANDOM
 export RUNOPS_CONFIG=$work/cli-config
-# `cg ROLE COMMAND...`: a command under callgrind (the server and the agent are started
-# the same way below, without the function, so that $! is valgrind itself).
-cg() { valgrind --tool=callgrind --demangle=no -q --callgrind-out-file="$work/cg.$1.%p" "${@:2}"; }
+# `cg ROLE COMMAND...`: a command under callgrind. The server and the agent run in the
+# background with the array itself, so that $! is valgrind.
+callgrind=(valgrind --tool=callgrind --demangle=no -q)
+cg() { "${callgrind[@]}" --callgrind-out-file="$work/cg.$1.%p" "${@:2}"; }
 
 RUNOPS_ADMIN_TOKEN=$RUNOPS_TOKEN RUNOPS_LISTEN=127.0.0.1:$port RUNOPS_DATA_DIR=$work/server \
-  valgrind --tool=callgrind --demangle=no -q --callgrind-out-file="$work/cg.server.%p" \
+  "${callgrind[@]}" --callgrind-out-file="$work/cg.server.%p" \
   "$bin" server >"$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do curl -sf "$RUNOPS_URL/healthz" >/dev/null && break; sleep 0.2; done
@@ -63,7 +64,7 @@ curl -sf "$RUNOPS_URL/healthz" >/dev/null || { echo "link-order.sh: the server d
 cg cli "$bin" targets create --name local --type bash >/dev/null 2>&1
 token=$(cg cli "$bin" agents create-token --name link-order | tail -1)
 TOKEN=$token API_URL=$RUNOPS_URL RUNOPS_AGENT_DATA_DIR=$work/agent \
-  valgrind --tool=callgrind --demangle=no -q --callgrind-out-file="$work/cg.agent.%p" \
+  "${callgrind[@]}" --callgrind-out-file="$work/cg.agent.%p" \
   "$bin" agent >"$work/agent.log" 2>&1 &
 agent=$!
 pids+=($agent)

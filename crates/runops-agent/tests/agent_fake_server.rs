@@ -178,11 +178,11 @@ async fn logs(
         )
             .into_response();
     }
-    if !body.is_empty() {
-        f.chunk_sizes.push(body.len());
-    }
     if !f.valid.contains(&q.session_id) {
         return err(StatusCode::GONE, "session_expired", "session expired");
+    }
+    if !body.is_empty() {
+        f.chunk_sizes.push(body.len());
     }
     if f.lose_next_upload && !body.is_empty() {
         f.lose_next_upload = false;
