@@ -1757,3 +1757,64 @@ async fn finish_with_a_log_tail_stores_it_once_and_refuses_gaps() {
     assert_eq!(&env.admin.task_logs(id2, 0).await.unwrap()[..], b"bye\n");
     env.server.shutdown().await;
 }
+
+/// A poll touches the session's lease unless it was touched within the last tenth of
+/// the lease (a write fewer per poll for an agent busy with short tasks), and an agent
+/// that keeps polling keeps its lease however often it polls.
+#[tokio::test]
+async fn polls_moments_apart_touch_the_lease_once_and_keep_it() {
+    const LEASE_SECS: u64 = 2;
+    let env = Env::with(Opts {
+        lease: LEASE_SECS,
+        ..Default::default()
+    })
+    .await;
+    env.target("demo", None).await;
+    let agent = env.agent_client().await;
+    let s = agent
+        .agent_connect(&connect_req(None, "a"))
+        .await
+        .unwrap()
+        .session_id;
+    let session = || async { env.server.store().get_session(&s).await.unwrap().unwrap() };
+    let tenth_ms = i64::try_from(LEASE_SECS * 100).unwrap();
+
+    // Polls answered at once (a task is ready each time): one that ends within a tenth
+    // of the lease after the last touch leaves it as it was. The clock is read after
+    // the answer, so "within" holds for the server's own check too.
+    let mut skipped = 0;
+    for _ in 0..20 {
+        let before = session().await.last_seen_ms;
+        env.task("demo", "true").await;
+        let offers = poll(&agent, &poll_req(&s, vec![], 1)).await.offers;
+        assert_eq!(offers.len(), 1, "{offers:?}");
+        if runops_server::now_ms() - before < tenth_ms {
+            assert_eq!(
+                session().await.last_seen_ms,
+                before,
+                "touched again too soon"
+            );
+            skipped += 1;
+        }
+    }
+    assert!(
+        skipped > 0,
+        "no poll came within {tenth_ms} ms of the last touch"
+    );
+
+    // Polling on (each idle poll held for part of the lease) carries the session past
+    // a whole lease after it connected: the lease moves on and never lapses.
+    let connected = session().await.connected_at_ms;
+    eventually(|| async {
+        let got = poll(&agent, &poll_req(&s, vec![], 0)).await;
+        assert!(got.offers.is_empty());
+        let now = session().await;
+        assert_eq!(
+            now.ended_at_ms, None,
+            "the lease lapsed while the agent polled"
+        );
+        (now.last_seen_ms > connected + i64::try_from(LEASE_SECS * 1000).unwrap()).then_some(())
+    })
+    .await;
+    env.server.shutdown().await;
+}

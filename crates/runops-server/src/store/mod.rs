@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The database failed; details go to the server log, not to the user.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A read of the SQLite store on the request path failed (`sqlite::inline`).
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
     /// Stored data could not be read back (corrupt row, unknown status...).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -60,6 +63,10 @@ impl StoreError {
                     .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
                 _ => false,
             },
+            // Locked by another process for longer than the busy timeout.
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DatabaseBusy
+            }
             _ => false,
         }
     }

@@ -4,13 +4,14 @@
 //! instead of failing with `SQLITE_BUSY`, and every state change is one short
 //! transaction. Reads use a separate small pool that WAL lets run beside the writer.
 
+mod inline;
 mod webhooks;
 
 use super::web_sessions as web_sessions_trait;
 use super::*;
 use crate::lifecycle::{self, Event, LogLimit, LogRoom, Refusal, TaskState, Write};
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use inline::{Cols, InlineReaders, read_optional};
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -67,6 +68,8 @@ pub struct LogQuotas {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The request path's reads (token, session, task, log), without a thread hop.
+    inline: InlineReaders,
     quotas: LogQuotas,
     checkpoints: Checkpoints,
 }
@@ -133,6 +136,10 @@ impl SqliteStore {
             // NORMAL in WAL mode: a power loss may lose the last commits, never corrupt.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Statement journals and sorts in memory: with the default (files), every
+            // multi-row write of a transaction created, then unlinked, a file in
+            // /var/tmp (six system calls per task).
+            .pragma("temp_store", "MEMORY")
             .page_size(PAGE_SIZE)
             .busy_timeout(BUSY_TIMEOUT);
         let checkpoints = Checkpoints::start(opts.clone());
@@ -157,9 +164,11 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        let inline = InlineReaders::open(&path, READ_POOL_SIZE as usize)?;
         Ok(SqliteStore {
             writer,
             reader,
+            inline,
             quotas: LogQuotas::default(),
             checkpoints,
         })
@@ -193,15 +202,15 @@ fn to_json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-fn user_from_row(row: &SqliteRow, org: &str) -> StoreResult<User> {
+fn user_from_row(row: &(impl Cols + ?Sized), org: &str) -> StoreResult<User> {
     Ok(User {
-        id: row.try_get("u_id")?,
-        name: row.try_get("u_name")?,
-        email: row.try_get("u_email")?,
-        groups: json_list(&row.try_get::<String, _>("u_groups")?)?,
-        role: row.try_get("u_role")?,
+        id: row.col("u_id")?,
+        name: row.col("u_name")?,
+        email: row.col("u_email")?,
+        groups: json_list(&row.col::<String>("u_groups")?)?,
+        role: row.col("u_role")?,
         org: org.to_string(),
-        created_at: ts(row.try_get("u_created_at")?)?,
+        created_at: ts(row.col("u_created_at")?)?,
     })
 }
 
@@ -322,6 +331,29 @@ macro_rules! task_cols {
     };
 }
 
+/// The columns of a task's lifecycle state that change, as an optimistic write
+/// compares them: the row still holds the state its change was decided on. Bound by
+/// [`bind_unchanged`].
+macro_rules! unchanged_sql {
+    () => {
+        "status = ? AND session_id IS ? AND offer_deadline IS ? AND cancel_requested = ? AND failure_reason IS ? AND log_received = ?"
+    };
+}
+
+/// An agent's result, without its RETURNING (bound by [`bind_finish`]).
+macro_rules! finish_sql {
+    () => {
+        "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ?"
+    };
+}
+
+/// `Write::Start`'s statement, without its RETURNING (binds: status, started_at, id).
+macro_rules! start_sql {
+    () => {
+        "UPDATE tasks SET status = ?, started_at = ?, offer_deadline = NULL WHERE id = ?"
+    };
+}
+
 static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
     const OWN: &[&str] = &[
         "org_id",
@@ -393,56 +425,56 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
-    let id: i64 = row.try_get("id")?;
-    let status = parse_status(&row.try_get::<String, _>("status")?)?;
-    let log_received = u64_of(row.try_get("log_received")?);
-    let log_size: Option<i64> = row.try_get("log_size")?;
-    let started_ms: Option<i64> = row.try_get("started_at")?;
-    let finished_ms: Option<i64> = row.try_get("finished_at")?;
-    let elapsed: Option<i64> = row.try_get("elapsed_ms")?;
+fn task_from_row(row: &(impl Cols + ?Sized)) -> StoreResult<TaskRecord> {
+    let id: i64 = row.col("id")?;
+    let status = parse_status(&row.col::<String>("status")?)?;
+    let log_received = u64_of(row.col("log_received")?);
+    let log_size: Option<i64> = row.col("log_size")?;
+    let started_ms: Option<i64> = row.col("started_at")?;
+    let finished_ms: Option<i64> = row.col("finished_at")?;
+    let elapsed: Option<i64> = row.col("elapsed_ms")?;
     let elapsed_ms = match (elapsed, started_ms, finished_ms) {
         (Some(e), _, _) => Some(u64_of(e)),
         (None, Some(s), Some(f)) => Some(u64_of(f - s)),
         (None, Some(s), None) => Some(u64_of(Utc::now().timestamp_millis() - s)),
         _ => None,
     };
-    let exit_code: Option<i64> = row.try_get("exit_code")?;
+    let exit_code: Option<i64> = row.col("exit_code")?;
     let task = Task {
         id,
-        target: row.try_get("target_name")?,
-        kind: row.try_get("kind")?,
-        script: row.try_get("script")?,
-        message: row.try_get("message")?,
+        target: row.col("target_name")?,
+        kind: row.col("kind")?,
+        script: row.col("script")?,
+        message: row.col("message")?,
         status,
         exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
-        failure_reason: parse_reason(row.try_get("failure_reason")?)?,
-        failure_message: row.try_get("failure_message")?,
-        user: row.try_get("user_email")?,
-        agent: row.try_get("agent_hostname")?,
-        redacted: row.try_get::<i64, _>("redacted")? != 0,
+        failure_reason: parse_reason(row.col("failure_reason")?)?,
+        failure_message: row.col("failure_message")?,
+        user: row.col("user_email")?,
+        agent: row.col("agent_hostname")?,
+        redacted: row.col::<i64>("redacted")? != 0,
         log_size: log_size.map(u64_of).unwrap_or(log_received),
-        log_location: row.try_get("log_location")?,
+        log_location: row.col("log_location")?,
         task_logs: format!("/v1/tasks/{id}/logs"),
-        created_at: ts(row.try_get("created_at")?)?,
+        created_at: ts(row.col("created_at")?)?,
         started_at: ts_opt(started_ms)?,
         finished_at: ts_opt(finished_ms)?,
         elapsed_ms,
         review: None,
         template: super::task_template_of(
-            row.try_get("template_name")?,
-            row.try_get("template_commit")?,
-            row.try_get("template_params_json")?,
+            row.col("template_name")?,
+            row.col("template_commit")?,
+            row.col("template_params_json")?,
         )?,
     };
     Ok(TaskRecord {
         task,
-        org_id: row.try_get("org_id")?,
-        tags: row.try_get("tags")?,
-        session_id: row.try_get("session_id")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        org_id: row.col("org_id")?,
+        tags: row.col("tags")?,
+        session_id: row.col("session_id")?,
+        cancel_requested: row.col::<i64>("cancel_requested")? != 0,
         log_received,
-        log_kept: u64_of(row.try_get("log_kept")?),
+        log_kept: u64_of(row.col("log_kept")?),
     })
 }
 
@@ -452,22 +484,68 @@ macro_rules! session_cols {
     };
 }
 
-fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
-    let concurrency: i64 = row.try_get("concurrency")?;
+fn session_from_row(row: &(impl Cols + ?Sized)) -> StoreResult<SessionRecord> {
+    let concurrency: i64 = row.col("concurrency")?;
     Ok(SessionRecord {
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        org: row.try_get("org_name")?,
-        token_id: row.try_get("token_id")?,
-        tags: row.try_get("tags")?,
-        hostname: row.try_get("hostname")?,
-        version: row.try_get("version")?,
-        instance_id: row.try_get("instance_id")?,
+        id: row.col("id")?,
+        org_id: row.col("org_id")?,
+        org: row.col("org_name")?,
+        token_id: row.col("token_id")?,
+        tags: row.col("tags")?,
+        hostname: row.col("hostname")?,
+        version: row.col("version")?,
+        instance_id: row.col("instance_id")?,
         concurrency: u32::try_from(concurrency).unwrap_or(0),
-        connected_at_ms: row.try_get("connected_at")?,
-        last_seen_ms: row.try_get("last_seen")?,
-        ended_at_ms: row.try_get("ended_at")?,
-        verifies_identity: row.try_get("verifies_identity")?,
+        connected_at_ms: row.col("connected_at")?,
+        last_seen_ms: row.col("last_seen")?,
+        ended_at_ms: row.col("ended_at")?,
+        verifies_identity: row.col("verifies_identity")?,
+    })
+}
+
+const SESSION_BY_ID_SQL: &str = concat!(
+    "SELECT ",
+    session_cols!(),
+    " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.id = ?"
+);
+
+const GET_TASK_SQL: &str = concat!(
+    "SELECT ",
+    task_cols!(),
+    " FROM tasks WHERE org_id = ? AND id = ?"
+);
+
+const FIND_TOKEN_SQL: &str = concat!(
+    "SELECT t.id, t.org_id, o.name AS org_name, t.kind, t.hash, t.user_id, t.revoked_at, t.tags AS token_tags, ",
+    user_cols!(),
+    " FROM tokens t JOIN orgs o ON o.id = t.org_id LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = ?"
+);
+
+fn token_from_row(row: &(impl Cols + ?Sized)) -> StoreResult<AuthToken> {
+    let org: String = row.col("org_name")?;
+    let kind = match row.col::<String>("kind")?.as_str() {
+        "user" => TokenKind::User,
+        "agent" => TokenKind::Agent,
+        other => return Err(StoreError::Corrupt(format!("token kind `{other}`"))),
+    };
+    let stored: Vec<u8> = row.col("hash")?;
+    let hash: [u8; 32] = stored
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
+    let user_id: Option<i64> = row.col("user_id")?;
+    let user = match user_id {
+        Some(_) => Some(user_from_row(row, &org)?),
+        None => None,
+    };
+    Ok(AuthToken {
+        id: row.col("id")?,
+        org_id: row.col("org_id")?,
+        org,
+        kind,
+        hash,
+        user,
+        revoked: row.col::<Option<i64>>("revoked_at")?.is_some(),
+        tags: row.col("token_tags")?,
     })
 }
 
@@ -618,40 +696,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<AuthToken>> {
-        let row = sqlx::query(concat!(
-            "SELECT t.id, t.org_id, o.name AS org_name, t.kind, t.hash, t.user_id, t.revoked_at, t.tags AS token_tags, ",
-            user_cols!(),
-            " FROM tokens t JOIN orgs o ON o.id = t.org_id LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = ?"
-        ))
-        .bind(&hash[..])
-        .fetch_optional(&self.reader)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let org: String = row.try_get("org_name")?;
-        let kind = match row.try_get::<String, _>("kind")?.as_str() {
-            "user" => TokenKind::User,
-            "agent" => TokenKind::Agent,
-            other => return Err(StoreError::Corrupt(format!("token kind `{other}`"))),
-        };
-        let stored: Vec<u8> = row.try_get("hash")?;
-        let hash: [u8; 32] = stored
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
-        let user_id: Option<i64> = row.try_get("user_id")?;
-        let user = match user_id {
-            Some(_) => Some(user_from_row(&row, &org)?),
-            None => None,
-        };
-        Ok(Some(AuthToken {
-            id: row.try_get("id")?,
-            org_id: row.try_get("org_id")?,
-            org,
-            kind,
-            hash,
-            user,
-            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            tags: row.try_get("token_tags")?,
-        }))
+        self.inline
+            .read(|c| read_optional(c, FIND_TOKEN_SQL, [&hash[..]], |r| token_from_row(r)))
     }
 
     async fn unrevoke_token(&self, token_id: i64) -> StoreResult<()> {
@@ -829,16 +875,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_task(&self, org_id: i64, id: i64) -> StoreResult<Option<TaskRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE org_id = ? AND id = ?"
-        ))
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(task_from_row).transpose()
+        self.inline
+            .read(|c| read_optional(c, GET_TASK_SQL, (org_id, id), |r| task_from_row(r)))
     }
 
     async fn list_tasks(&self, org_id: i64, q: &TaskListQuery) -> StoreResult<Vec<Task>> {
@@ -938,11 +976,24 @@ impl Store for SqliteStore {
         session_id: &str,
         now_ms: i64,
     ) -> StoreResult<Decided<StartOutcome>> {
+        // The usual start, in one statement: decided on the row as read, written if
+        // the row still holds that state. Anything else takes the locked way below.
+        let event = Event::Start { session_id, now_ms };
+        if let Some((rec, state)) = self.read_task_state(org_id, id)?
+            && let Ok(d) = lifecycle::decide(&state, &event)
+            && matches!(d.write, Write::Start)
+            && let Some(after) = self.start_if_unchanged(id, &state, now_ms).await?
+        {
+            return Ok(Decided {
+                outcome: StartOutcome::Started(Box::new(after)),
+                effects: TaskEffects::for_task(&rec, d.effects),
+            });
+        }
         let mut tx = self.writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
             return Ok(Decided::only(StartOutcome::NotFound));
         };
-        let d = match lifecycle::decide(&state, &Event::Start { session_id, now_ms }) {
+        let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
             Err(Refusal::Ended(status)) => return Ok(Decided::only(StartOutcome::Ended(status))),
             Err(_) => return Ok(Decided::only(StartOutcome::OfferExpired)),
@@ -1105,25 +1156,27 @@ impl Store for SqliteStore {
 
     async fn read_log(&self, id: i64, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         let offset_i = i64::try_from(offset).unwrap_or(i64::MAX);
-        let mut rows = sqlx::query(
-            "SELECT start_offset, data FROM task_log_chunks WHERE task_id = ? AND end_offset > ? ORDER BY end_offset",
-        )
-        .bind(id)
-        .bind(offset_i)
-        .fetch(&self.reader);
-        let mut out = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            let start = u64_of(row.try_get("start_offset")?);
-            let data: Vec<u8> = row.try_get("data")?;
-            let from = usize::try_from(offset.saturating_sub(start)).unwrap_or(usize::MAX);
-            if from < data.len() {
-                out.extend_from_slice(&data[from..]);
+        self.inline.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT start_offset, data FROM task_log_chunks WHERE task_id = ? AND end_offset > ? ORDER BY end_offset",
+            )?;
+            let mut rows = stmt.query((id, offset_i))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let start = u64_of(row.get("start_offset")?);
+                let data = row.get_ref("data")?.as_blob().map_err(|e| {
+                    StoreError::Corrupt(format!("log chunk of task {id}: {e}"))
+                })?;
+                let from = usize::try_from(offset.saturating_sub(start)).unwrap_or(usize::MAX);
+                if from < data.len() {
+                    out.extend_from_slice(&data[from..]);
+                }
+                if out.len() >= max {
+                    break;
+                }
             }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     async fn first_admin_token(&self) -> StoreResult<Option<(i64, bool)>> {
@@ -1215,16 +1268,30 @@ impl Store for SqliteStore {
         req: &FinishRequest,
         now_ms: i64,
     ) -> StoreResult<Decided<FinishOutcome>> {
-        let mut tx = self.writer.begin().await?;
-        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
-            return Ok(Decided::only(FinishOutcome::NotFound));
-        };
         let event = Event::Finish {
             session_id: &req.session_id,
             status: req.result.status,
             failure_reason: req.result.failure_reason,
             log_size: req.result.log_size,
             log_elsewhere: req.result.log_location.is_some(),
+        };
+        // The usual finish, in one statement: decided on the row as read, written if
+        // the row still holds that state. Anything else takes the locked way below.
+        if let Some((rec, state)) = self.read_task_state(org_id, id)?
+            && let Ok(d) = lifecycle::decide(&state, &event)
+            && let Write::Finish { status, reason } = d.write
+            && let Some(after) = self
+                .finish_if_unchanged(id, &state, req, status, reason, now_ms)
+                .await?
+        {
+            return Ok(Decided {
+                outcome: FinishOutcome::Finished(Box::new(after)),
+                effects: TaskEffects::for_task(&rec, d.effects),
+            });
+        }
+        let mut tx = self.writer.begin().await?;
+        let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
+            return Ok(Decided::only(FinishOutcome::NotFound));
         };
         let d = match lifecycle::decide(&state, &event) {
             Ok(d) => d,
@@ -1238,26 +1305,10 @@ impl Store for SqliteStore {
             // The same result again: the first one stays.
             return Ok(Decided::only(FinishOutcome::AlreadyFinished(Box::new(rec))));
         };
-        let message = match status {
-            TaskStatus::Success => None,
-            _ => req.result.failure_message.clone(),
-        };
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET status = ?, exit_code = ?, failure_reason = ?, failure_message = ?, redacted = ?, log_size = ?, log_location = ?, finished_at = ?, elapsed_ms = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
-            task_cols!()
-        ))
-        .bind(status.as_str())
-        .bind(req.result.exit_code)
-        .bind(reason.map(|r| r.as_str()))
-        .bind(message)
-        .bind(req.result.redacted)
-        .bind(i64::try_from(req.result.log_size).unwrap_or(i64::MAX))
-        .bind(req.result.log_location.as_deref().unwrap_or("server"))
-        .bind(now_ms)
-        .bind(i64::try_from(req.result.elapsed_ms).unwrap_or(i64::MAX))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let q = sqlx::query(concat!(finish_sql!(), " RETURNING ", task_cols!()));
+        let row = bind_finish(q, req, status, reason, now_ms, id)
+            .fetch_one(&mut *tx)
+            .await?;
         let after = task_from_row(&row)?;
         tx.commit().await?;
         Ok(Decided {
@@ -1308,22 +1359,23 @@ impl Store for SqliteStore {
         org_id: i64,
         running: &[i64],
     ) -> StoreResult<Vec<i64>> {
-        let mut ids: Vec<i64> = sqlx::query_scalar(CANCELS_SQL.as_str())
-            .bind(session_id)
-            .fetch_all(&self.reader)
-            .await?;
-        if !running.is_empty() {
+        let mut ids: Vec<i64> = if running.is_empty() {
+            sqlx::query_scalar(CANCELS_SQL.as_str())
+                .bind(session_id)
+                .fetch_all(&self.reader)
+                .await?
+        } else {
+            // One statement for both (a poll listing running tasks is the common case
+            // of a busy agent).
             let list = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
-            let ended: Vec<i64> = sqlx::query_scalar(
-                "SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.status IN (SELECT value FROM json_each(?))",
-            )
-            .bind(list)
-            .bind(org_id)
-            .bind(status_list(&lifecycle::FINAL))
-            .fetch_all(&self.reader)
-            .await?;
-            ids.extend(ended);
-        }
+            sqlx::query_scalar(CANCELS_OR_ENDED_SQL.as_str())
+                .bind(session_id)
+                .bind(list)
+                .bind(org_id)
+                .bind(status_list(&lifecycle::FINAL))
+                .fetch_all(&self.reader)
+                .await?
+        };
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
@@ -1384,7 +1436,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        self.session_by_id(&self.reader, id).await
+        self.inline
+            .read(|c| read_optional(c, SESSION_BY_ID_SQL, [id], |r| session_from_row(r)))
     }
 
     async fn find_live_session(
@@ -1769,6 +1822,65 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Task `id` and its lifecycle state as a reader sees them now (no lock: a change
+    /// decided on it is written only if the row is unchanged, see `unchanged_sql!`).
+    fn read_task_state(
+        &self,
+        org_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<(TaskRecord, TaskState)>> {
+        self.inline
+            .read(|c| read_optional(c, GET_TASK_SQL, (org_id, id), |r| task_state_from_row(r)))
+    }
+
+    /// `Write::Start` for task `id` if its row still holds `state`; `None` when it
+    /// changed since `state` was read (nothing written).
+    async fn start_if_unchanged(
+        &self,
+        id: i64,
+        state: &TaskState,
+        now_ms: i64,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let q = sqlx::query(concat!(
+            start_sql!(),
+            " AND ",
+            unchanged_sql!(),
+            " RETURNING ",
+            task_cols!()
+        ))
+        .bind(TaskStatus::Running.as_str())
+        .bind(now_ms)
+        .bind(id);
+        let row = bind_unchanged(q, state)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// An agent's result for task `id` if its row still holds `state`; `None` when it
+    /// changed since `state` was read (nothing written).
+    async fn finish_if_unchanged(
+        &self,
+        id: i64,
+        state: &TaskState,
+        req: &FinishRequest,
+        status: TaskStatus,
+        reason: Option<FailureReason>,
+        now_ms: i64,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let q = sqlx::query(concat!(
+            finish_sql!(),
+            " AND ",
+            unchanged_sql!(),
+            " RETURNING ",
+            task_cols!()
+        ));
+        let row = bind_unchanged(bind_finish(q, req, status, reason, now_ms, id), state)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
     /// One task, one event: reads the row in the write transaction, asks the lifecycle,
     /// writes what it decided. `true` when the event applied.
     async fn decide_and_write(
@@ -1810,19 +1922,58 @@ async fn locked_task(
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let rec = task_from_row(&row)?;
+    row.as_ref().map(task_state_from_row).transpose()
+}
+
+/// A task row (of `task_cols!`) and the lifecycle state it holds.
+fn task_state_from_row(row: &(impl Cols + ?Sized)) -> StoreResult<(TaskRecord, TaskState)> {
+    let rec = task_from_row(row)?;
     let state = TaskState {
         status: rec.task.status,
         session_id: rec.session_id.clone(),
-        offer_deadline_ms: row.try_get("offer_deadline")?,
+        offer_deadline_ms: row.col("offer_deadline")?,
         cancel_requested: rec.cancel_requested,
         failure_reason: rec.task.failure_reason,
         log_received: rec.log_received,
-        created_with_jwt: row.try_get::<i64, _>("created_with_jwt")? != 0,
+        created_with_jwt: row.col::<i64>("created_with_jwt")? != 0,
         created_at_ms: rec.task.created_at.timestamp_millis(),
     };
-    Ok(Some((rec, state)))
+    Ok((rec, state))
+}
+
+/// Binds the values of `unchanged_sql!`.
+fn bind_unchanged<'q>(q: SqliteQuery<'q>, state: &'q TaskState) -> SqliteQuery<'q> {
+    q.bind(state.status.as_str())
+        .bind(state.session_id.as_deref())
+        .bind(state.offer_deadline_ms)
+        .bind(i64::from(state.cancel_requested))
+        .bind(state.failure_reason.map(|r| r.as_str()))
+        .bind(i64::try_from(state.log_received).unwrap_or(i64::MAX))
+}
+
+/// Binds the values of `finish_sql!`.
+fn bind_finish<'q>(
+    q: SqliteQuery<'q>,
+    req: &'q FinishRequest,
+    status: TaskStatus,
+    reason: Option<FailureReason>,
+    now_ms: i64,
+    id: i64,
+) -> SqliteQuery<'q> {
+    let message = match status {
+        TaskStatus::Success => None,
+        _ => req.result.failure_message.as_deref(),
+    };
+    q.bind(status.as_str())
+        .bind(req.result.exit_code)
+        .bind(reason.map(|r| r.as_str()))
+        .bind(message)
+        .bind(req.result.redacted)
+        .bind(i64::try_from(req.result.log_size).unwrap_or(i64::MAX))
+        .bind(req.result.log_location.as_deref().unwrap_or("server"))
+        .bind(now_ms)
+        .bind(i64::try_from(req.result.elapsed_ms).unwrap_or(i64::MAX))
+        .bind(id)
 }
 
 /// Writes a change the lifecycle decided for one task and returns the task as it is
@@ -1857,10 +2008,7 @@ async fn write_task(
             .await?
         }
         Write::Start => {
-            sqlx::query(concat!(
-                "UPDATE tasks SET status = ?, started_at = ?, offer_deadline = NULL WHERE id = ? RETURNING ",
-                task_cols!()
-            ))
+            sqlx::query(concat!(start_sql!(), " RETURNING ", task_cols!()))
             .bind(TaskStatus::Running.as_str())
             .bind(now_ms)
             .bind(id)
@@ -1939,6 +2087,15 @@ static CANCELS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`CANCELS_SQL`], and the ids of a JSON list of tasks that already ended.
+static CANCELS_OR_ENDED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{cancels} UNION ALL \
+         SELECT t.id FROM json_each(?) j JOIN tasks t ON t.id = j.value WHERE t.org_id = ? AND t.status IN (SELECT value FROM json_each(?))",
+        cancels = CANCELS_SQL.as_str(),
+    )
+});
+
 /// A status as an SQL string literal (its names are plain lower-case words and dashes).
 fn sql_literal(status: TaskStatus) -> String {
     format!("'{}'", status.as_str())
@@ -1982,14 +2139,10 @@ impl SqliteStore {
         pool: &SqlitePool,
         id: &str,
     ) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_cols!(),
-            " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+        let row = sqlx::query(SESSION_BY_ID_SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
         row.as_ref().map(session_from_row).transpose()
     }
 }
@@ -2191,6 +2344,141 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
         }
+    }
+
+    /// The optimistic start and finish write only a row that still holds the state
+    /// they were decided on: a kill or a result in between leaves them writing nothing
+    /// (and `start_task` / `finish_task` then take the locked way).
+    #[tokio::test]
+    async fn an_optimistic_write_on_a_changed_row_writes_nothing() {
+        use super::super::{NewSession, NewTask, NewUser, Store, Target};
+        use runops_proto::agent::{FinishRequest, TaskResult};
+        use runops_proto::{FailureReason, Role, TaskStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(dir.path()).await.unwrap();
+        let org = store.create_org("acme", 0).await.unwrap();
+        let user = NewUser {
+            name: "ann".into(),
+            email: "ann@acme.example".into(),
+            groups: Vec::new(),
+            role: Role::Admin,
+        };
+        let user = store.create_user(org, &user, 0).await.unwrap();
+        let at = chrono::DateTime::from_timestamp_millis(0).unwrap();
+        let target = Target {
+            name: "t".into(),
+            kind: "bash".into(),
+            description: None,
+            tags: None,
+            secret_provider: None,
+            secret_path: None,
+            secret_mapping: None,
+            runner_provider: None,
+            redact: "all".into(),
+            review: "none".into(),
+            reviewers: Vec::new(),
+            min_approvals: None,
+            approval_ttl: 3600,
+            review_ttl: 3600,
+            custom_command: None,
+            timeout: 600,
+            channel: None,
+            created_at: at,
+            updated_at: at,
+            config_keys: Vec::new(),
+            redact_keys: Vec::new(),
+            public_keys: Vec::new(),
+        };
+        let target = store.create_target(org, &target).await.unwrap();
+        let token = store
+            .create_agent_token(org, Some("a"), None, &[7; 32], 0)
+            .await
+            .unwrap();
+        let session = NewSession {
+            id: "s1".into(),
+            org_id: org,
+            token_id: token,
+            tags: None,
+            hostname: "host".into(),
+            version: "test".into(),
+            instance_id: "i".into(),
+            concurrency: 4,
+            verifies_identity: false,
+        };
+        let session = store.create_session(&session, 0).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let task = NewTask {
+                target: target.clone(),
+                kind: "bash".into(),
+                script: "true".into(),
+                message: None,
+                user: user.clone(),
+                status: TaskStatus::Ready,
+                created_with_jwt: false,
+                review_sha256: None,
+                template: None,
+            };
+            ids.push(store.create_task(org, &task, 1).await.unwrap().task.id);
+        }
+        assert_eq!(
+            store
+                .claim_tasks(&session, 2, 2, 60_000)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        // Start: the task was killed after its state was read.
+        let (_, stale) = store.read_task_state(org, ids[0]).unwrap().unwrap();
+        store
+            .kill_task(org, ids[0], "ann@acme.example", 3)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .start_if_unchanged(ids[0], &stale, 4)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let now = store.get_task(org, ids[0]).await.unwrap().unwrap();
+        assert_eq!(now.task.status, TaskStatus::Failure);
+        assert_eq!(now.task.started_at, None);
+        // With the state as it is, the same write goes through.
+        let (_, fresh) = store.read_task_state(org, ids[1]).unwrap().unwrap();
+        let started = store.start_if_unchanged(ids[1], &fresh, 4).await.unwrap();
+        assert_eq!(started.unwrap().task.status, TaskStatus::Running);
+
+        // Finish: a cancel was requested after the state was read.
+        let (_, stale) = store.read_task_state(org, ids[1]).unwrap().unwrap();
+        store
+            .kill_task(org, ids[1], "ann@acme.example", 5)
+            .await
+            .unwrap();
+        let req = FinishRequest {
+            session_id: "s1".into(),
+            result: TaskResult {
+                status: TaskStatus::Failure,
+                exit_code: Some(1),
+                failure_reason: Some(FailureReason::ExitCode),
+                failure_message: None,
+                redacted: true,
+                log_size: 0,
+                log_location: None,
+                elapsed_ms: 1,
+            },
+            log_tail: None,
+        };
+        let written = store
+            .finish_if_unchanged(ids[1], &stale, &req, TaskStatus::Failure, None, 6)
+            .await
+            .unwrap();
+        assert!(written.is_none());
+        let now = store.get_task(org, ids[1]).await.unwrap().unwrap();
+        assert_eq!(now.task.status, TaskStatus::Running);
+        assert!(now.cancel_requested);
     }
 
     /// Statuses come from `TaskStatus::as_str`, never from literals in SQL text.

@@ -1,0 +1,116 @@
+//! The request path's reads, run on the calling thread on connections of their own.
+//!
+//! sqlx's SQLite driver runs each statement on a worker thread of its connection: every
+//! statement is a round trip between two threads (two wake-ups, two context switches).
+//! A trivial task cost the server about 40 of them, and half of its CPU time went to
+//! switching threads (BENCHMARKS.md, issue 20). The reads every request makes — its
+//! token, its agent session, the task, the log — are single indexed lookups that take
+//! microseconds, so they run here, directly on the async thread that needs them, on a
+//! few read-only connections. In WAL mode a reader waits neither for the writer nor for
+//! a checkpoint. Writes stay on sqlx's single writer connection.
+
+use super::{BUSY_TIMEOUT, StoreError, StoreResult};
+use rusqlite::{Connection, OpenFlags};
+use sqlx::Sqlite;
+use sqlx::sqlite::SqliteRow;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// A row of either driver, read by column name: the row mappings (`task_from_row`...)
+/// are written once for both.
+pub(super) trait Cols {
+    fn col<T: ColValue>(&self, name: &str) -> StoreResult<T>;
+}
+
+/// A Rust type both drivers read from an SQLite column.
+pub(super) trait ColValue:
+    for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl<T> ColValue for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl Cols for SqliteRow {
+    fn col<T: ColValue>(&self, name: &str) -> StoreResult<T> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn col<T: ColValue>(&self, name: &str) -> StoreResult<T> {
+        Ok(self.get(name)?)
+    }
+}
+
+/// Read-only connections used in turn; a call waits only when all are busy (more calls
+/// at once than the runtime has threads).
+pub(super) struct InlineReaders {
+    conns: Box<[Mutex<Connection>]>,
+    next: AtomicUsize,
+}
+
+impl InlineReaders {
+    /// `count` read-only connections to the database at `path` (which exists, in WAL
+    /// mode).
+    pub(super) fn open(path: &Path, count: usize) -> anyhow::Result<InlineReaders> {
+        let conns = (0..count.max(1))
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn.pragma_update(None, "temp_store", "MEMORY")?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(InlineReaders {
+            conns: conns.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` on a free connection (or the next one in turn when none is free).
+    pub(super) fn read<R>(&self, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+        let conn = self.take();
+        f(&conn)
+    }
+
+    fn take(&self) -> MutexGuard<'_, Connection> {
+        for c in self.conns.iter() {
+            if let Ok(conn) = c.try_lock() {
+                return conn;
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        // A panic in a read leaves nothing half-done on a read-only connection (its
+        // statement is reset when dropped): a poisoned lock is reused.
+        self.conns[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One row of `sql` with `params` through `map`, or `None`.
+pub(super) fn read_optional<R>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> StoreResult<R>,
+) -> StoreResult<Option<R>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    match rows.next()? {
+        Some(row) => map(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite(e)
+    }
+}
