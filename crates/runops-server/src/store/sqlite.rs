@@ -14,8 +14,7 @@ use chrono::{DateTime, Utc};
 use inline::{Cols, InlineReaders, read_optional};
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::BTreeMap;
@@ -384,40 +383,40 @@ static INSERT_TASK_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn target_from_row(row: &SqliteRow) -> StoreResult<Target> {
-    let mapping: Option<String> = row.try_get("secret_mapping")?;
+fn target_from_row(row: &(impl Cols + ?Sized)) -> StoreResult<Target> {
+    let mapping: Option<String> = row.col("secret_mapping")?;
     let secret_mapping = match mapping {
         None => None,
         Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
             StoreError::Corrupt(format!("stored secret_mapping is not a JSON object: {e}"))
         })?),
     };
-    let timeout: i64 = row.try_get("timeout_secs")?;
+    let timeout: i64 = row.col("timeout_secs")?;
     Ok(Target {
-        name: row.try_get("name")?,
-        kind: row.try_get("kind")?,
-        description: row.try_get("description")?,
-        tags: row.try_get("tags")?,
-        secret_provider: row.try_get("secret_provider")?,
-        secret_path: row.try_get("secret_path")?,
+        name: row.col("name")?,
+        kind: row.col("kind")?,
+        description: row.col("description")?,
+        tags: row.col("tags")?,
+        secret_provider: row.col("secret_provider")?,
+        secret_path: row.col("secret_path")?,
         secret_mapping,
-        runner_provider: row.try_get("runner_provider")?,
-        redact: row.try_get("redact")?,
-        review: row.try_get("review")?,
-        reviewers: json_list(&row.try_get::<String, _>("reviewers_json")?)?,
+        runner_provider: row.col("runner_provider")?,
+        redact: row.col("redact")?,
+        review: row.col("review")?,
+        reviewers: json_list(&row.col::<String>("reviewers_json")?)?,
         min_approvals: row
-            .try_get::<Option<i64>, _>("min_approvals")?
+            .col::<Option<i64>>("min_approvals")?
             .and_then(|n| u32::try_from(n).ok()),
-        approval_ttl: u64_of(row.try_get("approval_ttl_secs")?),
-        review_ttl: u64_of(row.try_get("review_ttl_secs")?),
-        custom_command: row.try_get("custom_command")?,
+        approval_ttl: u64_of(row.col("approval_ttl_secs")?),
+        review_ttl: u64_of(row.col("review_ttl_secs")?),
+        custom_command: row.col("custom_command")?,
         timeout: u64::try_from(timeout).unwrap_or(DEFAULT_TIMEOUT_SECS),
-        channel: row.try_get("channel")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-        config_keys: json_list(&row.try_get::<String, _>("config_keys_json")?)?,
-        redact_keys: json_list(&row.try_get::<String, _>("redact_keys_json")?)?,
-        public_keys: json_list(&row.try_get::<String, _>("public_keys_json")?)?,
+        channel: row.col("channel")?,
+        created_at: ts(row.col("created_at")?)?,
+        updated_at: ts(row.col("updated_at")?)?,
+        config_keys: json_list(&row.col::<String>("config_keys_json")?)?,
+        redact_keys: json_list(&row.col::<String>("redact_keys_json")?)?,
+        public_keys: json_list(&row.col::<String>("public_keys_json")?)?,
     })
 }
 
@@ -782,12 +781,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_target(&self, org_id: i64, name: &str) -> StoreResult<Option<Target>> {
-        let row = sqlx::query(GET_TARGET_SQL.as_str())
-            .bind(org_id)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(target_from_row).transpose()
+        self.inline
+            .read(|c| read_optional(c, &GET_TARGET_SQL, (org_id, name), |r| target_from_row(r)))
     }
 
     async fn update_target(&self, org_id: i64, t: &Target) -> StoreResult<Option<Target>> {
@@ -915,6 +910,17 @@ impl Store for SqliteStore {
         deadline_ms: i64,
     ) -> StoreResult<Vec<ClaimedTask>> {
         if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Most polls find nothing ready: asking a reader first spares the writer a
+        // write transaction that changes nothing. (A task made ready right after this
+        // wakes the poll, which asks again.)
+        let tags = tag_key(session.tags.as_deref());
+        let any_ready = self.inline.read(|c| {
+            Ok(c.prepare_cached(&ANY_READY_SQL)?
+                .exists((session.org_id, &tags))?)
+        })?;
+        if !any_ready {
             return Ok(Vec::new());
         }
         // One statement: the select and the update are atomic, and the partial index
@@ -1359,23 +1365,22 @@ impl Store for SqliteStore {
         org_id: i64,
         running: &[i64],
     ) -> StoreResult<Vec<i64>> {
-        let mut ids: Vec<i64> = if running.is_empty() {
-            sqlx::query_scalar(CANCELS_SQL.as_str())
-                .bind(session_id)
-                .fetch_all(&self.reader)
-                .await?
-        } else {
-            // One statement for both (a poll listing running tasks is the common case
-            // of a busy agent).
-            let list = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
-            sqlx::query_scalar(CANCELS_OR_ENDED_SQL.as_str())
-                .bind(session_id)
-                .bind(list)
-                .bind(org_id)
-                .bind(status_list(&lifecycle::FINAL))
-                .fetch_all(&self.reader)
-                .await?
-        };
+        let mut ids = self.inline.read(|c| {
+            let ids = if running.is_empty() {
+                let mut stmt = c.prepare_cached(&CANCELS_SQL)?;
+                stmt.query_map([session_id], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                // One statement for both (a poll listing running tasks is the common
+                // case of a busy agent).
+                let list = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
+                let mut stmt = c.prepare_cached(&CANCELS_OR_ENDED_SQL)?;
+                let finals = status_list(&lifecycle::FINAL);
+                stmt.query_map((session_id, list, org_id, finals), |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            Ok(ids)
+        })?;
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
@@ -2076,6 +2081,14 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          WHERE id IN (SELECT id FROM tasks WHERE status = {from} AND org_id = ? AND tag_key = ? ORDER BY id LIMIT ?) \
          RETURNING id, target_name, kind, script, message, secret_provider, secret_path, secret_mapping, redact, redact_keys_json, public_keys_json, custom_command, timeout_secs, user_email, user_groups_json, coalesce(run_requested_at, created_at) AS run_from, created_with_jwt, \
          EXISTS (SELECT 1 FROM targets g WHERE g.org_id = tasks.org_id AND g.name = tasks.target_name AND g.config_sealed IS NOT NULL) AS target_has_config",
+        from = sql_literal(lifecycle::CLAIM.from),
+    )
+});
+
+/// Whether `CLAIM_SQL` would find a ready task (the same partial index).
+static ANY_READY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT 1 FROM tasks WHERE status = {from} AND org_id = ? AND tag_key = ? LIMIT 1",
         from = sql_literal(lifecycle::CLAIM.from),
     )
 });

@@ -15,8 +15,8 @@ macro_rules! review_cols {
 
 /// The review columns of a task row (without its entries); `None` for a task of an
 /// unreviewed target.
-fn review_head(row: &SqliteRow) -> StoreResult<Option<TaskReviewRow>> {
-    let mode: String = row.try_get("review")?;
+fn review_head(row: &(impl Cols + ?Sized)) -> StoreResult<Option<TaskReviewRow>> {
+    let mode: String = row.col("review")?;
     let Some(mode) = ReviewMode::parse(&mode) else {
         return Err(StoreError::Corrupt(format!("task review mode `{mode}`")));
     };
@@ -26,45 +26,51 @@ fn review_head(row: &SqliteRow) -> StoreResult<Option<TaskReviewRow>> {
     Ok(Some(TaskReviewRow {
         rule: ReviewRule {
             mode,
-            groups: json_list(&row.try_get::<String, _>("reviewers_json")?)?,
+            groups: json_list(&row.col::<String>("reviewers_json")?)?,
             min_approvals: row
-                .try_get::<Option<i64>, _>("min_approvals")?
+                .col::<Option<i64>>("min_approvals")?
                 .and_then(|n| u32::try_from(n).ok()),
         },
         sha256: row
-            .try_get::<Option<String>, _>("review_sha256")?
+            .col::<Option<String>>("review_sha256")?
             .unwrap_or_default(),
-        approval_ttl_secs: u64_of(row.try_get("approval_ttl_secs")?),
-        review_ttl_secs: u64_of(row.try_get("review_ttl_secs")?),
-        approved_at_ms: row.try_get("approved_at")?,
+        approval_ttl_secs: u64_of(row.col("approval_ttl_secs")?),
+        review_ttl_secs: u64_of(row.col("review_ttl_secs")?),
+        approved_at_ms: row.col("approved_at")?,
         entries: Vec::new(),
     }))
+}
+
+const REVIEW_HEAD_SQL: &str = concat!(
+    "SELECT ",
+    review_cols!(),
+    " FROM tasks WHERE org_id = ? AND id = ?"
+);
+
+const REVIEW_ENTRIES_SQL: &str = "SELECT user_email, groups_json, verdict, comment, forced, sha256, created_at \
+     FROM task_reviews WHERE task_id = ? ORDER BY id";
+
+fn review_entry_from_row(r: &(impl Cols + ?Sized)) -> StoreResult<ReviewEntry> {
+    Ok(ReviewEntry {
+        user: r.col("user_email")?,
+        groups: json_list(&r.col::<String>("groups_json")?)?,
+        verdict: r.col("verdict")?,
+        comment: r.col("comment")?,
+        forced: r.col::<i64>("forced")? != 0,
+        sha256: r.col("sha256")?,
+        at: ts(r.col("created_at")?)?,
+    })
 }
 
 async fn review_entries(
     conn: &mut sqlx::SqliteConnection,
     task_id: i64,
 ) -> StoreResult<Vec<ReviewEntry>> {
-    let rows = sqlx::query(
-        "SELECT user_email, groups_json, verdict, comment, forced, sha256, created_at \
-         FROM task_reviews WHERE task_id = ? ORDER BY id",
-    )
-    .bind(task_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ReviewEntry {
-                user: r.try_get("user_email")?,
-                groups: json_list(&r.try_get::<String, _>("groups_json")?)?,
-                verdict: r.try_get("verdict")?,
-                comment: r.try_get("comment")?,
-                forced: r.try_get::<i64, _>("forced")? != 0,
-                sha256: r.try_get("sha256")?,
-                at: ts(r.try_get("created_at")?)?,
-            })
-        })
-        .collect()
+    let rows = sqlx::query(REVIEW_ENTRIES_SQL)
+        .bind(task_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(review_entry_from_row).collect()
 }
 
 /// A task's review row with its entries, read on `conn`.
@@ -73,15 +79,11 @@ async fn review_of(
     org_id: i64,
     task_id: i64,
 ) -> StoreResult<Option<TaskReviewRow>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        review_cols!(),
-        " FROM tasks WHERE org_id = ? AND id = ?"
-    ))
-    .bind(org_id)
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query(REVIEW_HEAD_SQL)
+        .bind(org_id)
+        .bind(task_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let Some(mut head) = review_head(&row)? else {
         return Ok(None);
@@ -93,8 +95,20 @@ async fn review_of(
 #[async_trait]
 impl ReviewStore for SqliteStore {
     async fn task_review(&self, org_id: i64, task_id: i64) -> StoreResult<Option<TaskReviewRow>> {
-        let mut conn = self.reader.acquire().await?;
-        review_of(&mut conn, org_id, task_id).await
+        // Read for every task that ends (its notification, the CLI's last frame): a
+        // read without a thread hop (`sqlite::inline`).
+        self.inline.read(|c| {
+            let head = read_optional(c, REVIEW_HEAD_SQL, (org_id, task_id), |r| review_head(r))?;
+            let Some(Some(mut head)) = head else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(REVIEW_ENTRIES_SQL)?;
+            let mut rows = stmt.query([task_id])?;
+            while let Some(r) = rows.next()? {
+                head.entries.push(review_entry_from_row(r)?);
+            }
+            Ok(Some(head))
+        })
     }
 
     async fn record_review(

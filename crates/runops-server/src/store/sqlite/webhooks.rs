@@ -113,12 +113,13 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn has_webhooks(&self, org_id: i64) -> StoreResult<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1")
-                .bind(org_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(found.is_some())
+        // Asked for every task that changes state: a read without a thread hop.
+        self.inline.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1")?
+                    .exists([org_id])?,
+            )
+        })
     }
 
     async fn delete_webhook(&self, org_id: i64, id: i64) -> StoreResult<bool> {
