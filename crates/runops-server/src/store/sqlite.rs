@@ -165,7 +165,9 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
-        let inline = InlineReaders::open(&path, READ_POOL_SIZE as usize)?;
+        // One per thread of the runtime or more, so a read rarely waits for another.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let inline = InlineReaders::open(&path, threads.clamp(READ_POOL_SIZE as usize, 16))?;
         Ok(SqliteStore {
             writer,
             reader,
