@@ -224,6 +224,14 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
         );
         assert!(down.hint.is_some_and(|h| h.contains("retry")));
+        // A local SQLite read that waited out its busy timeout (another process
+        // holding the database) is the same: retry later.
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let busy = ApiError::from(StoreError::Sqlite(busy));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
         let broken = ApiError::from(StoreError::Corrupt("bad row".into()));
         assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -922,7 +922,7 @@ impl Store for SqliteStore {
         let tags = tag_key(session.tags.as_deref());
         let any_ready = self.inline.read(|c| {
             Ok(c.prepare_cached(&ANY_READY_SQL)?
-                .exists((session.org_id, &tags))?)
+                .exists((session.org_id, tags))?)
         })?;
         if !any_ready {
             return Ok(Vec::new());
@@ -936,7 +936,7 @@ impl Store for SqliteStore {
             .bind(deadline_ms)
             .bind(now_ms)
             .bind(session.org_id)
-            .bind(tag_key(session.tags.as_deref()))
+            .bind(tags)
             .bind(i64::from(limit))
             .fetch_all(&self.writer)
             .await?;
@@ -2368,8 +2368,8 @@ mod tests {
     /// (and `start_task` / `finish_task` then take the locked way).
     #[tokio::test]
     async fn an_optimistic_write_on_a_changed_row_writes_nothing() {
-        use super::super::{NewSession, NewTask, NewUser, Store, Target};
-        use runops_proto::agent::{FinishRequest, TaskResult};
+        use super::super::{NewSession, NewTask, NewUser, Store};
+        use runops_proto::agent::TaskResult;
         use runops_proto::{FailureReason, Role, TaskStatus};
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(dir.path()).await.unwrap();
@@ -2381,31 +2381,12 @@ mod tests {
             role: Role::Admin,
         };
         let user = store.create_user(org, &user, 0).await.unwrap();
-        let at = chrono::DateTime::from_timestamp_millis(0).unwrap();
-        let target = Target {
+        let create = runops_proto::api::TargetCreate {
             name: "t".into(),
             kind: "bash".into(),
-            description: None,
-            tags: None,
-            secret_provider: None,
-            secret_path: None,
-            secret_mapping: None,
-            runner_provider: None,
-            redact: "all".into(),
-            review: "none".into(),
-            reviewers: Vec::new(),
-            min_approvals: None,
-            approval_ttl: 3600,
-            review_ttl: 3600,
-            custom_command: None,
-            timeout: 600,
-            channel: None,
-            created_at: at,
-            updated_at: at,
-            config_keys: Vec::new(),
-            redact_keys: Vec::new(),
-            public_keys: Vec::new(),
+            ..Default::default()
         };
+        let target = crate::validate::new_target(create, chrono::Utc::now()).unwrap();
         let target = store.create_target(org, &target).await.unwrap();
         let token = store
             .create_agent_token(org, Some("a"), None, &[7; 32], 0)
@@ -2474,20 +2455,17 @@ mod tests {
             .kill_task(org, ids[1], "ann@acme.example", 5)
             .await
             .unwrap();
-        let req = FinishRequest {
-            session_id: "s1".into(),
-            result: TaskResult {
-                status: TaskStatus::Failure,
-                exit_code: Some(1),
-                failure_reason: Some(FailureReason::ExitCode),
-                failure_message: None,
-                redacted: true,
-                log_size: 0,
-                log_location: None,
-                elapsed_ms: 1,
-            },
-            log_tail: None,
-        };
+        let req = TaskResult {
+            status: TaskStatus::Failure,
+            exit_code: Some(1),
+            failure_reason: Some(FailureReason::ExitCode),
+            failure_message: None,
+            redacted: true,
+            log_size: 0,
+            log_location: None,
+            elapsed_ms: 1,
+        }
+        .to_finish("s1");
         let written = store
             .finish_if_unchanged(ids[1], &stale, &req, TaskStatus::Failure, None, 6)
             .await
