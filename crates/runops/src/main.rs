@@ -58,6 +58,9 @@ enum Role {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if matches!(cli.command, Role::Server(_) | Role::Up(_)) {
+        keep_log_chunks_on_the_heap();
+    }
     if let Role::Completion { shell } = cli.command {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "runops", &mut std::io::stdout());
@@ -159,6 +162,27 @@ fn limit_malloc_arenas() {
     // only adjusts allocator tuning.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Buffers of a log chunk (up to 4 MiB: the request body, the bound blob, SQLite's
+/// copy) above glibc's mmap threshold come from a fresh `mmap` each time, and every page
+/// of each faults in and is zeroed: page faults were the server's largest cost while
+/// storing a 1 GiB log (BENCHMARKS.md, issue 20). Served from the heap instead, freed
+/// chunks are reused; the heap keeps at most `M_TRIM_THRESHOLD` of free memory per arena
+/// before returning it. The server only: the agent's figures did not move with it.
+/// Must run before any thread starts.
+fn keep_log_chunks_on_the_heap() {
+    /// Above the largest log chunk and its request's headroom.
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 8 << 20;
+    /// Free heap kept for the next chunks before it goes back to the system.
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called in `main` before any other thread exists; mallopt only adjusts
+    // allocator tuning.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
     }
 }
 
