@@ -34,10 +34,15 @@ pub const UPLOAD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// Size of one read from a child's stdout/stderr: a whole pipe buffer (64 KiB on
 /// Linux), so a fast writer costs one redact-and-spool round per pipe-full, not four.
 pub const PIPE_READ_BYTES: usize = 64 * 1024;
-/// Redacted output gathered before one spool write while a task's pipe keeps coming
-/// full: each write is a hand-off to a blocking thread, and thread switches were the
-/// agent's largest cost while streaming 1 GiB (BENCHMARKS.md, issue 20).
+/// Redacted output gathered before one spool write: each write is a hand-off to a
+/// blocking thread, and thread switches were the agent's largest cost while streaming
+/// 1 GiB (BENCHMARKS.md, issue 20).
 pub const SPOOL_WRITE_BYTES: usize = 256 * 1024;
+/// Longest redacted output waits in memory for more before it is written to the spool.
+/// A task printing steadily is read faster than it fills its pipe, so reads come back
+/// small (~40 KiB) and each one was its own spool write; gathered, they make one write
+/// per [`SPOOL_WRITE_BYTES`]. Far below [`UPLOAD_INTERVAL`]: output stays live.
+pub const SPOOL_WRITE_AFTER: Duration = Duration::from_millis(5);
 /// Longest a task's result stays in memory only while the agent reports it right after
 /// the task ended (see `crate::logs::stream`); then it is spooled and retried as usual.
 pub const DIRECT_REPORT_TIMEOUT: Duration = Duration::from_secs(2);

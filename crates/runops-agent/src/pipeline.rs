@@ -140,7 +140,7 @@ async fn run(
             return Err(failed(TaskFailure::agent_error(message), None, 0, started));
         }
     };
-    let log = TaskLog::new(file.into_std().await, &redactor);
+    let log = TaskLog::new(file, &redactor);
     on_log(log.subscribe());
 
     let outcome = match prepared {

@@ -556,7 +556,7 @@ async fn spool_of_a_previous_run_is_reported_at_start() {
     let spool = Spool::open(&data).unwrap();
     // Task 1 finished but was not reported; task 2 was running when the agent died.
     let done = spool.task(1);
-    let mut f = done.create().await.unwrap();
+    let mut f = tokio::fs::File::from_std(done.create().await.unwrap());
     tokio::io::AsyncWriteExt::write_all(&mut f, b"ok\n")
         .await
         .unwrap();
@@ -573,7 +573,7 @@ async fn spool_of_a_previous_run_is_reported_at_start() {
     .await
     .unwrap();
     let cut = spool.task(2);
-    let mut f = cut.create().await.unwrap();
+    let mut f = tokio::fs::File::from_std(cut.create().await.unwrap());
     tokio::io::AsyncWriteExt::write_all(&mut f, b"half")
         .await
         .unwrap();

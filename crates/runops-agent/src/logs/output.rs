@@ -13,8 +13,13 @@
 //! flusher releases an incomplete line once it has waited [`HOLD_RELEASE_AFTER`]
 //! (a prompt, a progress bar): only the shortest tail that could still begin a secret
 //! in one of its spellings stays until more output decides it.
+//!
+//! Redacted output gathers in memory into spool writes of [`SPOOL_WRITE_BYTES`], each
+//! one a hand-off to a blocking thread; a second flusher writes what gathered
+//! [`SPOOL_WRITE_AFTER`] after it came, so a line is on disk (and uploaded) a few
+//! milliseconds after the task printed it.
 
-use crate::limits::{PIPE_READ_BYTES, SPOOL_WRITE_BYTES};
+use crate::limits::{SPOOL_WRITE_AFTER, SPOOL_WRITE_BYTES};
 use runops_redact::{Redactor, StreamRedactor};
 use std::io::Write;
 use std::sync::Arc;
@@ -43,7 +48,8 @@ pub enum Source {
 
 pub struct TaskLog {
     shared: Arc<Shared>,
-    flusher: tokio::task::AbortHandle,
+    /// The two flushers: held-back output, gathered output.
+    flushers: [tokio::task::AbortHandle; 2],
 }
 
 struct Shared {
@@ -51,6 +57,8 @@ struct Shared {
     progress: watch::Sender<LogProgress>,
     /// A write left bytes held back: the flusher releases them after a pause.
     held: Arc<Notify>,
+    /// A write left redacted bytes gathered in `buf`: written out shortly.
+    gathered: Arc<Notify>,
 }
 
 struct Inner {
@@ -69,13 +77,15 @@ struct Inner {
 
 impl Drop for TaskLog {
     fn drop(&mut self) {
-        self.flusher.abort();
+        for flusher in &self.flushers {
+            flusher.abort();
+        }
     }
 }
 
 impl TaskLog {
     /// `file` is the spool log opened for appending (and empty). Must be called within
-    /// a tokio runtime (it starts the log's flusher).
+    /// a tokio runtime (it starts the log's flushers).
     pub fn new(file: std::fs::File, redactor: &Redactor) -> TaskLog {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -90,13 +100,17 @@ impl TaskLog {
             }),
             progress: watch::channel(LogProgress::default()).0,
             held: Arc::new(Notify::new()),
+            gathered: Arc::new(Notify::new()),
         });
-        let flusher = tokio::spawn(release_held_output(
-            Arc::downgrade(&shared),
-            shared.held.clone(),
-        ))
-        .abort_handle();
-        TaskLog { shared, flusher }
+        let flusher = |flush: Flush| {
+            let notify = match flush {
+                Flush::HeldBack => shared.held.clone(),
+                Flush::Gathered => shared.gathered.clone(),
+            };
+            tokio::spawn(flush_after_pause(Arc::downgrade(&shared), notify, flush)).abort_handle()
+        };
+        let flushers = [flusher(Flush::HeldBack), flusher(Flush::Gathered)];
+        TaskLog { shared, flushers }
     }
 
     /// Follows the log's progress (the uploader does).
@@ -126,16 +140,13 @@ impl TaskLog {
             Source::Stderr => stderr,
         };
         stream.push(bytes, buf);
-        let held_back = stream.held_back() > 0;
-        // A full pipe read means more output is already waiting: gather it into larger
-        // spool writes (each one is a hand-off to a blocking thread). The flusher
-        // writes what waits here if no more comes.
-        let more_waiting = bytes.len() >= PIPE_READ_BYTES && buf.len() < SPOOL_WRITE_BYTES;
-        if held_back || more_waiting {
+        if stream.held_back() > 0 {
             self.shared.held.notify_one();
         }
-        if !more_waiting {
+        if buf.len() >= SPOOL_WRITE_BYTES {
             self.shared.write_out(&mut inner).await;
+        } else if !buf.is_empty() {
+            self.shared.gathered.notify_one();
         }
     }
 
@@ -227,26 +238,41 @@ impl TaskLog {
     }
 }
 
-/// The flusher of one log: after a write left bytes held back (or gathered for a larger
-/// spool write), waits [`HOLD_RELEASE_AFTER`] and releases what the streams no longer
-/// need to hold (an incomplete line; never a possible secret's start). Ends with the log.
-async fn release_held_output(shared: std::sync::Weak<Shared>, held: Arc<Notify>) {
+/// What a flusher writes out.
+#[derive(Clone, Copy)]
+enum Flush {
+    /// After [`HOLD_RELEASE_AFTER`], what the streams no longer need to hold (an
+    /// incomplete line; never a possible secret's start), and what gathered.
+    HeldBack,
+    /// After [`SPOOL_WRITE_AFTER`], the redacted output gathered for a larger write.
+    Gathered,
+}
+
+/// One flusher of a log: each time `notify` fires, waits its pause and writes out what
+/// `flush` says. Ends with the log.
+async fn flush_after_pause(shared: std::sync::Weak<Shared>, notify: Arc<Notify>, flush: Flush) {
+    let pause = match flush {
+        Flush::HeldBack => HOLD_RELEASE_AFTER,
+        Flush::Gathered => SPOOL_WRITE_AFTER,
+    };
     loop {
-        held.notified().await;
-        tokio::time::sleep(HOLD_RELEASE_AFTER).await;
+        notify.notified().await;
+        tokio::time::sleep(pause).await;
         let Some(log) = shared.upgrade() else { return };
         let mut inner = log.inner.lock().await;
         if inner.finished {
             return;
         }
-        let Inner {
-            stdout,
-            stderr,
-            buf,
-            ..
-        } = &mut *inner;
-        stdout.flush(buf);
-        stderr.flush(buf);
+        if let Flush::HeldBack = flush {
+            let Inner {
+                stdout,
+                stderr,
+                buf,
+                ..
+            } = &mut *inner;
+            stdout.flush(buf);
+            stderr.flush(buf);
+        }
         log.write_out(&mut inner).await;
     }
 }

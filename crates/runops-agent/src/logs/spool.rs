@@ -5,7 +5,7 @@
 
 use runops_proto::{FailureReason, TaskStatus};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -143,13 +143,20 @@ impl TaskSpool {
             .unwrap_or_default()
     }
 
-    /// Creates the directory (0700) and an empty log (0600), open for appending.
-    pub async fn create(&self) -> io::Result<tokio::fs::File> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || create_private_dir(&dir))
-            .await
-            .map_err(io::Error::other)??;
-        self.open_log_for_append().await
+    /// Creates the directory (0700) and an empty log (0600), open for appending, in one
+    /// hand-off to a blocking thread (this is on every task's way to its start).
+    pub async fn create(&self) -> io::Result<std::fs::File> {
+        let (dir, log) = (self.dir.clone(), self.log_path());
+        tokio::task::spawn_blocking(move || {
+            create_private_dir(&dir)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(log)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn open_log_for_append(&self) -> io::Result<tokio::fs::File> {
@@ -290,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let task = spool.task(5);
-        let mut f = task.create().await.unwrap();
+        let mut f = tokio::fs::File::from_std(task.create().await.unwrap());
         f.write_all(b"hello world").await.unwrap();
         f.flush().await.unwrap();
         assert_eq!(task.read_chunk(6, 100).await.unwrap(), b"world");
@@ -394,7 +401,7 @@ mod tests {
         assert_eq!(spool.recover(1).await.unwrap(), result(0));
         // Running when the agent died: agent-error, the note appended to the log.
         let cut = spool.task(2);
-        let mut f = cut.create().await.unwrap();
+        let mut f = tokio::fs::File::from_std(cut.create().await.unwrap());
         f.write_all(b"partial line").await.unwrap();
         f.flush().await.unwrap();
         let r = spool.recover(2).await.unwrap();

@@ -75,7 +75,12 @@ pub async fn report_task(
 ) {
     let task_id = spool.task_id();
     let mut backoff = Backoff::new();
-    let mut acked = spool.acked().await.min(progress.borrow().written);
+    // A task that just ran has a spool made for it this run: nothing of it is uploaded
+    // yet, and reading `acked` would be one more hand-off to a blocking thread per task.
+    let mut acked = match fresh {
+        Some(_) => 0,
+        None => spool.acked().await.min(progress.borrow().written),
+    };
     let mut last_upload: Option<tokio::time::Instant> = None;
     // The spool log, opened at the first upload and kept open for the next ones.
     let mut reader: Option<LogReader> = None;
