@@ -21,7 +21,7 @@ use runops_proto::agent::TaskOffer;
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use runops_proto::{FailureReason, TaskStatus};
 use runops_redact::{InfoType, RedactConfig, Redactor, key_is_redacted};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -129,25 +129,8 @@ async fn run(
     let mut fetched = Secrets::new();
     let prepared = prepare(ctx, offer, &mut fetched).await;
     let redactor = task_redactor(ctx, offer, fetched);
-    // A task that will run gets its temp dir in the same hand-off to a blocking thread
-    // as its spool: each hand-off is on the way to the task's start.
-    let tmp_dir = prepared.is_ok().then(|| {
-        ctx.tmp_root
-            .join(format!("task-{}-{}", offer.task_id, random_suffix()))
-    });
-    let made = {
-        let (spool, tmp_dir) = (spool.clone(), tmp_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let file = spool.create_blocking()?;
-            let tmp = tmp_dir.map(|dir| create_private_dir(&dir).map(|()| dir));
-            Ok::<_, std::io::Error>((file, tmp))
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-    };
-    let (file, tmp) = match made {
-        Ok(made) => made,
+    let file = match spool.create().await {
+        Ok(f) => f,
         Err(e) => {
             let message = format!(
                 "cannot create the task's spool in {}: {e}",
@@ -160,24 +143,9 @@ async fn run(
     let log = TaskLog::new(file, &redactor);
     on_log(log.subscribe());
 
-    let outcome = match (prepared, tmp) {
-        (Ok(p), Some(Ok(tmp_dir))) => {
-            let outcome = run_prepared(ctx, offer, stop, &log, spool, p, &tmp_dir).await;
-            if let Err(e) = tokio::fs::remove_dir_all(&tmp_dir).await {
-                tracing::warn!(
-                    task_id = offer.task_id,
-                    "cannot remove the task's temp dir {}: {e}",
-                    tmp_dir.display()
-                );
-            }
-            outcome
-        }
-        (Ok(_), Some(Err(e))) => Err(TaskFailure::agent_error(format!(
-            "cannot create the task's temp dir {}: {e}",
-            tmp_dir.as_deref().unwrap_or(&ctx.tmp_root).display()
-        ))),
-        (Ok(_), None) => Err(TaskFailure::agent_error("the task's temp dir was not made")),
-        (Err(f), _) => Err(f),
+    let outcome = match prepared {
+        Ok(p) => run_prepared(ctx, offer, stop, &log, spool, p).await,
+        Err(f) => Err(f),
     };
     // The task's output is complete: what the redactor held back goes before any note.
     log.end_output().await;
@@ -389,12 +357,24 @@ async fn run_prepared(
     log: &TaskLog,
     spool: &TaskSpool,
     p: Prepared,
-    tmp_dir: &Path,
 ) -> Result<RunOutcome, TaskFailure> {
     if let Some(why) = stop.reason() {
         return Err(why.clone());
     }
-    let env = ChildEnv::build(&ctx.base_env, tmp_dir, &p.secrets, &p.metadata);
+    let tmp_dir = ctx
+        .tmp_root
+        .join(format!("task-{}-{}", offer.task_id, random_suffix()));
+    let create = {
+        let dir = tmp_dir.clone();
+        tokio::task::spawn_blocking(move || create_private_dir(&dir)).await
+    };
+    if let Err(e) = create.map_err(std::io::Error::other).and_then(|r| r) {
+        return Err(TaskFailure::agent_error(format!(
+            "cannot create the task's temp dir {}: {e}",
+            tmp_dir.display()
+        )));
+    }
+    let env = ChildEnv::build(&ctx.base_env, &tmp_dir, &p.secrets, &p.metadata);
     for key in &env.skipped {
         log.note(&format!(
             "secret key `{key}` cannot be an environment variable name; it is not exported (it still works as a {{{{placeholder}}}})"
@@ -414,7 +394,7 @@ async fn run_prepared(
         custom_command: offer.custom_command.as_deref(),
         secrets: &p.secrets,
         env: &env,
-        tmp_dir,
+        tmp_dir: &tmp_dir,
         group_record: &groups_path,
         output: log,
         stop: &stop.token,
@@ -423,7 +403,7 @@ async fn run_prepared(
     let deadline = tokio::time::sleep(Duration::from_secs(timeout_secs));
     tokio::pin!(run, deadline);
     let mut timed_out = false;
-    loop {
+    let outcome = loop {
         tokio::select! {
             r = &mut run => break r,
             _ = &mut deadline, if !timed_out => {
@@ -434,7 +414,15 @@ async fn run_prepared(
                 ));
             }
         }
+    };
+    if let Err(e) = tokio::fs::remove_dir_all(&tmp_dir).await {
+        tracing::warn!(
+            task_id = offer.task_id,
+            "cannot remove the task's temp dir {}: {e}",
+            tmp_dir.display()
+        );
     }
+    outcome
 }
 
 fn random_suffix() -> String {

@@ -143,24 +143,20 @@ impl TaskSpool {
             .unwrap_or_default()
     }
 
-    /// Creates the directory (0700) and an empty log (0600), open for appending, on a
-    /// blocking thread.
+    /// Creates the directory (0700) and an empty log (0600), open for appending, in one
+    /// hand-off to a blocking thread (this is on every task's way to its start).
     pub async fn create(&self) -> io::Result<std::fs::File> {
-        let task = self.clone();
-        tokio::task::spawn_blocking(move || task.create_blocking())
-            .await
-            .map_err(io::Error::other)?
-    }
-
-    /// [`TaskSpool::create`] on the calling thread, for a caller already on a blocking
-    /// thread (the pipeline makes the task's temp dir in the same hand-off).
-    pub fn create_blocking(&self) -> io::Result<std::fs::File> {
-        create_private_dir(&self.dir)?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(self.log_path())
+        let (dir, log) = (self.dir.clone(), self.log_path());
+        tokio::task::spawn_blocking(move || {
+            create_private_dir(&dir)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(log)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn open_log_for_append(&self) -> io::Result<tokio::fs::File> {
