@@ -173,16 +173,18 @@ fn limit_malloc_arenas() {
 /// before returning it. The server only: the agent's figures did not move with it.
 /// Must run before any thread starts.
 fn keep_log_chunks_on_the_heap() {
-    /// Above the largest log chunk and its request's headroom.
-    const MMAP_THRESHOLD_BYTES: libc::c_int = 8 << 20;
-    /// Free heap kept for the next chunks before it goes back to the system.
-    const TRIM_THRESHOLD_BYTES: libc::c_int = 32 << 20;
     #[cfg(target_env = "gnu")]
-    // SAFETY: called in `main` before any other thread exists; mallopt only adjusts
-    // allocator tuning.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+    {
+        /// Above the largest log chunk and its request's headroom.
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 8 << 20;
+        /// Free heap kept for the next chunks before it goes back to the system.
+        const TRIM_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+        // SAFETY: called in `main` before any other thread exists; mallopt only adjusts
+        // allocator tuning.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub struct TaskLog {
 struct Shared {
     inner: Mutex<Inner>,
     progress: watch::Sender<LogProgress>,
-    /// A write left bytes held back: the flusher releases them after a pause.
+    /// A write left bytes held back: the held-back flusher releases them after a pause.
     held: Arc<Notify>,
     /// A write left redacted bytes gathered in `buf`: written out shortly.
     gathered: Arc<Notify>,
@@ -248,16 +248,22 @@ enum Flush {
     Gathered,
 }
 
+impl Flush {
+    /// How long the flusher waits after its notification.
+    fn pause(self) -> Duration {
+        match self {
+            Flush::HeldBack => HOLD_RELEASE_AFTER,
+            Flush::Gathered => SPOOL_WRITE_AFTER,
+        }
+    }
+}
+
 /// One flusher of a log: each time `notify` fires, waits its pause and writes out what
 /// `flush` says. Ends with the log.
 async fn flush_after_pause(shared: std::sync::Weak<Shared>, notify: Arc<Notify>, flush: Flush) {
-    let pause = match flush {
-        Flush::HeldBack => HOLD_RELEASE_AFTER,
-        Flush::Gathered => SPOOL_WRITE_AFTER,
-    };
     loop {
         notify.notified().await;
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(flush.pause()).await;
         let Some(log) = shared.upgrade() else { return };
         let mut inner = log.inner.lock().await;
         if inner.finished {

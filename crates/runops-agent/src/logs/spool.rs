@@ -24,6 +24,14 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// How a task's spool log is opened: appended to, created 0600 (readable by the agent's
+/// user only) when missing.
+fn log_append_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true).mode(0o600);
+    options
+}
+
 /// The spool directory of an agent.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -149,21 +157,14 @@ impl TaskSpool {
         let (dir, log) = (self.dir.clone(), self.log_path());
         tokio::task::spawn_blocking(move || {
             create_private_dir(&dir)?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(log)
+            log_append_options().open(log)
         })
         .await
         .map_err(io::Error::other)?
     }
 
     async fn open_log_for_append(&self) -> io::Result<tokio::fs::File> {
-        tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
+        tokio::fs::OpenOptions::from(log_append_options())
             .open(self.log_path())
             .await
     }
