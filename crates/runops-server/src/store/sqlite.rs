@@ -13,12 +13,12 @@ use super::web_sessions as web_sessions_trait;
 use super::*;
 use crate::lifecycle::{self, Event, LogLimit, LogRoom, Refusal, TaskState, Write};
 use chrono::{DateTime, Utc};
-use inline::{Cols, InlineReaders, read_optional};
+use inline::{Cols, InlineReaders, read_all, read_optional};
 use runops_proto::api::DEFAULT_TIMEOUT_SECS;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection as _, Row, Sqlite, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::LazyLock;
@@ -67,12 +67,40 @@ pub struct LogQuotas {
 }
 
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
     /// The request path's reads (token, session, task, log), without a thread hop.
     inline: InlineReaders,
     quotas: LogQuotas,
     checkpoints: Checkpoints,
+}
+
+/// The one connection that writes, held by the store rather than pooled: a pool pings
+/// a connection each time it is given back, a second round trip to the connection's
+/// thread after every write, and the next writer waited for it (BENCHMARKS.md, issue
+/// 20). Writers queue in order on the lock.
+struct Writer(tokio::sync::Mutex<Option<sqlx::SqliteConnection>>);
+
+impl Writer {
+    async fn connect(opts: &SqliteConnectOptions) -> Result<Writer, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        Ok(Writer(tokio::sync::Mutex::new(Some(opts.connect().await?))))
+    }
+
+    /// The connection, once the writers before have finished; an error once the store
+    /// is closed.
+    async fn lock(&self) -> StoreResult<tokio::sync::MappedMutexGuard<'_, sqlx::SqliteConnection>> {
+        tokio::sync::MutexGuard::try_map(self.0.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))
+    }
+
+    /// Closes the connection after the writers before; later writes fail.
+    async fn close(&self) {
+        if let Some(conn) = self.0.lock().await.take() {
+            use sqlx::Connection;
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// Asks the background checkpointer to run once enough log bytes went into the WAL.
@@ -148,17 +176,17 @@ impl SqliteStore {
             "wal_autocheckpoint",
             WRITER_AUTOCHECKPOINT_PAGES.to_string(),
         );
-        let writer = SqlitePoolOptions::new()
+        let cannot_open =
+            |e: sqlx::Error| anyhow::anyhow!("cannot open the database {}: {e}", path.display());
+        // sqlx's migrator wants a pool: one of a single connection, closed after it.
+        let migrations = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
-            // A local file needs no liveness ping before each use (it halves the
-            // claim rate).
-            .test_before_acquire(false)
-            .connect_with(writer_opts)
+            .connect_with(writer_opts.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
-        let store_writer = writer.clone();
-        migrate::migrate(&store_writer).await?;
+            .map_err(cannot_open)?;
+        migrate::migrate(&migrations).await?;
+        migrations.close().await;
+        let writer = Writer::connect(&writer_opts).await.map_err(cannot_open)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
             .test_before_acquire(false)
@@ -570,7 +598,7 @@ impl Store for SqliteStore {
 
     async fn is_empty(&self) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orgs")
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *self.writer.lock().await?)
             .await?;
         Ok(n == 0)
     }
@@ -579,7 +607,7 @@ impl Store for SqliteStore {
         let r = sqlx::query("INSERT INTO orgs (name, created_at) VALUES (?, ?)")
             .bind(name)
             .bind(now_ms)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await;
         match r {
             Ok(r) => Ok(r.last_insert_rowid()),
@@ -593,7 +621,7 @@ impl Store for SqliteStore {
     async fn find_org_id(&self, name: &str) -> StoreResult<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT id FROM orgs WHERE name = ?")
             .bind(name)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.writer.lock().await?)
             .await?)
     }
 
@@ -604,7 +632,7 @@ impl Store for SqliteStore {
             ", o.name AS org_name FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.role = ? ORDER BY o.id, u.id LIMIT 1"
         ))
         .bind(runops_proto::Role::Admin.as_str())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.lock().await?)
         .await?;
         match row {
             None => Ok(None),
@@ -625,7 +653,7 @@ impl Store for SqliteStore {
         .bind(to_json_list(&user.groups))
         .bind(user.role.as_str())
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await;
         let id = match r {
             Ok(r) => r.last_insert_rowid(),
@@ -639,7 +667,7 @@ impl Store for SqliteStore {
         };
         let org: String = sqlx::query_scalar("SELECT name FROM orgs WHERE id = ?")
             .bind(org_id)
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *self.writer.lock().await?)
             .await?;
         Ok(User {
             id,
@@ -706,7 +734,7 @@ impl Store for SqliteStore {
     async fn unrevoke_token(&self, token_id: i64) -> StoreResult<()> {
         sqlx::query("UPDATE tokens SET revoked_at = NULL WHERE id = ?")
             .bind(token_id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok(())
     }
@@ -737,7 +765,8 @@ impl Store for SqliteStore {
         token_id: i64,
         now_ms: i64,
     ) -> StoreResult<Option<Vec<String>>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let r = sqlx::query(
             "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND org_id = ? AND kind = 'agent'",
         )
@@ -765,7 +794,9 @@ impl Store for SqliteStore {
             .bind(&t.name)
             .bind(t.created_at.timestamp_millis())
             .bind(t.updated_at.timestamp_millis());
-        let r = bind_target_settings(q, t).execute(&self.writer).await;
+        let r = bind_target_settings(q, t)
+            .execute(&mut *self.writer.lock().await?)
+            .await;
         match r {
             Ok(_) => Ok(t.clone()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
@@ -794,7 +825,7 @@ impl Store for SqliteStore {
         let r = bind_target_settings(q, t)
             .bind(org_id)
             .bind(&t.name)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok((r.rows_affected() > 0).then(|| t.clone()))
     }
@@ -835,7 +866,7 @@ impl Store for SqliteStore {
         .bind(keys)
         .bind(org_id)
         .bind(name)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -844,7 +875,7 @@ impl Store for SqliteStore {
         let r = sqlx::query("DELETE FROM targets WHERE org_id = ? AND name = ?")
             .bind(org_id)
             .bind(name)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -869,7 +900,9 @@ impl Store for SqliteStore {
             .bind(t.template.as_ref().map(|x| &x.name))
             .bind(t.template.as_ref().map(|x| &x.commit))
             .bind(super::task_template_params_json(t.template.as_ref()));
-        let row = bind_snapshot(q, target).fetch_one(&self.writer).await?;
+        let row = bind_snapshot(q, target)
+            .fetch_one(&mut *self.writer.lock().await?)
+            .await?;
         task_from_row(&row)
     }
 
@@ -938,7 +971,7 @@ impl Store for SqliteStore {
             .bind(session.org_id)
             .bind(tags)
             .bind(i64::from(limit))
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.writer.lock().await?)
             .await?;
         let start_deadline_ms = u64_of(deadline_ms - now_ms);
         let mut offers = rows
@@ -999,7 +1032,8 @@ impl Store for SqliteStore {
                 effects: TaskEffects::for_task(&rec, d.effects),
             });
         }
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
             return Ok(Decided::only(StartOutcome::NotFound));
         };
@@ -1030,7 +1064,8 @@ impl Store for SqliteStore {
         bytes: &[u8],
         cap_bytes: u64,
     ) -> StoreResult<Decided<AppendOutcome>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         // Only the columns the log path needs (a chunk comes many times a second).
         let row = sqlx::query(
             "SELECT id, org_id, target_name, tags, status, session_id, offer_deadline, cancel_requested, failure_reason, log_received, log_kept, log_truncated, created_with_jwt, created_at \
@@ -1194,7 +1229,7 @@ impl Store for SqliteStore {
             "SELECT id, first_used_at FROM tokens WHERE kind = 'user' AND name = ? AND revoked_at IS NULL ORDER BY id LIMIT 1",
         )
         .bind(FIRST_ADMIN_TOKEN_NAME)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.lock().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let used: Option<i64> = row.try_get("first_used_at")?;
@@ -1205,7 +1240,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE tokens SET first_used_at = ? WHERE id = ? AND first_used_at IS NULL")
             .bind(now_ms)
             .bind(token_id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok(())
     }
@@ -1214,7 +1249,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now_ms)
             .bind(token_id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok(())
     }
@@ -1226,7 +1261,8 @@ impl Store for SqliteStore {
         note: &str,
         limit: usize,
     ) -> StoreResult<(usize, Vec<PurgedLogs>)> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let rows = sqlx::query(
             "SELECT id, org_id, log_kept FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
              AND log_purged_at IS NULL ORDER BY finished_at LIMIT ?",
@@ -1299,7 +1335,8 @@ impl Store for SqliteStore {
                 effects: TaskEffects::for_task(&rec, d.effects),
             });
         }
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
             return Ok(Decided::only(FinishOutcome::NotFound));
         };
@@ -1334,7 +1371,8 @@ impl Store for SqliteStore {
         by_email: &str,
         now_ms: i64,
     ) -> StoreResult<Decided<KillOutcome>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
             return Ok(Decided::only(KillOutcome::NotFound));
         };
@@ -1399,7 +1437,7 @@ impl Store for SqliteStore {
         .bind(rule.to.as_str())
         .bind(rule.from.as_str())
         .bind(now_ms)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.lock().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1428,7 +1466,7 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(now_ms)
         .bind(s.verifies_identity)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await;
         match r {
             Ok(_) => {}
@@ -1439,7 +1477,7 @@ impl Store for SqliteStore {
             }
             Err(e) => return Err(e.into()),
         }
-        self.session_by_id(&self.writer, &s.id)
+        self.session_by_id(&mut *self.writer.lock().await?, &s.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("session {} vanished", s.id)))
     }
@@ -1461,7 +1499,7 @@ impl Store for SqliteStore {
         ))
         .bind(org_id)
         .bind(tag_key(tags))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.lock().await?)
         .await?;
         row.as_ref().map(session_from_row).transpose()
     }
@@ -1472,7 +1510,8 @@ impl Store for SqliteStore {
         keep: &[i64],
         now_ms: i64,
     ) -> StoreResult<EndedSession> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((mut recovered, _)) = session_head(&mut tx, id).await? else {
             return Ok(EndedSession::default());
         };
@@ -1507,7 +1546,7 @@ impl Store for SqliteStore {
         .bind(verifies_identity)
         .bind(now_ms)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(())
     }
@@ -1518,7 +1557,7 @@ impl Store for SqliteStore {
         )
         .bind(now_ms)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(())
     }
@@ -1529,7 +1568,8 @@ impl Store for SqliteStore {
         how: &SessionEnd,
         now_ms: i64,
     ) -> StoreResult<EndedSession> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((mut ended, already)) = session_head(&mut tx, id).await? else {
             return Ok(EndedSession::default());
         };
@@ -1555,7 +1595,7 @@ impl Store for SqliteStore {
             " FROM agent_sessions s JOIN orgs o ON o.id = s.org_id WHERE s.ended_at IS NULL AND s.last_seen < ?"
         ))
         .bind(cutoff_ms)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.lock().await?)
         .await?;
         rows.iter().map(session_from_row).collect()
     }
@@ -1565,7 +1605,7 @@ impl Store for SqliteStore {
             "UPDATE agent_sessions SET last_seen = max(last_seen, ?) WHERE ended_at IS NULL",
         )
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(r.rows_affected())
     }
@@ -1578,7 +1618,7 @@ impl Store for SqliteStore {
         ))
         .bind(org_id)
         .bind(email)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.lock().await?)
         .await?;
         match row {
             None => Ok(None),
@@ -1593,7 +1633,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE users SET groups_json = ? WHERE id = ?")
             .bind(to_json_list(groups))
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?;
         Ok(())
     }
@@ -1642,7 +1682,7 @@ impl Store for SqliteStore {
         .bind(org_id)
         .bind(user_id)
         .bind(user_id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -1657,7 +1697,7 @@ impl Store for SqliteStore {
         )
         .bind(list)
         .bind(org_id)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.lock().await?)
         .await?)
     }
 
@@ -1688,7 +1728,7 @@ impl Store for SqliteStore {
         .bind(message)
         .bind(now_ms)
         .bind(rule.from.as_str())
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(r.rows_affected())
     }
@@ -1740,7 +1780,7 @@ impl Store for SqliteStore {
         .bind(&e.object_id)
         .bind(&e.remote_addr)
         .bind(e.detail.to_string())
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(r.last_insert_rowid())
     }
@@ -1861,7 +1901,7 @@ impl SqliteStore {
         .bind(now_ms)
         .bind(id);
         let row = bind_unchanged(q, state)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.writer.lock().await?)
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
@@ -1885,7 +1925,7 @@ impl SqliteStore {
             task_cols!()
         ));
         let row = bind_unchanged(bind_finish(q, req, status, reason, now_ms, id), state)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.writer.lock().await?)
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
@@ -1899,7 +1939,8 @@ impl SqliteStore {
         event: &Event<'_>,
         now_ms: i64,
     ) -> StoreResult<Decided<bool>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, id).await? else {
             return Ok(Decided::only(false));
         };
@@ -2140,7 +2181,7 @@ impl SqliteStore {
         .bind(tags)
         .bind(&hash[..])
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await;
         match r {
             Ok(r) => Ok(r.last_insert_rowid()),
@@ -2153,12 +2194,12 @@ impl SqliteStore {
 
     async fn session_by_id(
         &self,
-        pool: &SqlitePool,
+        conn: impl sqlx::SqliteExecutor<'_>,
         id: &str,
     ) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(SESSION_BY_ID_SQL)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await?;
         row.as_ref().map(session_from_row).transpose()
     }

@@ -102,11 +102,9 @@ impl ReviewStore for SqliteStore {
             let Some(Some(mut head)) = head else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare_cached(REVIEW_ENTRIES_SQL)?;
-            let mut rows = stmt.query([task_id])?;
-            while let Some(r) = rows.next()? {
-                head.entries.push(review_entry_from_row(r)?);
-            }
+            head.entries = read_all(c, REVIEW_ENTRIES_SQL, [task_id], |r| {
+                review_entry_from_row(r)
+            })?;
             Ok(Some(head))
         })
     }
@@ -118,7 +116,8 @@ impl ReviewStore for SqliteStore {
         new: &NewReview,
         now_ms: i64,
     ) -> StoreResult<Decided<ReviewOutcome>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, task_id).await? else {
             return Ok(Decided::only(ReviewOutcome::NotFound));
         };
@@ -229,7 +228,8 @@ impl ReviewStore for SqliteStore {
         with_jwt: bool,
         now_ms: i64,
     ) -> StoreResult<Decided<RunOutcome>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let Some((rec, state)) = locked_task(&mut tx, org_id, task_id).await? else {
             return Ok(Decided::only(RunOutcome::NotFound));
         };
@@ -286,7 +286,8 @@ impl ReviewStore for SqliteStore {
     }
 
     async fn expire_reviews(&self, now_ms: i64) -> StoreResult<Vec<ExpiredReview>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let rows = sqlx::query(
             "SELECT id, org_id, status, review_ttl_secs, approval_ttl_secs FROM tasks \
              WHERE (status = ? AND created_at + review_ttl_secs * 1000 <= ?) \

@@ -13,7 +13,10 @@ use super::{BUSY_TIMEOUT, StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteRow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -37,12 +40,6 @@ impl<T> ColValue for T where
 impl Cols for SqliteRow {
     fn col<T: ColValue>(&self, name: &str) -> StoreResult<T> {
         Ok(sqlx::Row::try_get(self, name)?)
-    }
-}
-
-impl Cols for rusqlite::Row<'_> {
-    fn col<T: ColValue>(&self, name: &str) -> StoreResult<T> {
-        Ok(self.get(name)?)
     }
 }
 
@@ -99,13 +96,87 @@ pub(super) fn read_optional<R>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    map: impl FnOnce(&rusqlite::Row<'_>) -> StoreResult<R>,
+    map: impl FnOnce(&NamedRow<'_, '_>) -> StoreResult<R>,
 ) -> StoreResult<Option<R>> {
     let mut stmt = conn.prepare_cached(sql)?;
+    let names = column_names(sql, &stmt);
     let mut rows = stmt.query(params)?;
     match rows.next()? {
-        Some(row) => map(row).map(Some),
+        Some(row) => map(&NamedRow::new(row, &names)).map(Some),
         None => Ok(None),
+    }
+}
+
+/// Every row of `sql` with `params` through `map`.
+pub(super) fn read_all<R>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut map: impl FnMut(&NamedRow<'_, '_>) -> StoreResult<R>,
+) -> StoreResult<Vec<R>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let names = column_names(sql, &stmt);
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(&NamedRow::new(row, &names))?);
+    }
+    Ok(out)
+}
+
+/// The column names of `stmt`, prepared from `sql`: asked of SQLite once per statement
+/// text and thread, then kept (the schema does not change while the server runs).
+fn column_names(sql: &str, stmt: &rusqlite::Statement<'_>) -> Rc<[Box<str>]> {
+    thread_local! {
+        static NAMES: RefCell<HashMap<Box<str>, Rc<[Box<str>]>>> = RefCell::default();
+    }
+    NAMES.with_borrow_mut(|known| {
+        if let Some(names) = known.get(sql) {
+            return names.clone();
+        }
+        let names: Rc<[Box<str>]> = stmt.column_names().into_iter().map(Box::from).collect();
+        known.insert(sql.into(), names.clone());
+        names
+    })
+}
+
+/// A row whose columns are found by name in its statement's names, read once per query.
+/// rusqlite's own lookup asks SQLite for every column's name again at every call, and a
+/// task's row maps some forty columns by name: a few percent of the server's time per
+/// task (BENCHMARKS.md, issue 20).
+pub(super) struct NamedRow<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    names: &'a [Box<str>],
+    /// Where the next lookup starts: rows are mostly read in the statement's order.
+    next: std::cell::Cell<usize>,
+}
+
+impl<'a, 'r> NamedRow<'a, 'r> {
+    fn new(row: &'a rusqlite::Row<'r>, names: &'a [Box<str>]) -> NamedRow<'a, 'r> {
+        NamedRow {
+            row,
+            names,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        let n = self.names.len();
+        let start = self.next.get();
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.names[i].eq_ignore_ascii_case(name))?;
+        self.next.set(i + 1);
+        Some(i)
+    }
+}
+
+impl Cols for NamedRow<'_, '_> {
+    fn col<T: ColValue>(&self, name: &str) -> StoreResult<T> {
+        match self.index(name) {
+            Some(i) => Ok(self.row.get(i)?),
+            None => Err(rusqlite::Error::InvalidColumnName(name.to_string()).into()),
+        }
     }
 }
 

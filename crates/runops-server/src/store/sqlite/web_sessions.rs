@@ -22,7 +22,7 @@ impl WebSessionStore for SqliteStore {
         .bind(s.expires_at_ms)
         .bind(s.idp_token.as_ref().map(|t| &t.sealed[..]))
         .bind(s.idp_token.as_ref().map(|t| t.expires_at_ms))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(())
     }
@@ -64,7 +64,7 @@ impl WebSessionStore for SqliteStore {
         )
         .bind(now_ms)
         .bind(&id_hash[..])
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -83,7 +83,7 @@ impl WebSessionStore for SqliteStore {
         .bind(org_id)
         .bind(user_id)
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -92,7 +92,7 @@ impl WebSessionStore for SqliteStore {
         let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at < ? OR revoked_at < ?")
             .bind(before_ms)
             .bind(before_ms)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await
             .map_err(StoreError::from)?;
         Ok(done.rows_affected())

@@ -6,6 +6,7 @@ use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery, NewEvent, NewWebho
 use crate::store::{StoreError, StoreResult};
 use async_trait::async_trait;
 use runops_proto::webhook::{DeliveryStatus, Webhook, WebhookDelivery, WebhookFormat};
+use sqlx::Connection as _;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -85,7 +86,7 @@ impl WebhookStore for SqliteStore {
         .bind(&w.secret_sealed)
         .bind(&w.created_by)
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await?
         .last_insert_rowid();
         Ok(Webhook {
@@ -126,7 +127,7 @@ impl WebhookStore for SqliteStore {
         let n = sqlx::query("DELETE FROM webhooks WHERE org_id = ? AND id = ?")
             .bind(org_id)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await?
             .rows_affected();
         Ok(n > 0)
@@ -164,7 +165,8 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn record_event(&self, e: &NewEvent, now_ms: i64) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let hooks: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, events_json FROM webhooks WHERE org_id = ? ORDER BY id")
                 .bind(e.org_id)
@@ -217,7 +219,8 @@ impl WebhookStore for SqliteStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "SELECT d.id FROM webhook_deliveries d WHERE ",
             chain_head!(),
@@ -273,12 +276,13 @@ impl WebhookStore for SqliteStore {
             "SELECT min(d.next_attempt_at) FROM webhook_deliveries d WHERE ",
             chain_head!()
         ))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await?)
         .await?)
     }
 
     async fn purge_webhook_history(&self, before_ms: i64) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin().await?;
         // Ended: when it was delivered, or the attempt it was given up after.
         let n = sqlx::query(
             "DELETE FROM webhook_deliveries WHERE status <> 'pending' \
@@ -330,7 +334,9 @@ impl WebhookStore for SqliteStore {
             .bind(status.map(i64::from))
             .bind(error.clone()),
         };
-        q.bind(delivery_id).execute(&self.writer).await?;
+        q.bind(delivery_id)
+            .execute(&mut *self.writer.lock().await?)
+            .await?;
         Ok(())
     }
 }
