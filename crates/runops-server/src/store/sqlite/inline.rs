@@ -160,12 +160,14 @@ impl<'a, 'r> NamedRow<'a, 'r> {
         }
     }
 
+    /// Exactly as written in the statement first (from where the last one was found),
+    /// then as SQLite matches names (ignoring ASCII case).
     fn index(&self, name: &str) -> Option<usize> {
-        let n = self.names.len();
-        let start = self.next.get();
-        let i = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| self.names[i].eq_ignore_ascii_case(name))?;
+        let start = self.next.get().min(self.names.len());
+        let mut order = (start..self.names.len()).chain(0..start);
+        let i = order
+            .find(|&i| *self.names[i] == *name)
+            .or_else(|| self.names.iter().position(|n| n.eq_ignore_ascii_case(name)))?;
         self.next.set(i + 1);
         Some(i)
     }
