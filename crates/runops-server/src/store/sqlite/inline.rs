@@ -124,17 +124,20 @@ pub(super) fn read_all<R>(
     Ok(out)
 }
 
+/// A statement's column names, in order.
+type ColumnNames = Rc<[Box<str>]>;
+
 /// The column names of `stmt`, prepared from `sql`: asked of SQLite once per statement
 /// text and thread, then kept (the schema does not change while the server runs).
-fn column_names(sql: &str, stmt: &rusqlite::Statement<'_>) -> Rc<[Box<str>]> {
+fn column_names(sql: &str, stmt: &rusqlite::Statement<'_>) -> ColumnNames {
     thread_local! {
-        static NAMES: RefCell<HashMap<Box<str>, Rc<[Box<str>]>>> = RefCell::default();
+        static NAMES: RefCell<HashMap<Box<str>, ColumnNames>> = RefCell::default();
     }
     NAMES.with_borrow_mut(|known| {
         if let Some(names) = known.get(sql) {
             return names.clone();
         }
-        let names: Rc<[Box<str>]> = stmt.column_names().into_iter().map(Box::from).collect();
+        let names: ColumnNames = stmt.column_names().into_iter().map(Box::from).collect();
         known.insert(sql.into(), names.clone());
         names
     })
