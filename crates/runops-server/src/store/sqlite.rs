@@ -1,8 +1,8 @@
 //! The SQLite store: one file in the data dir, WAL mode, embedded migrations.
 //!
-//! Writes go through a pool of exactly one connection, so writers queue in the process
-//! instead of failing with `SQLITE_BUSY`, and every state change is one short
-//! transaction. Reads use a separate small pool that WAL lets run beside the writer;
+//! Writes go through exactly one connection, held by the store behind a lock (`Writer`),
+//! so writers queue in the process instead of failing with `SQLITE_BUSY`, and every state
+//! change is one short transaction. Reads use a separate small pool that WAL lets run beside the writer;
 //! the reads of the request path run without a thread hop (`inline`), and an agent's
 //! start and result are written optimistically (`start_if_unchanged`).
 
