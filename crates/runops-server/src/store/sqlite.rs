@@ -1,10 +1,11 @@
 //! The SQLite store: one file in the data dir, WAL mode, embedded migrations.
 //!
-//! Writes go through exactly one connection, held by the store behind a lock (`Writer`),
-//! so writers queue in the process instead of failing with `SQLITE_BUSY`, and every state
-//! change is one short transaction. Reads use a separate small pool that WAL lets run beside the writer;
-//! the reads of the request path run without a thread hop (`inline`), and an agent's
-//! start and result are written optimistically (`start_if_unchanged`).
+//! Writes go through exactly one connection, held by the store behind a lock
+//! (`Writer`), so writers queue in the process instead of failing with `SQLITE_BUSY`,
+//! and every state change is one short transaction. Reads use a separate small pool
+//! that WAL lets run beside the writer; the reads of the request path run without a
+//! thread hop (`inline`), and an agent's start and result are written optimistically
+//! (`start_if_unchanged`).
 
 mod inline;
 mod webhooks;
@@ -97,7 +98,6 @@ impl Writer {
     /// Closes the connection after the writers before; later writes fail.
     async fn close(&self) {
         if let Some(conn) = self.0.lock().await.take() {
-            use sqlx::Connection;
             let _ = conn.close().await;
         }
     }
